@@ -1,0 +1,64 @@
+"""Composition root: settings → engines → manager → API routes and the Gradio UI on one FastAPI app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from panel import __version__, api
+from panel.engines import default_engines
+from panel.engines.base import Engine, PanelError
+from panel.engines.manager import EngineManager
+from panel.services import Services
+from panel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, with_ui: bool = True) -> FastAPI:
+    manager = EngineManager(settings, engines if engines is not None else default_engines(settings))
+    services = Services(settings=settings, manager=manager)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.autoload:
+            await autoload_default(services)
+        try:
+            yield
+        finally:
+            await manager.shutdown()
+
+    app = FastAPI(title="panel", version=__version__, lifespan=lifespan,
+                  description="LLM workstation panel: OpenAI-compatible and control API")
+    app.state.settings = settings
+    app.state.manager = manager
+    app.state.services = services
+    api.install_error_handlers(app)
+    app.include_router(api.router)
+    if with_ui:
+        import gradio as gr
+
+        from panel.ui import build_ui, ui_launch_kwargs
+
+        gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs())
+    return app
+
+
+async def autoload_default(services: Services) -> None:
+    """Load the embedded default model on llama.cpp so the Chat tab answers at once."""
+    settings = services.settings
+    path = Path(settings.default_model)
+    if not path.is_absolute():
+        path = settings.models_dir / path
+    if not path.is_file():
+        log.warning("default model %s is missing; run ./launch.sh to install it (autoload skipped)", path)
+        return
+    try:
+        await services.manager.load("llamacpp", str(path), {}, actor="autoload")
+        log.info("default model loaded on llamacpp: %s", path.name)
+    except PanelError as exc:
+        log.error("autoload of %s failed: %s", path.name, exc.message)

@@ -1,0 +1,14 @@
+"""Engines behind one interface (base.Engine): llama.cpp's llama-server child and vLLM in this process."""
+
+from __future__ import annotations
+
+from panel.engines.base import Engine
+from panel.settings import Settings
+
+
+def default_engines(settings: Settings) -> dict[str, Engine]:
+    """Both engines, constructed cheaply: nothing heavy is imported or started here."""
+    from panel.engines.llama_server import LlamaServerEngine
+    from panel.engines.unavailable import vllm_or_unavailable
+
+    return {"llamacpp": LlamaServerEngine(settings), "vllm": vllm_or_unavailable(settings)}

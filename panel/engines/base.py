@@ -1,0 +1,185 @@
+"""The one engine interface: states, load and generation requests, token events, error types."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+
+class EngineState(str, enum.Enum):
+    IDLE = "idle"
+    LOADING = "loading"
+    LOADED = "loaded"
+    ERROR = "error"
+    UNAVAILABLE = "unavailable"
+
+
+# --- errors the user can cause map to 4xx, errors we cause to 5xx -------------------------
+
+
+class PanelError(Exception):
+    """Base of every error the panel raises on purpose; carries an HTTP status and a type."""
+
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.error_type}}
+
+
+class BadRequestError(PanelError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ForbiddenError(PanelError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFoundError(PanelError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class ConflictError(PanelError):
+    """A second load while one runs, a generation on an engine with nothing loaded, a busy GPU."""
+
+    status_code = 409
+    error_type = "conflict_error"
+
+
+class EngineFailure(PanelError):
+    """The engine itself failed (child crashed, load failed, stream broke)."""
+
+    status_code = 502
+    error_type = "engine_error"
+
+
+class EngineUnavailableError(PanelError):
+    status_code = 503
+    error_type = "engine_unavailable"
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """A validated request to load one model on one engine.
+
+    `options` holds engine-specific, already validated options (ctx_size, n_gpu_layers, dtype, ...).
+    """
+
+    engine: str
+    model_path: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationRequest:
+    """One chat or completion request, engine-neutral. `extra` carries pass-through sampling params."""
+
+    kind: Literal["chat", "completion"]
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    ignore_eos: bool = False
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens is not None:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return out
+
+
+@dataclass
+class TokenEvent:
+    """One step of a stream, stamped on the server with time.perf_counter() when it arrived.
+
+    `n_tokens` is how many generated tokens this event carries (0 for a usage-only or final event).
+    The last event of a stream has `finish_reason` set and, where the engine reports it, `usage`.
+    """
+
+    t: float
+    text: str = ""
+    reasoning: str = ""
+    n_tokens: int = 0
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+@dataclass
+class EngineStatus:
+    name: str
+    status: EngineState
+    model: str | None = None
+    pid: int | None = None
+    process_alive: bool | None = None
+    since: float = field(default_factory=time.time)
+    error: str | None = None
+    available: bool = True
+    detail: str | None = None  # e.g. load phase ("loading weights"), port
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = self.status.value
+        return out
+
+
+class Engine(Protocol):
+    """What every engine offers. Engines own their state transitions; callers go through the manager."""
+
+    name: str
+
+    def status(self) -> EngineStatus: ...
+
+    def logs(self, n: int = 200) -> list[str]: ...
+
+    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Return cleaned options or raise BadRequestError naming the bad one."""
+        ...
+
+    def model_kind(self) -> str:
+        """'gguf' (a single .gguf file) or 'hf' (a folder with config.json)."""
+        ...
+
+    async def load(self, request: LoadRequest) -> None: ...
+
+    async def unload(self) -> None: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
+
+    async def shutdown(self) -> None: ...

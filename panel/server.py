@@ -1,0 +1,39 @@
+"""Run the app with uvicorn on one port; optionally open a Gradio share link to the same server."""
+
+from __future__ import annotations
+
+import logging
+
+from panel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, log_level: str = "info") -> int:
+    import uvicorn
+
+    from panel.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level.lower(),
+                            timeout_graceful_shutdown=int(settings.stop_grace_s) + 5)
+    server = uvicorn.Server(config)
+    shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
+    log.info("panel %s on http://%s:%d (UI /, API /v1, docs /docs)", settings.host, shown_host, settings.port)
+    if settings.share:
+        _open_share_link(settings)
+    server.run()
+    return 0
+
+
+def _open_share_link(settings: Settings) -> None:
+    """Ask Gradio's tunnel for a public link to this port; say clearly when it cannot be had."""
+    try:
+        from gradio import networking
+
+        url = networking.setup_tunnel(local_host="127.0.0.1", local_port=settings.port,
+                                      share_token=__import__("secrets").token_urlsafe(32), share_server_address=None,
+                                      share_server_tls_certificate=None)
+        log.info("share link: %s", url)
+    except Exception as exc:  # noqa: BLE001 - the panel still serves locally
+        log.error("could not open a share link (%s); the panel is still served locally", exc)

@@ -1,0 +1,94 @@
+"""Settings read once at start (CLI > environment PANEL_* > .env > defaults) and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines of a .env file; quotes stripped, comments ignored."""
+    out: dict[str, str] = {}
+    if not path.is_file():
+        return out
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        out[key] = value.strip().strip("'\"")
+    return out
+
+
+def _as_bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    share: bool = False
+    autoload: bool = True
+    insecure: bool = False
+    models_dir: Path = REPO_ROOT / "models"
+    model_roots: tuple[Path, ...] = ()  # extra roots beside models_dir
+    benchmarks_dir: Path = REPO_ROOT / "benchmarks"
+    data_dir: Path = REPO_ROOT / "data"  # audit log, users, keys
+    default_model: str = DEFAULT_MODEL_FILE
+    llama_server_bin: str | None = None
+    llama_ctx_size: int = 4096
+    llama_parallel: int = 4
+    load_timeout_s: float = 600.0
+    stop_grace_s: float = 10.0
+    log_lines: int = 500
+    request_timeout_s: float = 600.0
+    hf_token: str | None = field(default=None, repr=False)
+    users_file: Path | None = None
+
+    @property
+    def all_model_roots(self) -> tuple[Path, ...]:
+        roots = [self.models_dir.resolve()]
+        roots += [p.resolve() for p in self.model_roots if p.resolve() not in roots]
+        return tuple(roots)
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from defaults, .env, PANEL_* variables and explicit overrides (CLI)."""
+        environ = dict(os.environ if env is None else env)
+        dotenv = read_dotenv(REPO_ROOT / ".env")
+        merged = {**dotenv, **environ}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = "PANEL_" + f.name.upper()
+            if key in merged and merged[key] != "":
+                values[f.name] = _convert(f.name, merged[key])
+        if "llama_server_bin" not in values and merged.get("LLAMA_SERVER_BIN"):
+            values["llama_server_bin"] = merged["LLAMA_SERVER_BIN"]
+        if merged.get("HF_TOKEN"):
+            values["hf_token"] = merged["HF_TOKEN"]
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = _convert(key, value) if isinstance(value, str) else value
+        return replace(cls(), **values)
+
+
+def _convert(name: str, raw: str) -> Any:
+    default = {f.name: f.default for f in fields(Settings)}[name]
+    if name in {"models_dir", "benchmarks_dir", "data_dir", "users_file"}:
+        return Path(raw).expanduser()
+    if name == "model_roots":
+        return tuple(Path(p).expanduser() for p in raw.split(os.pathsep) if p)
+    if isinstance(default, bool):
+        return _as_bool(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw

@@ -1,0 +1,76 @@
+"""Live generation figures from token events' server-side timestamps: TTFT, tokens/s, token counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from panel.engines.base import TokenEvent, Usage
+
+
+@dataclass
+class StreamStats:
+    """Accumulates one stream. Times are time.perf_counter() seconds; figures never depend on repaint rate."""
+
+    sent_t: float
+    first_t: float | None = None
+    last_t: float | None = None
+    tokens: int = 0  # tokens seen in events so far
+    usage: Usage | None = None
+    token_times: list[float] = field(default_factory=list)
+
+    def add(self, event: TokenEvent) -> None:
+        if event.n_tokens:
+            if self.first_t is None:
+                self.first_t = event.t
+            self.last_t = event.t
+            self.tokens += event.n_tokens
+            self.token_times.append(event.t)
+        if event.usage is not None:
+            self.usage = event.usage
+
+    @property
+    def completion_tokens(self) -> int:
+        """The engine's own count when it gave one, else the tokens seen."""
+        return self.usage.completion_tokens if self.usage and self.usage.completion_tokens else self.tokens
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_t is None else self.first_t - self.sent_t
+
+    @property
+    def decode_tps(self) -> float | None:
+        """Tokens after the first / time from first to last token (the single-stream TPS definition)."""
+        if self.first_t is None or self.last_t is None or self.last_t <= self.first_t:
+            return None
+        return (self.completion_tokens - 1) / (self.last_t - self.first_t)
+
+    def live_tps(self, now: float) -> float | None:
+        if self.first_t is None or now <= self.first_t:
+            return None
+        return max(self.tokens - 1, 0) / (now - self.first_t)
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if self.last_t is None else self.last_t - self.sent_t
+
+    def final_usage(self, usage: Usage | None) -> Usage:
+        return usage or self.usage or Usage(prompt_tokens=0, completion_tokens=self.tokens)
+
+    def timings(self) -> dict[str, float | int | None]:
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 2)
+
+        tps = self.decode_tps
+        return {"ttft_ms": ms(self.ttft_s), "e2e_ms": ms(self.e2e_s), "completion_tokens": self.completion_tokens,
+                "tokens_per_s": None if tps is None else round(tps, 2)}
+
+    def summary(self) -> str:
+        """One line for under a chat answer."""
+        tps = self.decode_tps
+        ttft = self.ttft_s
+        parts = [f"{tps:.1f} tokens/s" if tps is not None else "– tokens/s",
+                 f"TTFT {ttft * 1000:.0f} ms" if ttft is not None else "TTFT –",
+                 f"{self.completion_tokens} tokens"]
+        if self.usage and self.usage.prompt_tokens:
+            parts.append(f"prompt {self.usage.prompt_tokens} tokens")
+        return " · ".join(parts)

@@ -1,0 +1,102 @@
+"""Chat tab: streaming answers with live tokens/s, time to first token and token counts under each answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import gradio as gr
+
+from panel.engines.base import GenerationRequest, PanelError
+from panel.services import Services
+from panel.stats import StreamStats
+
+ENGINE_AUTO = "auto"
+LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
+
+
+def build_chat(services: Services) -> dict[str, Any]:
+    manager = services.manager
+
+    notice = gr.Markdown("", elem_id="chat-notice")
+    with gr.Row():
+        with gr.Column(scale=4):
+            chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot")
+            with gr.Row():
+                prompt = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
+                                    elem_id="chat-input")
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+                stop = gr.Button("Stop", scale=1)
+            live = gr.Markdown("", elem_id="chat-live", elem_classes="panel-stats")
+            clear = gr.Button("Clear conversation", size="sm")
+        with gr.Column(scale=1):
+            engine = gr.Dropdown(choices=[ENGINE_AUTO, *manager.engines], value=ENGINE_AUTO, label="Engine",
+                                 elem_id="chat-engine")
+            system = gr.Textbox(label="System prompt", lines=3, value="You are a helpful assistant.")
+            max_tokens = gr.Slider(1, 8192, value=512, step=1, label="Max tokens")
+            temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
+            top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
+    history = gr.State([])  # clean role/content messages sent to the engine
+
+    async def on_send_submit(message: str, display: list[dict[str, Any]], clean: list[dict[str, Any]],
+                             engine_name: str, system_prompt: str, max_new: float, temp: float,
+                             topp: float) -> AsyncIterator[tuple[Any, ...]]:
+        message = (message or "").strip()
+        if not message:
+            yield display, clean, "", "Type a message first."
+            return
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt.strip() else [])
+        messages += [*clean, {"role": "user", "content": message}]
+        display = [*display, {"role": "user", "content": message}]
+        start = len(display)  # the assistant turn (reasoning block + answer) occupies display[start:]
+        display += _assistant_messages("", "", None)
+        request = GenerationRequest(kind="chat", messages=messages, max_tokens=int(max_new), temperature=temp,
+                                    top_p=topp)
+        stats = StreamStats(sent_t=time.perf_counter())
+        answer, reasoning, last_paint = "", "", 0.0
+        yield display, clean, "", "⏳ waiting for the first token…"
+        try:
+            _, events = manager.generate(None if engine_name == ENGINE_AUTO else engine_name, request)
+            async for event in events:
+                stats.add(event)
+                answer += event.text
+                reasoning += event.reasoning
+                now = time.perf_counter()
+                if now - last_paint >= LIVE_UPDATE_S:
+                    last_paint = now
+                    display[start:] = _assistant_messages(answer, reasoning, None)
+                    tps = stats.live_tps(now)
+                    yield display, clean, "", f"streaming · {tps or 0:.1f} tokens/s · {stats.tokens} tokens"
+        except PanelError as exc:
+            display[start:] = _assistant_messages(answer, reasoning, f"⚠️ {exc.message}")
+            yield display, clean, "", f"❌ {exc.message}"
+            return
+        display[start:] = _assistant_messages(answer, reasoning, stats.summary())
+        clean = [*clean, {"role": "user", "content": message}, {"role": "assistant", "content": answer}]
+        yield display, clean, "", stats.summary()
+
+    def on_timer_tick() -> str:
+        reason = manager.busy_reason
+        return f"⚠️ A benchmark is measuring ({reason}); answers may be slower and may affect its results." if reason else ""
+
+    inputs = [prompt, chatbot, history, engine, system, max_tokens, temperature, top_p]
+    outputs = [chatbot, history, prompt, live]
+    # concurrency_limit=None: several users chat at once without queueing behind each other
+    send_event = send.click(on_send_submit, inputs, outputs, concurrency_limit=None)
+    submit_event = prompt.submit(on_send_submit, inputs, outputs, concurrency_limit=None)
+    stop.click(None, cancels=[send_event, submit_event])
+    clear.click(lambda: ([], [], ""), outputs=[chatbot, history, live], queue=False)
+    gr.Timer(3.0).tick(on_timer_tick, outputs=notice, show_progress="hidden", queue=False)
+    return {"chatbot": chatbot, "live": live}
+
+
+def _assistant_messages(answer: str, reasoning: str, footer: str | None) -> list[dict[str, Any]]:
+    """The assistant turn as shown: reasoning collapsed in its own block, the answer, stats under it."""
+    shown: list[dict[str, Any]] = []
+    if reasoning:
+        shown.append({"role": "assistant", "content": reasoning,
+                      "metadata": {"title": "Reasoning", "status": "done"}})
+    body = answer if not footer else f"{answer}\n\n<sub class='panel-stats'>{footer}</sub>"
+    shown.append({"role": "assistant", "content": body})
+    return shown

@@ -1,0 +1,23 @@
+"""Small formatting helpers shared by tabs: status badges, error text."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+
+def status_markdown(status: dict[str, dict[str, Any]]) -> str:
+    """A short table of every engine's state for the UI."""
+    rows = ["| engine | status | model | pid | since |", "|---|---|---|---|---|"]
+    for name, st in status.items():
+        if not isinstance(st, dict):
+            continue
+        since = dt.datetime.fromtimestamp(st.get("since") or 0).strftime("%H:%M:%S")
+        model = (st.get("model") or "–").rsplit("/", 1)[-1]
+        detail = f" ({st['detail']})" if st.get("detail") and st.get("status") == "loading" else ""
+        rows.append(f"| {name} | **{st.get('status')}**{detail} | {model} | {st.get('pid') or '–'} | {since} |")
+    errors = [f"**{name}**: {st['error']}" for name, st in status.items() if isinstance(st, dict) and st.get("error")]
+    if errors:
+        rows.append("")
+        rows += [f"> ⚠️ {e.splitlines()[0]}" for e in errors]
+    return "\n".join(rows)

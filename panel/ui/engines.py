@@ -1,0 +1,79 @@
+"""Engines tab: pick a model, set load options, Load/Unload, live status per engine and the child's log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from panel.engines.base import PanelError
+from panel.model_paths import display_path, list_model_paths
+from panel.services import Services
+from panel.ui.common import status_markdown
+
+STATUS_POLL_S = 1.5
+
+
+def build_engines(services: Services) -> dict[str, Any]:
+    import gradio as gr
+
+    manager, settings = services.manager, services.settings
+    roots = settings.all_model_roots
+
+    def gguf_choices() -> list[tuple[str, str]]:
+        return [(display_path(__import__("pathlib").Path(p), roots), p) for p in list_model_paths(roots, "gguf")]
+
+    status_md = gr.Markdown(status_markdown(manager.status()), elem_id="engine-status")
+    message = gr.Markdown("", elem_id="engine-message")
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("### llama.cpp (GGUF)")
+            choices = gguf_choices()
+            model = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Model (GGUF)",
+                                allow_custom_value=True, elem_id="llama-model")
+            refresh = gr.Button("↻ Refresh list", size="sm")
+            with gr.Row():
+                ctx_size = gr.Number(value=settings.llama_ctx_size, label="Context size", precision=0)
+                parallel = gr.Number(value=settings.llama_parallel, label="Parallel slots", precision=0)
+                n_gpu_layers = gr.Number(value=999, label="GPU layers (999 = all)", precision=0)
+            with gr.Row():
+                flash_attn = gr.Checkbox(value=False, label="Flash attention")
+                extra_args = gr.Textbox(label="Extra arguments", placeholder="--threads 8 --cache-type-k q8_0")
+            with gr.Row():
+                load_btn = gr.Button("Load", variant="primary", elem_id="llama-load")
+                unload_btn = gr.Button("Unload", elem_id="llama-unload")
+        with gr.Column(scale=2):
+            gr.Markdown("### llama-server log")
+            logs = gr.Textbox(value="\n".join(manager.get("llamacpp").logs(60)), lines=18, max_lines=18,
+                              label="recent lines", autoscroll=True, interactive=False, elem_id="llama-log")
+
+    async def on_load_click(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str) -> str:
+        options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
+        try:
+            state = await manager.load("llamacpp", path or "", options, actor=_actor())
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"✅ loaded **{state['model'].rsplit('/', 1)[-1]}** on llama.cpp"
+
+    async def on_unload_click() -> str:
+        try:
+            await manager.unload("llamacpp", actor=_actor())
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return "llama.cpp unloaded"
+
+    def on_timer_tick() -> tuple[str, str]:
+        return status_markdown(manager.status()), "\n".join(manager.get("llamacpp").logs(60))
+
+    def on_refresh_click() -> Any:
+        return gr.update(choices=gguf_choices())
+
+    load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
+        on_load_click, [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args], message,
+        concurrency_limit=None)
+    unload_btn.click(on_unload_click, outputs=message, concurrency_limit=None)
+    refresh.click(on_refresh_click, outputs=model)
+    gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)
+    return {"status": status_md, "message": message, "model": model}
+
+
+def _actor() -> str:
+    return "ui"

@@ -1,0 +1,125 @@
+"""Shared fixtures: real settings, the embedded model, a real panel server process, a real headless browser."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from panel.engines.llama_server import find_llama_server
+from panel.settings import DEFAULT_MODEL_FILE, REPO_ROOT, Settings
+
+MODELS_DIR = REPO_ROOT / "models"
+CHROMIUM = os.environ.get("PANEL_CHROMIUM", "/usr/bin/chromium")
+SERVER_START_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    path = MODELS_DIR / DEFAULT_MODEL_FILE
+    assert path.is_file(), f"{path} is missing: run ./launch.sh test (it installs the embedded model)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_server_bin() -> str:
+    binary = find_llama_server(os.environ.get("LLAMA_SERVER_BIN"))
+    assert binary, "llama-server not found: run ./launch.sh test (it builds llama-server)"
+    return binary
+
+
+@pytest.fixture
+def settings(tmp_path: Path, llama_server_bin: str) -> Settings:
+    """Settings for an in-process app: the real model library, results and data in a temporary folder."""
+    return Settings.load(
+        {"models_dir": MODELS_DIR, "benchmarks_dir": tmp_path / "benchmarks", "data_dir": tmp_path / "data",
+         "autoload": False, "llama_server_bin": llama_server_bin, "load_timeout_s": 120.0, "stop_grace_s": 5.0,
+         "llama_ctx_size": 2048, "llama_parallel": 2},
+        env={},
+    )
+
+
+@dataclass
+class PanelProcess:
+    base_url: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def run_panel(tmp: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[PanelProcess]:
+    """Start `python -m panel serve` as a real process on a free port; stop it (and its children) after."""
+    port = free_port()
+    env = {**os.environ, "PANEL_BENCHMARKS_DIR": str(tmp / "benchmarks"), "PANEL_DATA_DIR": str(tmp / "data"),
+           "PANEL_LOAD_TIMEOUT_S": "120", "PANEL_STOP_GRACE_S": "5", "PANEL_LLAMA_CTX_SIZE": "2048",
+           "PANEL_LLAMA_PARALLEL": "4", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    log_path = tmp / f"panel-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "panel", "serve", "--port", str(port), *(args or ["--no-autoload"])],
+            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    panel = PanelProcess(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"panel exited with {proc.returncode}:\n{panel.log()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(panel.base_url + "/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"panel did not answer /health in {SERVER_START_TIMEOUT_S} s:\n{panel.log()[-3000:]}")
+            time.sleep(0.3)
+        yield panel
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def panel_server(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path, llama_server_bin: str) -> Iterator[PanelProcess]:
+    """One real panel process per test module, nothing loaded at start."""
+    with run_panel(tmp_path_factory.mktemp("panel"), {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
+        yield panel
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: ./launch.sh test installs Debian's chromium"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
