@@ -1,0 +1,248 @@
+"""Benchmark result files under benchmarks/<model>/: CSV tables (history appended) and one JSON per run.
+
+Layout of one model's folder:
+
+    benchmarks/<model>/single_stream.csv   one row per output length per run
+    benchmarks/<model>/parallel.csv        one row per concurrency per run
+    benchmarks/<model>/latency.csv         TTFT / ITL / TPOT p50 p90 p99 mean per measured point
+    benchmarks/<model>/scenarios.csv       one row per scenario per run
+    benchmarks/<model>/prefix_cache.csv    cache on / off per run
+    benchmarks/<model>/runs/<run_id>.json  everything about one run, including every request's raw timings
+
+Every write is atomic (panel.files); a CSV is rewritten as old rows + new rows, so history is kept and a
+reader never sees half a file. Every row carries run_id, time, model and engine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from panel.files import atomic_write_json, atomic_write_text, results_dir, safe_name
+
+log = logging.getLogger(__name__)
+
+TABLES = ("single_stream", "parallel", "latency", "scenarios", "prefix_cache")
+KEY_COLUMNS = ["run_id", "time", "model", "engine"]
+COLUMNS: dict[str, list[str]] = {
+    "single_stream": [
+        *KEY_COLUMNS,
+        "output_tokens_requested",
+        "output_tokens",
+        "tokens_per_s",
+        "e2e_tokens_per_s",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_s",
+        "success",
+        "error",
+    ],
+    "parallel": [
+        *KEY_COLUMNS,
+        "concurrency",
+        "output_tokens_requested",
+        "requests",
+        "succeeded",
+        "failed",
+        "timed_out",
+        "total_tokens",
+        "wall_s",
+        "total_tokens_per_s",
+        "per_session_tokens_per_s",
+        "single_stream_tokens_per_s",
+        "efficiency_pct",
+        "slot_wait_ms_mean",
+        "ttft_ms_p50",
+        "ttft_ms_p99",
+    ],
+    "latency": [*KEY_COLUMNS, "suite", "point", "metric", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "n"],
+    "scenarios": [
+        *KEY_COLUMNS,
+        "scenario",
+        "requests",
+        "succeeded",
+        "prompt_tokens",
+        "output_tokens",
+        "tokens_per_s",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_s",
+    ],
+    "prefix_cache": [
+        *KEY_COLUMNS,
+        "cache",
+        "requests",
+        "succeeded",
+        "prompt_tokens",
+        "cached_tokens_mean",
+        "ttft_ms_mean",
+        "ttft_ms_p50",
+        "ttft_speedup",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class SpeedSummary:
+    """The latest speed figures of one model on one engine, for the leaderboard (joins speed with quality)."""
+
+    model: str
+    engine: str
+    single_stream_tokens_per_s: float | None
+    total_tokens_per_s: float | None
+    concurrency: int | None  # the concurrency total_tokens_per_s was measured at (64 if measured, else the largest)
+    time: str | None
+
+
+class ResultStore:
+    """Reads and writes benchmark results below one benchmarks directory."""
+
+    def __init__(self, benchmarks_dir: Path) -> None:
+        self.root = Path(benchmarks_dir)
+
+    def model_dir(self, model: str) -> Path:
+        return results_dir(self.root, model)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def save_run(self, model: str, record: dict[str, Any], tables: dict[str, list[dict[str, Any]]]) -> Path:
+        """Write the run's JSON (never overwriting another) and append its rows to the CSV tables."""
+        folder = self.model_dir(model)
+        run_id = str(record["run_id"])
+        path = folder / "runs" / f"{safe_name(run_id)}.json"
+        n = 1
+        while path.exists():  # run ids are unique; this only guards a clock that went backwards
+            path = folder / "runs" / f"{safe_name(run_id)}-{n}.json"
+            n += 1
+        atomic_write_json(path, record)
+        for table, rows in tables.items():
+            if rows:
+                self.append_rows(model, table, rows)
+        return path
+
+    def append_rows(self, model: str, table: str, rows: list[dict[str, Any]]) -> Path:
+        if table not in COLUMNS:
+            raise ValueError(f"unknown result table {table!r}; tables are {', '.join(TABLES)}")
+        path = self.model_dir(model) / f"{table}.csv"
+        old = read_csv(path)
+        header = list(COLUMNS[table])
+        for row in [*old, *rows]:
+            header += [k for k in row if k not in header]  # columns from another version are kept, not dropped
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=header, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in [*old, *rows]:
+            writer.writerow({k: _cell(row.get(k)) for k in header})
+        atomic_write_text(path, buf.getvalue())
+        return path
+
+    # --- reading ----------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Folders that hold at least one benchmark table or run."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.is_dir() and (any((folder / f"{t}.csv").is_file() for t in TABLES) or (folder / "runs").is_dir()):
+                out.append(folder.name)
+        return out
+
+    def rows(self, table: str, models: list[str] | None = None) -> list[dict[str, Any]]:
+        """All rows of one table across models (or the given ones), numbers parsed; a `folder` column added."""
+        if table not in COLUMNS:
+            raise ValueError(f"unknown result table {table!r}; tables are {', '.join(TABLES)}")
+        out: list[dict[str, Any]] = []
+        for model in models if models is not None else self.models():
+            for row in read_csv(self.model_dir(model) / f"{table}.csv"):
+                out.append({"folder": safe_name(model), **{k: _parse(v) for k, v in row.items()}})
+        return out
+
+    def runs(self, model: str) -> list[dict[str, Any]]:
+        """Every run JSON of a model, oldest first; unreadable files are skipped with a log line."""
+        folder = self.model_dir(model) / "runs"
+        out = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, json.JSONDecodeError) as exc:
+                log.warning("skipping unreadable run file %s: %s", path, exc)
+        return out
+
+    def latest_speed(self) -> list[SpeedSummary]:
+        """Per model and engine: the latest single-stream tokens/s (longest output length of the latest run)
+        and the latest parallel total tokens/s at concurrency 64, or at the largest concurrency measured."""
+        singles = self.rows("single_stream")
+        parallels = self.rows("parallel")
+        keys = sorted({(r["model"], r["engine"]) for r in [*singles, *parallels]}, key=lambda k: (str(k[0]), str(k[1])))
+        return [_summary(str(model), str(engine), singles, parallels) for model, engine in keys]
+
+
+def latest_speed(benchmarks_dir: Path) -> list[SpeedSummary]:
+    """Shortcut for the leaderboard: ResultStore(benchmarks_dir).latest_speed()."""
+    return ResultStore(benchmarks_dir).latest_speed()
+
+
+def _summary(model: str, engine: str, singles: list[dict[str, Any]], parallels: list[dict[str, Any]]) -> SpeedSummary:
+    mine_s = [r for r in singles if r["model"] == model and r["engine"] == engine and _num(r.get("tokens_per_s"))]
+    mine_p = [
+        r for r in parallels if r["model"] == model and r["engine"] == engine and _num(r.get("total_tokens_per_s"))
+    ]
+    single = None
+    times = []
+    if mine_s:
+        last_run = max(mine_s, key=lambda r: str(r["time"]))["run_id"]
+        run_rows = [r for r in mine_s if r["run_id"] == last_run]
+        best = max(run_rows, key=lambda r: _num(r.get("output_tokens_requested")) or 0)
+        single = float(best["tokens_per_s"])
+        times.append(str(best["time"]))
+    total, conc = None, None
+    if mine_p:
+        at_64 = [r for r in mine_p if _num(r.get("concurrency")) == 64]
+        pool = at_64 or mine_p
+        if not at_64:
+            top = max(_num(r.get("concurrency")) or 0 for r in pool)
+            pool = [r for r in pool if (_num(r.get("concurrency")) or 0) == top]
+        best = max(pool, key=lambda r: str(r["time"]))
+        total, conc = float(best["total_tokens_per_s"]), int(best["concurrency"])
+        times.append(str(best["time"]))
+    return SpeedSummary(model, engine, single, total, conc, max(times) if times else None)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value == value else ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _parse(value: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    if value in {"True", "False"}:
+        return value == "True"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
