@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import gradio as gr
 
 from panel.engines.base import PanelError
 from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import status_markdown
+from panel.ui.guard import requires_role
 
 STATUS_POLL_S = 1.5
 
 
 def build_engines(services: Services) -> dict[str, Any]:
-    import gradio as gr
-
     manager, settings = services.manager, services.settings
     roots = settings.all_model_roots
 
     def gguf_choices() -> list[tuple[str, str]]:
-        return [(display_path(__import__("pathlib").Path(p), roots), p) for p in list_model_paths(roots, "gguf")]
+        return [(display_path(Path(p), roots), p) for p in list_model_paths(roots, "gguf")]
 
     status_md = gr.Markdown(status_markdown(manager.status()), elem_id="engine-status")
     message = gr.Markdown("", elem_id="engine-message")
@@ -45,17 +47,20 @@ def build_engines(services: Services) -> dict[str, Any]:
             logs = gr.Textbox(value="\n".join(manager.get("llamacpp").logs(60)), lines=18, max_lines=18,
                               label="recent lines", autoscroll=True, interactive=False, elem_id="llama-log")
 
-    async def on_load_click(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str) -> str:
+    @requires_role(services, "operator")
+    async def on_load_click(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str,
+                            request: gr.Request) -> str:
         options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
         try:
-            state = await manager.load("llamacpp", path or "", options, actor=_actor())
+            state = await manager.load("llamacpp", path or "", options, actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"✅ loaded **{state['model'].rsplit('/', 1)[-1]}** on llama.cpp"
 
-    async def on_unload_click() -> str:
+    @requires_role(services, "operator")
+    async def on_unload_click(request: gr.Request) -> str:
         try:
-            await manager.unload("llamacpp", actor=_actor())
+            await manager.unload("llamacpp", actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return "llama.cpp unloaded"
@@ -75,5 +80,6 @@ def build_engines(services: Services) -> dict[str, Any]:
     return {"status": status_md, "message": message, "model": model}
 
 
-def _actor() -> str:
-    return "ui"
+def actor_of(request: gr.Request | None) -> str:
+    """Who acts, for the audit log: the logged-in user, else 'ui'."""
+    return getattr(request, "username", None) or "ui"
