@@ -51,6 +51,10 @@ class Settings:
     request_timeout_s: float = 600.0
     hf_token: str | None = field(default=None, repr=False)
     users_file: Path | None = None
+    users: str | None = field(default=None, repr=False)  # PANEL_USERS: name:role:bcrypt-hash, comma-separated
+    max_concurrent_per_user: int = 8  # generations at once per user or key (429 beyond)
+    max_tokens_limit: int = 32768  # largest max_tokens a request may ask for (400 beyond)
+    max_body_bytes: int = 4 * 1024 * 1024  # request body size on /v1 (413 beyond)
 
     @property
     def all_model_roots(self) -> tuple[Path, ...]:
