@@ -1,0 +1,181 @@
+"""The llama-server supervisor, in-process, against the real binary: states, health wait, stop, crash, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from panel.engines import llama_server
+from panel.engines.base import BadRequestError, ConflictError, EngineFailure, EngineState, GenerationRequest
+from panel.engines.llama_server import LlamaServerEngine, validate_extra_args
+from panel.engines.manager import EngineManager
+from panel.engines.unavailable import UnavailableEngine
+
+
+def _manager(settings) -> EngineManager:
+    return EngineManager(settings, {"llamacpp": LlamaServerEngine(settings),
+                                    "vllm": UnavailableEngine("vllm", "not in this test", "hf")})
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _collect(engine, request) -> tuple[str, list]:
+    events = [e async for e in engine.generate(request)]
+    return "".join(e.text for e in events), events
+
+
+def test_load_generate_unload_stops_the_process_group(settings, embedded_model) -> None:
+    async def scenario() -> None:
+        manager = _manager(settings)
+        state = await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
+        assert state["status"] == "loaded" and state["process_alive"]
+        pid = state["pid"]
+        assert os.getpgid(pid) == pid, "the child leads its own process group"
+        engine = manager.get("llamacpp")
+        text, events = await _collect(engine, GenerationRequest(kind="completion", prompt="Once upon", max_tokens=12,
+                                                                ignore_eos=True))
+        assert text and events[-1].usage.completion_tokens == 12
+        assert sum(e.n_tokens for e in events) == 12
+        assert all(b.t >= a.t for a, b in zip(events, events[1:]))
+        assert any("--ctx-size" in line for line in engine.logs())
+        await manager.unload("llamacpp")
+        assert not _pid_exists(pid)
+        st = engine.status()
+        assert st.status is EngineState.IDLE and st.pid is None and not st.process_alive
+        await manager.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_second_load_while_loading_is_refused(settings, embedded_model) -> None:
+    async def scenario() -> None:
+        manager = _manager(settings)
+        first = asyncio.create_task(manager.load("llamacpp", str(embedded_model), {}))
+        while manager.get("llamacpp").status().status is not EngineState.LOADING:
+            await asyncio.sleep(0.001)
+        with pytest.raises(ConflictError, match="busy"):
+            await manager.load("llamacpp", str(embedded_model), {})
+        with pytest.raises(ConflictError, match="busy"):
+            await manager.unload("llamacpp")
+        await first
+        assert manager.get("llamacpp").status().status is EngineState.LOADED
+        await manager.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_corrupt_gguf_fails_fast_with_log_tail_and_next_load_works(settings, embedded_model) -> None:
+    broken = embedded_model.parent / ".test-broken.gguf"
+    broken.write_bytes(b"GGUF" + os.urandom(4096))
+    try:
+        async def scenario() -> None:
+            manager = _manager(settings)
+            started = time.monotonic()
+            with pytest.raises(EngineFailure, match="exited with code"):
+                await manager.load("llamacpp", str(broken), {})
+            assert time.monotonic() - started < 30, "an early exit must not wait for the load deadline"
+            st = manager.get("llamacpp").status()
+            assert st.status is EngineState.ERROR and "Last log lines" in st.error
+            await manager.load("llamacpp", str(embedded_model), {})
+            assert manager.get("llamacpp").status().status is EngineState.LOADED
+            await manager.shutdown()
+
+        asyncio.run(scenario())
+    finally:
+        broken.unlink()
+
+
+def test_port_collision_is_retried_on_another_port(settings, embedded_model, monkeypatch) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy_port = taken.getsockname()[1]
+    ports = iter([busy_port])
+    real_free_port = llama_server._free_port
+    monkeypatch.setattr(llama_server, "_free_port", lambda: next(ports, None) or real_free_port())
+    try:
+        async def scenario() -> None:
+            manager = _manager(settings)
+            state = await manager.load("llamacpp", str(embedded_model), {})
+            assert state["status"] == "loaded"
+            assert state["detail"] != f"port {busy_port}"
+            assert any("was taken; retrying" in line for line in manager.get("llamacpp").logs())
+            await manager.shutdown()
+
+        asyncio.run(scenario())
+    finally:
+        taken.close()
+
+
+def test_crash_while_loaded_is_noticed_without_a_request(settings, embedded_model) -> None:
+    async def scenario() -> None:
+        manager = _manager(settings)
+        state = await manager.load("llamacpp", str(embedded_model), {})
+        os.kill(state["pid"], signal.SIGKILL)
+        engine = manager.get("llamacpp")
+        for _ in range(100):
+            if engine.status().status is EngineState.ERROR:
+                break
+            await asyncio.sleep(0.05)
+        st = engine.status()
+        assert st.status is EngineState.ERROR and "code -9" in st.error and st.pid is None
+        with pytest.raises(ConflictError):
+            manager.route("llamacpp", None)
+        await manager.load("llamacpp", str(embedded_model), {})
+        assert engine.status().status is EngineState.LOADED
+        await manager.shutdown()
+        assert engine.status().process_alive is False
+
+    asyncio.run(scenario())
+
+
+def test_load_deadline_is_enforced(settings, embedded_model) -> None:
+    from dataclasses import replace
+
+    quick = replace(settings, load_timeout_s=0.05)
+
+    async def scenario() -> None:
+        manager = _manager(quick)
+        with pytest.raises(EngineFailure, match="not healthy within"):
+            await manager.load("llamacpp", str(embedded_model), {})
+        st = manager.get("llamacpp").status()
+        assert st.status is EngineState.ERROR and not st.process_alive
+
+    asyncio.run(scenario())
+
+
+def test_missing_binary_reports_unavailable(settings, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    engine = LlamaServerEngine(replace(settings, llama_server_bin=str(tmp_path / "no-such-binary")))
+    st = engine.status()
+    assert st.status is EngineState.UNAVAILABLE and not st.available and "llama-server not found" in st.error
+
+
+def test_option_validation_and_argv(settings, embedded_model) -> None:
+    engine = LlamaServerEngine(settings)
+    clean = engine.validate_options({"ctx_size": "8192", "parallel": 8, "n_gpu_layers": 0, "flash_attn": "on",
+                                     "extra_args": "--threads 2 --mlock --cache-type-k=q8_0"})
+    assert clean["ctx_size"] == 8192 and clean["flash_attn"] is True
+    argv = engine.build_argv(str(embedded_model), clean, 5555)
+    assert argv[argv.index("--port") + 1] == "5555" and argv[argv.index("--n-gpu-layers") + 1] == "0"
+    assert argv[-4:] == ["--threads", "2", "--mlock", "--cache-type-k=q8_0"]
+    assert engine.validate_options({})["n_gpu_layers"] == 999, "GPU layers default to all"
+    for bad in ({"ctx_size": 1.5}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"flash_attn": 3}):
+        with pytest.raises(BadRequestError):
+            engine.validate_options(bad)
+    for bad_args in (["--model", "x"], ["--host", "0.0.0.0"], "--threads", ["--mlock=1"], "'unterminated", [1]):
+        with pytest.raises(BadRequestError):
+            validate_extra_args(bad_args)
