@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from panel import __version__
+from panel.auth import require_api_role
 from panel.engines.base import (
     BadRequestError,
     EngineFailure,
@@ -123,7 +124,7 @@ async def status(request: Request) -> dict[str, Any]:
     return out
 
 
-@router.post("/v1/models/load")
+@router.post("/v1/models/load", dependencies=[Depends(require_api_role("operator"))])
 async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
     manager = get_manager(request)
     options = {**(body.model_extra or {}), **body.options}
@@ -132,7 +133,7 @@ async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
     return {"status": "success", "engine": engine, "model": state["model"], "state": state}
 
 
-@router.post("/v1/models/unload")
+@router.post("/v1/models/unload", dependencies=[Depends(require_api_role("operator"))])
 async def unload_model(body: UnloadBody, request: Request) -> dict[str, Any]:
     state = await get_manager(request).unload(body.engine, actor=actor_of(request))
     return {"status": "success", "engine": body.engine, "state": state}

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from panel import __version__, api
+from panel.access import gradio_auth_kwargs, install_access
 from panel.engines import default_engines
 from panel.engines.base import Engine, PanelError
 from panel.engines.manager import EngineManager
@@ -39,12 +40,13 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.state.services = services
     api.install_error_handlers(app)
     app.include_router(api.router)
+    install_access(app, services)  # audit, auth, limits, /metrics, keys
     if with_ui:
         import gradio as gr
 
         from panel.ui import build_ui, ui_launch_kwargs
 
-        gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs())
+        gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
     return app
 
 

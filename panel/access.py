@@ -1,0 +1,149 @@
+"""Wires sharing-safety into one app: audit log, auth, metrics, the gate middleware, and the admin/monitor routes
+(/v1/admin/keys, /v1/audit, /v1/monitor). Also decides whether a host/share setting may start without users."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel, Field
+
+from panel import metrics
+from panel.audit import AuditLog, audit_path
+from panel.auth import Auth, Principal, build_auth, require_api_role
+from panel.limits import GateMiddleware, GenerationSlots, limits_from
+from panel.metrics import PanelMetrics
+from panel.services import Services
+from panel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def install_access(app: FastAPI, services: Services) -> None:
+    """Put audit, auth and metrics on services.extra, subscribe them to the manager, add the gate and routes.
+
+    Raises panel.auth.AuthConfigError when the users configuration is unreadable: better not start than run open.
+    """
+    audit = AuditLog(audit_path(services.settings.data_dir))
+    auth = build_auth(services.settings, audit=audit.record)
+    panel_metrics = PanelMetrics(services.manager)
+    services.extra["audit"] = audit
+    services.extra["metrics"] = panel_metrics
+    if auth.enabled:
+        services.extra["auth"] = auth  # panel/ui/guard.py: no "auth" entry means everyone is admin
+    services.extra["auth_store"] = auth  # keys can be listed/made even before users exist (CLI, tests)
+    services.manager.listeners += [audit.on_manager_action, panel_metrics.on_manager_action]
+    app.state.observe_generation = panel_metrics.observe_generation
+    app.add_middleware(
+        GateMiddleware,
+        services=services,
+        limits=limits_from(services),
+        slots=GenerationSlots(limits_from(services).max_concurrent_per_user),
+    )
+    app.include_router(router)
+    app.include_router(metrics.router)
+
+
+def gradio_auth_kwargs(services: Services) -> dict[str, Any]:
+    """Login for the mounted UI when users are configured (gr.mount_gradio_app's auth=)."""
+    auth: Auth | None = services.extra.get("auth")
+    if auth is None:
+        return {}
+    return {"auth": auth.check_password, "auth_message": "LLM workstation panel: sign in"}
+
+
+# --- exposure ----------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(settings: Settings, users_configured: bool) -> str | None:
+    """Why this start would expose an open panel, or None when it is fine."""
+    if users_configured or settings.insecure:
+        return None
+    if settings.share:
+        return (
+            "refusing --share without users: anyone with the link could load, unload and download. "
+            "Configure users (PANEL_USERS or `python -m panel users add`) or pass --insecure"
+        )
+    if not is_loopback(settings.host):
+        return (
+            f"refusing to bind {settings.host} without users: anyone on the network could control the GPU. "
+            "Configure users (PANEL_USERS or `python -m panel users add`) or pass --insecure"
+        )
+    return None
+
+
+def exposure_notice(settings: Settings, users_configured: bool) -> str:
+    if users_configured:
+        return "sign-in required: users configured; the API takes 'Authorization: Bearer <key>'"
+    if settings.insecure and (settings.share or not is_loopback(settings.host)):
+        return "WARNING: --insecure: no users configured and the panel is reachable from outside; anyone can control it"
+    return f"no users configured: serving on {settings.host} only (loopback); configure users to share the panel"
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+class KeyBody(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: str = Field(pattern="^(viewer|operator|admin)$")
+
+
+def _auth_store(request: Request) -> Auth:
+    return request.app.state.services.extra["auth_store"]
+
+
+@router.get("/v1/admin/keys")
+async def list_keys(request: Request, _: Principal = Depends(require_api_role("admin"))) -> dict[str, Any]:
+    return {"keys": [k.public() for k in _auth_store(request).list_keys()]}
+
+
+@router.post("/v1/admin/keys")
+async def create_key(
+    body: KeyBody, request: Request, who: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    key, token = _auth_store(request).create_key(body.name, body.role, actor=who.name)
+    return {**key.public(), "key": token, "note": "shown once: store it now; only its hash is kept"}
+
+
+@router.delete("/v1/admin/keys/{key_id}")
+async def revoke_key(
+    key_id: str, request: Request, who: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    return {"revoked": _auth_store(request).revoke_key(key_id, actor=who.name).public()}
+
+
+@router.get("/v1/audit")
+async def audit_entries(
+    request: Request, n: int = 100, _: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    audit: AuditLog = request.app.state.services.extra["audit"]
+    entries = audit.recent(max(1, min(n, 5000)))
+    return {
+        "entries": [
+            {"time": e.when, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
+            for e in entries
+        ]
+    }
+
+
+@router.get("/v1/monitor")
+async def monitor_snapshot(request: Request, _: Principal = Depends(require_api_role("viewer"))) -> dict[str, Any]:
+    import asyncio
+
+    from panel.monitor import take_snapshot
+
+    snap = await asyncio.to_thread(take_snapshot, request.app.state.manager)
+    return snap.to_json()

@@ -1,0 +1,334 @@
+"""Who may do what: users with bcrypt-hashed passwords, hashed API keys, the roles viewer < operator < admin.
+
+Users come from PANEL_USERS (``name:role:bcrypt-hash`` entries, comma-separated) and from a JSON users file
+(Settings.users_file, else <data_dir>/users.json). API keys live hashed (SHA-256 of a 256-bit random token: a
+slow hash adds nothing to a token that cannot be guessed, and would make every request slow) in
+<data_dir>/api_keys.json; the file is re-read when it changes, so keys made with the CLI work at once.
+With no users configured, auth is off: the panel then binds to loopback only (see panel/server.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from panel.engines.base import BadRequestError, ForbiddenError, NotFoundError, PanelError
+from panel.files import atomic_write_json
+from panel.settings import Settings
+
+ROLES = ("viewer", "operator", "admin")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+KEY_PREFIX = "pnl"
+MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, not silently cut
+
+
+class UnauthorizedError(PanelError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class AuthConfigError(ValueError):
+    """The users configuration cannot be read; the panel refuses to start rather than run open."""
+
+
+def role_allows(have: str | None, need: str) -> bool:
+    return have in ROLES and ROLES.index(have) >= ROLES.index(need)
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise BadRequestError(f"unknown role {role!r}; roles are: {', '.join(ROLES)}")
+    return role
+
+
+def hash_password(password: str) -> str:
+    import bcrypt
+
+    raw = password.encode("utf-8")
+    if not raw:
+        raise BadRequestError("the password is empty")
+    if len(raw) > MAX_PASSWORD_BYTES:
+        raise BadRequestError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes (bcrypt's limit)")
+    return bcrypt.hashpw(raw, bcrypt.gensalt()).decode("ascii")
+
+
+def verify_password(password: str, password_hash: str) -> bool:
+    import bcrypt
+
+    raw = password.encode("utf-8")
+    if not raw or len(raw) > MAX_PASSWORD_BYTES:
+        return False
+    try:
+        return bcrypt.checkpw(raw, password_hash.encode("ascii"))
+    except ValueError:
+        return False
+
+
+def hash_key(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as stored: never the token itself, only its hash."""
+
+    id: str
+    name: str
+    role: str
+    created_by: str
+    created_at: float
+    key_hash: str = field(repr=False)
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("key_hash")
+        return out
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as. `via` is 'key', 'password' or 'local' (auth off)."""
+
+    name: str
+    role: str
+    via: str
+
+
+LOCAL = Principal(name="local", role="admin", via="local")
+
+
+# --- reading the configuration --------------------------------------------------------------
+
+
+def users_path(settings: Settings) -> Path:
+    return settings.users_file or settings.data_dir / "users.json"
+
+
+def keys_path(settings: Settings) -> Path:
+    return settings.data_dir / "api_keys.json"
+
+
+def parse_users_env(raw: str) -> dict[str, User]:
+    """PANEL_USERS: 'alice:admin:$2b$12$...,bob:viewer:$2b$12$...' (hashes from `python -m panel users hash`)."""
+    users: dict[str, User] = {}
+    for entry in re.split(r"[,\s]+", raw.strip()):
+        if not entry:
+            continue
+        parts = entry.split(":", 2)
+        if len(parts) != 3:
+            raise AuthConfigError(f"PANEL_USERS entry {entry.split(':', 1)[0]!r} is not name:role:bcrypt-hash")
+        users[parts[0]] = _user(*parts, source="PANEL_USERS")
+    return users
+
+
+def read_users_file(path: Path) -> dict[str, User]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data["users"]
+        return {e["name"]: _user(e["name"], e["role"], e["password_hash"], source=str(path)) for e in entries}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuthConfigError(f"cannot read users file {path}: {exc}") from exc
+
+
+def _user(name: str, role: str, password_hash: str, source: str) -> User:
+    if not NAME_RE.match(name):
+        raise AuthConfigError(f"{source}: user name {name!r} may use letters, digits and _.@- only")
+    if role not in ROLES:
+        raise AuthConfigError(f"{source}: user {name} has unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if not BCRYPT_RE.match(password_hash):
+        raise AuthConfigError(
+            f"{source}: user {name}'s password must be a bcrypt hash "
+            "(make one with `python -m panel users hash`); plain passwords are refused"
+        )
+    return User(name, role, password_hash)
+
+
+def load_users(settings: Settings) -> dict[str, User]:
+    """Users from the users file, then PANEL_USERS (which wins for a name in both)."""
+    users = read_users_file(users_path(settings))
+    if settings.users:
+        users.update(parse_users_env(settings.users))
+    return users
+
+
+def write_users_file(path: Path, users: dict[str, User]) -> None:
+    atomic_write_json(path, {"users": [asdict(u) for u in sorted(users.values(), key=lambda u: u.name)]})
+
+
+# --- the run-time object ------------------------------------------------------------------
+
+
+AuditHook = Callable[[str, str, str, dict[str, Any]], None]  # (actor, action, target, detail)
+
+
+class Auth:
+    """Users (fixed at start) and API keys (a file, re-read when it changes). Thread-safe."""
+
+    def __init__(self, users: dict[str, User], keys_file: Path, audit: AuditHook | None = None) -> None:
+        self.users = dict(users)
+        self.keys_file = keys_file
+        self.audit = audit
+        self._lock = threading.Lock()
+        self._keys: dict[str, ApiKey] = {}
+        self._keys_stamp: tuple[int, int] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.users)
+
+    # users -------------------------------------------------------------------------------
+
+    def check_password(self, username: str, password: str) -> bool:
+        """Gradio's login callable."""
+        user = self.users.get(username)
+        return user is not None and verify_password(password, user.password_hash)
+
+    def role_of(self, username: str | None) -> str | None:
+        user = self.users.get(username or "")
+        return user.role if user else None
+
+    # keys --------------------------------------------------------------------------------
+
+    def list_keys(self) -> list[ApiKey]:
+        with self._lock:
+            return sorted(self._current_keys().values(), key=lambda k: k.created_at)
+
+    def create_key(self, name: str, role: str, actor: str) -> tuple[ApiKey, str]:
+        """Make a key; the token is returned once and never stored."""
+        check_role(role)
+        if not NAME_RE.match(name or ""):
+            raise BadRequestError("a key name needs 1–64 letters, digits or _.@-")
+        key_id = secrets.token_hex(4)
+        token = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        key = ApiKey(key_id, name, role, actor, time.time(), hash_key(token))
+        with self._lock:
+            keys = self._current_keys()
+            keys[key_id] = key
+            self._save(keys)
+        self._audit(actor, "key_create", key_id, {"name": name, "role": role})
+        return key, token
+
+    def revoke_key(self, key_id: str, actor: str) -> ApiKey:
+        with self._lock:
+            keys = self._current_keys()
+            key = keys.pop(key_id.strip(), None)
+            if key is None:
+                raise NotFoundError(f"no API key with id {key_id!r}")
+            self._save(keys)
+        self._audit(actor, "key_revoke", key.id, {"name": key.name, "role": key.role})
+        return key
+
+    def principal_for_token(self, token: str) -> Principal | None:
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != KEY_PREFIX:
+            return None
+        with self._lock:
+            key = self._current_keys().get(parts[1])
+        if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
+            return None
+        return Principal(name=f"key:{key.name}", role=key.role, via="key")
+
+    def _current_keys(self) -> dict[str, ApiKey]:
+        try:
+            st = self.keys_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            self._keys, self._keys_stamp = {}, None
+            return dict(self._keys)
+        if stamp != self._keys_stamp:
+            self._keys = read_keys_file(self.keys_file)
+            self._keys_stamp = stamp
+        return dict(self._keys)
+
+    def _save(self, keys: dict[str, ApiKey]) -> None:
+        write_keys_file(self.keys_file, keys)
+        self._keys_stamp = None  # re-read on next use
+
+    def _audit(self, actor: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        if self.audit is not None:
+            self.audit(actor, action, target, detail)
+
+
+def read_keys_file(path: Path) -> dict[str, ApiKey]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {k["id"]: ApiKey(**k) for k in data["keys"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuthConfigError(f"cannot read API keys file {path}: {exc}") from exc
+
+
+def write_keys_file(path: Path, keys: dict[str, ApiKey]) -> None:
+    atomic_write_json(path, {"keys": [asdict(k) for k in keys.values()]})
+    path.chmod(0o600)
+
+
+def build_auth(settings: Settings, audit: AuditHook | None = None) -> Auth:
+    return Auth(load_users(settings), keys_path(settings), audit)
+
+
+# --- HTTP side ----------------------------------------------------------------------------
+
+
+def bearer_token(headers: Any) -> str | None:
+    value = headers.get("authorization") or ""
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def authenticate(auth: Auth | None, headers: Any) -> Principal:
+    """The principal behind a request's headers; raises 401 when auth is on and the key is missing or wrong."""
+    if auth is None or not auth.enabled:
+        return LOCAL
+    token = bearer_token(headers)
+    if token is None:
+        raise UnauthorizedError(
+            "missing API key: send 'Authorization: Bearer <key>' (an admin makes keys with "
+            "`python -m panel keys create`)"
+        )
+    principal = auth.principal_for_token(token)
+    if principal is None:
+        raise UnauthorizedError("invalid API key (unknown, revoked or mistyped)")
+    return principal
+
+
+def require(principal: Principal, need: str) -> Principal:
+    if not role_allows(principal.role, need):
+        raise ForbiddenError(f"{principal.name} has the {principal.role} role; this needs {need}")
+    return principal
+
+
+def require_api_role(role: str) -> Callable[[Request], Awaitable[Principal]]:
+    """FastAPI dependency: `dependencies=[Depends(require_api_role("operator"))]` on a control route."""
+    check_role(role)
+
+    async def dependency(request: Request) -> Principal:
+        principal = getattr(request.state, "principal", None)
+        if principal is None:  # the middleware did not run (a bare router in a test app)
+            services = getattr(request.app.state, "services", None)
+            principal = authenticate(services.extra.get("auth") if services else None, request.headers)
+            request.state.principal = principal
+            request.state.user = principal
+        return require(principal, role)
+
+    return dependency

@@ -1,0 +1,221 @@
+"""The gate in front of the API: body size (413), who is asking (401/403), max_tokens (400), generations
+at once per user (429). A plain ASGI middleware, so streamed answers keep their slot until the last byte.
+
+Which role a path needs at least (a route's own `require_api_role` may ask for more):
+  /health, /docs, /openapi.json and the UI        open (the UI has its own login)
+  POST /v1/chat/completions, /v1/completions,     viewer
+  /v1/embeddings; any GET on /v1/*; GET /metrics
+  DELETE on /v1/*                                 admin
+  any other method on /v1/*                       operator
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from panel.auth import Principal, authenticate, require
+from panel.engines.base import BadRequestError, PanelError
+from panel.services import Services
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class PayloadTooLargeError(PanelError):
+    status_code = 413
+    error_type = "request_too_large"
+
+
+class RateLimitError(PanelError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_concurrent_per_user: int
+    max_tokens: int
+    max_body_bytes: int
+
+
+def floor_role(method: str, path: str) -> str | None:
+    """The least role a request needs, or None when the path is open."""
+    if path == "/metrics":
+        return "viewer"
+    if not path.startswith("/v1/"):
+        return None
+    if path in GENERATION_PATHS or method in {"GET", "HEAD", "OPTIONS"}:
+        return "viewer"
+    return "admin" if method == "DELETE" else "operator"
+
+
+class GenerationSlots:
+    """Counts running generations per user; all calls happen on the event loop, so no lock is needed."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self.running: dict[str, int] = {}
+
+    def acquire(self, who: str) -> None:
+        have = self.running.get(who, 0)
+        if have >= self.per_user:
+            raise RateLimitError(
+                f"{who} already has {have} generations running (the limit is {self.per_user} "
+                "per user); wait for one to finish"
+            )
+        self.running[who] = have + 1
+
+    def release(self, who: str) -> None:
+        left = self.running.get(who, 1) - 1
+        if left > 0:
+            self.running[who] = left
+        else:
+            self.running.pop(who, None)
+
+
+def check_max_tokens(body: bytes, limit: int) -> None:
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return  # the route's own validation answers malformed JSON
+    if not isinstance(data, dict):
+        return
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = data.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise BadRequestError(f"{name}={value} is over this panel's limit of {limit} tokens; ask for fewer")
+
+
+class GateMiddleware:
+    """Applies Limits and the role floor to /v1/* and /metrics; passes everything else through untouched."""
+
+    def __init__(self, app: ASGIApp, services: Services, limits: Limits, slots: GenerationSlots) -> None:
+        self.app = app
+        self.services = services
+        self.limits = limits
+        self.slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"].upper(), scope["path"]
+        need = floor_role(method, path)
+        if need is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = require(authenticate(self.services.extra.get("auth"), _Headers(scope)), need)
+            body = await self._read_body(scope, receive) if method in BODY_METHODS else b""
+            generation = method == "POST" and path in GENERATION_PATHS
+            if generation:
+                check_max_tokens(body, self.limits.max_tokens)
+        except PanelError as exc:
+            self._count_refusal(exc)
+            await _send_error(send, exc)
+            return
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["user"] = principal
+        replay = _replay(body, receive) if method in BODY_METHODS else receive
+        if not generation:
+            await self.app(scope, replay, send)
+            return
+        await self._generate(scope, replay, send, _who(principal, scope))
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, who: str) -> None:
+        try:
+            self.slots.acquire(who)
+        except RateLimitError as exc:
+            self._count_refusal(exc)
+            await _send_error(send, exc)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.slots.release(who)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = _Headers(scope).get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"request body is {int(declared)} bytes; the limit is {limit} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    def _count_refusal(self, exc: PanelError) -> None:
+        metrics = self.services.extra.get("metrics")
+        if metrics is not None:
+            metrics.observe_refusal(exc.status_code)
+
+
+def _who(principal: Principal, scope: Scope) -> str:
+    if principal.via != "local":
+        return principal.name
+    client = scope.get("client")
+    return str(client[0]) if client else "local"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the client to disconnect, as usual
+
+    return replay
+
+
+class _Headers:
+    """Case-insensitive look-up in an ASGI scope's raw headers."""
+
+    def __init__(self, scope: Scope) -> None:
+        self._raw = scope.get("headers") or []
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self._raw:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return default
+
+
+async def _send_error(send: Send, exc: PanelError) -> None:
+    body = json.dumps(exc.to_json()).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if exc.status_code == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="panel"'))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def limits_from(services: Services) -> Limits:
+    s = services.settings
+    return Limits(
+        max_concurrent_per_user=max(1, s.max_concurrent_per_user),
+        max_tokens=max(1, s.max_tokens_limit),
+        max_body_bytes=max(1024, s.max_body_bytes),
+    )
