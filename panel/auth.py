@@ -136,7 +136,7 @@ def parse_users_env(raw: str) -> dict[str, User]:
         parts = entry.split(":", 2)
         if len(parts) != 3:
             raise AuthConfigError(f"PANEL_USERS entry {entry.split(':', 1)[0]!r} is not name:role:bcrypt-hash")
-        users[parts[0]] = _user(*parts, source="PANEL_USERS")
+        users[parts[0]] = make_user(*parts, source="PANEL_USERS")
     return users
 
 
@@ -146,12 +146,12 @@ def read_users_file(path: Path) -> dict[str, User]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = data["users"]
-        return {e["name"]: _user(e["name"], e["role"], e["password_hash"], source=str(path)) for e in entries}
+        return {e["name"]: make_user(e["name"], e["role"], e["password_hash"], source=str(path)) for e in entries}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuthConfigError(f"cannot read users file {path}: {exc}") from exc
 
 
-def _user(name: str, role: str, password_hash: str, source: str) -> User:
+def make_user(name: str, role: str, password_hash: str, source: str) -> User:
     if not NAME_RE.match(name):
         raise AuthConfigError(f"{source}: user name {name!r} may use letters, digits and _.@- only")
     if role not in ROLES:

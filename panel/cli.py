@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Each feature package adds its own sub-command; imported lazily so `--help` stays fast."""
     registrars: list[Callable[[argparse._SubParsersAction], None]] = []
+    from panel.auth_cli import register as register_auth
+
+    registrars.append(register_auth)
     return registrars
 
 

@@ -12,8 +12,20 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, log_level: str = "info") -> int:
     import uvicorn
 
+    from panel.access import exposure_notice, exposure_problem
     from panel.app import create_app
+    from panel.auth import AuthConfigError, load_users
 
+    try:
+        users_configured = bool(load_users(settings))
+    except AuthConfigError as exc:
+        log.error("not starting: %s", exc)
+        return 2
+    problem = exposure_problem(settings, users_configured)
+    if problem:
+        log.error("not starting: %s", problem)
+        return 2
+    log.warning("%s", exposure_notice(settings, users_configured))
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level.lower(),
                             timeout_graceful_shutdown=int(settings.stop_grace_s) + 5)
