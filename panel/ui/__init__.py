@@ -18,8 +18,11 @@ footer { display: none !important; }
 def build_ui(services: Services) -> Any:
     import gradio as gr
 
+    from panel.ui.access import install_role_gating
     from panel.ui.chat import build_chat
     from panel.ui.engines import build_engines
+    from panel.ui.keys import build_admin
+    from panel.ui.monitor import build_monitor
 
     with gr.Blocks(title="LLM workstation panel") as blocks:
         gr.Markdown("## LLM workstation panel")
@@ -28,6 +31,11 @@ def build_ui(services: Services) -> Any:
                 build_chat(services)
             with gr.Tab("Engines", id="engines"):
                 build_engines(services)
+            with gr.Tab("Monitor", id="monitor"):
+                build_monitor(services)
+            with gr.Tab("Admin", id="admin") as admin_tab:
+                build_admin(services)
+        install_role_gating(blocks, services, {admin_tab: "admin"})  # last: sees every tab's guarded handlers
     return blocks
 
 

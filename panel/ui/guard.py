@@ -58,6 +58,7 @@ def requires_role(services: Services, need: str) -> Callable[[Callable[..., Any]
                     return
                 async for item in fn(*args, **kwargs):
                     yield item
+            agen.__panel_role__ = need  # type: ignore[attr-defined]  # panel/ui/access.py hides its trigger
             return agen
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
@@ -65,6 +66,7 @@ def requires_role(services: Services, need: str) -> Callable[[Callable[..., Any]
                 if not allowed(args, kwargs):
                     return refusal(need)
                 return await fn(*args, **kwargs)
+            coro.__panel_role__ = need  # type: ignore[attr-defined]
             return coro
 
         @functools.wraps(fn)
@@ -72,6 +74,7 @@ def requires_role(services: Services, need: str) -> Callable[[Callable[..., Any]
             if not allowed(args, kwargs):
                 return refusal(need)
             return fn(*args, **kwargs)
+        plain.__panel_role__ = need  # type: ignore[attr-defined]
         return plain
 
     return decorate

@@ -1,0 +1,71 @@
+"""Hide what the signed-in user's role may not use, and say who is signed in.
+
+Cosmetic only: the server refuses the action anyway (panel/ui/guard.py). The components to hide are found
+from the handlers themselves: every handler wrapped by requires_role carries `__panel_role__`, and the
+component whose event starts its chain (a button's click, a textbox's submit) is gated with that role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from panel.services import Services
+from panel.ui.guard import ROLES, current_role, role_allows
+
+
+def gated_components(blocks: gr.Blocks) -> dict[int, str]:
+    """Block id → the strongest role any guarded handler it triggers needs."""
+    gated: dict[int, str] = {}
+    for dep in blocks.fns.values():
+        need = getattr(dep.fn, "__panel_role__", None)
+        if need is None:
+            continue
+        root = dep
+        while root.trigger_after is not None and root.trigger_after in blocks.fns:
+            root = blocks.fns[root.trigger_after]
+        for block_id, _event in root.targets:
+            if block_id is None or isinstance(blocks.blocks.get(block_id), gr.Timer):
+                continue
+            if ROLES.index(need) > ROLES.index(gated.get(block_id, "viewer")):
+                gated[block_id] = need
+            else:
+                gated.setdefault(block_id, need)
+    return gated
+
+
+def whoami_markdown(services: Services, request: gr.Request | None) -> str:
+    if services.extra.get("auth") is None:
+        return "🔓 no sign-in configured: this panel is served on loopback only"
+    name = getattr(request, "username", None) or "?"
+    role = current_role(services, request) or "no role"
+    return f"👤 signed in as **{name}** ({role}) · [sign out](/logout)"
+
+
+def install_role_gating(blocks: gr.Blocks, services: Services, extra: dict[Any, str] | None = None) -> None:
+    """Call inside `with blocks:` after every tab is built. `extra` maps components (an Admin tab) to roles."""
+    whoami = gr.Markdown(elem_id="panel-whoami")
+    needs = dict(gated_components(blocks))
+    for component, role in (extra or {}).items():
+        needs[component._id] = role
+    components = [blocks.blocks[block_id] for block_id in needs]
+    if services.extra.get("auth") is not None:  # start hidden; page load reveals what the role allows
+        for component in components:
+            if isinstance(component, (gr.Button, gr.Tab)):
+                component.visible = False
+            else:
+                component.interactive = False
+
+    def on_page_load(request: gr.Request) -> list[Any]:
+        role = current_role(services, request)
+        updates: list[Any] = [whoami_markdown(services, request)]
+        for component in components:
+            allowed = role_allows(role, needs[component._id])
+            if isinstance(component, (gr.Button, gr.Tab)):
+                updates.append(gr.update(visible=allowed))
+            else:
+                updates.append(gr.update(interactive=allowed))
+        return updates
+
+    blocks.load(on_page_load, inputs=None, outputs=[whoami, *components], queue=False, show_progress="hidden")
