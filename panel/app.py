@@ -41,6 +41,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     api.install_error_handlers(app)
     app.include_router(api.router)
     install_access(app, services)  # audit, auth, limits, /metrics, keys
+    install_models(app, services)  # Hugging Face downloads and the model library (issue 4)
     if with_ui:
         import gradio as gr
 
@@ -48,6 +49,15 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
 
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
     return app
+
+
+def install_models(app: FastAPI, services: Services) -> None:
+    from panel import hub_api
+    from panel.hub import DownloadManager, hub_config
+
+    audit = services.extra.get("audit")
+    services.extra["downloads"] = DownloadManager(hub_config(services.settings, audit.record if audit else None))
+    app.include_router(hub_api.router)
 
 
 async def autoload_default(services: Services) -> None:

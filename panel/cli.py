@@ -51,6 +51,9 @@ def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None
     from panel.auth_cli import register as register_auth
 
     registrars.append(register_auth)
+    from panel.hub_cli import register as register_download
+
+    registrars.append(register_download)
     return registrars
 
 

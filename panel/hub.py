@@ -26,6 +26,7 @@ from typing import Any
 
 from panel.engines.base import BadRequestError, ConflictError, ForbiddenError, NotFoundError, PanelError
 from panel.files import safe_name
+from panel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,7 @@ class HubConfig:
     endpoint: str | None = None  # None: HF_ENDPOINT or huggingface.co
     cache_dir: Path | None = None  # None: huggingface_hub's own cache (HF_HUB_CACHE)
     etag_timeout_s: float = 10.0
+    audit: Callable[..., Any] | None = None  # AuditLog.record(actor, action, target, detail)
 
 
 class DownloadManager:
@@ -350,9 +352,14 @@ class DownloadManager:
         include: list[str] | None = None,
         token: str | None = None,
         name: str | None = None,
+        actor: str = "local",
     ) -> DownloadJob:
         """Check the repo and the disk, then download in a background thread; returns the job at once."""
         job, secret, commit = self._prepare(repo_id, revision, include, token, name)
+        if self.config.audit:
+            self.config.audit(
+                actor, "model_download", job.repo_id, {"id": job.id, "into": job.name, "files": len(job.files)}
+            )
         thread = threading.Thread(target=self._run, args=(job, secret, commit), name=f"download-{job.id}", daemon=True)
         with self._lock:
             self._threads[job.id] = thread
@@ -518,6 +525,15 @@ class _suppress_oserror:
 
     def __exit__(self, exc_type: Any, *_: Any) -> bool:
         return exc_type is not None and issubclass(exc_type, OSError)
+
+
+def hub_config(
+    settings: Settings, audit: Callable[..., Any] | None = None, env: dict[str, str] | None = None
+) -> HubConfig:
+    """The download settings for an app or the CLI: token from settings (HF_TOKEN, .env), endpoint from HF_ENDPOINT."""
+    environ = os.environ if env is None else env
+    endpoint = (environ.get("HF_ENDPOINT") or "").rstrip("/") or None
+    return HubConfig(models_dir=settings.models_dir, token=settings.hf_token, endpoint=endpoint, audit=audit)
 
 
 # --- errors -----------------------------------------------------------------------------

@@ -12,10 +12,13 @@ import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from panel.engines.base import BadRequestError, ConflictError, ForbiddenError
 from panel.model_paths import GGUF_MAGIC, display_path, within_roots
+
+if TYPE_CHECKING:
+    from panel.services import Services
 
 SHARD_SUFFIX = "-00001-of-"
 GGUF_MAX_HEADER_ITEMS = 1_000_000
@@ -383,3 +386,17 @@ def human_params(n: int | None) -> str:
         if n >= div:
             return f"{n / div:.1f}{unit}".replace(".0", "")
     return str(n)
+
+
+def models_in_use(services: Services) -> list[str]:
+    """Paths an engine holds or is loading now; deleting them is refused."""
+    return [st["model"] for st in services.manager.status().values() if isinstance(st, dict) and st.get("model")]
+
+
+def delete_for(services: Services, raw: str, actor: str) -> list[str]:
+    """Delete a model for a user (UI or API): root checks, loaded-model check, audit entry."""
+    removed = delete_model(raw, services.settings.all_model_roots, models_in_use(services))
+    audit = services.extra.get("audit")
+    if audit is not None:
+        audit.record(actor, "model_delete", raw, {"removed": ", ".join(removed)})
+    return removed

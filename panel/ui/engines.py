@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from panel import library
 from panel.engines.base import PanelError
-from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import status_markdown
 from panel.ui.guard import requires_role
@@ -21,7 +20,7 @@ def build_engines(services: Services) -> dict[str, Any]:
     roots = settings.all_model_roots
 
     def gguf_choices() -> list[tuple[str, str]]:
-        return [(display_path(Path(p), roots), p) for p in list_model_paths(roots, "gguf")]
+        return library.choices(roots, "llamacpp")  # the Models tab's library: name, size, quantization
 
     status_md = gr.Markdown(status_markdown(manager.status()), elem_id="engine-status")
     message = gr.Markdown("", elem_id="engine-message")

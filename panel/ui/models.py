@@ -1,0 +1,218 @@
+"""Models tab: download from Hugging Face (file list, GGUF choice, live progress, cancel) and the local library
+(what each model is, open it in the Engines tab, delete with confirmation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from panel import library
+from panel.engines.base import PanelError
+from panel.hub import DownloadManager, RepoListing, human_bytes, human_eta
+from panel.services import Services
+from panel.ui.guard import requires_role
+
+PROGRESS_POLL_S = 1.0
+JOBS_SHOWN = 5
+TABLE_HEADERS = ["model", "format", "size", "architecture", "parameters", "quantization", "context", "engine", "path"]
+ALL_FILES = "__all__"
+
+
+def build_models(services: Services) -> dict[str, Any]:
+    downloads: DownloadManager = services.extra["downloads"]
+    roots = services.settings.all_model_roots
+
+    gr.Markdown("### Download from Hugging Face")
+    with gr.Row():
+        repo = gr.Textbox(
+            label="Repo id",
+            placeholder="unsloth/Qwen3-4B-GGUF or google/gemma-3n-E2B-it",
+            elem_id="models-repo",
+            scale=3,
+        )
+        revision = gr.Textbox(label="Revision (optional)", placeholder="main", scale=1)
+        token = gr.Textbox(
+            label="HF token (this download only; HF_TOKEN is used when empty)",
+            type="password",
+            elem_id="models-token",
+            scale=2,
+        )
+    with gr.Row():
+        list_btn = gr.Button("List files", elem_id="models-list")
+        name = gr.Textbox(label="Folder under models/ (optional)", placeholder="the repo's name", scale=2)
+    files_md = gr.Markdown("", elem_id="models-files")
+    choice = gr.Dropdown(choices=[], label="File(s) to fetch", visible=False, elem_id="models-choice")
+    with gr.Row():
+        download_btn = gr.Button("Download", variant="primary", elem_id="models-download")
+        cancel_btn = gr.Button("Cancel download", elem_id="models-cancel")
+    message = gr.Markdown("", elem_id="models-message")
+    progress = gr.Markdown(progress_markdown(downloads), elem_id="models-progress")
+
+    gr.Markdown("### Library")
+    table = gr.Dataframe(
+        value=library_rows(roots), headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="models-library"
+    )
+    with gr.Row():
+        selected = gr.Dropdown(choices=library_choices(roots), label="Model", scale=3, elem_id="models-selected")
+        open_btn = gr.Button("Load on its engine →", variant="primary", elem_id="models-open")
+        delete_btn = gr.Button("Delete…", variant="stop", elem_id="models-delete")
+        refresh_btn = gr.Button("↻ Refresh", size="sm")
+    with gr.Row(visible=False) as confirm_row:
+        confirm_md = gr.Markdown("")
+        confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="models-confirm-delete")
+        keep_btn = gr.Button("Keep it")
+    library_msg = gr.Markdown("", elem_id="models-library-message")
+    finished_seen = gr.State(0)
+
+    def on_list_click(repo_id: str, rev: str, tok: str) -> tuple[str, Any]:
+        try:
+            listing = downloads.list_files(repo_id, rev, tok)
+        except PanelError as exc:
+            return f"❌ {exc.message}", gr.update(choices=[], visible=False)
+        return listing_markdown(listing), gr.update(
+            choices=file_choices(listing),
+            value=ALL_FILES if not listing.is_gguf else file_choices(listing)[0][1],
+            visible=True,
+        )
+
+    @requires_role(services, "operator")
+    def on_download_click(repo_id: str, rev: str, tok: str, files: str | None, folder: str, request: gr.Request) -> str:
+        include = None if not files or files == ALL_FILES else files.split("\n")
+        try:
+            job = downloads.start(repo_id, rev, include, tok, folder or None, actor=_actor(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"⬇️ downloading **{job.repo_id}** into `models/{job.name}/` ({len(job.files)} files)"
+
+    @requires_role(services, "operator")
+    def on_cancel_click(request: gr.Request) -> str:
+        active = [job for job in downloads.jobs() if job.active]
+        if not active:
+            return "no download is running"
+        job = downloads.cancel(active[0].id)
+        return f"⏹ cancelling **{job.repo_id}**; finished files are kept, start it again to resume"
+
+    def on_timer_tick(seen: int) -> tuple[str, Any, Any, int]:
+        finished = sum(1 for job in downloads.jobs() if job.status == "done")
+        if finished == seen:
+            return progress_markdown(downloads), gr.update(), gr.update(), seen
+        return progress_markdown(downloads), library_rows(roots), gr.update(choices=library_choices(roots)), finished
+
+    def on_refresh_click() -> tuple[Any, Any, Any]:
+        return library_rows(roots), gr.update(choices=library_choices(roots)), gr.update(visible=False)
+
+    def on_table_select(evt: gr.SelectData, rows: Any) -> Any:
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        values = rows.values.tolist() if hasattr(rows, "values") else rows
+        return gr.update(value=values[row][-1]) if 0 <= row < len(values) else gr.update()
+
+    def on_delete_click(path: str | None) -> tuple[Any, str]:
+        if not path:
+            return gr.update(visible=False), ""
+        return gr.update(visible=True), f"Delete **{Path(path).name}** from disk? This cannot be undone."
+
+    @requires_role(services, "admin")
+    def on_confirm_click(path: str | None, request: gr.Request) -> str:
+        try:
+            removed = library.delete_for(services, path or "", actor=_actor(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return "🗑 deleted " + ", ".join(f"`{p}`" for p in removed)
+
+    list_btn.click(on_list_click, [repo, revision, token], [files_md, choice])
+    download_btn.click(on_download_click, [repo, revision, token, choice, name], message)
+    cancel_btn.click(on_cancel_click, None, message)
+    gr.Timer(PROGRESS_POLL_S).tick(
+        on_timer_tick, finished_seen, [progress, table, selected, finished_seen], show_progress="hidden", queue=False
+    )
+    refresh_btn.click(on_refresh_click, None, [table, selected, confirm_row])
+    table.select(on_table_select, table, selected)
+    delete_btn.click(on_delete_click, selected, [confirm_row, confirm_md])
+    keep_btn.click(lambda: gr.update(visible=False), None, confirm_row)
+    confirm_btn.click(on_confirm_click, selected, library_msg).then(
+        on_refresh_click, None, [table, selected, confirm_row]
+    )
+    return {"selected": selected, "open": open_btn, "message": library_msg, "table": table}
+
+
+def open_in_engines(services: Services, path: str | None) -> tuple[str | None, str]:
+    """Which engine loads the chosen model: ('llamacpp' | 'vllm' | None, a message for the user)."""
+    if not path:
+        return None, "choose a model first (click a row of the table)"
+    entry = next((e for e in library.scan(services.settings.all_model_roots) if e.path == path), None)
+    if entry is None or entry.engine is None:
+        return None, f"❌ {Path(path).name} cannot be loaded on its own" if entry else "❌ no such model any more"
+    return entry.engine, f"➡️ {Path(path).name} is filled in on the Engines tab ({entry.engine}): press Load"
+
+
+# --- formatting -------------------------------------------------------------------------
+
+
+def library_rows(roots: tuple[Path, ...]) -> list[list[Any]]:
+    return [
+        [
+            e.name,
+            e.format_label,
+            library.human_size(e.size_bytes),
+            e.architecture or "?",
+            library.human_params(e.parameters),
+            e.quantization or "?",
+            e.context_length or "?",
+            e.engine or "–",
+            e.path,
+        ]
+        for e in library.scan(roots)
+    ]
+
+
+def library_choices(roots: tuple[Path, ...]) -> list[tuple[str, str]]:
+    return [(e.name, e.path) for e in library.scan(roots) if e.engine]
+
+
+def file_choices(listing: RepoListing) -> list[tuple[str, str]]:
+    """Dropdown entries: each GGUF choice (value = its files, one per line), or everything for HF repos."""
+    out = [(f"{g.quant or '?'} · {g.label} · {human_bytes(g.size)}", "\n".join(g.files)) for g in listing.gguf_groups]
+    if not listing.is_gguf:
+        out.insert(0, (f"the model (safetensors and configs) · {human_bytes(listing.total_size)}", ALL_FILES))
+    return out
+
+
+def listing_markdown(listing: RepoListing) -> str:
+    head = (
+        f"**{listing.repo_id}** @ `{(listing.commit or '?')[:10]}` — {len(listing.files)} files, "
+        f"{human_bytes(listing.total_size)}{' · gated' if listing.gated else ''}"
+    )
+    rows = ["| file | size |", "|---|---|"] + [f"| {f.path} | {human_bytes(f.size)} |" for f in listing.files[:200]]
+    hint = "\n\nChoose one GGUF quantization below, then **Download**." if listing.is_gguf else ""
+    return head + "\n\n" + "\n".join(rows) + hint
+
+
+def progress_markdown(downloads: DownloadManager) -> str:
+    jobs = downloads.jobs()[:JOBS_SHOWN]
+    if not jobs:
+        return "_no downloads yet_"
+    parts = []
+    for job in jobs:
+        s = job.to_json()
+        line = (
+            f"**{s['repo_id']}** → `models/{s['name']}/` · **{s['status']}** · {s['fraction'] * 100:.1f}% · "
+            f"{human_bytes(s['done'])}/{human_bytes(s['size'])}"
+        )
+        if job.active:
+            line += f" · {human_bytes(s['speed_bps'])}/s · ETA {human_eta(s['eta_s'])}"
+        if s["error"]:
+            line += f"\n> ❌ {s['error']}"
+        rows = [
+            f"| {f['path']} | {f['status']} | {human_bytes(f['done'])}/{human_bytes(f['size'])} | "
+            f"{human_bytes(f['speed_bps'])}/s | {human_eta(f['eta_s'])} |"
+            for f in s["files"][:50]
+        ]
+        table = "\n| file | status | done | speed | ETA |\n|---|---|---|---|---|\n" + "\n".join(rows)
+        parts.append(line + ("\n" + table if job.active or s["status"] != "done" else ""))
+    return "\n\n".join(parts)
+
+
+def _actor(request: gr.Request | None) -> str:
+    return getattr(request, "username", None) or "ui"
