@@ -1,0 +1,111 @@
+"""Pure metric arithmetic over RequestResults: percentiles, single-stream, parallel and latency summaries."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from panel.bench.client import RequestResult
+
+PER_SESSION_TARGET_TPS = 20.0  # the seeds' "comfortable chat" line
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default), q in 0..100; None for no values."""
+    if not values:
+        return None
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """p50 / p90 / p99 / mean of one latency metric, in milliseconds."""
+
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    n: int
+
+    @classmethod
+    def of_seconds(cls, values_s: Sequence[float]) -> Distribution:
+        ms = [v * 1000.0 for v in values_s]
+        return cls(percentile(ms, 50), percentile(ms, 90), percentile(ms, 99), mean(ms), len(ms))
+
+
+def latency(results: Sequence[RequestResult]) -> dict[str, Distribution]:
+    """TTFT, ITL and TPOT distributions over the successful requests."""
+    ok = [r for r in results if r.success]
+    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    tpot = [r.tpot_s for r in ok if r.tpot_s is not None]
+    itl = [gap for r in ok for gap in r.itl_s()]
+    return {
+        "ttft": Distribution.of_seconds(ttft),
+        "itl": Distribution.of_seconds(itl),
+        "tpot": Distribution.of_seconds(tpot),
+    }
+
+
+@dataclass(frozen=True)
+class ParallelFigures:
+    requests: int
+    succeeded: int
+    failed: int
+    timed_out: int
+    total_tokens: int
+    wall_s: float | None
+    total_tps: float | None  # all output tokens / (first send → last token)
+    per_session_tps: float | None  # mean of each request's own decode tokens/s
+    slot_wait_s_mean: float | None
+
+
+def parallel(results: Sequence[RequestResult]) -> ParallelFigures:
+    ok = [r for r in results if r.success]
+    total_tokens = sum(r.output_tokens for r in ok)
+    wall = None
+    if ok:
+        start = min(r.send_t for r in results)
+        end = max(r.chunk_times[-1] for r in ok)
+        wall = end - start
+    per_session = [r.decode_tps for r in ok if r.decode_tps is not None]
+    return ParallelFigures(
+        requests=len(results),
+        succeeded=len(ok),
+        failed=len(results) - len(ok),
+        timed_out=sum(1 for r in results if r.timed_out),
+        total_tokens=total_tokens,
+        wall_s=wall,
+        total_tps=total_tokens / wall if wall and wall > 0 else None,
+        per_session_tps=mean(per_session),
+        slot_wait_s_mean=mean([r.slot_wait_s for r in results]),
+    )
+
+
+def efficiency_pct(per_session_tps: float | None, single_stream_tps: float | None) -> float | None:
+    """Per-session tokens/s at N as a percentage of single-stream tokens/s (seed 001)."""
+    if not per_session_tps or not single_stream_tps:
+        return None
+    return 100.0 * per_session_tps / single_stream_tps
+
+
+def max_concurrency_at(
+    per_session_by_n: dict[int, float | None], target_tps: float = PER_SESSION_TARGET_TPS
+) -> int | None:
+    """The largest concurrency whose per-session tokens/s is at least `target_tps`."""
+    good = [n for n, tps in per_session_by_n.items() if tps is not None and tps >= target_tps]
+    return max(good) if good else None
+
+
+def roofline_tps(bandwidth_gb_s: float | None, bytes_per_token_gb: float | None) -> float | None:
+    """Memory-bandwidth ceiling for single-stream decode: bandwidth / bytes read per token."""
+    if not bandwidth_gb_s or not bytes_per_token_gb:
+        return None
+    return bandwidth_gb_s / bytes_per_token_gb

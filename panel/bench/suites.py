@@ -1,0 +1,343 @@
+"""The benchmark suites: single-stream, parallel, latency, scenarios and prefix caching, each → table rows.
+
+A suite sends requests through one httpx client (panel.bench.client), reports progress as it goes and
+returns a SuiteOutcome: rows for the CSV tables, every request's raw timings, and a summary. Per-request
+failures are rows with success=False; only a set-up failure raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from panel.bench import metrics
+from panel.bench.client import RequestResult, RequestSpec, stream_request
+
+SUITES = ("single_stream", "parallel", "latency", "scenarios", "prefix_cache")
+JAPANESE_PROMPT = (
+    "人工知能（AI）とは何か、小学生にもわかるように説明してください。できるだけ詳しく、長く書いてください。"
+)
+MAX_CONCURRENCY = 256
+LIVE_WINDOW_S = 3.0
+FILLER = (
+    "The history of computing spans mechanical calculators, vacuum tubes, transistors and integrated circuits. "
+    "Each generation made machines smaller, faster and cheaper, and software grew to match the hardware. "
+)
+
+
+@dataclass
+class SuiteConfig:
+    """What to measure. Defaults are the seeds' suites; tests pass small numbers."""
+
+    engine: str | None = None
+    model: str | None = None
+    lengths: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    concurrencies: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    parallel_tokens: int = 1024
+    latency_requests: int = 10
+    latency_tokens: int = 128
+    scenario_requests: int = 3
+    short_output: int = 64
+    long_output: int = 512
+    long_prompt_words: int = 800
+    prefix_words: int = 600
+    prefix_requests: int = 4
+    prefix_output: int = 16
+    timeout_s: float = 600.0
+    prompt: str = JAPANESE_PROMPT
+
+    def validate(self) -> SuiteConfig:
+        from panel.engines.base import BadRequestError
+
+        if not self.lengths or any(not 1 <= n <= 32768 for n in self.lengths):
+            raise BadRequestError("output lengths must be whole numbers between 1 and 32768")
+        if not self.concurrencies or any(not 1 <= n <= MAX_CONCURRENCY for n in self.concurrencies):
+            raise BadRequestError(f"concurrencies must be whole numbers between 1 and {MAX_CONCURRENCY}")
+        for name in (
+            "parallel_tokens",
+            "latency_requests",
+            "latency_tokens",
+            "scenario_requests",
+            "short_output",
+            "long_output",
+            "prefix_requests",
+            "prefix_output",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise BadRequestError(f"{name} must be at least 1")
+        if self.prefix_requests < 2:
+            raise BadRequestError("prefix_requests must be at least 2 (the first one fills the cache)")
+        return self
+
+
+@dataclass
+class Progress:
+    """What a running benchmark is doing, read by the UI and the API; live tokens/s from chunk arrival times."""
+
+    step: str = "starting"
+    requests_total: int = 0
+    requests_done: int = 0
+    requests_failed: int = 0
+    in_flight: int = 0
+    tokens: int = 0
+    _recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=100_000))
+
+    def on_chunk(self, t: float) -> None:
+        self.tokens += 1
+        self._recent.append(t)
+
+    def live_tps(self, now: float | None = None) -> float:
+        """Chunks per second over the last few seconds (one chunk is one token on llama.cpp)."""
+        now = time.perf_counter() if now is None else now
+        while self._recent and self._recent[0] < now - LIVE_WINDOW_S:
+            self._recent.popleft()
+        return len(self._recent) / LIVE_WINDOW_S
+
+    def begin(self, step: str, requests: int) -> None:
+        self.step = step
+        self.requests_total += requests
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "requests_total": self.requests_total,
+            "requests_done": self.requests_done,
+            "requests_failed": self.requests_failed,
+            "in_flight": self.in_flight,
+            "live_tokens_per_s": round(self.live_tps(), 1),
+        }
+
+
+@dataclass
+class SuiteOutcome:
+    suite: str
+    tables: dict[str, list[dict[str, Any]]]
+    requests: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+Send = Callable[[RequestSpec, str], Awaitable[RequestResult]]
+
+
+class SuiteRunner:
+    """Runs suites against one OpenAI-compatible base URL with one httpx client."""
+
+    def __init__(self, client: httpx.AsyncClient, config: SuiteConfig, progress: Progress | None = None) -> None:
+        self.client = client
+        self.config = config
+        self.progress = progress or Progress()
+        self.raw: list[dict[str, Any]] = []
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def spec(self, max_tokens: int, content: str | None = None, **extra: Any) -> RequestSpec:
+        messages = [{"role": "user", "content": content or self.config.prompt}]
+        return RequestSpec(
+            max_tokens=max_tokens, messages=messages, engine=self.config.engine, model=self.config.model, extra=extra
+        )
+
+    async def send(self, spec: RequestSpec, label: str, slots: asyncio.Semaphore | None = None) -> RequestResult:
+        result = RequestResult(queued_t=time.perf_counter())
+        if slots is None:
+            await self._send(spec, result)
+        else:
+            async with slots:
+                await self._send(spec, result)
+        self.progress.requests_done += 1
+        self.progress.requests_failed += 0 if result.success else 1
+        self.raw.append({"label": label, "max_tokens": spec.max_tokens, **result.to_json()})
+        return result
+
+    async def _send(self, spec: RequestSpec, result: RequestResult) -> None:
+        self.progress.in_flight += 1
+        try:
+            await stream_request(self.client, spec, result, self.config.timeout_s, on_chunk=self.progress.on_chunk)
+        finally:
+            self.progress.in_flight -= 1
+
+    def take_raw(self) -> list[dict[str, Any]]:
+        raw, self.raw = self.raw, []
+        return raw
+
+    async def warm_up(self) -> RequestResult:
+        self.progress.begin("warm-up", 1)
+        result = await self.send(self.spec(16), "warm-up")
+        self.raw.clear()
+        return result
+
+    # --- suites -----------------------------------------------------------------------
+
+    async def single_stream(self) -> SuiteOutcome:
+        rows, lat = [], []
+        for n in self.config.lengths:
+            self.progress.begin(f"single-stream {n} tokens", 1)
+            r = await self.send(self.spec(n), f"single_stream:{n}")
+            rows.append(
+                {
+                    "output_tokens_requested": n,
+                    "output_tokens": r.output_tokens if r.success else None,
+                    "tokens_per_s": r.decode_tps,
+                    "e2e_tokens_per_s": r.e2e_tps,
+                    "ttft_ms": _ms(r.ttft_s),
+                    "tpot_ms": _ms(r.tpot_s),
+                    "e2e_s": r.e2e_s,
+                    "success": r.success,
+                    "error": r.error,
+                }
+            )
+            lat += _latency_rows("single_stream", f"{n} tokens", [r])
+        tps = {row["output_tokens_requested"]: row["tokens_per_s"] for row in rows}
+        summary = {"tokens_per_s_by_length": tps}
+        return SuiteOutcome("single_stream", {"single_stream": rows, "latency": lat}, self.take_raw(), summary)
+
+    async def parallel(self, single_stream_tps: float | None = None) -> SuiteOutcome:
+        rows, lat = [], []
+        for n in self.config.concurrencies:
+            self.progress.begin(f"parallel {n} streams", n)
+            slots = asyncio.Semaphore(n)
+            spec = self.spec(self.config.parallel_tokens)
+            results = await asyncio.gather(*(self.send(spec, f"parallel:{n}", slots) for _ in range(n)))
+            fig = metrics.parallel(results)
+            ttft = metrics.latency(results)["ttft"]
+            rows.append(
+                {
+                    "concurrency": n,
+                    "output_tokens_requested": self.config.parallel_tokens,
+                    "requests": fig.requests,
+                    "succeeded": fig.succeeded,
+                    "failed": fig.failed,
+                    "timed_out": fig.timed_out,
+                    "total_tokens": fig.total_tokens,
+                    "wall_s": fig.wall_s,
+                    "total_tokens_per_s": fig.total_tps,
+                    "per_session_tokens_per_s": fig.per_session_tps,
+                    "single_stream_tokens_per_s": single_stream_tps,
+                    "efficiency_pct": metrics.efficiency_pct(fig.per_session_tps, single_stream_tps),
+                    "slot_wait_ms_mean": _ms(fig.slot_wait_s_mean),
+                    "ttft_ms_p50": ttft.p50_ms,
+                    "ttft_ms_p99": ttft.p99_ms,
+                }
+            )
+            lat += _latency_rows("parallel", f"{n} streams", results)
+        per_session = {row["concurrency"]: row["per_session_tokens_per_s"] for row in rows}
+        summary = {
+            "max_concurrency_at_20_tps": metrics.max_concurrency_at(per_session),
+            "total_tokens_per_s_by_concurrency": {row["concurrency"]: row["total_tokens_per_s"] for row in rows},
+        }
+        return SuiteOutcome("parallel", {"parallel": rows, "latency": lat}, self.take_raw(), summary)
+
+    async def latency(self) -> SuiteOutcome:
+        n, tokens = self.config.latency_requests, self.config.latency_tokens
+        self.progress.begin(f"latency {n} × {tokens} tokens", n)
+        results = [await self.send(self.spec(tokens), "latency") for _ in range(n)]
+        rows = _latency_rows("latency", f"{n} × {tokens} tokens", results)
+        summary = {row["metric"]: {k: row[k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")} for row in rows}
+        return SuiteOutcome("latency", {"latency": rows}, self.take_raw(), summary)
+
+    async def scenarios(self) -> SuiteOutcome:
+        cfg = self.config
+        long_prompt = "Summarize the following text in three sentences.\n\n" + _words(cfg.long_prompt_words)
+        plan = [
+            ("short prompt / short output", "What is the capital of Japan? Answer briefly.", cfg.short_output),
+            ("long prompt / short output", long_prompt, cfg.short_output),
+            ("short prompt / long output", cfg.prompt, cfg.long_output),
+        ]
+        rows, lat = [], []
+        for name, content, out in plan:
+            self.progress.begin(f"scenario: {name}", cfg.scenario_requests)
+            # cache_prompt off: repeated long prompts would otherwise measure the cache, not the scenario
+            results = [
+                await self.send(self.spec(out, content, cache_prompt=False), f"scenario:{name}")
+                for _ in range(cfg.scenario_requests)
+            ]
+            ok = [r for r in results if r.success]
+            ttft = metrics.latency(results)
+            rows.append(
+                {
+                    "scenario": name,
+                    "requests": len(results),
+                    "succeeded": len(ok),
+                    "prompt_tokens": metrics.mean([r.prompt_tokens or 0 for r in ok]),
+                    "output_tokens": metrics.mean([r.output_tokens for r in ok]),
+                    "tokens_per_s": metrics.mean([r.decode_tps for r in ok if r.decode_tps]),
+                    "ttft_ms": ttft["ttft"].mean_ms,
+                    "tpot_ms": ttft["tpot"].mean_ms,
+                    "e2e_s": metrics.mean([r.e2e_s for r in ok if r.e2e_s is not None]),
+                }
+            )
+            lat += _latency_rows("scenarios", name, results)
+        return SuiteOutcome(
+            "scenarios",
+            {"scenarios": rows, "latency": lat},
+            self.take_raw(),
+            {"scenarios": [row["scenario"] for row in rows]},
+        )
+
+    async def prefix_cache(self) -> SuiteOutcome:
+        """Requests sharing a long prefix, cache off then on; speedup = mean TTFT off / mean TTFT on (warm)."""
+        cfg = self.config
+        prefix = "Read this document, then answer the question after it.\n\n" + _words(cfg.prefix_words)
+        rows = []
+        by_mode: dict[str, list[RequestResult]] = {}
+        for mode in ("off", "on"):
+            self.progress.begin(f"prefix cache {mode}", cfg.prefix_requests)
+            results = []
+            for i in range(cfg.prefix_requests):
+                content = f"{prefix}\n\nQuestion {i + 1}: name one idea from the document (variant {i})."
+                spec = self.spec(cfg.prefix_output, content, cache_prompt=mode == "on")
+                results.append(await self.send(spec, f"prefix_cache:{mode}"))
+            by_mode[mode] = results
+        for mode, results in by_mode.items():
+            measured = results[1:]  # the first request of each mode fills the cache (or not); it is not timed
+            ok = [r for r in measured if r.success]
+            ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+            rows.append(
+                {
+                    "cache": mode,
+                    "requests": len(measured),
+                    "succeeded": len(ok),
+                    "prompt_tokens": metrics.mean([r.prompt_tokens or 0 for r in ok]),
+                    "cached_tokens_mean": metrics.mean([float(r.cached_tokens or 0) for r in ok]),
+                    "ttft_ms_mean": _ms(metrics.mean(ttft)),
+                    "ttft_ms_p50": _ms(metrics.percentile(ttft, 50)),
+                }
+            )
+        off, on = rows[0]["ttft_ms_mean"], rows[1]["ttft_ms_mean"]
+        speedup = off / on if off and on else None
+        for row in rows:
+            row["ttft_speedup"] = speedup if row["cache"] == "on" else 1.0
+        summary = {"ttft_speedup": speedup, "cached_tokens_mean_on": rows[1]["cached_tokens_mean"]}
+        return SuiteOutcome("prefix_cache", {"prefix_cache": rows}, self.take_raw(), summary)
+
+
+def _latency_rows(suite: str, point: str, results: list[RequestResult]) -> list[dict[str, Any]]:
+    rows = []
+    for metric, dist in metrics.latency(results).items():
+        rows.append(
+            {
+                "suite": suite,
+                "point": point,
+                "metric": metric,
+                "p50_ms": dist.p50_ms,
+                "p90_ms": dist.p90_ms,
+                "p99_ms": dist.p99_ms,
+                "mean_ms": dist.mean_ms,
+                "n": dist.n,
+            }
+        )
+    return rows
+
+
+def _words(n: int) -> str:
+    words = FILLER.split()
+    return " ".join(words[i % len(words)] for i in range(n))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
