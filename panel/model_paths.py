@@ -59,8 +59,10 @@ def resolve_model_path(raw: str, roots: tuple[Path, ...], kind: str) -> Path:
             if path.suffix == ".gguf":
                 raise BadRequestError(f"{raw} is a GGUF file; load it on the llamacpp engine, vLLM needs an HF folder")
             raise BadRequestError(f"{raw} is a file; vLLM needs a model folder with config.json")
-        if not (path / "config.json").is_file():
-            raise BadRequestError(f"{raw} has no config.json: not a Hugging Face model folder")
+        if not (path / "config.json").is_file() and not (path / "params.json").is_file():
+            raise BadRequestError(
+                f"{raw} has no config.json (nor Mistral's params.json): not a Hugging Face model folder"
+            )
         return path
     raise BadRequestError(f"unknown model kind {kind!r}")
 
@@ -74,5 +76,6 @@ def list_model_paths(roots: tuple[Path, ...], kind: str) -> list[str]:
         if kind == "gguf":
             found += [str(p) for p in sorted(root.rglob("*.gguf")) if p.is_file() and not p.name.startswith(".")]
         else:
-            found += [str(p.parent) for p in sorted(root.rglob("config.json")) if ".cache" not in p.parts]
+            folders = {p.parent for name in ("config.json", "params.json") for p in root.rglob(name)}
+            found += [str(p) for p in sorted(folders) if ".cache" not in p.parts]
     return found
