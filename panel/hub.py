@@ -566,7 +566,6 @@ class _hub_errors:
 def _as_panel_error(
     exc: Exception, repo_id: str, revision: str | None, token: str | None, endpoint: str | None
 ) -> PanelError:
-    import httpx2
     from huggingface_hub import errors as hf
 
     if isinstance(exc, PanelError):
@@ -579,7 +578,7 @@ def _as_panel_error(
         )
     elif isinstance(exc, hf.RevisionNotFoundError):
         err = NotFoundError(f"{repo_id} has no revision {revision!r}")
-    elif isinstance(exc, hf.RemoteEntryNotFoundError):
+    elif isinstance(exc, getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError)):
         err = NotFoundError(f"a file listed in {repo_id} is missing on the Hub; try again later")
     elif isinstance(exc, hf.RepositoryNotFoundError):
         hint = " or the token has no access to it" if token else ", or it is private and needs a token"
@@ -587,7 +586,7 @@ def _as_panel_error(
     elif isinstance(exc, hf.HfHubHTTPError):
         code = getattr(getattr(exc, "response", None), "status_code", "?")
         err = HubUnreachableError(f"the Hub answered HTTP {code} for {repo_id}; try again later")
-    elif isinstance(exc, (httpx2.TransportError, hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled)):
+    elif _is_network_error(exc) or isinstance(exc, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled)):
         err = HubUnreachableError(
             f"cannot reach the Hub at {where}: check the network (the download can be resumed: finished files are kept)"
         )
@@ -605,6 +604,17 @@ def _as_panel_error(
     if token and token in err.message:
         err.message = err.message.replace(token, "***")
     return err
+
+
+def _is_network_error(exc: Exception) -> bool:
+    """Connection refused/reset, timeouts: from httpx2 (huggingface_hub 1.x+) or requests (0.x)."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    modules = {cls.__module__.split(".")[0] for cls in type(exc).__mro__}
+    transport = {"TransportError", "ConnectionError", "Timeout", "ProtocolError", "ChunkedEncodingError"}
+    return bool(modules & {"httpx", "httpx2", "requests", "urllib3"}) and any(
+        cls.__name__ in transport for cls in type(exc).__mro__
+    )
 
 
 def human_bytes(n: float | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,3 +290,31 @@ def test_not_enough_disk_is_refused_before_any_byte(downloads: DownloadManager, 
         downloads.start("org/big")
     assert not hub.state.gets("model-big.safetensors")
     assert not (tmp_path / "models" / "big").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs to fill for real; needs mount rights (root in a container), else the test is skipped."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True, timeout=20
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip()}); the disk-full path is untested")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=20)
+
+
+def test_disk_filling_up_mid_download_is_clear(tiny_disk: Path, hub: HubServer) -> None:
+    big = hub.state.repos["org/big"].files["model-big.safetensors"]
+    big.bytes_per_s, big.advertised_size = None, 100_000  # the listing under-states it: the pre-check passes
+    manager = DownloadManager(
+        HubConfig(models_dir=tiny_disk / "models", endpoint=hub.url, cache_dir=tiny_disk.parent / "hf-cache")
+    )
+    job = manager.wait(manager.start("org/big").id, WAIT_S)
+    assert job.status == "error", job.status
+    assert job.error_type == DiskFullError.error_type and "disk full" in (job.error or ""), job.error
+    assert not (tiny_disk / "models" / "big").exists()
