@@ -54,6 +54,9 @@ def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None
     from panel.hub_cli import register as register_download
 
     registrars.append(register_download)
+    from panel.evals.cli import register as register_eval
+
+    registrars.append(register_eval)
     return registrars
 
 

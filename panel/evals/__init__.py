@@ -1,0 +1,1 @@
+"""Instruction-following evaluation: suite files, deterministic checks, scoring, an optional judge, runs."""

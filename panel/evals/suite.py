@@ -1,0 +1,187 @@
+"""Suite files: load a YAML suite (shipped or the user's own) and validate every case and check up front."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from panel.engines.base import BadRequestError
+from panel.evals.checks import CHECK_TYPES, parse_params
+from panel.settings import REPO_ROOT
+
+SHIPPED_SUITES_DIR = REPO_ROOT / "assets" / "evals"
+DEFAULT_SUITE = SHIPPED_SUITES_DIR / "ja_instruction_29.yaml"
+MAX_SUITE_BYTES = 2_000_000
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+class SuiteError(BadRequestError):
+    """A suite file the user gave cannot be used; the message names the file and the case."""
+
+
+class GenParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = None
+
+
+class Check(BaseModel):
+    """One check: `type` plus that type's parameters (validated against checks.CHECK_TYPES)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    params: Any = None
+
+    @model_validator(mode="after")
+    def _typed(self) -> Check:
+        raw = dict(self.model_extra or {})
+        self.params = parse_params(self.type, raw)
+        return self
+
+    def label(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items())
+        return f"{self.type}({args})"
+
+
+class JudgeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rubric: str = Field(min_length=4)
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    category: str = Field(min_length=1)
+    title: str = ""
+    language: str = "ja"
+    system: str | None = None
+    prompt: str = Field(min_length=1)
+    gen: GenParams | None = None
+    checks: list[Check] = Field(default_factory=list)
+    judge: JudgeSpec | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_ok(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"id {value!r} must be letters, digits, '.', '_' or '-' (at most 80)")
+        return value
+
+    @model_validator(mode="after")
+    def _graded(self) -> Case:
+        if not self.checks and self.judge is None:
+            raise ValueError("a case needs at least one check or a judge rubric")
+        return self
+
+
+class Grade(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grade: str = Field(min_length=1, max_length=4)
+    min: float = Field(ge=0.0, le=100.0)  # pass rate in percent
+
+
+class QualitySample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1)
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    version: str | int = 1
+    description: str = ""
+    gen: GenParams = Field(default_factory=GenParams)
+    grades: list[Grade] = Field(min_length=1)
+    categories: dict[str, int] | None = None  # expected case counts, checked when given
+    quality_sample: QualitySample | None = None
+    cases: list[Case] = Field(min_length=1)
+    path: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Suite:
+        ids = [c.id for c in self.cases]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate case ids: {', '.join(dupes)}")
+        mins = [g.min for g in self.grades]
+        if mins != sorted(mins, reverse=True):
+            raise ValueError("grades must be listed from the highest minimum to the lowest")
+        if self.categories is not None:
+            counts = self.category_counts()
+            if counts != self.categories:
+                raise ValueError(f"case counts per category {counts} differ from the declared {self.categories}")
+        return self
+
+    def category_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for case in self.cases:
+            counts[case.category] = counts.get(case.category, 0) + 1
+        return counts
+
+    def gen_for(self, case: Case) -> GenParams:
+        return case.gen or self.gen
+
+    def grade_for(self, pass_rate_pct: float) -> str:
+        for grade in self.grades:
+            if pass_rate_pct >= grade.min - 1e-9:
+                return grade.grade
+        return self.grades[-1].grade
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> Suite:
+    if not isinstance(data, dict):
+        raise SuiteError(f"{source}: a suite file must be a YAML mapping with name, grades and cases")
+    try:
+        suite = Suite.model_validate({**data, "path": source})
+    except ValidationError as exc:
+        raise SuiteError(f"{source}: {_describe(exc, data)}") from None
+    return suite
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; SuiteError (HTTP 400) with the file and case named on any problem."""
+    import yaml
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SuiteError(f"no suite file at {file}")
+    if file.stat().st_size > MAX_SUITE_BYTES:
+        raise SuiteError(f"{file} is larger than {MAX_SUITE_BYTES // 1_000_000} MB; is it really a suite file?")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{file}: not readable YAML: {exc}") from None
+    return parse_suite(data, str(file))
+
+
+def list_suites(extra_dirs: list[Path] | None = None) -> list[Path]:
+    """Shipped suites plus the user's own (*.yaml / *.yml in the given folders)."""
+    out: list[Path] = []
+    for folder in [SHIPPED_SUITES_DIR, *(extra_dirs or [])]:
+        if folder.is_dir():
+            out += sorted(p for p in folder.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file())
+    return out
+
+
+def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    """First few validation errors with the case id instead of a list index."""
+    cases = data.get("cases") if isinstance(data.get("cases"), list) else []
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = list(err["loc"])
+        where = ".".join(str(x) for x in loc)
+        if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int) and loc[1] < len(cases):
+            case = cases[loc[1]]
+            ident = case.get("id", f"#{loc[1] + 1}") if isinstance(case, dict) else f"#{loc[1] + 1}"
+            where = f"case {ident}" + ("." + ".".join(str(x) for x in loc[2:]) if loc[2:] else "")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+KNOWN_CHECK_TYPES = tuple(CHECK_TYPES)

@@ -1,0 +1,205 @@
+"""Evaluation UI: run a suite from the Benchmarks tab, rate quality samples, and the Results tab's leaderboard."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from panel.engines.base import PanelError
+from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
+from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
+from panel.evals.suite import DEFAULT_SUITE, list_suites
+from panel.services import Services
+from panel.ui.guard import requires_role
+
+ENGINES = ["llamacpp", "vllm"]
+CASE_COLUMNS = ["id", "category", "passed", "strict", "loose", "judge", "failed checks"]
+
+
+def _suite_choices(services: Services) -> list[tuple[str, str]]:
+    return [(p.name, str(p)) for p in list_suites([services.settings.data_dir / "evals"])]
+
+
+def summary_markdown(result: dict[str, Any], path: Path | None) -> str:
+    s = result["summary"]
+    judge = result.get("judge")
+    judge_line = "no judge"
+    if judge:
+        judge_line = f"judge **{judge.get('model')}** on {judge.get('engine')}"
+        if judge.get("self_judging"):
+            judge_line += " — ⚠️ **self-judging** (the tested model judged itself: a quick look, not a ranking)"
+        j = s["judge"]
+        judge_line += f" · PASS {j['pass']} · FAIL {j['fail']} · judge errors {j['errors']}"
+    cats = " · ".join(f"{k} {v['passed']}/{v['n']}" for k, v in s["categories"].items())
+    return "\n".join(
+        [
+            f"**{result['model']}** on {result['engine']} — **{s['pass_rate']}%** passed "
+            f"({s['passed']}/{s['n_graded']}), grade **{s['grade']}**",
+            f"strict/loose at prompt level {s['prompt_strict']}% / {s['prompt_loose']}% · at check level "
+            f"{s['check_strict']}% / {s['check_loose']}% · generation errors {s['generation_errors']}",
+            judge_line,
+            f"per category: {cats}",
+            f"saved to `{path}`" if path else "",
+        ]
+    )
+
+
+def case_rows(result: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for case in result["cases"]:
+        judge = case.get("judge")
+        verdict = "" if not judge else (judge.get("verdict") or f"error: {judge.get('error')}")
+        failed = "; ".join(f"{c['type']}: {c['detail']}" for c in case["checks"] if not c["strict"])
+        rows.append(
+            [
+                case["id"],
+                case["category"],
+                "✅" if case["passed"] else "❌",
+                case["strict"],
+                case["loose"],
+                verdict,
+                case.get("error") or failed,
+            ]
+        )
+    return rows
+
+
+def samples_html(samples: list[dict[str, Any]]) -> str:
+    """The quality-sample answers side by side, one column per model and engine."""
+    if not samples:
+        return "<p>No quality samples yet: run a suite.</p>"
+    cols = []
+    for s in samples:
+        rating = f"rated {s['rating']}/3" if s.get("rating") else "not rated"
+        body = html.escape(s["response"] or f"(no answer: {s.get('error')})")
+        cols.append(
+            f"<div style='flex:1 1 280px;min-width:260px;border:1px solid #ddd;border-radius:8px;padding:8px'>"
+            f"<b>{html.escape(str(s['model']))}</b> · {html.escape(str(s['engine']))} · {rating}"
+            f"<div style='white-space:pre-wrap;margin-top:6px'>{body}</div></div>"
+        )
+    prompt = html.escape(str(samples[0].get("prompt") or ""))
+    return f"<p>「{prompt}」</p><div style='display:flex;gap:8px;flex-wrap:wrap'>{''.join(cols)}</div>"
+
+
+def build_evals_section(services: Services) -> dict[str, Any]:
+    """Benchmarks tab section: choose suite, engine, optional judge; progress; results; rate quality samples."""
+    settings, manager = services.settings, services.manager
+    gr.Markdown("### Instruction following (Japanese suite)")
+    with gr.Row():
+        suite = gr.Dropdown(
+            choices=_suite_choices(services),
+            value=str(DEFAULT_SUITE),
+            label="Suite file",
+            allow_custom_value=True,
+            elem_id="eval-suite",
+        )
+        engine = gr.Radio(ENGINES, value="llamacpp", label="Engine under test", elem_id="eval-engine")
+        judge_engine = gr.Dropdown(
+            ["none", *ENGINES], value="none", label="Judge (a loaded engine)", elem_id="eval-judge"
+        )
+        judge_url = gr.Textbox(label="…or judge URL (a second llama-server)", placeholder="http://127.0.0.1:8091")
+        cap = gr.Number(value=0, precision=0, label="max tokens cap (0 = the suite's)", elem_id="eval-cap")
+    run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+    status = gr.Markdown("", elem_id="eval-status")
+    cases = gr.Dataframe(headers=CASE_COLUMNS, value=[], interactive=False, wrap=True, elem_id="eval-cases")
+
+    gr.Markdown("#### Japanese quality sample (read side by side, rate 1–3)")
+    samples = gr.HTML(samples_html(quality_samples(settings.benchmarks_dir)), elem_id="eval-samples")
+    with gr.Row():
+        sample_pick = gr.Dropdown(choices=_sample_choices(services), label="Result to rate", elem_id="eval-rate-pick")
+        rating = gr.Radio(
+            [1, 2, 3], label="Rating (3 excellent · 2 good with quirks · 1 needs work)", elem_id="eval-rating"
+        )
+        rate_btn = gr.Button("Save rating", elem_id="eval-rate-save")
+    rate_msg = gr.Markdown("")
+
+    @requires_role(services, "operator")
+    async def on_eval_run_click(
+        suite_path: str, engine_name: str, judge_name: str, url: str, cap_tokens: Any, request: gr.Request
+    ) -> AsyncIterator[Any]:
+        options = EvalOptions(max_tokens_cap=int(cap_tokens) if cap_tokens and int(cap_tokens) > 0 else None)
+        judge = None if judge_name in (None, "", "none") else judge_name
+        try:
+            async for step in run_panel_eval(
+                manager,
+                settings.benchmarks_dir,
+                suite_path or str(DEFAULT_SUITE),
+                engine_name,
+                judge_engine=judge,
+                judge_url=(url or "").strip() or None,
+                options=options,
+                timeout_s=settings.request_timeout_s,
+            ):
+                if step.result is None:
+                    yield f"⏳ {step.done}/{step.total}: {step.message}", gr.update()
+                else:
+                    yield summary_markdown(step.result, step.path), case_rows(step.result)
+        except PanelError as exc:
+            yield f"❌ {exc.message}", gr.update()
+
+    @requires_role(services, "operator")
+    def on_rating_save_click(path: str | None, value: Any, request: gr.Request) -> str:
+        if not path or value in (None, ""):
+            return "❌ choose a result and a rating first"
+        try:
+            rate_quality(settings.benchmarks_dir, path, int(value), _user(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"✅ rated {value}/3"
+
+    def on_samples_refresh() -> tuple[str, Any]:
+        return samples_html(quality_samples(settings.benchmarks_dir)), gr.update(choices=_sample_choices(services))
+
+    run_btn.click(
+        on_eval_run_click, [suite, engine, judge_engine, judge_url, cap], [status, cases], concurrency_limit=1
+    ).then(on_samples_refresh, outputs=[samples, sample_pick])
+    rate_btn.click(on_rating_save_click, [sample_pick, rating], rate_msg).then(
+        on_samples_refresh, outputs=[samples, sample_pick]
+    )
+    return {"status": status, "cases": cases, "samples": samples, "run": run_btn}
+
+
+def _sample_choices(services: Services) -> list[tuple[str, str]]:
+    return [(f"{s['model']} · {s['engine']}", s["path"]) for s in quality_samples(services.settings.benchmarks_dir)]
+
+
+def _user(request: Any) -> str:
+    return str(getattr(request, "username", None) or "local")
+
+
+SORT_KEYS = {"pass rate": 2, "single-stream tok/s": 4, "total tok/s @64": 5, "model": 0}
+
+
+def _table(services: Services, sort_by: str = "pass rate") -> tuple[dict[str, Any], Any]:
+    rows = leaderboard_rows(services.settings.benchmarks_dir)
+    headers, body = leaderboard_table(rows)
+    col = SORT_KEYS.get(sort_by, 2)
+    body.sort(key=lambda r: (r[col] is None, r[col] if col == 0 else -(r[col] or 0)))
+    return {"headers": headers, "data": body}, scatter_figure(rows)
+
+
+def build_leaderboard(services: Services) -> dict[str, Any]:
+    """Results tab: leaderboard (model, engine, pass rate, grade, per-category rates, speed) and the scatter."""
+    gr.Markdown("### Leaderboard: instruction following beside speed")
+    value, figure = _table(services)
+    with gr.Row():
+        sort_by = gr.Dropdown(list(SORT_KEYS), value="pass rate", label="Sort by", elem_id="leaderboard-sort")
+        refresh = gr.Button("↻ Refresh", size="sm", elem_id="leaderboard-refresh")
+    table = gr.Dataframe(value=value, interactive=False, wrap=True, elem_id="leaderboard")
+    plot = gr.Plot(figure, elem_id="leaderboard-scatter")
+    gr.Markdown(
+        "Click a column header to sort. Speed columns stay empty until a benchmark of that model and "
+        "engine exists; *(self)* marks a model that judged itself — a quick look, not a ranking."
+    )
+
+    def on_leaderboard_refresh(order: str) -> tuple[Any, Any]:
+        data, fig = _table(services, order)
+        return gr.update(value=data), fig
+
+    refresh.click(on_leaderboard_refresh, sort_by, [table, plot])
+    sort_by.change(on_leaderboard_refresh, sort_by, [table, plot])
+    return {"table": table, "plot": plot, "refresh": refresh}
