@@ -122,7 +122,11 @@ def build_models(services: Services) -> dict[str, Any]:
         return "🗑 deleted " + ", ".join(f"`{p}`" for p in removed)
 
     list_btn.click(on_list_click, [repo, revision, token], [files_md, choice])
-    download_btn.click(on_download_click, [repo, revision, token, choice, name], message)
+    download_btn.click(on_download_click, [repo, revision, token, choice, name], message).then(
+        lambda: "",
+        None,
+        token,  # a typed token serves this one download only
+    )
     cancel_btn.click(on_cancel_click, None, message)
     gr.Timer(PROGRESS_POLL_S).tick(
         on_timer_tick, finished_seen, [progress, table, selected, finished_seen], show_progress="hidden", queue=False
