@@ -35,6 +35,7 @@ STAGING_DIR = ".downloads"
 TRANSFER_CHUNK_BYTES = 1024 * 1024
 SPEED_WINDOW_S = 3.0
 JOB_EVENTS_MAX = 2000
+FINISHED_JOBS_KEPT = 50
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 QUANT_RE = re.compile(
@@ -442,8 +443,15 @@ class DownloadManager:
                     f"models/{folder} is already being downloaded (job {busy[0].id}); wait or cancel it"
                 )
             self._jobs[job.id] = job
+            self._forget_old_jobs()
         log.info("download %s: %s (%d files) into %s", job.id, job.repo_id, len(chosen), job.target)
         return job, self._token(token), listing.commit
+
+    def _forget_old_jobs(self) -> None:
+        finished = sorted((j for j in self._jobs.values() if not j.active), key=lambda j: j.created)
+        for job in finished[:-FINISHED_JOBS_KEPT] if len(finished) > FINISHED_JOBS_KEPT else []:
+            self._jobs.pop(job.id, None)
+            self._threads.pop(job.id, None)
 
     def _check_disk(self, files: list[RepoFile]) -> None:
         need = sum(f.size or 0 for f in files)

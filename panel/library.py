@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 SHARD_SUFFIX = "-00001-of-"
 GGUF_MAX_HEADER_ITEMS = 1_000_000
 ENGINE_OF_FORMAT = {"gguf": "llamacpp", "hf": "vllm"}
+HF_MARKERS = ("config.json", "params.json")  # params.json: Mistral's own format, which vLLM also loads
 QUANT_METHODS = {
     "fp8": "FP8",
     "mxfp4": "MXFP4",
@@ -75,9 +76,8 @@ def scan(roots: Iterable[Path]) -> list[LibraryEntry]:
             if _is_later_shard(path.name):
                 continue
             entries.append(gguf_entry(path, roots))
-        for config in sorted(_visible(root, "config.json")):
-            if config.parent != root:
-                entries.append(hf_entry(config.parent, roots))
+        folders = {p.parent for name in HF_MARKERS for p in _visible(root, name)}
+        entries += [hf_entry(folder, roots) for folder in sorted(folders) if folder != root]
     return entries
 
 
@@ -245,14 +245,17 @@ def hf_entry(folder: Path, roots: tuple[Path, ...]) -> LibraryEntry:
         engine="vllm",
         files=len(files),
     )
+    marker = next(folder / name for name in HF_MARKERS if (folder / name).is_file())
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        entry.note = f"unreadable config.json: {exc}"
+        entry.note = f"unreadable {marker.name}: {exc}"
         return entry
     if not isinstance(config, dict):
-        entry.note = "config.json is not an object"
+        entry.note = f"{marker.name} is not an object"
         return entry
+    if marker.name == "params.json":
+        config = {"architectures": ["Mistral (params.json)"], **config}
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
     archs = config.get("architectures") or []
     entry.architecture = str(archs[0]) if archs else config.get("model_type")

@@ -125,3 +125,23 @@ def test_delete_removes_shards_and_folders(roots: tuple[Path, ...]) -> None:
     assert not (roots[0] / "tiny-hf").exists()
     names = {e.name for e in library.scan(roots)}
     assert "models/tiny-hf" not in names and "models/tiny-GGUF/tiny-Q4_K_M.gguf" in names
+
+
+def test_mistral_format_folder_is_listed_for_vllm(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    root = (tmp_path / "models").resolve()
+    folder = root / "Mistral-Small"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 1, "max_seq_len": 131072}))
+    import numpy as np
+
+    save_file({"tok_embeddings.weight": np.zeros((10, 32), dtype=np.float16)}, str(folder / "consolidated.safetensors"))
+    (entry,) = library.scan((root,))
+    assert (entry.name, entry.engine, entry.context_length, entry.parameters) == (
+        "models/Mistral-Small",
+        "vllm",
+        131072,
+        320,
+    )
+    assert entry.architecture == "Mistral (params.json)"
