@@ -11,6 +11,7 @@ from panel.engines.base import PanelError
 from panel.services import Services
 from panel.ui.common import status_markdown
 from panel.ui.guard import requires_role
+from panel.ui.vllm_section import build_vllm_section
 
 STATUS_POLL_S = 1.5
 
@@ -45,6 +46,7 @@ def build_engines(services: Services) -> dict[str, Any]:
             gr.Markdown("### llama-server log")
             logs = gr.Textbox(value="\n".join(manager.get("llamacpp").logs(60)), lines=18, max_lines=18,
                               label="recent lines", autoscroll=True, interactive=False, elem_id="llama-log")
+    build_vllm_section(services)
 
     @requires_role(services, "operator")
     async def on_load_click(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str,

@@ -1,0 +1,181 @@
+"""The vLLM part of the Engines tab: model picker over HF folders, load options, Load/Unload, load phase, log."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from panel import library
+from panel.engines.base import PanelError
+from panel.engines.vllm_engine import DTYPES, KV_CACHE_DTYPES
+from panel.model_paths import display_path, list_model_paths
+from panel.services import Services
+from panel.ui.guard import requires_role
+
+POLL_S = 1.5
+LOG_LINES = 60
+TRISTATE = ["auto", "on", "off"]
+QUANTIZATIONS = ["auto", "fp8", "mxfp4", "awq", "gptq", "bitsandbytes", "compressed-tensors", "modelopt"]
+
+
+def hf_choices(services: Services) -> list[tuple[str, str]]:
+    """(label, path) for every HF model folder in the library, Mistral-format folders included."""
+    roots = services.settings.all_model_roots
+    found = library.choices(roots, "vllm")
+    known = {path for _, path in found}
+    found += [(display_path(Path(p), roots), p) for p in list_model_paths(roots, "hf") if p not in known]
+    return found
+
+
+def load_options(
+    dtype: str,
+    gpu_util: Any,
+    max_len: Any,
+    quant: str,
+    eager: str,
+    prefix: str,
+    kv_dtype: str,
+    max_seqs: Any,
+    trust: bool,
+) -> dict[str, Any]:
+    """The form's values as load options; 'auto' and empty fields are left for vLLM to decide."""
+    options: dict[str, Any] = {
+        "dtype": dtype,
+        "gpu_memory_utilization": gpu_util,
+        "max_model_len": max_len,
+        "kv_cache_dtype": kv_dtype,
+        "trust_remote_code": bool(trust),
+    }
+    if quant and quant != "auto":
+        options["quantization"] = quant
+    if eager != "auto":
+        options["enforce_eager"] = eager == "on"
+    if prefix != "auto":
+        options["enable_prefix_caching"] = prefix == "on"
+    if max_seqs not in (None, "", 0):
+        options["max_num_seqs"] = max_seqs
+    return options
+
+
+def progress_markdown(status: dict[str, Any]) -> str:
+    """One line on the vLLM engine: the load phase while loading, else the state and the reason of a failure."""
+    state = status.get("status")
+    if state == "loading":
+        elapsed = time.time() - (status.get("since") or time.time())
+        return f"⏳ **loading** — {status.get('detail') or 'starting'} ({elapsed:.0f} s)"
+    if state == "loaded":
+        return f"✅ **loaded** {Path(status.get('model') or '').name} — {status.get('detail') or ''}"
+    if state in ("error", "unavailable"):
+        return f"❌ **{state}**: {(status.get('error') or '').splitlines()[0] if status.get('error') else ''}"
+    return "vLLM is idle: choose a model folder and press Load"
+
+
+def build_vllm_section(services: Services) -> dict[str, Any]:
+    manager = services.manager
+    engine = manager.get("vllm")
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("### vLLM (Hugging Face folders)")
+            choices = hf_choices(services)
+            model = gr.Dropdown(
+                choices=choices,
+                value=choices[0][1] if choices else None,
+                label="Model (HF folder)",
+                allow_custom_value=True,
+                elem_id="vllm-model",
+            )
+            refresh = gr.Button("↻ Refresh list", size="sm")
+            with gr.Row():
+                dtype = gr.Dropdown(list(DTYPES), value="bfloat16", label="dtype")
+                gpu_util = gr.Number(
+                    value=0.9,
+                    label="GPU memory utilization",
+                    minimum=0.05,
+                    maximum=1.0,
+                    step=0.05,
+                    info="0.85 on GB10 (unified memory shared with the system)",
+                )
+                max_len = gr.Number(value=8192, label="Max model length", precision=0)
+            with gr.Row():
+                quant = gr.Dropdown(
+                    QUANTIZATIONS,
+                    value="auto",
+                    label="Quantization",
+                    allow_custom_value=True,
+                    info="auto = from the checkpoint",
+                )
+                kv_dtype = gr.Dropdown(list(KV_CACHE_DTYPES), value="auto", label="KV cache dtype")
+                max_seqs = gr.Number(value=None, label="Max sequences (empty = vLLM default)", precision=0)
+            with gr.Row():
+                eager = gr.Radio(TRISTATE, value="auto", label="Enforce eager (auto: on for CPU)")
+                prefix = gr.Radio(TRISTATE, value="auto", label="Prefix caching")
+                trust = gr.Checkbox(value=False, label="Trust remote code")
+            with gr.Row():
+                load_btn = gr.Button("Load", variant="primary", elem_id="vllm-load")
+                unload_btn = gr.Button("Unload", elem_id="vllm-unload")
+            progress = gr.Markdown(progress_markdown(engine.status().to_json()), elem_id="vllm-progress")
+            message = gr.Markdown("", elem_id="vllm-message")
+        with gr.Column(scale=2):
+            gr.Markdown("### vLLM log")
+            logs = gr.Textbox(
+                value="\n".join(engine.logs(LOG_LINES)),
+                lines=18,
+                max_lines=18,
+                label="recent lines",
+                autoscroll=True,
+                interactive=False,
+                elem_id="vllm-log",
+            )
+
+    @requires_role(services, "operator")
+    async def on_vllm_load_click(
+        path: str | None,
+        dtype: str,
+        gpu_util: Any,
+        max_len: Any,
+        quant: str,
+        eager: str,
+        prefix: str,
+        kv_dtype: str,
+        max_seqs: Any,
+        trust: bool,
+        request: gr.Request,
+    ) -> str:
+        options = load_options(dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust)
+        try:
+            state = await manager.load("vllm", path or "", options, actor=_actor(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"✅ loaded **{Path(state['model']).name}** on vLLM"
+
+    @requires_role(services, "operator")
+    async def on_vllm_unload_click(request: gr.Request) -> str:
+        try:
+            await manager.unload("vllm", actor=_actor(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return "vLLM unloaded and its memory freed"
+
+    def on_vllm_timer_tick() -> tuple[str, str]:
+        return progress_markdown(engine.status().to_json()), "\n".join(engine.logs(LOG_LINES))
+
+    def on_vllm_refresh_click() -> Any:
+        return gr.update(choices=hf_choices(services))
+
+    inputs = [model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust]
+    load_btn.click(lambda: "⏳ loading… (vLLM can take minutes)", outputs=message, queue=False).then(
+        on_vllm_load_click, inputs, message, concurrency_limit=None
+    )
+    unload_btn.click(lambda: "⏳ unloading…", outputs=message, queue=False).then(
+        on_vllm_unload_click, outputs=message, concurrency_limit=None
+    )
+    refresh.click(on_vllm_refresh_click, outputs=model)
+    gr.Timer(POLL_S).tick(on_vllm_timer_tick, outputs=[progress, logs], show_progress="hidden", queue=False)
+    return {"model": model, "progress": progress, "message": message, "log": logs}
+
+
+def _actor(request: gr.Request | None) -> str:
+    return getattr(request, "username", None) or "ui"

@@ -1,0 +1,156 @@
+"""Measure the vLLM engine in this process: load time, first-token latency, single-stream tokens/s, and memory
+(RSS of this process and its children; GPU memory in use where there is a GPU) before load, loaded and after
+unload, over repeated load/unload cycles. Prints the figures; asserts nothing.
+
+    VLLM_CPU_KVCACHE_SPACE=1 python scripts/measure_vllm_memory.py [--model models/SmolLM2-135M-Instruct-hf]
+        [--cycles 10] [--max-tokens 128] [--max-model-len 2048] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from panel.engines.base import GenerationRequest, LoadRequest  # noqa: E402
+from panel.engines.vllm_engine import VllmEngine, release_memory, tree_rss_mib  # noqa: E402
+from panel.settings import Settings  # noqa: E402
+
+PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+
+
+@dataclass
+class Cycle:
+    index: int
+    load_s: float
+    rss_loaded_mib: float
+    rss_after_unload_mib: float
+    unload_s: float
+    gpu_used_loaded_mib: float | None = None
+    gpu_used_after_mib: float | None = None
+
+
+@dataclass
+class Report:
+    model: str
+    rss_before_import_mib: float
+    rss_before_load_mib: float  # vLLM and torch imported, nothing loaded
+    gpu_used_before_mib: float | None
+    ttft_ms: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    e2e_tokens_per_s: float = 0.0
+    completion_tokens: int = 0
+    cycles: list[Cycle] = field(default_factory=list)
+
+
+def gpu_used_mib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 2**20
+
+
+async def single_stream(engine: VllmEngine, max_tokens: int) -> tuple[float, float, float, int]:
+    """TTFT (ms), decode tokens/s after the first token, end-to-end tokens/s, tokens generated."""
+    request = GenerationRequest(kind="chat", messages=PROMPT, max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    sent = time.perf_counter()
+    stamps: list[tuple[float, int]] = []
+    async for event in engine.generate(request):
+        if event.n_tokens:
+            stamps.append((event.t, event.n_tokens))
+    tokens = sum(n for _, n in stamps)
+    first, last = stamps[0][0], stamps[-1][0]
+    decode = (tokens - stamps[0][1]) / (last - first) if last > first else 0.0
+    return (first - sent) * 1000, decode, tokens / (last - sent), tokens
+
+
+async def measure(args: argparse.Namespace) -> Report:
+    settings = Settings.load({"autoload": False, "load_timeout_s": 900.0})
+    engine = VllmEngine(settings)
+    model = str((REPO_ROOT / args.model).resolve()) if not Path(args.model).is_absolute() else args.model
+    options = engine.validate_options({"max_model_len": args.max_model_len, "dtype": args.dtype})
+    before_import = tree_rss_mib()
+    import vllm  # noqa: F401  - the one-time import cost is reported apart from the engine's memory
+
+    release_memory()
+    report = Report(
+        model=model,
+        rss_before_import_mib=before_import,
+        rss_before_load_mib=tree_rss_mib(),
+        gpu_used_before_mib=gpu_used_mib(),
+    )
+    print(
+        f"RSS before importing vLLM: {report.rss_before_import_mib:.0f} MiB; "
+        f"after import, before load: {report.rss_before_load_mib:.0f} MiB",
+        flush=True,
+    )
+    for index in range(1, args.cycles + 1):
+        started = time.perf_counter()
+        await engine.load(LoadRequest(engine="vllm", model_path=model, options=options))
+        load_s = time.perf_counter() - started
+        loaded, gpu_loaded = tree_rss_mib(), gpu_used_mib()
+        if index == 1:
+            ttft, decode, e2e, tokens = await single_stream(engine, args.max_tokens)
+            report.ttft_ms, report.decode_tokens_per_s, report.e2e_tokens_per_s = ttft, decode, e2e
+            report.completion_tokens = tokens
+            print(
+                f"single stream: TTFT {ttft:.0f} ms, decode {decode:.1f} tok/s, end-to-end {e2e:.1f} tok/s "
+                f"({tokens} tokens)",
+                flush=True,
+            )
+        started = time.perf_counter()
+        await engine.unload()
+        cycle = Cycle(index, load_s, loaded, tree_rss_mib(), time.perf_counter() - started, gpu_loaded, gpu_used_mib())
+        report.cycles.append(cycle)
+        print(
+            f"cycle {index:2d}: load {cycle.load_s:5.1f} s, RSS loaded {cycle.rss_loaded_mib:6.0f} MiB, "
+            f"after unload {cycle.rss_after_unload_mib:6.0f} MiB (unload {cycle.unload_s:.1f} s)"
+            + (f", GPU used {gpu_loaded:.0f} → {cycle.gpu_used_after_mib:.0f} MiB" if gpu_loaded else ""),
+            flush=True,
+        )
+    await engine.shutdown()
+    return report
+
+
+def summarize(report: Report) -> None:
+    base = report.rss_before_load_mib
+    afters = [c.rss_after_unload_mib for c in report.cycles]
+    worst = max(afters)
+    print(
+        f"\nbefore load {base:.0f} MiB | loaded {max(c.rss_loaded_mib for c in report.cycles):.0f} MiB (max) | "
+        f"after unload {worst:.0f} MiB (max), {100 * (worst - base) / base:+.1f}% vs before load "
+        f"(bound ±5%: {'within' if worst <= base * 1.05 else 'OUTSIDE'})"
+    )
+    print(f"growth over {len(afters)} cycles (last after-unload minus first): {afters[-1] - afters[0]:+.0f} MiB")
+    print(f"one-time import of vLLM/torch: {base - report.rss_before_import_mib:+.0f} MiB (stays after unload)")
+    loads = [c.load_s for c in report.cycles]
+    print(f"load time: first {loads[0]:.1f} s, median {sorted(loads)[len(loads) // 2]:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/SmolLM2-135M-Instruct-hf")
+    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    report = asyncio.run(measure(args))
+    summarize(report)
+    if args.json:
+        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # guarded: vLLM starts its engine core with spawn, which re-imports __main__
+    sys.exit(main())
