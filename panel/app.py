@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -31,6 +32,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
         try:
             yield
         finally:
+            if "downloads" in services.extra:  # stop transfers cleanly; finished files stay for a resume
+                await asyncio.to_thread(services.extra["downloads"].cancel_all, 5.0)
             await manager.shutdown()
 
     app = FastAPI(title="panel", version=__version__, lifespan=lifespan,
