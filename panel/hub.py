@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import functools
 import logging
 import os
 import re
@@ -202,21 +201,46 @@ class FileProgress:
 
 
 class _ProgressBar:
-    """The tqdm stand-in huggingface_hub drives while it streams one file; also where a cancel lands."""
+    """The tqdm stand-in huggingface_hub drives while it streams one file; also where a cancel lands.
 
-    def __init__(
-        self, *, job: DownloadJob, progress: FileProgress, total: int | None = None, initial: int = 0, **_: Any
-    ) -> None:
-        self.job, self.progress = job, progress
+    huggingface_hub wants a class: `bar_class_for` makes one per file. It offers `update_transfer` so the
+    Xet path (when hf_xet is installed) treats it as one aggregated bar instead of creating two.
+    """
+
+    job: DownloadJob
+    progress: FileProgress
+
+    def __init__(self, *, total: int | None = None, initial: int = 0, **_: Any) -> None:
         if total:
-            progress.size = total
-        progress.done = initial
+            self.progress.size = total
+        self.progress.done = initial
         self.n = initial
+
+    @property
+    def total(self) -> int | None:
+        return self.progress.size
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        if value:
+            self.progress.size = int(value)
 
     def update(self, n: int | float | None = 1) -> None:
         self.job.check_cancelled()
         self.n += int(n or 0)
         self.job.record(self.progress, int(n or 0))
+
+    def update_transfer(self, n: int | float | None = 1) -> None:
+        self.job.check_cancelled()  # bytes on the wire; progress counts bytes of the file
+
+    def set_postfix_str(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def set_description(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def refresh(self) -> None:
+        return None
 
     def close(self) -> None:
         return None
@@ -226,6 +250,10 @@ class _ProgressBar:
 
     def __exit__(self, *_: Any) -> None:
         return None
+
+
+def bar_class_for(job: DownloadJob, progress: FileProgress) -> type[_ProgressBar]:
+    return type("FileProgressBar", (_ProgressBar,), {"job": job, "progress": progress})
 
 
 # --- jobs -------------------------------------------------------------------------------
@@ -493,7 +521,7 @@ class DownloadManager:
         from huggingface_hub import hf_hub_download
 
         progress.status = "downloading"
-        bar = functools.partial(_ProgressBar, job=job, progress=progress)
+        bar = bar_class_for(job, progress)
         hf_hub_download(
             job.repo_id,
             progress.path,

@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
-
-from hub_server import HubFile, HubRepo, HubServer  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT))
 
 from panel import library  # noqa: E402
 from panel.hub import DownloadManager, HubConfig  # noqa: E402
 from panel.settings import Settings  # noqa: E402
+from tests.hub_server import HubFile, HubRepo, HubServer  # noqa: E402
 
 
 def measure_download(size_mb: int, tmp: Path) -> None:

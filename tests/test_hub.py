@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hub_server import COMMIT, HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 from panel.engines.base import BadRequestError, ForbiddenError, NotFoundError
 from panel.hub import (
@@ -25,6 +24,7 @@ from panel.hub import (
     group_gguf,
     quant_of,
 )
+from tests.hub_server import COMMIT, HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_TestSecretToken1234567890abcdef"
 WAIT_S = 60.0

@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PanelProcess, run_panel
-from hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 from panel.settings import REPO_ROOT
+from tests.conftest import PanelProcess, run_panel
+from tests.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_EnvTokenNeverShown0123456789"
 TYPED_TOKEN = "hf_TypedTokenNeverShown9876543210"

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hub_server import GGUF_PARAMS, HF_FOLDER_PARAMS, make_gguf, make_hf_folder
 
 from panel import library
 from panel.engines.base import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from tests.hub_server import GGUF_PARAMS, HF_FOLDER_PARAMS, make_gguf, make_hf_folder
 
 
 @pytest.fixture

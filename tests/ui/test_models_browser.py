@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PanelProcess, run_panel
-from hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
+
+from tests.conftest import PanelProcess, run_panel
+from tests.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000
