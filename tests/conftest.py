@@ -75,7 +75,7 @@ def run_panel(tmp: Path, extra_env: dict[str, str] | None = None, args: list[str
     log_path = tmp / f"panel-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "panel", "serve", "--port", str(port), *(args or ["--no-autoload"])],
+            [sys.executable, "-m", "panel", "serve", "--port", str(port), *(["--no-autoload"] if args is None else args)],
             cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
     panel = PanelProcess(f"http://127.0.0.1:{port}", proc, log_path)

@@ -219,3 +219,23 @@ def test_routing_by_model_name_and_unknown_model(panel_server, embedded_model) -
     bad = _post(base, "/v1/chat/completions", {"engine": "vllm", "messages": [{"role": "user", "content": "hi"}]})
     assert bad.status_code in {409, 503}
     assert "vllm" in _error(bad)
+
+
+def test_panel_killed_takes_its_llama_server_with_it(tmp_path, embedded_model, llama_server_bin) -> None:
+    from tests.conftest import run_panel
+
+    with run_panel(tmp_path, {"LLAMA_SERVER_BIN": llama_server_bin}, args=[]) as panel:  # autoload on
+        st = _status(panel.base_url)["llamacpp"]  # autoload runs before the server answers /health
+        assert st["status"] == "loaded", (st, panel.log()[-2000:])
+        child = _status(panel.base_url)["llamacpp"]["pid"]
+        os.kill(panel.proc.pid, signal.SIGKILL)
+        panel.proc.wait(timeout=10)
+
+        def child_gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        _wait_for(child_gone, 15, "llama-server to exit after the panel was killed")

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -263,6 +264,7 @@ class LlamaServerEngine:
         self._proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,  # own process group
+            preexec_fn=_die_with_parent,
         )
         self._reader = asyncio.create_task(self._read_output(self._proc))
         self._watcher = asyncio.create_task(self._watch(self._proc))
@@ -373,6 +375,15 @@ class LlamaServerEngine:
             alive = self._proc is not None and self._proc.returncode is None
             why = "llama-server died during the request" if not alive else f"connection to llama-server failed: {exc!r}"
             raise EngineFailure(why) from None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it if the panel dies without stopping it (kill -9)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class _PortCollision(Exception):
