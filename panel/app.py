@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from panel import __version__, api
 from panel.access import gradio_auth_kwargs, install_access
+from panel.bench.api import install_bench
 from panel.engines import default_engines
 from panel.engines.base import Engine, PanelError
 from panel.engines.manager import EngineManager
@@ -32,6 +33,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
         try:
             yield
         finally:
+            if "bench" in services.extra:
+                await services.extra["bench"].shutdown()
             if "downloads" in services.extra:  # stop transfers cleanly; finished files stay for a resume
                 await asyncio.to_thread(services.extra["downloads"].cancel_all, 5.0)
             await manager.shutdown()
@@ -45,6 +48,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.include_router(api.router)
     install_access(app, services)  # audit, auth, limits, /metrics, keys
     install_models(app, services)  # Hugging Face downloads and the model library (issue 4)
+    install_bench(app, services)  # benchmark runner and /v1/bench routes (issue 5)
     if with_ui:
         import gradio as gr
 

@@ -1,0 +1,76 @@
+"""Benchmark runs over HTTP: POST /v1/bench/runs starts one, GET /v1/bench/runs/{id} follows it, cancel stops it;
+GET /v1/bench/speed gives the latest saved figures per model and engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from panel.api import actor_of
+from panel.auth import require_api_role
+from panel.bench.runner import BenchmarkRunner, ModelTarget, plan_from
+from panel.bench.suites import MAX_CONCURRENCY, SUITES
+
+router = APIRouter(prefix="/v1/bench")
+
+
+class TargetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=4096)
+    engine: str = Field(default="llamacpp", pattern="^(llamacpp|vllm)$")
+    options: dict[str, Any] = Field(default_factory=dict)
+    include: list[str] | None = None
+
+
+class RunBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    suites: list[str] = Field(default_factory=lambda: list(SUITES), min_length=1)
+    engine: str | None = Field(default=None, pattern="^(llamacpp|vllm)$")
+    lengths: list[int] | None = Field(default=None, max_length=32)
+    concurrencies: list[int] | None = Field(default=None, max_length=32)
+    models: list[TargetBody] = Field(default_factory=list, max_length=50)
+    warm_up: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict, description="other SuiteConfig fields, e.g. parallel_tokens")
+
+
+def get_runner(request: Request) -> BenchmarkRunner:
+    return request.app.state.services.extra["bench"]
+
+
+@router.post("/runs", dependencies=[Depends(require_api_role("operator"))])
+async def start_run(body: RunBody, request: Request) -> dict[str, Any]:
+    """Start a run in the background (409 while another runs or the GPU is busy); poll GET /v1/bench/runs/{id}."""
+    targets = [ModelTarget(t.model, t.engine, t.options, t.include) for t in body.models]
+    plan = plan_from(body.suites, body.lengths, body.concurrencies, body.engine, targets, **body.settings)
+    plan.warm_up = body.warm_up
+    return get_runner(request).start(plan, actor=actor_of(request)).to_json()
+
+
+@router.get("/runs")
+async def list_runs(request: Request) -> dict[str, Any]:
+    return {"runs": [r.to_json() for r in get_runner(request).runs()], "max_concurrency": MAX_CONCURRENCY}
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: str, request: Request) -> dict[str, Any]:
+    return get_runner(request).get(run_id).to_json()
+
+
+@router.post("/runs/{run_id}/cancel", dependencies=[Depends(require_api_role("operator"))])
+async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
+    return get_runner(request).cancel(run_id).to_json()
+
+
+@router.get("/speed")
+async def latest_speed(request: Request) -> dict[str, Any]:
+    """The latest single-stream and parallel tokens/s per model and engine, from the saved files."""
+    return {"data": [dataclasses.asdict(s) for s in get_runner(request).store.latest_speed()]}
+
+
+def install_bench(app: Any, services: Any) -> None:
+    """Composition-root hook: the runner on services.extra["bench"] and these routes on the app."""
+    services.extra["bench"] = BenchmarkRunner(services)
+    app.include_router(router)

@@ -1,0 +1,254 @@
+"""Saved benchmark rows → plotly figures (pure functions: rows in, figure out; nothing read or written here).
+
+A series is one model on one engine in one run, labelled "model · engine · time"; by default only the latest
+run of each model+engine is drawn (`latest_only=False` draws every run, so past runs compare with new ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from panel.bench.metrics import PER_SESSION_TARGET_TPS
+
+# Memory bandwidth (GB/s) by GPU name fragment, for the single-stream roofline (docs/benchmarks.md).
+BANDWIDTH_GB_S = {"GB10": 273.0, "H100": 3350.0, "H200": 4800.0}
+Row = dict[str, Any]
+
+
+def series_key(row: Row) -> tuple[str, str, str]:
+    return (str(row.get("model")), str(row.get("engine")), str(row.get("run_id")))
+
+
+def label(row: Row) -> str:
+    when = str(row.get("time") or "")[:16].replace("T", " ")
+    return f"{row.get('model')} · {row.get('engine')} · {when}"
+
+
+def select(
+    rows: Iterable[Row], models: list[str] | None = None, engines: list[str] | None = None, latest_only: bool = True
+) -> list[Row]:
+    """Rows of the chosen models and engines; with latest_only, only each model+engine's most recent run."""
+    chosen = [
+        r
+        for r in rows
+        if (not models or r.get("model") in models or r.get("folder") in models)
+        and (not engines or r.get("engine") in engines)
+    ]
+    if not latest_only:
+        return chosen
+    latest: dict[tuple[str, str], str] = {}
+    for r in chosen:
+        key = (str(r.get("model")), str(r.get("engine")))
+        stamp = f"{r.get('time')}|{r.get('run_id')}"
+        latest[key] = max(latest.get(key, ""), stamp)
+    return [
+        r for r in chosen if f"{r.get('time')}|{r.get('run_id')}" == latest[(str(r.get("model")), str(r.get("engine")))]
+    ]
+
+
+def _groups(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
+    out: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        out.setdefault(series_key(r), []).append(r)
+    return out
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title=title,
+        annotations=[{"text": why, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper"}],
+    )
+    return fig
+
+
+def single_stream_figure(rows: list[Row]) -> go.Figure:
+    """Decode tokens/s against output length, one line per series."""
+    title = "Single-stream tokens/s vs output length"
+    rows = [r for r in rows if r.get("tokens_per_s") is not None]
+    if not rows:
+        return _empty(title, "no single-stream results yet")
+    fig = go.Figure()
+    for group in _groups(rows).values():
+        group = sorted(group, key=lambda r: r["output_tokens_requested"])
+        fig.add_trace(
+            go.Scatter(
+                x=[r["output_tokens_requested"] for r in group],
+                y=[r["tokens_per_s"] for r in group],
+                mode="lines+markers",
+                name=label(group[0]),
+            )
+        )
+    fig.update_layout(title=title, xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"})
+    return fig
+
+
+def parallel_figure(rows: list[Row]) -> go.Figure:
+    """Total and per-session tokens/s against concurrency, with the 20 tokens/s per-session line."""
+    title = "Parallel: total and per-session tokens/s vs concurrency"
+    rows = [r for r in rows if r.get("total_tokens_per_s") is not None]
+    if not rows:
+        return _empty(title, "no parallel results yet")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("total tokens/s", "per-session tokens/s"))
+    for group in _groups(rows).values():
+        group = sorted(group, key=lambda r: r["concurrency"])
+        x = [r["concurrency"] for r in group]
+        name = label(group[0])
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=[r["total_tokens_per_s"] for r in group], mode="lines+markers", name=name, legendgroup=name
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r.get("per_session_tokens_per_s") for r in group],
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                showlegend=False,
+            ),
+            row=1,
+            col=2,
+        )
+    fig.add_hline(y=PER_SESSION_TARGET_TPS, line_dash="dash", annotation_text="20 tokens/s per session", row=1, col=2)
+    fig.update_xaxes(title_text="concurrent streams", type="log")
+    fig.update_layout(title=title)
+    return fig
+
+
+def latency_figure(rows: list[Row], suite: str | None = None) -> go.Figure:
+    """p50 / p90 / p99 of TTFT, ITL and TPOT (ms) per measured point, one panel per metric."""
+    title = "Latency percentiles (ms)"
+    rows = [r for r in rows if r.get("p50_ms") is not None and (suite is None or r.get("suite") == suite)]
+    if not rows:
+        return _empty(title, "no latency results yet")
+    metrics = ["ttft", "itl", "tpot"]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[m.upper() for m in metrics])
+    for group in _groups(rows).values():
+        name = label(group[0])
+        for col, metric in enumerate(metrics, 1):
+            mine = [r for r in group if r.get("metric") == metric]
+            for pct, dash in (("p50_ms", "solid"), ("p90_ms", "dot"), ("p99_ms", "dash")):
+                fig.add_trace(
+                    go.Scatter(
+                        x=[f"{r['suite']}: {r['point']}" for r in mine],
+                        y=[r[pct] for r in mine],
+                        mode="markers+lines",
+                        line={"dash": dash},
+                        name=f"{name} {pct[:3]}",
+                        legendgroup=name,
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
+    fig.update_yaxes(title_text="ms", type="log")
+    fig.update_layout(title=title)
+    return fig
+
+
+def prefix_cache_figure(rows: list[Row]) -> go.Figure:
+    """Mean TTFT with the prefix cache off and on, with the speedup and cached-token count in the hover."""
+    title = "Prefix caching: TTFT with the cache off vs on"
+    rows = [r for r in rows if r.get("ttft_ms_mean") is not None]
+    if not rows:
+        return _empty(title, "no prefix-cache results yet")
+    fig = go.Figure()
+    for mode in ("off", "on"):
+        mine = [r for r in rows if r.get("cache") == mode]
+        fig.add_trace(
+            go.Bar(
+                x=[label(r) for r in mine],
+                y=[r["ttft_ms_mean"] for r in mine],
+                name=f"cache {mode}",
+                customdata=[[r.get("ttft_speedup"), r.get("cached_tokens_mean")] for r in mine],
+                hovertemplate="%{y:.1f} ms · speedup %{customdata[0]:.2f}× · cached %{customdata[1]}",
+            )
+        )
+    fig.update_layout(title=title, barmode="group", yaxis={"title": "mean TTFT (ms)"})
+    return fig
+
+
+def scenarios_figure(rows: list[Row]) -> go.Figure:
+    title = "Scenarios: tokens/s and TTFT"
+    rows = [r for r in rows if r.get("tokens_per_s") is not None]
+    if not rows:
+        return _empty(title, "no scenario results yet")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("decode tokens/s", "mean TTFT (ms)"))
+    for group in _groups(rows).values():
+        name = label(group[0])
+        x = [r["scenario"] for r in group]
+        fig.add_trace(go.Bar(x=x, y=[r["tokens_per_s"] for r in group], name=name, legendgroup=name), row=1, col=1)
+        fig.add_trace(
+            go.Bar(x=x, y=[r.get("ttft_ms") for r in group], name=name, legendgroup=name, showlegend=False),
+            row=1,
+            col=2,
+        )
+    fig.update_layout(title=title, barmode="group")
+    return fig
+
+
+def bandwidth_for(gpu_names: list[str]) -> float | None:
+    for name in gpu_names:
+        for fragment, gb_s in BANDWIDTH_GB_S.items():
+            if fragment.lower() in name.lower():
+                return gb_s
+    return None
+
+
+def roofline_rows(single_rows: list[Row], runs: dict[str, dict[str, Any]], bandwidth_gb_s: float | None) -> list[Row]:
+    """Single-stream tokens/s as % of bandwidth / model bytes; the model size and GPU come from the run file.
+
+    `runs` maps run_id → run JSON. The bandwidth given wins; else it is looked up from the run's GPU name.
+    The weights' size stands in for the bytes read per token (KV-cache reads are left out: an upper bound).
+    """
+    out = []
+    for r in single_rows:
+        env = (runs.get(str(r.get("run_id"))) or {}).get("environment") or {}
+        size = (env.get("model") or {}).get("size_bytes")
+        bw = bandwidth_gb_s or bandwidth_for([g.get("name", "") for g in env.get("gpus") or []])
+        if not size or not bw or r.get("tokens_per_s") is None:
+            continue
+        ceiling = bw * 1e9 / size
+        out.append(
+            {
+                **r,
+                "bandwidth_gb_s": bw,
+                "model_gb": size / 1e9,
+                "roofline_tokens_per_s": ceiling,
+                "roofline_pct": 100.0 * r["tokens_per_s"] / ceiling,
+            }
+        )
+    return out
+
+
+def roofline_figure(rows: list[Row]) -> go.Figure:
+    title = "Single-stream tokens/s as % of the memory-bandwidth roofline"
+    if not rows:
+        return _empty(title, "roofline unknown: no GPU bandwidth known for these runs (enter one) or no model size")
+    fig = go.Figure()
+    for group in _groups(rows).values():
+        group = sorted(group, key=lambda r: r["output_tokens_requested"])
+        fig.add_trace(
+            go.Scatter(
+                x=[r["output_tokens_requested"] for r in group],
+                y=[r["roofline_pct"] for r in group],
+                mode="lines+markers",
+                name=label(group[0]),
+                customdata=[[r["roofline_tokens_per_s"], r["bandwidth_gb_s"]] for r in group],
+                hovertemplate="%{y:.0f}% of %{customdata[0]:.0f} tokens/s at %{customdata[1]} GB/s",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "output tokens", "type": "log"},
+        yaxis={"title": "% of roofline", "rangemode": "tozero"},
+    )
+    return fig

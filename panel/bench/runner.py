@@ -1,0 +1,401 @@
+"""The benchmark service (Services.extra["bench"]): runs suites in the background, one run at a time, holding the
+GPU (manager.exclusive) so loads are refused and chat users see a notice; progress, cancel, results saved.
+
+Requests go through the panel's own OpenAI-compatible API on loopback, like any client's would. An unattended
+comparison loads each listed model in turn (downloading a Hugging Face repo first when it is not in the
+library), warms it up, runs the suites, saves, unloads, and goes on with the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from panel.bench import environment
+from panel.bench.client import make_client
+from panel.bench.store import ResultStore
+from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
+from panel.engines.base import BadRequestError, ConflictError, NotFoundError, PanelError
+from panel.services import Services
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 6 * 3600.0
+HISTORY = 20  # finished runs kept in memory for the UI and GET /v1/bench/runs/{id}
+
+
+@dataclass
+class ModelTarget:
+    """One model of an unattended comparison: a library path (or a Hugging Face repo id to download)."""
+
+    model: str
+    engine: str = "llamacpp"
+    options: dict[str, Any] = field(default_factory=dict)
+    include: list[str] | None = None  # file patterns for the download (e.g. one GGUF quant)
+
+
+@dataclass
+class BenchPlan:
+    suites: list[str]
+    config: SuiteConfig = field(default_factory=SuiteConfig)
+    targets: list[ModelTarget] = field(default_factory=list)  # empty: measure what is loaded now
+    warm_up: bool = True
+
+    def validate(self, max_per_user: int) -> BenchPlan:
+        unknown = [s for s in self.suites if s not in SUITES]
+        if not self.suites or unknown:
+            raise BadRequestError(f"unknown suite(s) {unknown or '(none given)'}; suites are: {', '.join(SUITES)}")
+        self.config.validate()
+        if "parallel" in self.suites and max(self.config.concurrencies) > max_per_user:
+            raise BadRequestError(
+                f"{max(self.config.concurrencies)} parallel streams exceed this panel's limit of {max_per_user} "
+                "generations per user; lower the concurrencies or raise PANEL_MAX_CONCURRENT_PER_USER"
+            )
+        return self
+
+
+@dataclass
+class RunState:
+    """A run as the UI and API see it."""
+
+    id: str
+    plan: BenchPlan
+    actor: str
+    status: str = "queued"  # queued → running → done | failed | cancelled
+    progress: Progress = field(default_factory=Progress)
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    error: str | None = None
+    current: str | None = None  # "model on engine" being measured
+    files: list[str] = field(default_factory=list)
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # "model/suite" → summary
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status in {"queued", "running"}
+
+    def note(self, text: str) -> None:
+        log.info("bench %s: %s", self.id, text)
+        self.messages = [*self.messages[-49:], f"{time.strftime('%H:%M:%S')} {text}"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "suites": self.plan.suites,
+            "actor": self.actor,
+            "targets": [dataclasses.asdict(t) for t in self.plan.targets],
+            "config": dataclasses.asdict(self.plan.config),
+            "progress": self.progress.snapshot(),
+            "started": self.started,
+            "finished": self.finished,
+            "error": self.error,
+            "current": self.current,
+            "files": self.files,
+            "summaries": self.summaries,
+            "messages": self.messages,
+        }
+
+
+class BenchmarkRunner:
+    """Starts, tracks and cancels benchmark runs; at most one at a time."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.store = ResultStore(services.settings.benchmarks_dir)
+        self._runs: dict[str, RunState] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # --- public -----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        s = self.services.settings
+        host = "127.0.0.1" if s.host in {"0.0.0.0", "::", "", "localhost"} else s.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{s.port}"
+
+    def start(self, plan: BenchPlan, actor: str = "local") -> RunState:
+        """Validate and start a run in the background; refuses while another runs or the GPU is busy."""
+        plan.validate(self.services.settings.max_concurrent_per_user)
+        running = self.active()
+        if running is not None:
+            raise ConflictError(f"benchmark {running.id} is running; wait for it or cancel it first")
+        if self.services.manager.busy_reason:
+            raise ConflictError(f"busy: {self.services.manager.busy_reason}; try again when it finishes")
+        if not plan.targets:
+            self._current_model(plan.config.engine)  # fail now, not in the background, when nothing is loaded
+        for target in plan.targets:
+            self._check_target(target)
+        state = RunState(id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], plan=plan, actor=actor)
+        self._runs[state.id] = state
+        self._tasks[state.id] = asyncio.get_running_loop().create_task(self._execute(state), name=f"bench-{state.id}")
+        self._forget_old()
+        return state
+
+    def get(self, run_id: str) -> RunState:
+        state = self._runs.get(run_id)
+        if state is None:
+            raise NotFoundError(f"no benchmark run with id {run_id!r}")
+        return state
+
+    def runs(self) -> list[RunState]:
+        return sorted(self._runs.values(), key=lambda r: r.started, reverse=True)
+
+    def active(self) -> RunState | None:
+        return next((r for r in self._runs.values() if r.active), None)
+
+    def cancel(self, run_id: str) -> RunState:
+        state = self.get(run_id)
+        task = self._tasks.get(run_id)
+        if state.active and task is not None:
+            state.note("cancel requested")
+            task.cancel()
+        return state
+
+    async def wait(self, run_id: str, timeout_s: float) -> RunState:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        return self.get(run_id)
+
+    async def shutdown(self) -> None:
+        for state in self.runs():
+            if state.active:
+                self.cancel(state.id)
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 30)
+
+    # --- the run ----------------------------------------------------------------------
+
+    async def _execute(self, state: RunState) -> None:
+        state.status = "running"
+        try:
+            targets = state.plan.targets or [None]
+            for i, target in enumerate(targets, 1):
+                if target is not None:
+                    state.note(f"model {i}/{len(targets)}: {target.model} on {target.engine}")
+                await self._bench_target(state, target)
+            state.status = "done"
+        except asyncio.CancelledError:
+            state.status = "cancelled"
+            state.note("cancelled")
+        except PanelError as exc:
+            state.status, state.error = "failed", exc.message
+            state.note(f"failed: {exc.message}")
+        except Exception as exc:  # a background run must end in a state, never vanish
+            log.exception("benchmark %s failed", state.id)
+            state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            state.finished = time.time()
+            state.progress.step = state.status
+
+    async def _bench_target(self, state: RunState, target: ModelTarget | None) -> None:
+        manager = self.services.manager
+        loaded_here = False
+        if target is not None:
+            path = await self._ensure_local(state, target)
+            state.progress.step = f"loading {Path(path).name}"
+            await manager.load(target.engine, path, target.options, actor=f"bench:{state.actor}")
+            loaded_here = True
+        try:
+            engine, model_path = self._current_model(target.engine if target else state.plan.config.engine)
+            await self._measure(state, engine, model_path)
+        finally:
+            if loaded_here and target is not None:
+                with contextlib.suppress(PanelError):
+                    await asyncio.shield(manager.unload(target.engine, actor=f"bench:{state.actor}"))
+
+    async def _measure(self, state: RunState, engine: str, model_path: str) -> None:
+        manager = self.services.manager
+        model = Path(model_path).name
+        state.current = f"{model} on {engine}"
+        config = dataclasses.replace(state.plan.config, engine=engine, model=None)
+        outcomes: list[SuiteOutcome] = []
+        began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        reason = f"benchmark {state.id} of {model} on {engine}"
+        status = "done"
+        env: dict[str, Any] = {}
+        try:
+            async with manager.exclusive(reason), self._client(state, config) as client:
+                env = environment.capture(
+                    engine, manager.get(engine).status().to_json(), getattr(manager.get(engine), "binary", None)
+                )
+                runner = SuiteRunner(client, config, state.progress)
+                if state.plan.warm_up:
+                    await runner.warm_up()
+                for suite in [s for s in SUITES if s in state.plan.suites]:
+                    state.note(f"{suite} on {model}")
+                    outcomes.append(await self._run_suite(runner, suite, outcomes, model, engine))
+                    state.summaries[f"{model}/{suite}"] = outcomes[-1].summary
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            if outcomes:
+                self._save(state, model, engine, began, status, env, config, outcomes)
+
+    async def _run_suite(
+        self, runner: SuiteRunner, suite: str, done: list[SuiteOutcome], model: str, engine: str
+    ) -> SuiteOutcome:
+        if suite == "parallel":
+            return await runner.parallel(self._single_stream_reference(done, runner.config, model, engine))
+        return await getattr(runner, suite)()
+
+    def _single_stream_reference(
+        self, done: list[SuiteOutcome], config: SuiteConfig, model: str, engine: str
+    ) -> float | None:
+        """Single-stream tokens/s at the length nearest the parallel length: this run's, else the latest saved."""
+        for outcome in done:
+            rows = [r for r in outcome.tables.get("single_stream", []) if r.get("tokens_per_s")]
+            if rows:
+                best = min(rows, key=lambda r: abs(r["output_tokens_requested"] - config.parallel_tokens))
+                return float(best["tokens_per_s"])
+        for summary in self.store.latest_speed():
+            if summary.model == model and summary.engine == engine:
+                return summary.single_stream_tokens_per_s
+        return None
+
+    def _save(
+        self,
+        state: RunState,
+        model: str,
+        engine: str,
+        began: str,
+        status: str,
+        env: dict[str, Any],
+        config: SuiteConfig,
+        outcomes: list[SuiteOutcome],
+    ) -> None:
+        run_id = f"{state.id}-{engine}" if len(state.plan.targets) > 1 else state.id
+        key = {"run_id": run_id, "time": began, "model": model, "engine": engine}
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            for table, rows in outcome.tables.items():
+                tables.setdefault(table, []).extend({**key, **row} for row in rows)
+        record = {
+            **key,
+            "status": status,
+            "suites": [o.suite for o in outcomes],
+            "actor": state.actor,
+            "config": dataclasses.asdict(config),
+            "environment": env,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "summary": {o.suite: o.summary for o in outcomes},
+            "tables": tables,
+            "requests": {o.suite: o.requests for o in outcomes},
+        }
+        path = self.store.save_run(model, record, tables)
+        state.files.append(str(path))
+        state.note(f"saved {path}")
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _current_model(self, engine: str | None) -> tuple[str, str]:
+        """The engine to measure and its loaded model; 409 when nothing (or not the named engine) is loaded."""
+        loaded = self.services.manager.loaded()
+        if engine:
+            if engine not in loaded:
+                raise ConflictError(f"engine {engine} has no model loaded; load one first (Engines tab)")
+            return engine, loaded[engine]
+        if len(loaded) == 1:
+            return next(iter(loaded.items()))
+        if not loaded:
+            raise ConflictError("no model is loaded; load one on the Engines tab, or list models to compare")
+        raise BadRequestError(f"several engines are loaded ({', '.join(loaded)}); pick the engine to measure")
+
+    def _check_target(self, target: ModelTarget) -> None:
+        """A target must be in the library, or be a Hugging Face repo id while downloads are available."""
+        try:
+            self.services.manager.validate_load(target.engine, target.model, target.options)
+        except (NotFoundError, BadRequestError):
+            if not self._downloadable(target):
+                raise
+
+    def _downloadable(self, target: ModelTarget) -> bool:
+        return (
+            self.services.extra.get("downloads") is not None
+            and target.model.count("/") == 1
+            and not Path(target.model).suffix
+            and not target.model.startswith((".", "/"))
+        )
+
+    async def _ensure_local(self, state: RunState, target: ModelTarget) -> str:
+        """A library path for the target; a Hugging Face repo id is downloaded first when not in the library."""
+        manager = self.services.manager
+        try:
+            return manager.validate_load(target.engine, target.model, target.options).model_path
+        except (NotFoundError, BadRequestError):
+            if not self._downloadable(target):
+                raise
+        downloads = self.services.extra["downloads"]
+        state.progress.step = f"downloading {target.model}"
+        state.note(f"{target.model} is not in the library; downloading it")
+        job = await asyncio.to_thread(
+            downloads.start, target.model, None, target.include, None, None, f"bench:{state.actor}"
+        )
+        job = await asyncio.to_thread(downloads.wait, job.id, DOWNLOAD_TIMEOUT_S)
+        if job.status != "done":
+            raise ConflictError(f"download of {target.model} ended {job.status}: {getattr(job, 'error', '')}")
+        folder = Path(job.target)
+        if manager.get(target.engine).model_kind() == "gguf":
+            ggufs = sorted(folder.rglob("*.gguf"))
+            if not ggufs:
+                raise BadRequestError(f"{target.model} has no .gguf file for llamacpp; pick one with include")
+            folder = ggufs[0]
+        return manager.validate_load(target.engine, str(folder), target.options).model_path
+
+    @contextlib.asynccontextmanager
+    async def _client(self, state: RunState, config: SuiteConfig) -> AsyncIterator[Any]:
+        """One httpx client for the run; with users configured, a key of its own that is revoked after."""
+        auth = self.services.extra.get("auth")
+        key_id, token = None, None
+        if auth is not None:
+            key, token = auth.create_key(f"bench-{state.id}"[:64], "viewer", actor=f"bench:{state.actor}")
+            key_id = key.id
+        width = max([*config.concurrencies, 1])
+        try:
+            async with make_client(self.base_url, width, config.timeout_s, api_key=token) as client:
+                yield client
+        finally:
+            if key_id is not None and auth is not None:
+                with contextlib.suppress(PanelError):
+                    auth.revoke_key(key_id, actor=f"bench:{state.actor}")
+
+    def _forget_old(self) -> None:
+        finished = [r for r in self.runs() if not r.active]
+        for old in finished[HISTORY:]:
+            self._runs.pop(old.id, None)
+            self._tasks.pop(old.id, None)
+
+
+def plan_from(
+    suites: list[str],
+    lengths: list[int] | None = None,
+    concurrencies: list[int] | None = None,
+    engine: str | None = None,
+    targets: list[ModelTarget] | None = None,
+    **config: Any,
+) -> BenchPlan:
+    """A plan from plain values (UI, API, CLI); unknown config names are a 400, not a TypeError."""
+    known = {f.name for f in dataclasses.fields(SuiteConfig)}
+    unknown = set(config) - known
+    if unknown:
+        raise BadRequestError(f"unknown benchmark setting(s): {', '.join(sorted(unknown))}")
+    cfg = SuiteConfig(engine=engine, **config)
+    if lengths:
+        cfg.lengths = list(lengths)
+    if concurrencies:
+        cfg.concurrencies = list(concurrencies)
+    return BenchPlan(suites=list(suites), config=cfg, targets=list(targets or []))
