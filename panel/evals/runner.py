@@ -89,7 +89,10 @@ async def run_eval_steps(
         for i, case in enumerate(cases):
             yield EvalProgress(i, total, f"{case.id} ({case.category})")
             results.append(await _run_case(run, case))
-        quality = await _quality_sample(run) if total > len(cases) else None
+        quality = None
+        if total > len(cases):
+            yield EvalProgress(len(cases), total, "Japanese quality sample")
+            quality = await _quality_sample(run)
     result = _result_document(run, results, quality, started)
     path = save_result(benchmarks_dir, result) if benchmarks_dir is not None else None
     yield EvalProgress(total, total, "done", result=result, path=path)

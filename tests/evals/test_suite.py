@@ -68,6 +68,9 @@ def test_grades_follow_seed_001_table() -> None:
     assert {rate: suite.grade_for(rate) for rate in seed_rows} == seed_rows
 
 
+HEAD = "name: x\ngrades: [{grade: A, min: 0}]\ncases:\n"
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "mine.yaml"
     path.write_text(text, encoding="utf-8")
@@ -94,16 +97,16 @@ cases:
     [
         ("cases: []", "name"),
         (
-            "name: x\ngrades: [{grade: A, min: 0}]\ncases:\n  - {id: a, category: c, prompt: p, checks: [{type: nope}]}",
+            HEAD + "  - {id: a, category: c, prompt: p, checks: [{type: nope}]}",
             "case a.checks.0: unknown check type 'nope'",
         ),
         (
-            "name: x\ngrades: [{grade: A, min: 0}]\ncases:\n  - {id: a, category: c, prompt: p, checks: [{type: max_chars}]}",
+            HEAD + "  - {id: a, category: c, prompt: p, checks: [{type: max_chars}]}",
             "case a.checks.0",
         ),
-        ("name: x\ngrades: [{grade: A, min: 0}]\ncases:\n  - {id: a, category: c, prompt: p}", "at least one check"),
+        (HEAD + "  - {id: a, category: c, prompt: p}", "at least one check"),
         (
-            "name: x\ngrades: [{grade: A, min: 0}]\ncases:\n  - {id: a, category: c, prompt: p, checks: [{type: refusal}]}\n"
+            HEAD + "  - {id: a, category: c, prompt: p, checks: [{type: refusal}]}\n"
             "  - {id: a, category: c, prompt: q, checks: [{type: refusal}]}",
             "duplicate case ids: a",
         ),
