@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from mock_sse import running_mock
 
 from panel.bench import metrics
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
+from tests.bench.mock_sse import running_mock
 
 
 @pytest.fixture(scope="module")

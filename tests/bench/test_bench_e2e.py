@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import PanelProcess, run_panel
 
 from panel.bench import charts
 from panel.bench.store import ResultStore
+from tests.conftest import PanelProcess, run_panel
 
 SMALL = {  # small enough for a 2-core machine shared with other work
     "parallel_tokens": 8,
