@@ -209,15 +209,16 @@ async def run_panel_eval(
     judge_url: str | None = None,
     options: EvalOptions | None = None,
     timeout_s: float = 300.0,
+    suite_dirs: list[Path] | None = None,
 ) -> AsyncIterator[EvalProgress]:
     """The panel's own run (Benchmarks tab): a loaded engine of this manager, holding the GPU while it runs.
 
     The judge is another (or the same) engine of this manager, or any OpenAI-compatible URL such as a
-    second llama-server."""
+    second llama-server. The suite file must lie in the shipped folder or one of `suite_dirs`."""
     from panel.evals.backends import HttpBackend
-    from panel.evals.suite import load_suite
+    from panel.evals.suite import load_suite, resolve_suite_path
 
-    suite = load_suite(suite_path)
+    suite = load_suite(resolve_suite_path(suite_path, suite_dirs or []))
     manager.route(engine, None)  # a clear 409 now when nothing is loaded there
     judge: Backend | None = None
     if judge_url:

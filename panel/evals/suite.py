@@ -160,6 +160,24 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, str(file))
 
 
+def resolve_suite_path(path: str | Path, allowed_dirs: list[Path]) -> Path:
+    """A suite path chosen in the UI must lie in the shipped folder or the user's suite folder."""
+    name = str(path).strip()
+    if not name:
+        raise SuiteError("choose a suite file")
+    candidate = Path(name).expanduser()
+    if not candidate.is_absolute():
+        candidate = SHIPPED_SUITES_DIR / candidate
+    resolved = candidate.resolve()
+    roots = [d.resolve() for d in [SHIPPED_SUITES_DIR, *allowed_dirs]]
+    if not any(root == resolved.parent or root in resolved.parents for root in roots):
+        where = ", ".join(str(r) for r in roots)
+        raise SuiteError(f"{name} is outside the suite folders ({where}); put your suite file there")
+    if resolved.suffix not in {".yaml", ".yml"}:
+        raise SuiteError(f"{name} is not a .yaml suite file")
+    return resolved
+
+
 def list_suites(extra_dirs: list[Path] | None = None) -> list[Path]:
     """Shipped suites plus the user's own (*.yaml / *.yml in the given folders)."""
     out: list[Path] = []

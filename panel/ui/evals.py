@@ -133,6 +133,7 @@ def build_evals_section(services: Services) -> dict[str, Any]:
                 judge_url=(url or "").strip() or None,
                 options=options,
                 timeout_s=settings.request_timeout_s,
+                suite_dirs=[settings.data_dir / "evals"],
             ):
                 if step.result is None:
                     yield f"⏳ {step.done}/{step.total}: {step.message}", gr.update()

@@ -85,7 +85,15 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
         try:
             page.goto(base + "/")
             page.locator("#eval-run").wait_for(timeout=30_000)
+            # a suite file outside the suite folders is refused with a clear message
+            suite_box = page.locator("#eval-suite input")
+            suite_box.fill("/etc/passwd")
+            suite_box.press("Enter")
+            page.locator("#eval-run").click()
+            page.locator("#eval-status").get_by_text(re.compile("outside the suite folders")).wait_for(timeout=30_000)
             # nothing loaded yet: a clear message, no crash
+            suite_box.fill("ja_instruction_29.yaml")
+            suite_box.press("Enter")
             page.locator("#eval-run").click()
             page.locator("#eval-status").get_by_text(re.compile("no model loaded")).wait_for(timeout=30_000)
 
@@ -100,7 +108,6 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
             )
             assert resp.status_code == 200, resp.text
 
-            suite_box = page.locator("#eval-suite input")
             suite_box.click()
             page.get_by_role("option", name="mini.yaml").click()
             page.locator("#eval-run").click()

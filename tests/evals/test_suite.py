@@ -133,3 +133,14 @@ def test_bad_user_suites_are_refused_with_a_clear_message(tmp_path: Path, body: 
 def test_missing_suite_file(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match="no suite file"):
         load_suite(tmp_path / "absent.yaml")
+
+
+def test_ui_suite_paths_stay_inside_the_suite_folders(tmp_path: Path) -> None:
+    from panel.evals.suite import SHIPPED_SUITES_DIR, resolve_suite_path
+
+    assert resolve_suite_path("ja_instruction_29.yaml", []) == DEFAULT_SUITE.resolve()
+    mine = _write(tmp_path, "name: x")
+    assert resolve_suite_path(str(mine), [tmp_path]) == mine.resolve()
+    for bad in ["/etc/passwd", str(mine), str(SHIPPED_SUITES_DIR / ".." / ".." / "pyproject.toml"), ""]:
+        with pytest.raises(SuiteError):
+            resolve_suite_path(bad, [])
