@@ -299,6 +299,7 @@ class VllmEngine:
         return "hf"
 
     def status(self) -> EngineStatus:
+        self._notice_dead_engine()
         return EngineStatus(
             name=self.name,
             status=self._state,
@@ -314,6 +315,17 @@ class VllmEngine:
 
     def logs(self, n: int = 200) -> list[str]:
         return list(self._log)[-n:]
+
+    def _notice_dead_engine(self) -> None:
+        """An engine core that died on its own (killed, out of memory) turns a loaded engine into an error."""
+        loaded = self._loaded
+        if self._state is EngineState.LOADED and loaded is not None and getattr(loaded.llm, "errored", False):
+            self._set(
+                EngineState.ERROR,
+                model=self._model,
+                detail=None,
+                error="vLLM's engine core died; unload and load again (see the log)",
+            )
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         return clean_options(options)
@@ -481,7 +493,8 @@ class VllmEngine:
         if self._state is not EngineState.LOADED or loaded is None:
             raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
         prompt_ids, thinking = self._prompt(loaded, request)
-        params = _sampling_params(request)
+        room = int(self._options.get("max_model_len") or 0) - len(prompt_ids)
+        params = _sampling_params(request, default_max_tokens=max(room, 1))
         splitter = ThinkSplitter(inside=thinking)
         request_id = "panel-" + uuid.uuid4().hex
         stream = loaded.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id)
@@ -547,14 +560,14 @@ def _prepare_environment() -> bool:
     return on_cpu
 
 
-def _sampling_params(request: GenerationRequest) -> Any:
+def _sampling_params(request: GenerationRequest, default_max_tokens: int) -> Any:
+    """vLLM SamplingParams; without max_tokens a reply may run to the end of the context (as OpenAI's API)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     extra = request.extra
     kwargs: dict[str, Any] = {"output_kind": RequestOutputKind.DELTA, "ignore_eos": request.ignore_eos}
-    if request.max_tokens is not None:
-        kwargs["max_tokens"] = request.max_tokens
+    kwargs["max_tokens"] = request.max_tokens if request.max_tokens is not None else default_max_tokens
     for key in ("temperature", "top_p", "stop", "seed"):
         if getattr(request, key) is not None:
             kwargs[key] = getattr(request, key)

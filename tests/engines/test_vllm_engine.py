@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import MODELS_DIR, PanelProcess, run_panel
 
 from panel.engines.base import BadRequestError
 from panel.engines.vllm_engine import (
@@ -28,6 +27,7 @@ from panel.engines.vllm_engine import (
     load_phase,
     short_vllm_error,
 )
+from tests.conftest import MODELS_DIR, PanelProcess, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 LOAD_TIMEOUT_S = 400.0
