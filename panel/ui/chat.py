@@ -19,7 +19,7 @@ LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token times
 def build_chat(services: Services) -> dict[str, Any]:
     manager = services.manager
 
-    notice = gr.Markdown("", elem_id="chat-notice")
+    notice = gr.Markdown(chat_notice(manager.loaded(), manager.busy_reason), elem_id="chat-notice")
     with gr.Row():
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot")
@@ -77,8 +77,7 @@ def build_chat(services: Services) -> dict[str, Any]:
         yield display, clean, "", stats.summary()
 
     def on_timer_tick() -> str:
-        reason = manager.busy_reason
-        return f"⚠️ A benchmark is measuring ({reason}); answers may be slower and may affect its results." if reason else ""
+        return chat_notice(manager.loaded(), manager.busy_reason)
 
     inputs = [prompt, chatbot, history, engine, system, max_tokens, temperature, top_p]
     outputs = [chatbot, history, prompt, live]
@@ -89,6 +88,17 @@ def build_chat(services: Services) -> dict[str, Any]:
     clear.click(lambda: ([], [], ""), outputs=[chatbot, history, live], queue=False)
     gr.Timer(3.0).tick(on_timer_tick, outputs=notice, show_progress="hidden", queue=False)
     return {"chatbot": chatbot, "live": live}
+
+
+def chat_notice(loaded: dict[str, str], busy_reason: str | None) -> str:
+    """What answers now (engine → model) and, while a benchmark measures, a warning."""
+    if loaded:
+        line = "Answering: " + " · ".join(f"**{engine}** {model.rsplit('/', 1)[-1]}" for engine, model in loaded.items())
+    else:
+        line = "No model is loaded: load one in the **Engines** tab."
+    if busy_reason:
+        line += f"\n\n⚠️ Results are being measured ({busy_reason}): answers may be slower and chatting now skews them."
+    return line
 
 
 def _assistant_messages(answer: str, reasoning: str, footer: str | None) -> list[dict[str, Any]]:
