@@ -48,3 +48,34 @@ def test_bad_model_path_shows_clear_message(panel_server, browser) -> None:
         page.get_by_text(re.compile("outside the model roots")).wait_for(timeout=30_000)
     finally:
         page.close()
+
+
+def _open_chat(browser, base_url: str):
+    page = browser.new_page()
+    page.goto(base_url + "/")
+    page.get_by_role("tab", name="Chat").wait_for(timeout=30_000)
+    return page
+
+
+def test_two_users_chat_at_once_without_queueing(panel_server, browser, embedded_model) -> None:
+    resp = httpx.post(panel_server.base_url + "/v1/models/load", timeout=120,
+                      json={"engine": "llamacpp", "model_path": str(embedded_model), "parallel": 2})
+    assert resp.status_code == 200, resp.text
+    long_page, short_page = _open_chat(browser, panel_server.base_url), _open_chat(browser, panel_server.base_url)
+    try:
+        long_page.locator("#chat-max-tokens input[type=number]").fill("3000")
+        long_page.locator("#chat-max-tokens input[type=number]").press("Enter")
+        long_page.locator("#chat-input textarea").fill("Count from 1 to 1000, one number per line.")
+        long_page.locator("#chat-send").click()
+        long_page.locator("#chat-live").get_by_text("streaming").wait_for(timeout=60_000)
+
+        short_page.locator("#chat-max-tokens input[type=number]").fill("8")
+        short_page.locator("#chat-max-tokens input[type=number]").press("Enter")
+        short_page.locator("#chat-input textarea").fill("Hi")
+        short_page.locator("#chat-send").click()
+        short_page.locator("#chatbot").get_by_text(re.compile("tokens/s")).first.wait_for(timeout=60_000)
+        # the second user got a whole answer while the first one's long answer was still streaming
+        assert "streaming" in long_page.locator("#chat-live").inner_text()
+    finally:
+        long_page.close()
+        short_page.close()
