@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -25,6 +28,13 @@ from tests.conftest import run_panel
 # One thread: on a shared 2-core machine llama.cpp's default thread count spins and crawls.
 LOAD_OPTIONS = {"threads": 1, "ctx_size": 2048, "parallel": 1}
 CAP_TOKENS = 32
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run in a fresh thread: Playwright's sync API leaves an event loop running in the main thread."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _manager(settings: Settings) -> EngineManager:
@@ -60,7 +70,7 @@ def test_whole_suite_on_the_real_engine_saves_a_result_and_a_leaderboard_row(
         finally:
             await manager.shutdown()
 
-    result, path, refused = asyncio.run(scenario())
+    result, path, refused = run_async(scenario())
     assert "evaluating SmolLM2-135M-Instruct.Q4_1.gguf" in refused
 
     # the saved result
@@ -121,7 +131,7 @@ def test_judge_is_a_real_loaded_model_and_self_judging_is_recorded(settings: Set
         finally:
             await manager.shutdown()
 
-    result, path = asyncio.run(scenario())
+    result, path = run_async(scenario())
     assert result["judge"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert result["judge"]["self_judging"] is True
     judged = {c["id"]: c["judge"] for c in result["cases"]}
