@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from panel import metrics
 from panel.audit import AuditLog, audit_path
@@ -44,8 +46,23 @@ def install_access(app: FastAPI, services: Services) -> None:
         limits=limits_from(services),
         slots=GenerationSlots(limits_from(services).max_concurrent_per_user),
     )
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(metrics.router)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Framework errors (405, unparsable JSON, unknown path) in the API's error shape, not {"detail": ...}."""
+    assert isinstance(exc, StarletteHTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    if exc.status_code == 404:
+        kind = "not_found_error"
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse(
+        {"error": {"message": message, "type": kind}},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
 
 
 def gradio_auth_kwargs(services: Services) -> dict[str, Any]:

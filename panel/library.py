@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from panel.engines.base import BadRequestError, ConflictError, ForbiddenError
-from panel.model_paths import GGUF_MAGIC, display_path, within_roots
+from panel.model_paths import GGUF_MAGIC, display_path, user_path, within_roots
 
 if TYPE_CHECKING:
     from panel.services import Services
@@ -341,7 +341,7 @@ def delete_model(raw: str, roots: tuple[Path, ...], loaded: Iterable[str] = ()) 
     Refuses paths outside the roots (symlinks resolved), the roots themselves, anything that is not a model,
     and a model an engine has loaded.
     """
-    path = within_roots(Path(str(raw).strip()).expanduser(), roots)
+    path = within_roots(user_path(raw), roots)
     if path in roots:
         raise ForbiddenError(f"{raw} is a model root itself; delete single models, not the library")
     for model in loaded:

@@ -19,12 +19,23 @@ def display_path(path: Path, roots: tuple[Path, ...]) -> str:
     return str(path)
 
 
+def user_path(raw: str) -> Path:
+    """A typed path with ~ expanded; '~nosuchuser' stays as typed instead of raising."""
+    path = Path(str(raw).strip())
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
 def within_roots(path: Path, roots: tuple[Path, ...]) -> Path:
     """Resolve `path` (symlinks too) and refuse it unless it lies inside one of `roots`."""
     if not str(path).strip():
         raise BadRequestError("model_path is empty: choose a model from the library")
     if "\x00" in str(path):
         raise BadRequestError("model_path contains a NUL byte")
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in path.parts):
+        raise BadRequestError("model_path has a file or folder name longer than 255 bytes")
     candidates = [path] if path.is_absolute() else [root / path for root in roots]
     # "models/x.gguf" typed relative to the repo also means <models_dir>/x.gguf
     if not path.is_absolute() and path.parts and path.parts[0] in {r.name for r in roots}:
@@ -44,7 +55,7 @@ def within_roots(path: Path, roots: tuple[Path, ...]) -> Path:
 
 def resolve_model_path(raw: str, roots: tuple[Path, ...], kind: str) -> Path:
     """Validate a model path for an engine: kind 'gguf' needs a GGUF file, 'hf' a folder with config.json."""
-    path = within_roots(Path(str(raw).strip()).expanduser(), roots)
+    path = within_roots(user_path(raw), roots)
     if kind == "gguf":
         if path.is_dir():
             ggufs = sorted(path.glob("*.gguf"))
