@@ -108,7 +108,8 @@ def build_evals_section(services: Services) -> dict[str, Any]:
     cases = gr.Dataframe(headers=CASE_COLUMNS, value=[], interactive=False, wrap=True, elem_id="eval-cases")
 
     gr.Markdown("#### Japanese quality sample (read side by side, rate 1–3)")
-    samples = gr.HTML(samples_html(quality_samples(settings.benchmarks_dir)), elem_id="eval-samples")
+    # callables: read the result files again on every page load, not once at start
+    samples = gr.HTML(lambda: samples_html(quality_samples(settings.benchmarks_dir)), elem_id="eval-samples")
     with gr.Row():
         sample_pick = gr.Dropdown(choices=_sample_choices(services), label="Result to rate", elem_id="eval-rate-pick")
         rating = gr.Radio(
@@ -186,12 +187,12 @@ def _table(services: Services, sort_by: str = "pass rate") -> tuple[dict[str, An
 def build_leaderboard(services: Services) -> dict[str, Any]:
     """Results tab: leaderboard (model, engine, pass rate, grade, per-category rates, speed) and the scatter."""
     gr.Markdown("### Leaderboard: instruction following beside speed")
-    value, figure = _table(services)
     with gr.Row():
         sort_by = gr.Dropdown(list(SORT_KEYS), value="pass rate", label="Sort by", elem_id="leaderboard-sort")
         refresh = gr.Button("↻ Refresh", size="sm", elem_id="leaderboard-refresh")
-    table = gr.Dataframe(value=value, interactive=False, wrap=True, elem_id="leaderboard")
-    plot = gr.Plot(figure, elem_id="leaderboard-scatter")
+    # callables: the leaderboard is read again on every page load, not once at start
+    table = gr.Dataframe(value=lambda: _table(services)[0], interactive=False, wrap=True, elem_id="leaderboard")
+    plot = gr.Plot(lambda: _table(services)[1], elem_id="leaderboard-scatter")
     gr.Markdown(
         "Click a column header to sort. Speed columns stay empty until a benchmark of that model and "
         "engine exists; *(self)* marks a model that judged itself — a quick look, not a ranking."
