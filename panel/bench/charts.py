@@ -83,7 +83,9 @@ def single_stream_figure(rows: list[Row]) -> go.Figure:
                 name=label(group[0]),
             )
         )
-    fig.update_layout(title=title, xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"})
+    fig.update_layout(
+        title=title, xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"}, showlegend=True
+    )
     return fig
 
 
@@ -119,7 +121,7 @@ def parallel_figure(rows: list[Row]) -> go.Figure:
         )
     fig.add_hline(y=PER_SESSION_TARGET_TPS, line_dash="dash", annotation_text="20 tokens/s per session", row=1, col=2)
     fig.update_xaxes(title_text="concurrent streams", type="log")
-    fig.update_layout(title=title)
+    fig.update_layout(title=title, showlegend=True)
     return fig
 
 

@@ -399,3 +399,40 @@ def plan_from(
     if concurrencies:
         cfg.concurrencies = list(concurrencies)
     return BenchPlan(suites=list(suites), config=cfg, targets=list(targets or []))
+
+
+def parse_ints(text: str | None, what: str) -> list[int]:
+    """'64, 128 256' → [64, 128, 256]; a clear 400 naming the field for anything else."""
+    parts = [p for p in (text or "").replace(",", " ").split() if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise BadRequestError(f"{what}: whole numbers separated by commas, e.g. 64, 128, 256") from None
+    if not values:
+        raise BadRequestError(f"{what}: give at least one number")
+    return values
+
+
+def parse_targets(text: str | None) -> list[ModelTarget]:
+    """One model per line, 'engine: path-or-repo' or just a path (a .gguf goes to llamacpp, anything else to vllm).
+
+    A repo with several GGUF quants takes a file pattern after '|': 'llamacpp: owner/repo-GGUF | *Q4_K_M.gguf'.
+    """
+    targets = []
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        engine, sep, rest = line.partition(":")
+        if sep and engine.strip() in {"llamacpp", "vllm"}:
+            line = rest.strip()
+        else:
+            engine = ""
+        model, _, pattern = (p.strip() for p in line.partition("|"))
+        engine = engine.strip() or (
+            "llamacpp" if model.lower().endswith(".gguf") or "gguf" in model.lower() else "vllm"
+        )
+        targets.append(ModelTarget(model=model, engine=engine, include=[pattern] if pattern else None))
+    if not targets:
+        raise BadRequestError("list at least one model, one per line (e.g. llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf)")
+    return targets

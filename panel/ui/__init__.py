@@ -19,11 +19,13 @@ def build_ui(services: Services) -> Any:
     import gradio as gr
 
     from panel.ui.access import install_role_gating
+    from panel.ui.benchmarks import build_benchmarks
     from panel.ui.chat import build_chat
     from panel.ui.engines import build_engines
     from panel.ui.keys import build_admin
     from panel.ui.models import build_models, open_in_engines
     from panel.ui.monitor import build_monitor
+    from panel.ui.results import build_results
 
     with gr.Blocks(title="LLM workstation panel") as blocks:
         gr.Markdown("## LLM workstation panel")
@@ -34,6 +36,10 @@ def build_ui(services: Services) -> Any:
                 engines = build_engines(services)
             with gr.Tab("Models", id="models"):
                 models = build_models(services)
+            with gr.Tab("Benchmarks", id="benchmarks"):
+                build_benchmarks(services)
+            with gr.Tab("Results", id="results"):
+                build_results(services)
             with gr.Tab("Monitor", id="monitor"):
                 build_monitor(services)
             with gr.Tab("Admin", id="admin") as admin_tab:

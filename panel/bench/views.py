@@ -1,0 +1,74 @@
+"""What the Results tab shows, read from the saved files: figures, a table, and a CSV export of the selection."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from panel.bench import charts
+from panel.bench.store import COLUMNS, ResultStore
+
+ENGINES = ("llamacpp", "vllm")
+
+
+@dataclass
+class ResultsView:
+    figures: dict[str, Any]  # name → plotly figure
+    models: list[str]  # every model folder with results, for the picker
+
+
+def results_view(
+    store: ResultStore,
+    models: list[str] | None,
+    engines: list[str] | None,
+    latest_only: bool = True,
+    bandwidth_gb_s: float | None = None,
+) -> ResultsView:
+    """All charts for the chosen models and engines (none chosen: all)."""
+    folders = store.models()
+    chosen = [m for m in (models or []) if m in folders] or folders
+
+    def rows(table: str) -> list[dict[str, Any]]:
+        return charts.select(store.rows(table, chosen), None, engines or None, latest_only)
+
+    single = rows("single_stream")
+    runs = {str(r.get("run_id")): r for m in chosen for r in store.runs(m)}
+    figures = {
+        "single_stream": charts.single_stream_figure(single),
+        "parallel": charts.parallel_figure(rows("parallel")),
+        "latency": charts.latency_figure(rows("latency")),
+        "prefix_cache": charts.prefix_cache_figure(rows("prefix_cache")),
+        "scenarios": charts.scenarios_figure(rows("scenarios")),
+        "roofline": charts.roofline_figure(charts.roofline_rows(single, runs, bandwidth_gb_s or None)),
+    }
+    return ResultsView(figures=figures, models=folders)
+
+
+def table_rows(
+    store: ResultStore, table: str, models: list[str] | None, engines: list[str] | None, latest_only: bool = False
+) -> tuple[list[str], list[list[Any]]]:
+    """Headers and rows of one result table across the chosen models (every run unless latest_only)."""
+    folders = store.models()
+    chosen = [m for m in (models or []) if m in folders] or folders
+    data = charts.select(store.rows(table, chosen), None, engines or None, latest_only)
+    headers = list(COLUMNS[table])
+    for row in data:
+        headers += [k for k in row if k not in headers and k != "folder"]
+    return headers, [[row.get(h) for h in headers] for row in data]
+
+
+def export_csv(
+    store: ResultStore, table: str, models: list[str] | None, engines: list[str] | None, latest_only: bool = False
+) -> Path:
+    """The selection as one CSV file in a fresh temporary folder, for the download button."""
+    headers, data = table_rows(store, table, models, engines, latest_only)
+    folder = Path(tempfile.mkdtemp(prefix="panel-results-"))
+    path = folder / f"{table}.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(headers)
+        writer.writerows([["" if v is None else v for v in row] for row in data])
+    return path

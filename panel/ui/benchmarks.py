@@ -1,0 +1,234 @@
+"""Benchmarks tab: one click per suite and "Run all", editable lengths and concurrencies, live progress, cancel,
+an unattended comparison over a list of models, and the instruction-following section (issue 6) when present."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+
+from panel.bench.runner import BenchmarkRunner, RunState, parse_ints, parse_targets, plan_from
+from panel.bench.suites import SUITES
+from panel.engines.base import PanelError
+from panel.services import Services
+from panel.ui.guard import requires_role
+
+PROGRESS_POLL_S = 1.0
+ENGINE_AUTO = "loaded engine"
+SUITE_LABELS = {
+    "single_stream": "Single-stream",
+    "parallel": "Parallel",
+    "latency": "Latency",
+    "scenarios": "Scenarios",
+    "prefix_cache": "Prefix caching",
+}
+
+
+def build_benchmarks(services: Services) -> dict[str, Any]:
+    runner: BenchmarkRunner = services.extra["bench"]
+    gr.Markdown(
+        "### Benchmarks\nEach run holds the GPU: loads are refused and chat users see that results are "
+        "being measured. Results are saved under `benchmarks/<model>/` and drawn on the Results tab."
+    )
+    with gr.Row():
+        engine = gr.Dropdown(
+            [ENGINE_AUTO, *services.manager.engines], value=ENGINE_AUTO, label="Engine", elem_id="bench-engine"
+        )
+        lengths = gr.Textbox(
+            "64, 128, 256, 512, 1024", label="Single-stream output lengths (tokens)", elem_id="bench-lengths"
+        )
+        concurrencies = gr.Textbox(
+            "4, 8, 16, 32, 64", label="Parallel streams (up to 256)", elem_id="bench-concurrencies"
+        )
+        parallel_tokens = gr.Number(
+            1024, label="Tokens per parallel stream", precision=0, elem_id="bench-parallel-tokens"
+        )
+    with gr.Accordion("More settings", open=False), gr.Row():
+        latency_requests = gr.Number(10, label="Latency: requests", precision=0, elem_id="bench-latency-requests")
+        latency_tokens = gr.Number(128, label="Latency: tokens each", precision=0, elem_id="bench-latency-tokens")
+        scenario_requests = gr.Number(
+            3, label="Scenarios: requests each", precision=0, elem_id="bench-scenario-requests"
+        )
+        prefix_requests = gr.Number(
+            4, label="Prefix cache: requests per mode", precision=0, elem_id="bench-prefix-requests"
+        )
+        timeout_s = gr.Number(600, label="Per-request timeout (s)", precision=0)
+    with gr.Row():
+        suite_buttons = {s: gr.Button(SUITE_LABELS[s], elem_id=f"bench-run-{s}") for s in SUITES}
+        run_all = gr.Button("Run all", variant="primary", elem_id="bench-run-all")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="bench-cancel")
+    message = gr.Markdown("", elem_id="bench-message")
+    progress = gr.Markdown(progress_markdown(runner), elem_id="bench-progress")
+
+    with gr.Accordion("Unattended comparison over several models", open=False):
+        targets = gr.Textbox(
+            label="Models, one per line: 'engine: library path or Hugging Face repo' (repos are downloaded first)",
+            placeholder="llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf\nvllm: Qwen/Qwen3-0.6B",
+            lines=4,
+            elem_id="bench-targets",
+        )
+        compare_suites = gr.CheckboxGroup(
+            [(SUITE_LABELS[s], s) for s in SUITES],
+            value=["single_stream", "parallel"],
+            label="Suites for each model",
+            elem_id="bench-compare-suites",
+        )
+        compare = gr.Button("Run comparison", variant="primary", elem_id="bench-compare")
+
+    settings_inputs = [
+        engine,
+        lengths,
+        concurrencies,
+        parallel_tokens,
+        latency_requests,
+        latency_tokens,
+        scenario_requests,
+        prefix_requests,
+        timeout_s,
+    ]
+
+    def make_plan(
+        suites: list[str],
+        eng: str,
+        lens: str,
+        concs: str,
+        ptok: float,
+        lreq: float,
+        ltok: float,
+        sreq: float,
+        preq: float,
+        tmo: float,
+        target_text: str | None = None,
+    ) -> Any:
+        return plan_from(
+            suites,
+            parse_ints(lens, "output lengths"),
+            parse_ints(concs, "parallel streams"),
+            None if eng == ENGINE_AUTO else eng,
+            parse_targets(target_text) if target_text is not None else None,
+            parallel_tokens=int(ptok or 1024),
+            latency_requests=int(lreq or 10),
+            latency_tokens=int(ltok or 128),
+            scenario_requests=int(sreq or 3),
+            prefix_requests=int(preq or 4),
+            timeout_s=float(tmo or 600),
+        )
+
+    def start(suites: list[str], values: tuple[Any, ...], request: gr.Request, target_text: str | None = None) -> str:
+        try:
+            state = runner.start(make_plan(suites, *values, target_text=target_text), actor=_actor(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"▶️ started benchmark **{state.id}** ({', '.join(SUITE_LABELS[s] for s in state.plan.suites)})"
+
+    def suite_handler(suites: list[str]) -> Any:
+        @requires_role(services, "operator")
+        async def on_suite_click(
+            eng: str,
+            lens: str,
+            concs: str,
+            ptok: float,
+            lreq: float,
+            ltok: float,
+            sreq: float,
+            preq: float,
+            tmo: float,
+            request: gr.Request,
+        ) -> str:
+            return start(suites, (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo), request)
+
+        return on_suite_click
+
+    @requires_role(services, "operator")
+    async def on_compare_click(
+        eng: str,
+        lens: str,
+        concs: str,
+        ptok: float,
+        lreq: float,
+        ltok: float,
+        sreq: float,
+        preq: float,
+        tmo: float,
+        target_text: str,
+        suites: list[str],
+        request: gr.Request,
+    ) -> str:
+        values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo)
+        return start(list(suites or []), values, request, target_text=target_text or "")
+
+    @requires_role(services, "operator")
+    async def on_cancel_click(request: gr.Request) -> str:
+        active = runner.active()
+        if active is None:
+            return "no benchmark is running"
+        runner.cancel(active.id)
+        return f"⏹ cancelling **{active.id}**; finished suites are saved"
+
+    def on_timer_tick() -> str:
+        return progress_markdown(runner)
+
+    for suite, button in suite_buttons.items():
+        button.click(suite_handler([suite]), settings_inputs, message, concurrency_id="gpu", concurrency_limit=1)
+    run_all.click(suite_handler(list(SUITES)), settings_inputs, message, concurrency_id="gpu", concurrency_limit=1)
+    compare.click(
+        on_compare_click,
+        [*settings_inputs, targets, compare_suites],
+        message,
+        concurrency_id="gpu",
+        concurrency_limit=1,
+    )
+    cancel.click(on_cancel_click, None, message)
+    gr.Timer(PROGRESS_POLL_S).tick(on_timer_tick, outputs=progress, show_progress="hidden", queue=False)
+    evals = _evals_section(services)
+    return {
+        "message": message,
+        "progress": progress,
+        "run_all": run_all,
+        "buttons": suite_buttons,
+        "cancel": cancel,
+        "evals": evals,
+    }
+
+
+def _evals_section(services: Services) -> dict[str, Any] | None:
+    """The instruction-following section from panel/ui/evals.py (issue 6), when that module is present."""
+    try:
+        from panel.ui.evals import build_evals_section
+    except ImportError:
+        return None
+    with gr.Accordion("Instruction following", open=False):
+        return build_evals_section(services)
+
+
+def progress_markdown(runner: BenchmarkRunner) -> str:
+    runs = runner.runs()
+    if not runs:
+        return "_No benchmark has run since the panel started._"
+    state = runner.active() or runs[0]
+    return _state_markdown(state)
+
+
+def _state_markdown(state: RunState) -> str:
+    p = state.progress.snapshot()
+    icon = {"running": "⏳", "queued": "⏳", "done": "✅", "failed": "❌", "cancelled": "⏹"}.get(state.status, "")
+    elapsed = (state.finished or time.time()) - state.started
+    lines = [
+        f"{icon} **{state.id}** · {state.status} · {state.current or ''} · {elapsed:.0f} s",
+        f"step: **{p['step']}** · requests {p['requests_done']}/{p['requests_total']}"
+        f" · failed {p['requests_failed']} · in flight {p['in_flight']}"
+        f" · live {p['live_tokens_per_s']:.1f} tokens/s",
+    ]
+    if state.error:
+        lines.append(f"> ❌ {state.error}")
+    lines += [f"- saved `{f}`" for f in state.files]
+    if state.messages:
+        lines.append(
+            "<details><summary>log</summary>\n\n" + "\n".join(f"    {m}" for m in state.messages[-15:]) + "\n</details>"
+        )
+    return "\n\n".join(lines)
+
+
+def _actor(request: gr.Request | None) -> str:
+    return str(getattr(request, "username", None) or "ui")

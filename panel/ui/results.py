@@ -1,0 +1,70 @@
+"""Results tab: plotly charts of saved benchmark results, models and engines side by side, a table view with
+CSV download, and the quality leaderboard (issue 6) when present. Everything is read from benchmarks/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from panel.bench.store import TABLES, ResultStore
+from panel.bench.views import ENGINES, export_csv, results_view, table_rows
+from panel.services import Services
+
+CHART_PAIRS = (("single_stream", "roofline"), ("parallel", "latency"), ("prefix_cache", "scenarios"))
+
+
+def build_results(services: Services) -> dict[str, Any]:
+    store = ResultStore(services.settings.benchmarks_dir)
+    view = results_view(store, None, None)
+    gr.Markdown("### Benchmark results\nSaved runs from `benchmarks/<model>/`; pick models and engines to compare.")
+    with gr.Row():
+        models = gr.Dropdown(
+            view.models, value=[], multiselect=True, label="Models (none: all)", scale=3, elem_id="results-models"
+        )
+        engines = gr.CheckboxGroup(list(ENGINES), value=list(ENGINES), label="Engines", elem_id="results-engines")
+        every_run = gr.Checkbox(False, label="Every run (not only the latest)", elem_id="results-every-run")
+        bandwidth = gr.Number(0, label="Memory bandwidth GB/s for the roofline (0: from the GPU name)", precision=1)
+        refresh = gr.Button("↻ Refresh", size="sm", elem_id="results-refresh")
+    plots: dict[str, Any] = {}
+    for left, right in CHART_PAIRS:
+        with gr.Row():
+            plots[left] = gr.Plot(view.figures[left], elem_id=f"results-{left}")
+            plots[right] = gr.Plot(view.figures[right], elem_id=f"results-{right}")
+    gr.Markdown("#### Table")
+    with gr.Row():
+        table_pick = gr.Dropdown(list(TABLES), value="single_stream", label="Table", elem_id="results-table-pick")
+        download = gr.DownloadButton("Download CSV", elem_id="results-download")
+    headers, data = table_rows(store, "single_stream", None, None)
+    table = gr.Dataframe(
+        value={"headers": headers, "data": data}, interactive=False, wrap=True, elem_id="results-table"
+    )
+    leaderboard = _leaderboard(services)
+
+    def on_filters_change(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
+        view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None)
+        heads, rows = table_rows(store, which, chosen, engs, latest_only=not every)
+        return [*(view.figures[name] for name in plots), {"headers": heads, "data": rows}]
+
+    def on_refresh_click(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
+        return [gr.update(choices=store.models()), *on_filters_change(chosen, engs, every, bw, which)]
+
+    def on_download_click(which: str, chosen: list[str], engs: list[str], every: bool) -> str:
+        return str(export_csv(store, which, chosen, engs, latest_only=not every))
+
+    filters = [models, engines, every_run, bandwidth, table_pick]
+    outputs = [*plots.values(), table]
+    refresh.click(on_refresh_click, filters, [models, *outputs], show_progress="hidden")
+    for trigger in (models.change, engines.change, every_run.change, bandwidth.submit, table_pick.change):
+        trigger(on_filters_change, filters, outputs, show_progress="hidden")
+    download.click(on_download_click, [table_pick, models, engines, every_run], download)
+    return {"plots": plots, "table": table, "refresh": refresh, "leaderboard": leaderboard}
+
+
+def _leaderboard(services: Services) -> dict[str, Any] | None:
+    """The instruction-following leaderboard from panel/ui/evals.py (issue 6), when that module is present."""
+    try:
+        from panel.ui.evals import build_leaderboard
+    except ImportError:
+        return None
+    return build_leaderboard(services)

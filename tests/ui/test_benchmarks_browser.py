@@ -1,0 +1,73 @@
+"""The Benchmarks and Results tabs in a real headless Chromium against a real panel with llama-server:
+run a suite with one click, see progress and the chat notice, cancel, and find the saved run on the Results tab."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PanelProcess, run_panel
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def loaded_panel(
+    tmp_path_factory: pytest.TempPathFactory, embedded_model: Path, llama_server_bin: str
+) -> Iterator[PanelProcess]:
+    with run_panel(tmp_path_factory.mktemp("bench-ui"), {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
+        r = httpx.post(
+            panel.base_url + "/v1/models/load",
+            timeout=150,
+            json={"engine": "llamacpp", "model_path": embedded_model.name},
+        )
+        assert r.status_code == 200, r.text
+        yield panel
+
+
+def test_run_a_suite_watch_it_cancel_one_and_chart_the_result(loaded_panel: PanelProcess, browser, tmp_path) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(loaded_panel.base_url + "/")
+        page.get_by_role("tab", name="Benchmarks").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Benchmarks").click()
+        page.locator("#bench-lengths textarea, #bench-lengths input").first.fill("8, 12")
+        page.locator("#bench-run-single_stream").click()
+        page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(timeout=30_000)
+        page.locator("#bench-progress").get_by_text(re.compile(r"saved .*runs/.*\.json")).first.wait_for(
+            timeout=120_000
+        )
+        progress = page.locator("#bench-progress").inner_text()
+        assert "done" in progress and "requests 3/3" in progress, progress  # warm-up + two lengths
+
+        # a long run: chat users see the notice, and Cancel stops it
+        first_message = page.locator("#bench-message").inner_text()
+        page.locator("#bench-lengths textarea, #bench-lengths input").first.fill("400, 400")
+        page.locator("#bench-run-single_stream").click()
+        page.wait_for_function(
+            "m => document.querySelector('#bench-message').innerText !== m", arg=first_message, timeout=30_000
+        )
+        assert "started benchmark" in page.locator("#bench-message").inner_text()
+        page.locator("#bench-progress").get_by_text(re.compile("running")).first.wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Chat").click()
+        page.locator("#chat-notice").get_by_text(re.compile("Results are being measured")).wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Benchmarks").click()
+        page.locator("#bench-cancel").click()
+        page.locator("#bench-progress").get_by_text(re.compile("cancelled")).first.wait_for(timeout=60_000)
+
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#results-refresh").click()
+        plot = page.locator("#results-single_stream .js-plotly-plot")
+        plot.wait_for(timeout=30_000)
+        page.locator("#results-single_stream").get_by_text(
+            "SmolLM2-135M-Instruct.Q4_1.gguf", exact=False
+        ).first.wait_for(timeout=30_000)
+        table = page.locator("#results-table").inner_text()
+        assert "SmolLM2-135M-Instruct.Q4_1.gguf" in table and "llamacpp" in table
+        page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
+    finally:
+        page.close()
