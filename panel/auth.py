@@ -97,6 +97,7 @@ class ApiKey:
     created_by: str
     created_at: float
     key_hash: str = field(repr=False)
+    max_concurrent: int | None = None  # generations at once; None: the panel's per-user limit
 
     def public(self) -> dict[str, Any]:
         out = asdict(self)
@@ -111,6 +112,7 @@ class Principal:
     name: str
     role: str
     via: str
+    max_concurrent: int | None = None
 
 
 LOCAL = Principal(name="local", role="admin", via="local")
@@ -214,14 +216,17 @@ class Auth:
         with self._lock:
             return sorted(self._current_keys().values(), key=lambda k: k.created_at)
 
-    def create_key(self, name: str, role: str, actor: str) -> tuple[ApiKey, str]:
-        """Make a key; the token is returned once and never stored."""
+    def create_key(self, name: str, role: str, actor: str, max_concurrent: int | None = None) -> tuple[ApiKey, str]:
+        """Make a key; the token is returned once and never stored. `max_concurrent` overrides the per-user
+        generation limit for this key (the benchmark runner's own key needs its full parallel width)."""
         check_role(role)
+        if max_concurrent is not None and not 1 <= max_concurrent <= 4096:
+            raise BadRequestError("max_concurrent must be between 1 and 4096")
         if not NAME_RE.match(name or ""):
             raise BadRequestError("a key name needs 1–64 letters, digits or _.@-")
         key_id = secrets.token_hex(4)
         token = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-        key = ApiKey(key_id, name, role, actor, time.time(), hash_key(token))
+        key = ApiKey(key_id, name, role, actor, time.time(), hash_key(token), max_concurrent)
         with self._lock:
             keys = self._current_keys()
             keys[key_id] = key
@@ -247,7 +252,7 @@ class Auth:
             key = self._current_keys().get(parts[1])
         if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
             return None
-        return Principal(name=f"key:{key.name}", role=key.role, via="key")
+        return Principal(name=f"key:{key.name}", role=key.role, via="key", max_concurrent=key.max_concurrent)
 
     def _current_keys(self) -> dict[str, ApiKey]:
         try:

@@ -1,5 +1,6 @@
 """The gate in front of the API: body size (413), who is asking (401/403), max_tokens (400), generations
-at once per user (429). A plain ASGI middleware, so streamed answers keep their slot until the last byte.
+at once per user or key (429; not applied with no users configured: one local user). A plain ASGI middleware,
+so streamed answers keep their slot until the last byte.
 
 Which role a path needs at least (a route's own `require_api_role` may ask for more):
   /health, /docs, /openapi.json and the UI        open (the UI has its own login)
@@ -65,12 +66,13 @@ class GenerationSlots:
         self.per_user = per_user
         self.running: dict[str, int] = {}
 
-    def acquire(self, who: str) -> None:
+    def acquire(self, who: str, limit: int | None = None) -> None:
+        """Take a slot for `who`; `limit` overrides the per-user limit (a key made with its own)."""
+        cap = limit or self.per_user
         have = self.running.get(who, 0)
-        if have >= self.per_user:
+        if have >= cap:
             raise RateLimitError(
-                f"{who} already has {have} generations running (the limit is {self.per_user} "
-                "per user); wait for one to finish"
+                f"{who} already has {have} generations running (the limit is {cap} per user); wait for one to finish"
             )
         self.running[who] = have + 1
 
@@ -130,11 +132,14 @@ class GateMiddleware:
         if not generation:
             await self.app(scope, replay, send)
             return
-        await self._generate(scope, replay, send, _who(principal, scope))
+        await self._generate(scope, replay, send, principal)
 
-    async def _generate(self, scope: Scope, receive: Receive, send: Send, who: str) -> None:
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        if principal.via == "local":  # no users: one local user, nobody to share with; no per-user cap
+            await self.app(scope, receive, send)
+            return
         try:
-            self.slots.acquire(who)
+            self.slots.acquire(principal.name, principal.max_concurrent)
         except RateLimitError as exc:
             self._count_refusal(exc)
             await _send_error(send, exc)
@@ -142,7 +147,7 @@ class GateMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.slots.release(who)
+            self.slots.release(principal.name)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.limits.max_body_bytes
@@ -167,13 +172,6 @@ class GateMiddleware:
         metrics = self.services.extra.get("metrics")
         if metrics is not None:
             metrics.observe_refusal(exc.status_code)
-
-
-def _who(principal: Principal, scope: Scope) -> str:
-    if principal.via != "local":
-        return principal.name
-    client = scope.get("client")
-    return str(client[0]) if client else "local"
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -48,6 +48,18 @@ def test_slots_count_per_user() -> None:
     assert slots.running == {}
 
 
+def test_a_key_can_carry_its_own_cap(tmp_path: Path) -> None:
+    auth = build_auth(Settings.load({"data_dir": tmp_path}, env={}))
+    _, token = auth.create_key("bench-run", "viewer", actor="test", max_concurrent=64)
+    principal = auth.principal_for_token(token)
+    assert principal is not None and principal.max_concurrent == 64
+    slots = GenerationSlots(1)
+    for _ in range(64):
+        slots.acquire(principal.name, principal.max_concurrent)
+    with pytest.raises(RateLimitError, match="limit is 64"):
+        slots.acquire(principal.name, principal.max_concurrent)
+
+
 def test_max_tokens_check() -> None:
     check_max_tokens(b'{"max_tokens": 10}', 10)
     check_max_tokens(b"not json", 10)  # the route's own validation answers this

@@ -115,11 +115,14 @@ class BenchmarkRunner:
         self.store = ResultStore(services.settings.benchmarks_dir)
         self._runs: dict[str, RunState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.url: str | None = None  # where the panel's API answers, when not settings.host:port (the CLI)
 
     # --- public -----------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
+        if self.url:
+            return self.url
         s = self.services.settings
         host = "127.0.0.1" if s.host in {"0.0.0.0", "::", "", "localhost"} else s.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{s.port}"
@@ -361,10 +364,12 @@ class BenchmarkRunner:
         """One httpx client for the run; with users configured, a key of its own that is revoked after."""
         auth = self.services.extra.get("auth")
         key_id, token = None, None
-        if auth is not None:
-            key, token = auth.create_key(f"bench-{state.id}"[:64], "viewer", actor=f"bench:{state.actor}")
-            key_id = key.id
         width = max([*config.concurrencies, 1])
+        if auth is not None:  # its own concurrency cap: the per-user limit would 429 the parallel suites
+            key, token = auth.create_key(
+                f"bench-{state.id}"[:64], "viewer", actor=f"bench:{state.actor}", max_concurrent=width
+            )
+            key_id = key.id
         try:
             async with make_client(self.base_url, width, config.timeout_s, api_key=token) as client:
                 yield client
