@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from panel.engines.base import GenerationRequest, PanelError
+from panel.engines.base import EngineUnavailableError, GenerationRequest, PanelError
 from panel.engines.manager import EngineManager
 
 
@@ -106,9 +106,15 @@ class HttpBackend:
         import httpx
 
         model = self.model
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers=self.headers) as client:
-            if model is None:
-                model = await _loaded_model(client, self.base_url, self.engine)
+        if model is None:
+            try:
+                async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), headers=self.headers) as client:
+                    model = await _loaded_model(client, self.base_url, self.engine)
+            except httpx.HTTPError as exc:
+                raise EngineUnavailableError(
+                    f"cannot reach {self.base_url} ({type(exc).__name__}): is the panel running? "
+                    "Start it with `python -m panel serve`, or evaluate in-process with --model"
+                ) from None
         return {"engine": self.engine or "http", "model": model_label(model), "model_path": model, "url": self.base_url}
 
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
@@ -164,19 +170,15 @@ def _completion_from(resp: Any, seconds: float) -> Completion:
 
 async def _loaded_model(client: Any, base_url: str, engine: str | None) -> str | None:
     """The model behind a URL: the panel's /v1/status for a named engine, else the first of /v1/models."""
-    try:
-        if engine:
-            resp = await client.get(base_url + "/v1/status")
-            if resp.status_code == 200:
-                engines = resp.json().get("engines", resp.json())
-                model = (engines.get(engine) or {}).get("model") if isinstance(engines, dict) else None
-                if model:
-                    return str(model)
-        resp = await client.get(base_url + "/v1/models")
-        if resp.status_code == 200:
-            items = resp.json().get("data") or []
-            if items:
-                return str(items[0].get("id"))
-    except Exception:
-        return None
+    if engine:
+        resp = await client.get(base_url + "/v1/status")
+        data = resp.json() if resp.status_code == 200 else {}
+        status = data.get(engine) if isinstance(data, dict) else None
+        if isinstance(status, dict):
+            return str(status["model"]) if status.get("model") and status.get("status") == "loaded" else None
+    resp = await client.get(base_url + "/v1/models")
+    if resp.status_code == 200:
+        items = [m for m in resp.json().get("data") or [] if not engine or m.get("engine") in (None, engine)]
+        if items:
+            return str(items[0].get("path") or items[0].get("id"))
     return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import BadRequestError, NotFoundError
+from panel.engines.base import BadRequestError, ConflictError, NotFoundError
 from panel.engines.manager import EngineManager
 from panel.evals.backends import Backend, ManagerBackend, Sampling
 from panel.evals.judge import is_self_judging, judge_case
@@ -78,7 +78,11 @@ async def run_eval_steps(
     cases = select_cases(suite, run.options.case_ids)
     run.tested = await target.identity()
     if not run.tested.get("model"):
-        raise NotFoundError(f"nothing answers on {run.tested.get('engine')}: load a model first")
+        where = f" at {run.tested['url']}" if run.tested.get("url") else ""
+        raise ConflictError(
+            f"no model is loaded on {run.tested.get('engine')}{where}: load one first "
+            "(Engines tab or POST /v1/models/load)"
+        )
     if judge is not None:
         run.judge_id = await judge.identity()
     total = len(cases) + (1 if run.options.quality_sample and suite.quality_sample else 0)

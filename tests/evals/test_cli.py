@@ -69,3 +69,30 @@ def test_grade_refuses_bad_input_with_a_message(tmp_path: Path) -> None:
     assert out.returncode == 2 and "no responses file" in out.stderr
     out = _grade(no_id, suite=tmp_path / "nosuite.yaml")
     assert out.returncode == 2 and "no suite file" in out.stderr
+
+
+def test_run_against_an_unreachable_panel_says_so(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "panel",
+            "eval",
+            "run",
+            "--url",
+            url,
+            "--engine",
+            "llamacpp",
+            "--benchmarks-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and f"cannot reach {url}" in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing saved

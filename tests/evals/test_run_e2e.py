@@ -148,40 +148,43 @@ def test_judge_is_a_real_loaded_model_and_self_judging_is_recorded(settings: Set
 
 def test_eval_run_cli_against_a_real_panel_process(tmp_path: Path, embedded_model: Path, llama_server_bin: str) -> None:
     """`python -m panel eval run --url` through the panel's HTTP API, judged over HTTP (as a second server would)."""
+
+    def eval_run(base_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "panel",
+            "eval",
+            "run",
+            "--url",
+            base_url,
+            "--engine",
+            "llamacpp",
+            "--benchmarks-dir",
+            str(tmp_path / "results"),
+            *extra,
+        ]
+        return subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=200, env={**os.environ})
+
     with run_panel(tmp_path, {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
+        refused = eval_run(panel.base_url)  # nothing loaded yet
+        assert refused.returncode == 2 and f"no model is loaded on llamacpp at {panel.base_url}" in refused.stderr
         resp = httpx.post(
             panel.base_url + "/v1/models/load",
             timeout=150,
             json={"engine": "llamacpp", "model_path": embedded_model.name, "options": LOAD_OPTIONS},
         )
         assert resp.status_code == 200, resp.text
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "panel",
-                "eval",
-                "run",
-                "--url",
-                panel.base_url,
-                "--engine",
-                "llamacpp",
-                "--cases",
-                "len-max20-01,rp-kansai-01",
-                "--max-tokens",
-                "24",
-                "--judge-url",
-                panel.base_url,
-                "--judge-engine",
-                "llamacpp",
-                "--benchmarks-dir",
-                str(tmp_path / "results"),
-            ],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=200,
-            env={**os.environ},
+        out = eval_run(
+            panel.base_url,
+            "--cases",
+            "len-max20-01,rp-kansai-01",
+            "--max-tokens",
+            "24",
+            "--judge-url",
+            panel.base_url,
+            "--judge-engine",
+            "llamacpp",
         )
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
