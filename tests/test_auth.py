@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -387,3 +388,28 @@ def _login(page: Any, base_url: str, username: str) -> None:
     page.get_by_label("password").fill(PASSWORD)
     page.get_by_role("button", name="Login").click()
     page.get_by_role("tab", name="Engines").wait_for(timeout=30_000)
+
+
+@pytest.mark.browser
+def test_browser_admin_makes_and_revokes_a_key_and_sees_the_monitor(secured_panel, browser) -> None:
+    panel, _ = secured_panel
+    page = browser.new_page()
+    try:
+        _login(page, panel.base_url, "adm")
+        page.get_by_role("tab", name="Monitor").click()
+        page.locator("#monitor-summary").get_by_text("cores").wait_for(timeout=30_000)
+        assert "source:" in page.locator("#monitor-summary").inner_text()
+        page.get_by_role("tab", name="Admin").click()
+        page.locator("#admin-key-name input, #admin-key-name textarea").first.fill("from-the-ui")
+        page.locator("#admin-key-create").click()
+        page.locator("#admin-message").get_by_text("pnl_").wait_for(timeout=30_000)
+        token = re.search(r"pnl_[0-9a-f]{8}_[A-Za-z0-9_-]+", page.locator("#admin-message").inner_text()).group(0)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).status_code == 200
+        page.locator("#admin-audit").get_by_text("key_create").first.wait_for(timeout=30_000)
+        page.locator("#admin-key-id input, #admin-key-id textarea").first.fill(token.split("_")[1])
+        page.locator("#admin-key-revoke").click()
+        page.locator("#admin-message").get_by_text("revoked").wait_for(timeout=30_000)
+        assert httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).status_code == 401
+    finally:
+        page.close()
