@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 NVIDIA_SMI_TIMEOUT_S = 5.0
 SMI_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 MEMINFO = Path("/proc/meminfo")
+VLLM_KV_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer, older name
 
 
 @dataclass
@@ -233,8 +234,25 @@ def engine_memory(manager: EngineManager) -> list[EngineMemory]:
         if callable(kv):
             with contextlib.suppress(Exception):
                 reading.kv_cache_usage = kv()
+        elif name == "vllm" and st.model:
+            reading.kv_cache_usage = vllm_kv_cache_usage()
         out.append(reading)
     return out
+
+
+def vllm_kv_cache_usage() -> float | None:
+    """vLLM's own gauge (0..1) from prometheus_client's default registry, where its stat logger puts it."""
+    if "vllm" not in sys.modules:
+        return None
+    from prometheus_client import REGISTRY
+
+    try:
+        for family in REGISTRY.collect():
+            if family.name in VLLM_KV_GAUGES and family.samples:
+                return max(float(sample.value) for sample in family.samples)
+    except Exception:  # a foreign collector must not break the monitor
+        return None
+    return None
 
 
 def process_tree_rss_mib(pid: int) -> float | None:
