@@ -325,6 +325,10 @@ def test_real_server_roles_load_and_chat(secured_panel, embedded_model: Path) ->
     panel, keys = secured_panel
     assert "sign-in required" in panel.log()
     url = panel.base_url
+    # the UI's own API needs a login too: no config, no handler calls without one
+    assert httpx.get(url + "/config", timeout=20).status_code == 401
+    call = httpx.post(url + "/gradio_api/call/on_load_click", json={"data": ["x", 1, 1, 0, False, ""]}, timeout=20)
+    assert call.status_code == 401
     load = {"model_path": embedded_model.name, "engine": "llamacpp"}
     refused = httpx.post(
         url + "/v1/models/load", json=load, timeout=30, headers={"Authorization": f"Bearer {keys['viewer']}"}
