@@ -57,6 +57,9 @@ def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None
     from panel.evals.cli import register as register_eval
 
     registrars.append(register_eval)
+    from panel.bench.cli import register as register_bench
+
+    registrars.append(register_bench)
     return registrars
 
 

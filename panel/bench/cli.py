@@ -1,0 +1,210 @@
+"""`python -m panel bench`: run benchmark suites from the command line (the seeds' benchmark_full.py).
+
+Two ways:
+  python -m panel bench [MODEL ...]               start engines in this process (a private panel on a free
+                                                  loopback port), download/load each model, run, save, unload
+  python -m panel bench --url http://host:8080    ask a running panel to run (POST /v1/bench/runs) and follow it
+
+MODEL is 'engine: library path or Hugging Face repo' or a path (.gguf → llamacpp, else vllm); none given means
+the embedded default model on llamacpp (local mode) or whatever the panel has loaded (--url mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from typing import Any
+
+from panel.engines.base import PanelError
+
+POLL_S = 2.0
+SERVER_START_S = 60.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run benchmark suites (single-stream, parallel, latency, scenarios, prefix cache)")
+    p.add_argument("models", nargs="*", help="models to compare, e.g. 'llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf'")
+    p.add_argument("--url", help="a running panel to drive instead of starting engines here")
+    p.add_argument("--api-key", help="API key for --url when the panel has users (operator role)")
+    p.add_argument(
+        "--suites",
+        default="single_stream,parallel",
+        help="comma-separated: single_stream,parallel,latency,scenarios,prefix_cache or 'all'",
+    )
+    p.add_argument("--lengths", default="64,128,256,512,1024", help="single-stream output lengths")
+    p.add_argument("--concurrencies", default="4,8,16,32,64", help="parallel stream counts (up to 256)")
+    p.add_argument("--parallel-tokens", type=int, default=1024, help="tokens per parallel stream")
+    p.add_argument("--engine", choices=["llamacpp", "vllm"], help="with --url and no models: the engine to measure")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other suite setting, e.g. --set latency_requests=20 --set timeout_s=900",
+    )
+    p.add_argument("--no-warm-up", dest="warm_up", action="store_false")
+    p.add_argument("--models-dir", help="the model library folder (PANEL_MODELS_DIR)")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from panel.bench.runner import parse_ints, parse_targets
+    from panel.bench.suites import SUITES
+
+    try:
+        suites = list(SUITES) if args.suites.strip() == "all" else [s.strip() for s in args.suites.split(",") if s]
+        body: dict[str, Any] = {
+            "suites": suites,
+            "lengths": parse_ints(args.lengths, "--lengths"),
+            "concurrencies": parse_ints(args.concurrencies, "--concurrencies"),
+            "engine": args.engine,
+            "warm_up": args.warm_up,
+            "settings": {"parallel_tokens": args.parallel_tokens, **_settings(args.set)},
+            "models": [dataclasses.asdict(t) for t in parse_targets("\n".join(args.models))] if args.models else [],
+        }
+        if args.url:
+            return _remote(args.url.rstrip("/"), args.api_key, body)
+        return asyncio.run(_local(args, body))
+    except PanelError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _settings(pairs: list[str]) -> dict[str, Any]:
+    from panel.engines.base import BadRequestError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise BadRequestError(f"--set {pair!r}: write NAME=VALUE")
+        try:
+            out[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name.strip()] = raw
+    return out
+
+
+# --- against a running panel ------------------------------------------------------------
+
+
+def _remote(url: str, api_key: str | None, body: dict[str, Any]) -> int:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        r = client.post("/v1/bench/runs", json=body)
+        if r.status_code != 200:
+            print(f"error: HTTP {r.status_code}: {_message(r)}", file=sys.stderr)
+            return 2
+        run_id = r.json()["id"]
+        print(f"benchmark {run_id} started on {url}")
+        try:
+            state = _follow(lambda: client.get(f"/v1/bench/runs/{run_id}").json())
+        except KeyboardInterrupt:
+            client.post(f"/v1/bench/runs/{run_id}/cancel")
+            print("cancel requested", file=sys.stderr)
+            return 130
+    return _report(state)
+
+
+def _follow(poll: Any) -> dict[str, Any]:
+    last = ""
+    while True:
+        state = poll()
+        line = _progress_line(state)
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if state["status"] not in {"queued", "running"}:
+            return state
+        time.sleep(POLL_S)
+
+
+# --- engines in this process ------------------------------------------------------------
+
+
+async def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    import uvicorn
+
+    from panel.app import create_app
+    from panel.bench.runner import ModelTarget, plan_from
+    from panel.settings import Settings
+
+    width = max(body["concurrencies"]) if "parallel" in body["suites"] else 1
+    settings = Settings.load({"models_dir": args.models_dir})
+    settings = dataclasses.replace(
+        settings,
+        host="127.0.0.1",
+        port=0,
+        autoload=False,
+        share=False,
+        max_concurrent_per_user=max(width, settings.max_concurrent_per_user),
+    )
+    targets = [ModelTarget(**t) for t in body["models"]] or [ModelTarget(settings.default_model, "llamacpp")]
+    plan = plan_from(body["suites"], body["lengths"], body["concurrencies"], None, targets, **body["settings"])
+    plan.warm_up = body["warm_up"]
+    app = create_app(settings, with_ui=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level=args.log_level, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await _until_started(server, serving)
+        runner = app.state.services.extra["bench"]
+        runner.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        state = runner.start(plan, actor="cli")
+        print(f"benchmark {state.id} started ({len(targets)} model(s)); results under {settings.benchmarks_dir}")
+        last = ""
+        while state.active:
+            line = _progress_line(state.to_json())
+            if line != last:
+                print(line, flush=True)
+                last = line
+            await asyncio.sleep(POLL_S)
+        return _report(state.to_json())
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(serving, 60)
+
+
+async def _until_started(server: Any, serving: asyncio.Task[None]) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while not server.started:
+        if serving.done():
+            raise RuntimeError("the in-process panel did not start (see the log above)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the in-process panel did not start in {SERVER_START_S:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def _progress_line(state: dict[str, Any]) -> str:
+    p = state["progress"]
+    return (
+        f"[{state['status']}] {state.get('current') or ''} · {p['step']} · requests "
+        f"{p['requests_done']}/{p['requests_total']} (failed {p['requests_failed']})"
+    )
+
+
+def _report(state: dict[str, Any]) -> int:
+    print(f"benchmark {state['id']}: {state['status']}" + (f" — {state['error']}" if state.get("error") else ""))
+    for key, summary in (state.get("summaries") or {}).items():
+        print(f"  {key}: {json.dumps(summary, ensure_ascii=False, default=str)}")
+    for path in state.get("files") or []:
+        print(f"  saved {path}")
+    return 0 if state["status"] == "done" else 1
+
+
+def _message(response: Any) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
