@@ -3,6 +3,8 @@ written, exact token counts with ignore_eos, prefix-cache hits, the GPU lock, ca
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from panel.bench import charts
 from panel.bench.store import ResultStore
+from panel.settings import REPO_ROOT
 from tests.conftest import PanelProcess, run_panel
 
 SMALL = {  # small enough for a 2-core machine shared with other work
@@ -183,3 +186,24 @@ def test_bad_requests_get_clear_4xx(bench_panel: PanelProcess, body: dict[str, A
 def bench_panel_benchmarks(panel: PanelProcess) -> Path:
     """run_panel puts results in <tmp>/benchmarks beside the log file."""
     return panel.log_path.parent / "benchmarks"
+
+
+def test_cli_drives_a_running_panel(bench_panel: PanelProcess) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "panel",
+        "bench",
+        "--url",
+        bench_panel.base_url,
+        "--suites",
+        "single_stream",
+        "--lengths",
+        "4",
+        "--no-warm-up",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ": done" in done.stdout and "saved " in done.stdout
+    bad = subprocess.run([*cmd[:-4], "--lengths", "four"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert bad.returncode == 2 and "--lengths: whole numbers" in bad.stderr
