@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from panel.engines.base import BadRequestError
 from panel.evals.checks import CHECK_TYPES, parse_params
 from panel.settings import REPO_ROOT
+
+log = logging.getLogger(__name__)
 
 SHIPPED_SUITES_DIR = REPO_ROOT / "assets" / "evals"
 DEFAULT_SUITE = SHIPPED_SUITES_DIR / "ja_instruction_29.yaml"
@@ -176,6 +179,21 @@ def resolve_suite_path(path: str | Path, allowed_dirs: list[Path]) -> Path:
     if resolved.suffix not in {".yaml", ".yml"}:
         raise SuiteError(f"{name} is not a .yaml suite file")
     return resolved
+
+
+def install_user_suite(source: str | Path, user_dir: Path) -> Path:
+    """Validate an uploaded suite file and copy it into the user's suite folder under its file name."""
+    from panel.files import atomic_write_text, safe_name
+
+    src = Path(source)
+    suite = load_suite(src)  # refuses anything that is not a valid suite
+    name = safe_name(src.stem) + ".yaml"
+    if (SHIPPED_SUITES_DIR / name).exists():
+        raise SuiteError(f"{name} is the name of a shipped suite; rename your file")
+    target = user_dir / name
+    atomic_write_text(target, src.read_text(encoding="utf-8"))
+    log.info("user suite %s (%d cases) installed at %s", suite.name, len(suite.cases), target)
+    return target
 
 
 def list_suites(extra_dirs: list[Path] | None = None) -> list[Path]:

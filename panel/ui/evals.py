@@ -12,12 +12,11 @@ import gradio as gr
 from panel.engines.base import PanelError
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
 from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
-from panel.evals.suite import DEFAULT_SUITE, list_suites
+from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites
 from panel.services import Services
 from panel.ui.guard import requires_role
 
 ENGINES = ["llamacpp", "vllm"]
-CASE_COLUMNS = ["id", "category", "passed", "strict", "loose", "judge", "failed checks"]
 
 
 def _suite_choices(services: Services) -> list[tuple[str, str]]:
@@ -48,24 +47,23 @@ def summary_markdown(result: dict[str, Any], path: Path | None) -> str:
     )
 
 
-def case_rows(result: dict[str, Any]) -> list[list[Any]]:
-    rows = []
+def cases_markdown(result: dict[str, Any]) -> str:
+    """One line per case: pass/fail, strict/loose, the judge's verdict and the checks that failed."""
+    lines = ["| case | category | result | strict / loose | judge | failed checks |", "|---|---|---|---|---|---|"]
     for case in result["cases"]:
         judge = case.get("judge")
-        verdict = "" if not judge else (judge.get("verdict") or f"error: {judge.get('error')}")
+        verdict = "–" if not judge else (judge.get("verdict") or f"error: {judge.get('error')}")
         failed = "; ".join(f"{c['type']}: {c['detail']}" for c in case["checks"] if not c["strict"])
-        rows.append(
-            [
-                case["id"],
-                case["category"],
-                "✅" if case["passed"] else "❌",
-                case["strict"],
-                case["loose"],
-                verdict,
-                case.get("error") or failed,
-            ]
-        )
-    return rows
+        cells = [
+            case["id"],
+            case["category"],
+            "✅" if case["passed"] else "❌",
+            f"{'✓' if case['strict'] else '✗'} / {'✓' if case['loose'] else '✗'}",
+            verdict,
+            case.get("error") or failed or "–",
+        ]
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def samples_html(samples: list[dict[str, Any]]) -> str:
@@ -103,9 +101,10 @@ def build_evals_section(services: Services) -> dict[str, Any]:
         )
         judge_url = gr.Textbox(label="…or judge URL (a second llama-server)", placeholder="http://127.0.0.1:8091")
         cap = gr.Number(value=0, precision=0, label="max tokens cap (0 = the suite's)", elem_id="eval-cap")
-    run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+    with gr.Row():
+        run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+        upload = gr.UploadButton("Add a suite file (.yaml)", file_types=[".yaml", ".yml"], elem_id="eval-upload")
     status = gr.Markdown("", elem_id="eval-status")
-    cases = gr.Dataframe(headers=CASE_COLUMNS, value=[], interactive=False, wrap=True, elem_id="eval-cases")
 
     gr.Markdown("#### Japanese quality sample (read side by side, rate 1–3)")
     # callables: read the result files again on every page load, not once at start
@@ -137,11 +136,11 @@ def build_evals_section(services: Services) -> dict[str, Any]:
                 suite_dirs=[settings.data_dir / "evals"],
             ):
                 if step.result is None:
-                    yield f"⏳ {step.done}/{step.total}: {step.message}", gr.update()
+                    yield f"⏳ {step.done}/{step.total}: {step.message}"
                 else:
-                    yield summary_markdown(step.result, step.path), case_rows(step.result)
+                    yield summary_markdown(step.result, step.path) + "\n\n" + cases_markdown(step.result)
         except PanelError as exc:
-            yield f"❌ {exc.message}", gr.update()
+            yield f"❌ {exc.message}"
 
     @requires_role(services, "operator")
     def on_rating_save_click(path: str | None, value: Any, request: gr.Request) -> str:
@@ -153,16 +152,28 @@ def build_evals_section(services: Services) -> dict[str, Any]:
             return f"❌ {exc.message}"
         return f"✅ rated {value}/3"
 
+    @requires_role(services, "operator")
+    def on_suite_upload(file: Any, request: gr.Request) -> str:
+        try:
+            target = install_user_suite(getattr(file, "name", file), settings.data_dir / "evals")
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"✅ added suite `{target.name}`: choose it in the list"
+
+    def on_suites_refresh() -> Any:
+        return gr.update(choices=_suite_choices(services))
+
     def on_samples_refresh() -> tuple[str, Any]:
         return samples_html(quality_samples(settings.benchmarks_dir)), gr.update(choices=_sample_choices(services))
 
-    run_btn.click(
-        on_eval_run_click, [suite, engine, judge_engine, judge_url, cap], [status, cases], concurrency_limit=1
-    ).then(on_samples_refresh, outputs=[samples, sample_pick])
+    run_btn.click(on_eval_run_click, [suite, engine, judge_engine, judge_url, cap], status, concurrency_limit=1).then(
+        on_samples_refresh, outputs=[samples, sample_pick]
+    )
+    upload.upload(on_suite_upload, upload, status).then(on_suites_refresh, outputs=suite)
     rate_btn.click(on_rating_save_click, [sample_pick, rating], rate_msg).then(
         on_samples_refresh, outputs=[samples, sample_pick]
     )
-    return {"status": status, "cases": cases, "samples": samples, "run": run_btn}
+    return {"status": status, "samples": samples, "run": run_btn, "upload": upload}
 
 
 def _sample_choices(services: Services) -> list[tuple[str, str]]:

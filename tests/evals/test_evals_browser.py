@@ -77,7 +77,7 @@ def eval_ui(tmp: Path, llama_server_bin: str) -> Iterator[str]:
 
 @pytest.mark.timeout(300)
 def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: Path, llama_server_bin: str) -> None:
-    suite_file = tmp_path / "data" / "evals" / "mini.yaml"
+    suite_file = tmp_path / "upload" / "mini.yaml"
     suite_file.parent.mkdir(parents=True)
     suite_file.write_text(MINI_SUITE, encoding="utf-8")
     with eval_ui(tmp_path, llama_server_bin) as base:
@@ -108,13 +108,18 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
             )
             assert resp.status_code == 200, resp.text
 
+            with page.expect_file_chooser() as chooser:  # the user adds their own suite file
+                page.locator("#eval-upload").click()
+            chooser.value.set_files(str(suite_file))
+            page.locator("#eval-status").get_by_text("added suite mini.yaml").wait_for(timeout=30_000)
+            assert (tmp_path / "data" / "evals" / "mini.yaml").is_file()
             suite_box.click()
             page.get_by_role("option", name="mini.yaml").click()
             page.locator("#eval-run").click()
             page.locator("#eval-status").get_by_text(re.compile(r"grade")).wait_for(timeout=120_000)
             status = page.locator("#eval-status").inner_text()
             assert "SmolLM2-135M-Instruct.Q4_1.gguf" in status and "no judge" in status
-            assert "mini-kansai" in page.locator("#eval-cases").inner_text()
+            assert "mini-kansai" in status and "strict / loose" in status
             page.locator("#eval-samples").get_by_text("SmolLM2-135M-Instruct.Q4_1.gguf").wait_for(timeout=30_000)
 
             page.locator("#eval-rate-pick input").click()

@@ -144,3 +144,20 @@ def test_ui_suite_paths_stay_inside_the_suite_folders(tmp_path: Path) -> None:
     for bad in ["/etc/passwd", str(mine), str(SHIPPED_SUITES_DIR / ".." / ".." / "pyproject.toml"), ""]:
         with pytest.raises(SuiteError):
             resolve_suite_path(bad, [])
+
+
+def test_uploaded_suites_are_validated_before_they_are_installed(tmp_path: Path) -> None:
+    from panel.evals.suite import install_user_suite
+
+    user_dir = tmp_path / "evals"
+    good = _write(tmp_path, HEAD + "  - {id: a, category: c, prompt: p, checks: [{type: refusal}]}")
+    assert install_user_suite(good, user_dir) == user_dir / "mine.yaml" and load_suite(user_dir / "mine.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(HEAD + "  - {id: a, category: c, prompt: p, checks: [{type: nope}]}", encoding="utf-8")
+    with pytest.raises(SuiteError, match="unknown check type"):
+        install_user_suite(bad, user_dir)
+    assert not (user_dir / "bad.yaml").exists()
+    shipped_name = tmp_path / "ja_instruction_29.yaml"
+    shipped_name.write_text(good.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(SuiteError, match="shipped suite"):
+        install_user_suite(shipped_name, user_dir)
