@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import gc
 import importlib.util
 import json
@@ -292,6 +293,7 @@ class VllmEngine:
         self._loaded: _Loaded | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
         self._log_dir: Path | None = None
+        self._tail: asyncio.Task[None] | None = None  # copies vLLM's log while a model is loading or loaded
 
     # --- Engine protocol: status ------------------------------------------------------
 
@@ -343,10 +345,11 @@ class VllmEngine:
         self._log.clear()
         started = time.perf_counter()
         log_file = self._new_log_file()
-        tail = asyncio.create_task(self._tail_log(log_file))
+        self._tail = asyncio.create_task(self._tail_log(log_file))
         try:
             self._loaded = await self._start(request, log_file)
         except BaseException as exc:
+            await self._stop_tail()
             message = self._failure_message(exc)
             self._set(EngineState.ERROR, model=request.model_path, error=message, detail=None)
             if isinstance(exc, asyncio.CancelledError):
@@ -354,11 +357,6 @@ class VllmEngine:
             if isinstance(exc, UnsupportedModelError):
                 raise BadRequestError(message) from None
             raise EngineFailure(message) from None
-        finally:
-            await asyncio.sleep(LOG_POLL_S * 2)  # let the tail pick up the last lines
-            tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail
         seconds = time.perf_counter() - started
         self._log.append(f"[panel] loaded {request.model_path} in {seconds:.1f} s")
         self._set(EngineState.LOADED, model=request.model_path, error=None, detail=f"loaded in {seconds:.1f} s")
@@ -374,20 +372,25 @@ class VllmEngine:
     # --- loading ----------------------------------------------------------------------
 
     async def _start(self, request: LoadRequest, log_file: Path) -> _Loaded:
-        """Build the AsyncLLM in a worker thread (it blocks for the whole load) under the load deadline."""
-        loop_future = asyncio.get_running_loop().run_in_executor(None, self._build_llm, request, log_file)
+        """Build the AsyncLLM in a worker thread (it blocks for the whole load) under the load deadline.
+
+        The engine comes back in `box`, not as the thread's return value: the executor's future and the
+        worker's frame (which an import inside the load keeps alive) would otherwise hold it after unload.
+        """
+        box: list[Any] = []
+        future = asyncio.get_running_loop().run_in_executor(None, self._build_llm, request, log_file, box)
         try:
-            llm = await asyncio.wait_for(asyncio.shield(loop_future), timeout=self.settings.load_timeout_s)
+            await asyncio.wait_for(asyncio.shield(future), timeout=self.settings.load_timeout_s)
         except asyncio.TimeoutError:
-            loop_future.add_done_callback(_shutdown_late_llm)
+            future.add_done_callback(functools.partial(_shutdown_late_llm, box))
             raise EngineFailure(f"vLLM did not finish loading within {self.settings.load_timeout_s:.0f} s") from None
         except asyncio.CancelledError:
-            loop_future.add_done_callback(_shutdown_late_llm)
+            future.add_done_callback(functools.partial(_shutdown_late_llm, box))
             raise
-        tokenizer = llm.get_tokenizer()
-        return _Loaded(llm=llm, tokenizer=tokenizer)
+        llm = box.pop()
+        return _Loaded(llm=llm, tokenizer=llm.get_tokenizer())
 
-    def _build_llm(self, request: LoadRequest, log_file: Path) -> Any:
+    def _build_llm(self, request: LoadRequest, log_file: Path, box: list[Any]) -> None:
         on_cpu = _prepare_environment()
         from vllm.config.logging import LoggingConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -403,14 +406,26 @@ class VllmEngine:
         except (ValueError, TypeError, OSError) as exc:  # pydantic's ValidationError is a ValueError
             raise UnsupportedModelError(short_vllm_error(exc)) from None
         self._detail = "starting the engine core"
-        return AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
+        box.append(AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True))
 
     def _new_log_file(self) -> Path:
+        """A fresh file for this load's vLLM log; the previous load's files are removed."""
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="panel-vllm-"))
+        for old in self._log_dir.iterdir():
+            old.unlink(missing_ok=True)
         path = self._log_dir / f"load-{int(time.time() * 1000)}.log"
         path.touch()
         return path
+
+    async def _stop_tail(self) -> None:
+        tail, self._tail = self._tail, None
+        if tail is None:
+            return
+        await asyncio.sleep(LOG_POLL_S * 2)  # let it pick up the last lines
+        tail.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tail
 
     def _logging_config(self, log_file: Path) -> Path:
         """vLLM's dictConfig: its usual stream handler plus a file we tail for the log view and phases."""
@@ -472,6 +487,7 @@ class VllmEngine:
         """Shut the AsyncLLM down (the engine core child exits) and give its memory back."""
         loaded, self._loaded = self._loaded, None
         if loaded is None:
+            await self._stop_tail()
             return
         self._detail = "shutting down"
         before = tree_rss_mib()
@@ -480,6 +496,7 @@ class VllmEngine:
         for _ in range(3):  # let the cancelled output-handler task finish so nothing still holds the engine
             await asyncio.sleep(0)
         await asyncio.to_thread(release_memory)
+        await self._stop_tail()
         self._log.append(f"[panel] vLLM shut down; process tree RSS {before:.0f} → {tree_rss_mib():.0f} MiB")
 
     def _set(self, state: EngineState, *, model: str | None, error: str | None, detail: str | None) -> None:
@@ -633,9 +650,8 @@ def _shutdown_llm(llm: Any) -> None:
         llm.shutdown()
 
 
-def _shutdown_late_llm(future: asyncio.Future[Any]) -> None:
+def _shutdown_late_llm(box: list[Any], _: asyncio.Future[Any]) -> None:
     """A load that finished after its deadline or cancellation: shut the engine it made down."""
-    if future.cancelled() or future.exception() is not None:
-        return
-    with contextlib.suppress(Exception):
-        _shutdown_llm(future.result())
+    while box:
+        with contextlib.suppress(Exception):
+            _shutdown_llm(box.pop())
