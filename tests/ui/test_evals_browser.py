@@ -1,4 +1,7 @@
-"""The evaluation UI in a real headless Chromium: run a user suite, read the results, rate the sample, rank."""
+"""The evaluation UI (panel/ui/evals.py) in a real headless Chromium: upload and run a suite, rate, rank.
+
+It lives in tests/ui/ so it runs after the non-browser tests: Playwright's sync API leaves an event loop
+running in the main thread, which breaks later tests that call asyncio.run."""
 
 from __future__ import annotations
 
