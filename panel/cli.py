@@ -65,7 +65,7 @@ def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help", "--version"}:
+    if not argv or (argv[0].startswith("-") and argv[0] not in {"-h", "--help", "--version"}):
         argv = ["serve", *argv]
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),

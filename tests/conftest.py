@@ -109,9 +109,10 @@ def panel_server(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path,
         yield panel
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's chromium driven by Playwright (no browser download)."""
+    """Debian's chromium driven by Playwright (no browser download). Module-scoped: sync Playwright keeps an
+    event loop on the main thread while open, which would break asyncio.run in later, unrelated tests."""
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: ./launch.sh test installs Debian's chromium"
