@@ -4,6 +4,7 @@ never a 5xx and never a hang. Examples per operation are bounded so the run stay
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,9 @@ schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.N
 @pytest.fixture(scope="module", autouse=True)
 def _engines_stopped_after() -> Iterator[None]:
     yield
-    asyncio.run(APP.state.manager.shutdown())  # in case a fuzzed load started a child
+    # in case a fuzzed load started a child; a fresh thread, as Playwright's sync API may hold this thread's loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, APP.state.manager.shutdown()).result(timeout=120)
 
 
 @schema.parametrize()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import shutil
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def test_engine_memory_of_a_real_llama_server(settings: Settings, embedded_model
         finally:
             await manager.shutdown()
 
-    asyncio.run(scenario())
+    # a fresh thread: Playwright's sync API (a session fixture) may hold this thread's event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result(timeout=300)
 
 
 def test_monitor_api(settings: Settings) -> None:
