@@ -417,3 +417,38 @@ def test_browser_admin_makes_and_revokes_a_key_and_sees_the_monitor(secured_pane
         assert httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).status_code == 401
     finally:
         page.close()
+
+
+def _guarded_ui_handlers() -> list[tuple[str, str, list[Any]]]:
+    """(api name, role needed, the inputs' initial values) of every UI handler wrapped by requires_role."""
+    settings = Settings.load({"autoload": False, "users": users_env()}, env={})
+    from panel.ui import build_ui
+
+    app = create_app(settings, with_ui=False)
+    blocks = build_ui(app.state.services)
+    found = []
+    for dep in blocks.fns.values():
+        need = getattr(dep.fn, "__panel_role__", None)
+        if need and dep.api_name:
+            values = [
+                []
+                if isinstance(c.value, list) or (c.get_block_name() == "checkboxgroup" and c.value is None)
+                else c.value
+                for c in dep.inputs
+            ]
+            found.append((dep.api_name, need, values))
+    return found
+
+
+def test_every_guarded_ui_action_is_refused_to_lower_roles_over_http(secured_panel) -> None:
+    """Each control handler of every tab, called through Gradio's API as a signed-in user whose role is too low."""
+    from gradio_client import Client
+
+    panel, _ = secured_panel
+    handlers = _guarded_ui_handlers()
+    assert {"on_load_click", "on_unload_click", "on_create_click", "on_revoke_click"} <= {h[0] for h in handlers}
+    clients = {role: Client(panel.base_url + "/", auth=(role[:3], PASSWORD), verbose=False) for role in ROLES[:2]}
+    for api_name, need, values in handlers:
+        for role in ROLES[: ROLES.index(need)]:
+            result = clients[role].predict(*values, api_name=f"/{api_name}")
+            assert "not allowed" in str(result) and need in str(result), f"{api_name} as {role}: {result!r}"
