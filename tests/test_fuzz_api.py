@@ -4,7 +4,9 @@ never a 5xx and never a hang. Examples per operation are bounded so the run stay
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ UPSTREAM_ERRORS = (502, 503)
 def _target() -> tuple[Any, str]:
     """The app under test, built at import: schemathesis parametrizes from a schema it has at collection time."""
     tmp = Path(tempfile.mkdtemp(prefix="panel-fuzz-"))
+    atexit.register(shutil.rmtree, tmp, True)
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
     settings = Settings.load(
         {
