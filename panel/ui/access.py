@@ -14,6 +14,8 @@ import gradio as gr
 from panel.services import Services
 from panel.ui.guard import ROLES, current_role, role_allows
 
+HIDDEN_KINDS = (gr.Button, gr.UploadButton, gr.Tab)  # hidden when not allowed; other inputs are disabled
+
 
 def gated_components(blocks: gr.Blocks) -> dict[int, str]:
     """Block id → the strongest role any guarded handler it triggers needs."""
@@ -50,9 +52,11 @@ def install_role_gating(blocks: gr.Blocks, services: Services, extra: dict[Any, 
     for component, role in (extra or {}).items():
         needs[component._id] = role
     components = [blocks.blocks[block_id] for block_id in needs]
+    # as each tab built it: page load gives allowed users exactly this back
+    built = {c._id: (c.visible, getattr(c, "interactive", None)) for c in components}
     if services.extra.get("auth") is not None:  # start hidden; page load reveals what the role allows
         for component in components:
-            if isinstance(component, (gr.Button, gr.Tab)):
+            if isinstance(component, HIDDEN_KINDS):
                 component.visible = False
             else:
                 component.interactive = False
@@ -62,10 +66,11 @@ def install_role_gating(blocks: gr.Blocks, services: Services, extra: dict[Any, 
         updates: list[Any] = [whoami_markdown(services, request)]
         for component in components:
             allowed = role_allows(role, needs[component._id])
-            if isinstance(component, (gr.Button, gr.Tab)):
-                updates.append(gr.update(visible=allowed))
+            visible, interactive = built[component._id]
+            if isinstance(component, HIDDEN_KINDS):
+                updates.append(gr.update(visible=visible if allowed else False))
             else:
-                updates.append(gr.update(interactive=allowed))
+                updates.append(gr.update(interactive=(interactive is not False) if allowed else False))
         return updates
 
     blocks.load(on_page_load, inputs=None, outputs=[whoami, *components], queue=False, show_progress="hidden")
