@@ -40,12 +40,10 @@ def install_access(app: FastAPI, services: Services) -> None:
     services.extra["auth_store"] = auth  # keys can be listed/made even before users exist (CLI, tests)
     services.manager.listeners += [audit.on_manager_action, panel_metrics.on_manager_action]
     app.state.observe_generation = panel_metrics.observe_generation
-    app.add_middleware(
-        GateMiddleware,
-        services=services,
-        limits=limits_from(services),
-        slots=GenerationSlots(limits_from(services).max_concurrent_per_user),
-    )
+    limits = limits_from(services)
+    slots = GenerationSlots(limits.max_concurrent_per_user)
+    services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it
+    app.add_middleware(GateMiddleware, services=services, limits=limits, slots=slots)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(metrics.router)
