@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -294,6 +295,9 @@ class VllmEngine:
         self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
         self._log_dir: Path | None = None
         self._tail: asyncio.Task[None] | None = None  # copies vLLM's log while a model is loading or loaded
+        # One thread for every blocking vLLM call (build, shut down, free): fewer malloc arenas, so memory
+        # freed at unload goes back to the OS instead of staying spread over per-thread arenas.
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="panel-vllm")
 
     # --- Engine protocol: status ------------------------------------------------------
 
@@ -368,6 +372,7 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         await self._free()
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     # --- loading ----------------------------------------------------------------------
 
@@ -378,7 +383,7 @@ class VllmEngine:
         worker's frame (which an import inside the load keeps alive) would otherwise hold it after unload.
         """
         box: list[Any] = []
-        future = asyncio.get_running_loop().run_in_executor(None, self._build_llm, request, log_file, box)
+        future = asyncio.get_running_loop().run_in_executor(self._worker, self._build_llm, request, log_file, box)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=self.settings.load_timeout_s)
         except asyncio.TimeoutError:
@@ -491,11 +496,11 @@ class VllmEngine:
             return
         self._detail = "shutting down"
         before = tree_rss_mib()
-        await asyncio.to_thread(_shutdown_llm, loaded.llm)
+        await _stop_output_handler(loaded.llm)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._worker, _shutdown_llm, loaded.llm)
         del loaded
-        for _ in range(3):  # let the cancelled output-handler task finish so nothing still holds the engine
-            await asyncio.sleep(0)
-        await asyncio.to_thread(release_memory)
+        await loop.run_in_executor(self._worker, release_memory)
         await self._stop_tail()
         self._log.append(f"[panel] vLLM shut down; process tree RSS {before:.0f} → {tree_rss_mib():.0f} MiB")
 
@@ -641,6 +646,15 @@ def _exception_text(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return "\n".join(lines[:6])
+
+
+async def _stop_output_handler(llm: Any) -> None:
+    """Cancel AsyncLLM's output task on this loop first, so it does not log the engine core's exit as a crash."""
+    handler = getattr(llm, "output_handler", None)
+    if isinstance(handler, asyncio.Task) and not handler.done():
+        handler.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(handler, timeout=5)
 
 
 def _shutdown_llm(llm: Any) -> None:
