@@ -78,6 +78,7 @@ class RequestResult:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     server_timings: dict[str, Any] | None = None  # the engine's own `timings` object when it sends one
+    finish_reason: str | None = None
     text_chars: int = 0
 
     # --- derived figures --------------------------------------------------------------
@@ -236,6 +237,7 @@ def _take_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> boo
     """Record one SSE chunk; True when it carried generated text."""
     had_text = False
     for choice in chunk.get("choices") or []:
+        result.finish_reason = choice.get("finish_reason") or result.finish_reason
         delta = choice.get("delta") or {}
         text = choice.get("text") or delta.get("content") or delta.get("reasoning_content") or ""
         if text:

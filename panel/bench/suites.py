@@ -188,7 +188,7 @@ class SuiteRunner:
                     "tpot_ms": _ms(r.tpot_s),
                     "e2e_s": r.e2e_s,
                     "success": r.success,
-                    "error": r.error,
+                    "error": r.error or _short_note(r, n),
                 }
             )
             lat += _latency_rows("single_stream", f"{n} tokens", [r])
@@ -314,6 +314,16 @@ class SuiteRunner:
             row["ttft_speedup"] = speedup if row["cache"] == "on" else 1.0
         summary = {"ttft_speedup": speedup, "cached_tokens_mean_on": rows[1]["cached_tokens_mean"]}
         return SuiteOutcome("prefix_cache", {"prefix_cache": rows}, self.take_raw(), summary)
+
+
+def _short_note(r: RequestResult, requested: int) -> str | None:
+    """Say so when the engine stopped early despite ignore_eos (usually: the context of a slot is full)."""
+    if not r.success or r.output_tokens >= requested:
+        return None
+    return (
+        f"stopped after {r.output_tokens} of {requested} tokens (finish_reason {r.finish_reason}); "
+        "the context per slot is probably too small for prompt + output"
+    )
 
 
 def _latency_rows(suite: str, point: str, results: list[RequestResult]) -> list[dict[str, Any]]:

@@ -198,7 +198,7 @@ def _evals_section(services: Services) -> dict[str, Any] | None:
         from panel.ui.evals import build_evals_section
     except ImportError:
         return None
-    with gr.Accordion("Instruction following", open=False):
+    with gr.Accordion("Instruction following", open=True):
         return build_evals_section(services)
 
 

@@ -39,6 +39,7 @@ def test_one_stream_reproduces_the_known_rate(mock_url: str) -> None:
     [r] = run(mock_url, 1, spec(200, rate=100.0))
     assert r.success, r.error
     assert r.output_tokens == 200  # from usage, exactly
+    assert r.finish_reason == "length"
     assert r.decode_tps == pytest.approx(100.0, rel=0.01)
     assert r.tpot_s == pytest.approx(0.010, rel=0.01)
     assert metrics.mean(r.itl_s()) == pytest.approx(0.010, rel=0.01)

@@ -96,3 +96,12 @@ def test_largest_concurrency_keeping_20_tokens_per_session() -> None:
     assert metrics.max_concurrency_at({4: 5.0}) is None
     assert metrics.roofline_tps(273.0, 1.2) == pytest.approx(227.5)
     assert metrics.roofline_tps(None, 1.2) is None
+
+
+def test_an_early_stop_is_noted_in_the_row() -> None:
+    from panel.bench.suites import _short_note
+
+    short = result(0.0, [0.1, 0.2], 908)
+    short.finish_reason = "length"
+    assert "stopped after 908 of 1024 tokens (finish_reason length)" in (_short_note(short, 1024) or "")
+    assert _short_note(result(0.0, [0.1, 0.2], 1024), 1024) is None
