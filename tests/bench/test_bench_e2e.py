@@ -205,5 +205,5 @@ def test_cli_drives_a_running_panel(bench_panel: PanelProcess) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert ": done" in done.stdout and "saved " in done.stdout
-    bad = subprocess.run([*cmd[:-4], "--lengths", "four"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    bad = subprocess.run([*cmd[:-3], "--lengths", "four"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert bad.returncode == 2 and "--lengths: whole numbers" in bad.stderr
