@@ -57,10 +57,26 @@ def _groups(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
     return out
 
 
+def _style(fig: go.Figure, title: str, x_values: Iterable[Any] = ()) -> go.Figure:
+    """Legend under the plot (labels are long), room for subplot titles, ticks at the measured x values."""
+    fig.update_layout(
+        title={"text": title, "y": 0.98, "x": 0.5, "xanchor": "center"},
+        height=460,
+        margin={"t": 80, "b": 40, "l": 50, "r": 20},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0},
+        showlegend=True,
+    )
+    ticks = sorted({x for x in x_values if isinstance(x, (int, float))})
+    if ticks:
+        fig.update_xaxes(tickmode="array", tickvals=ticks, ticktext=[str(t) for t in ticks])
+    return fig
+
+
 def _empty(title: str, why: str) -> go.Figure:
     fig = go.Figure()
     fig.update_layout(
-        title=title,
+        title={"text": title, "x": 0.5, "xanchor": "center"},
+        height=460,
         annotations=[{"text": why, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper"}],
     )
     return fig
@@ -83,10 +99,8 @@ def single_stream_figure(rows: list[Row]) -> go.Figure:
                 name=label(group[0]),
             )
         )
-    fig.update_layout(
-        title=title, xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"}, showlegend=True
-    )
-    return fig
+    fig.update_layout(xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"})
+    return _style(fig, title, [r["output_tokens_requested"] for r in rows])
 
 
 def parallel_figure(rows: list[Row]) -> go.Figure:
@@ -121,8 +135,7 @@ def parallel_figure(rows: list[Row]) -> go.Figure:
         )
     fig.add_hline(y=PER_SESSION_TARGET_TPS, line_dash="dash", annotation_text="20 tokens/s per session", row=1, col=2)
     fig.update_xaxes(title_text="concurrent streams", type="log")
-    fig.update_layout(title=title, showlegend=True)
-    return fig
+    return _style(fig, title, [r["concurrency"] for r in rows])
 
 
 def latency_figure(rows: list[Row], suite: str | None = None) -> go.Figure:
@@ -140,7 +153,7 @@ def latency_figure(rows: list[Row], suite: str | None = None) -> go.Figure:
             for pct, dash in (("p50_ms", "solid"), ("p90_ms", "dot"), ("p99_ms", "dash")):
                 fig.add_trace(
                     go.Scatter(
-                        x=[f"{r['suite']}: {r['point']}" for r in mine],
+                        x=[r["point"] if suite else f"{r['suite']}: {r['point']}" for r in mine],
                         y=[r[pct] for r in mine],
                         mode="markers+lines",
                         line={"dash": dash},
@@ -152,8 +165,8 @@ def latency_figure(rows: list[Row], suite: str | None = None) -> go.Figure:
                     col=col,
                 )
     fig.update_yaxes(title_text="ms", type="log")
-    fig.update_layout(title=title)
-    return fig
+    fig.update_xaxes(tickangle=30)
+    return _style(fig, title)
 
 
 def prefix_cache_figure(rows: list[Row]) -> go.Figure:
@@ -167,15 +180,19 @@ def prefix_cache_figure(rows: list[Row]) -> go.Figure:
         mine = [r for r in rows if r.get("cache") == mode]
         fig.add_trace(
             go.Bar(
-                x=[label(r) for r in mine],
+                x=[
+                    f"{r.get('model')} · {r.get('engine')}"
+                    + ("" if len(rows) <= 2 else f" · {str(r.get('time'))[5:16]}")
+                    for r in mine
+                ],
                 y=[r["ttft_ms_mean"] for r in mine],
                 name=f"cache {mode}",
                 customdata=[[r.get("ttft_speedup"), r.get("cached_tokens_mean")] for r in mine],
                 hovertemplate="%{y:.1f} ms · speedup %{customdata[0]:.2f}× · cached %{customdata[1]}",
             )
         )
-    fig.update_layout(title=title, barmode="group", yaxis={"title": "mean TTFT (ms)"})
-    return fig
+    fig.update_layout(barmode="group", yaxis={"title": "mean TTFT (ms)"})
+    return _style(fig, title)
 
 
 def scenarios_figure(rows: list[Row]) -> go.Figure:
@@ -193,8 +210,9 @@ def scenarios_figure(rows: list[Row]) -> go.Figure:
             row=1,
             col=2,
         )
-    fig.update_layout(title=title, barmode="group")
-    return fig
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(tickangle=20)
+    return _style(fig, title)
 
 
 def bandwidth_for(gpu_names: list[str]) -> float | None:
@@ -249,8 +267,6 @@ def roofline_figure(rows: list[Row]) -> go.Figure:
             )
         )
     fig.update_layout(
-        title=title,
-        xaxis={"title": "output tokens", "type": "log"},
-        yaxis={"title": "% of roofline", "rangemode": "tozero"},
+        xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "% of roofline", "rangemode": "tozero"}
     )
-    return fig
+    return _style(fig, title, [r["output_tokens_requested"] for r in rows])

@@ -39,12 +39,18 @@ def results_view(
     figures = {
         "single_stream": charts.single_stream_figure(single),
         "parallel": charts.parallel_figure(rows("parallel")),
-        "latency": charts.latency_figure(rows("latency")),
+        "latency": _latency(rows("latency")),
         "prefix_cache": charts.prefix_cache_figure(rows("prefix_cache")),
         "scenarios": charts.scenarios_figure(rows("scenarios")),
         "roofline": charts.roofline_figure(charts.roofline_rows(single, runs, bandwidth_gb_s or None)),
     }
     return ResultsView(figures=figures, models=folders)
+
+
+def _latency(rows: list[dict[str, Any]]) -> Any:
+    """The Latency suite's percentiles when there are any (the clearest view), else every suite's points."""
+    suite = "latency" if any(r.get("suite") == "latency" for r in rows) else None
+    return charts.latency_figure(rows, suite=suite)
 
 
 def table_rows(
