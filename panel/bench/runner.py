@@ -127,6 +127,10 @@ class BenchmarkRunner:
         host = "127.0.0.1" if s.host in {"0.0.0.0", "::", "", "localhost"} else s.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{s.port}"
 
+    def start_form(self, suites: list[str], form: BenchForm, actor: str = "local") -> RunState:
+        """The UI's entry: parse the typed fields, then start()."""
+        return self.start(plan_from_form(suites, form), actor)
+
     def start(self, plan: BenchPlan, actor: str = "local") -> RunState:
         """Validate and start a run in the background; refuses while another runs or the GPU is busy."""
         plan.validate(self.services.settings.max_concurrent_per_user)
@@ -441,3 +445,36 @@ def parse_targets(text: str | None) -> list[ModelTarget]:
     if not targets:
         raise BadRequestError("list at least one model, one per line (e.g. llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf)")
     return targets
+
+
+@dataclass
+class BenchForm:
+    """The Benchmarks tab's fields as typed, turned into a plan by plan_from_form."""
+
+    engine: str | None
+    lengths: str
+    concurrencies: str
+    parallel_tokens: float | None = 1024
+    latency_requests: float | None = 10
+    latency_tokens: float | None = 128
+    scenario_requests: float | None = 3
+    prefix_requests: float | None = 4
+    timeout_s: float | None = 600
+    targets: str | None = None  # one model per line for a comparison; None: the loaded model
+
+
+def plan_from_form(suites: list[str], form: BenchForm) -> BenchPlan:
+    """Parse and check the typed fields; a 400 naming the field for anything wrong."""
+    return plan_from(
+        suites,
+        parse_ints(form.lengths, "output lengths"),
+        parse_ints(form.concurrencies, "parallel streams"),
+        form.engine or None,
+        parse_targets(form.targets) if form.targets is not None else None,
+        parallel_tokens=int(form.parallel_tokens or 1024),
+        latency_requests=int(form.latency_requests or 10),
+        latency_tokens=int(form.latency_tokens or 128),
+        scenario_requests=int(form.scenario_requests or 3),
+        prefix_requests=int(form.prefix_requests or 4),
+        timeout_s=float(form.timeout_s or 600),
+    )

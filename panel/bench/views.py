@@ -18,6 +18,7 @@ ENGINES = ("llamacpp", "vllm")
 class ResultsView:
     figures: dict[str, Any]  # name → plotly figure
     models: list[str]  # every model folder with results, for the picker
+    table: dict[str, Any]  # {"headers": [...], "data": [[...], ...]} of the chosen table
 
 
 def results_view(
@@ -26,13 +27,14 @@ def results_view(
     engines: list[str] | None,
     latest_only: bool = True,
     bandwidth_gb_s: float | None = None,
+    table: str = "single_stream",
 ) -> ResultsView:
     """All charts for the chosen models and engines (none chosen: all)."""
     folders = store.models()
     chosen = [m for m in (models or []) if m in folders] or folders
 
-    def rows(table: str) -> list[dict[str, Any]]:
-        return charts.select(store.rows(table, chosen), None, engines or None, latest_only)
+    def rows(name: str) -> list[dict[str, Any]]:
+        return charts.select(store.rows(name, chosen), None, engines or None, latest_only)
 
     single = rows("single_stream")
     runs = {str(r.get("run_id")): r for m in chosen for r in store.runs(m)}
@@ -44,7 +46,8 @@ def results_view(
         "scenarios": charts.scenarios_figure(rows("scenarios")),
         "roofline": charts.roofline_figure(charts.roofline_rows(single, runs, bandwidth_gb_s or None)),
     }
-    return ResultsView(figures=figures, models=folders)
+    headers, data = table_rows(store, table, models, engines, latest_only)
+    return ResultsView(figures=figures, models=folders, table={"headers": headers, "data": data})
 
 
 def _latency(rows: list[dict[str, Any]]) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel.bench.runner import BenchmarkRunner, RunState, parse_ints, parse_targets, plan_from
+from panel.bench.runner import BenchForm, BenchmarkRunner, RunState
 from panel.bench.suites import SUITES
 from panel.engines.base import PanelError
 from panel.services import Services
@@ -88,36 +88,11 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         timeout_s,
     ]
 
-    def make_plan(
-        suites: list[str],
-        eng: str,
-        lens: str,
-        concs: str,
-        ptok: float,
-        lreq: float,
-        ltok: float,
-        sreq: float,
-        preq: float,
-        tmo: float,
-        target_text: str | None = None,
-    ) -> Any:
-        return plan_from(
-            suites,
-            parse_ints(lens, "output lengths"),
-            parse_ints(concs, "parallel streams"),
-            None if eng == ENGINE_AUTO else eng,
-            parse_targets(target_text) if target_text is not None else None,
-            parallel_tokens=int(ptok or 1024),
-            latency_requests=int(lreq or 10),
-            latency_tokens=int(ltok or 128),
-            scenario_requests=int(sreq or 3),
-            prefix_requests=int(preq or 4),
-            timeout_s=float(tmo or 600),
-        )
-
     def start(suites: list[str], values: tuple[Any, ...], request: gr.Request, target_text: str | None = None) -> str:
+        eng, *rest = values
+        form = BenchForm(None if eng == ENGINE_AUTO else eng, *rest, targets=target_text)
         try:
-            state = runner.start(make_plan(suites, *values, target_text=target_text), actor=_actor(request))
+            state = runner.start_form(suites, form, actor=_actor(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"▶️ started benchmark **{state.id}** ({', '.join(SUITE_LABELS[s] for s in state.plan.suites)})"

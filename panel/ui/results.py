@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from panel.bench.store import TABLES, ResultStore
-from panel.bench.views import ENGINES, export_csv, results_view, table_rows
+from panel.bench.views import ENGINES, export_csv, results_view
 from panel.services import Services
 
 CHART_PAIRS = (("single_stream", "roofline"), ("parallel", "latency"), ("prefix_cache", "scenarios"))
@@ -35,19 +35,16 @@ def build_results(services: Services) -> dict[str, Any]:
     with gr.Row():
         table_pick = gr.Dropdown(list(TABLES), value="single_stream", label="Table", elem_id="results-table-pick")
         download = gr.DownloadButton("Download CSV", elem_id="results-download")
-    headers, data = table_rows(store, "single_stream", None, None)
-    table = gr.Dataframe(
-        value={"headers": headers, "data": data}, interactive=False, wrap=True, elem_id="results-table"
-    )
+    table = gr.Dataframe(value=view.table, interactive=False, wrap=True, elem_id="results-table")
     leaderboard = _leaderboard(services)
 
     def on_filters_change(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
-        view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None)
-        heads, rows = table_rows(store, which, chosen, engs, latest_only=not every)
-        return [*(view.figures[name] for name in plots), {"headers": heads, "data": rows}]
+        view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
+        return [*(view.figures[name] for name in plots), view.table]
 
     def on_refresh_click(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
-        return [gr.update(choices=store.models()), *on_filters_change(chosen, engs, every, bw, which)]
+        view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
+        return [gr.update(choices=view.models), *(view.figures[name] for name in plots), view.table]
 
     def on_download_click(which: str, chosen: list[str], engs: list[str], every: bool) -> str:
         return str(export_csv(store, which, chosen, engs, latest_only=not every))

@@ -129,3 +129,15 @@ def test_plan_parsers_give_clear_messages() -> None:
     with pytest.raises(BadRequestError, match="PANEL_MAX_CONCURRENT_PER_USER"):
         plan_from(["parallel"], [8], [64]).validate(max_per_user=8)
     assert isinstance(plan_from(["latency"], [8], [64]).validate(max_per_user=8), BenchPlan)
+
+
+def test_the_tab_form_becomes_a_checked_plan() -> None:
+    from panel.bench.runner import BenchForm, plan_from_form
+
+    plan = plan_from_form(["single_stream", "parallel"], BenchForm("llamacpp", "16, 32", "2 4", 64, 3, 16, 1, 2, 90))
+    assert (plan.config.engine, plan.config.lengths, plan.config.concurrencies) == ("llamacpp", [16, 32], [2, 4])
+    assert (plan.config.parallel_tokens, plan.config.timeout_s, plan.targets) == (64, 90.0, [])
+    compare = plan_from_form(["latency"], BenchForm(None, "8", "4", targets="vllm: org/model"))
+    assert [(t.engine, t.model) for t in compare.targets] == [("vllm", "org/model")]
+    with pytest.raises(BadRequestError, match="parallel streams: whole numbers"):
+        plan_from_form(["parallel"], BenchForm(None, "8", "four"))
