@@ -352,7 +352,11 @@ class BenchmarkRunner:
         job = await asyncio.to_thread(
             downloads.start, target.model, None, target.include, None, None, f"bench:{state.actor}"
         )
-        job = await asyncio.to_thread(downloads.wait, job.id, DOWNLOAD_TIMEOUT_S)
+        try:
+            job = await asyncio.to_thread(downloads.wait, job.id, DOWNLOAD_TIMEOUT_S)
+        except asyncio.CancelledError:
+            downloads.cancel(job.id)  # a cancelled run must not leave its download running
+            raise
         if job.status != "done":
             raise ConflictError(f"download of {target.model} ended {job.status}: {getattr(job, 'error', '')}")
         folder = Path(job.target)
