@@ -3,7 +3,9 @@
 Starts a real panel (embedded model autoloaded on llama.cpp), then sends the same streamed request alternately
 to llama-server's own port and through the panel, and prints median tokens/s of each and their ratio.
 
-    python scripts/measure_proxy_overhead.py [--rounds 10] [--max-tokens 256]
+    python scripts/measure_proxy_overhead.py [--rounds 10] [--max-tokens 256] [--threads 1]
+
+Rounds alternate which path goes first, so drift in machine load falls on both paths alike.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="llama-server threads (fewer is steadier on a busy box)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the panel we started on `timeout`/kill
 
@@ -51,32 +54,39 @@ def main() -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     panel_url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "--port", str(port)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "--port", str(port), "--no-autoload"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "PANEL_LLAMA_PARALLEL": "1"})
     try:
         deadline = time.monotonic() + 180
-        status: dict = {}
-        while time.monotonic() < deadline:
+        while True:
             try:
-                status = httpx.get(panel_url + "/v1/status", timeout=2).json()
-                if status["llamacpp"]["status"] == "loaded":
-                    break
+                httpx.get(panel_url + "/health", timeout=2).raise_for_status()
+                break
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"the panel did not load the default model in time: {status}")
+                if time.monotonic() > deadline:
+                    raise SystemExit("the panel did not start in time") from None
+                time.sleep(0.5)
+        model = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        httpx.post(panel_url + "/v1/models/load", timeout=180, json={
+            "engine": "llamacpp", "model_path": str(model), "parallel": 1, "threads": args.threads,
+        }).raise_for_status()
+        status = httpx.get(panel_url + "/v1/status", timeout=10).json()
         direct_url = "http://127.0.0.1:" + status["llamacpp"]["detail"].split()[-1]
         stream_tps(direct_url, 16)  # warm-up both paths
         stream_tps(panel_url, 16)
         direct, proxied = [], []
         for i in range(args.rounds):
             print(f"round {i + 1}/{args.rounds}", file=sys.stderr, flush=True)
-            direct.append(stream_tps(direct_url, args.max_tokens)[0])
-            proxied.append(stream_tps(panel_url, args.max_tokens)[0])
+            if i % 2 == 0:
+                direct.append(stream_tps(direct_url, args.max_tokens)[0])
+                proxied.append(stream_tps(panel_url, args.max_tokens)[0])
+            else:
+                proxied.append(stream_tps(panel_url, args.max_tokens)[0])
+                direct.append(stream_tps(direct_url, args.max_tokens)[0])
         d, p = statistics.median(direct), statistics.median(proxied)
-        print(f"model: {Path(status['llamacpp']['model']).name}, {args.rounds} rounds x {args.max_tokens} tokens")
+        print(f"model: {Path(status['llamacpp']['model']).name}, {args.rounds} rounds x {args.max_tokens} tokens, "
+              f"llama-server --threads {args.threads}")
         print(f"llama-server direct : {d:8.2f} tokens/s (median; min {min(direct):.2f}, max {max(direct):.2f})")
         print(f"through the panel   : {p:8.2f} tokens/s (median; min {min(proxied):.2f}, max {max(proxied):.2f})")
         print(f"panel / direct      : {p / d:8.4f}  (overhead {100 * (1 - p / d):+.2f}%)")
