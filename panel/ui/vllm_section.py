@@ -98,7 +98,7 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
                     step=0.05,
                     info="0.85 on GB10 (unified memory shared with the system)",
                 )
-                max_len = gr.Number(value=8192, label="Max model length", precision=0)
+                max_len = gr.Number(value=8192, label="Max model length", precision=0, elem_id="vllm-max-len")
             with gr.Row():
                 quant = gr.Dropdown(
                     QUANTIZATIONS,
@@ -108,7 +108,7 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
                     info="auto = from the checkpoint",
                 )
                 kv_dtype = gr.Dropdown(list(KV_CACHE_DTYPES), value="auto", label="KV cache dtype")
-                max_seqs = gr.Number(value=None, label="Max sequences (empty = vLLM default)", precision=0)
+                max_seqs = gr.Number(value=None, label="Max sequences (0 = vLLM default)", precision=0)
             with gr.Row():
                 eager = gr.Radio(TRISTATE, value="auto", label="Enforce eager (auto: on for CPU)")
                 prefix = gr.Radio(TRISTATE, value="auto", label="Prefix caching")

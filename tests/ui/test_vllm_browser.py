@@ -1,0 +1,65 @@
+"""The vLLM section of the Engines tab in a real headless Chromium, on real vLLM (CPU): load shows its phases and
+ends loaded, unload frees."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS_DIR, PanelProcess, run_panel
+
+pytestmark = [pytest.mark.browser, pytest.mark.vllm]
+LOAD_TIMEOUT_S = 400.0
+
+
+@pytest.fixture(scope="module")
+def vllm_panel(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> Iterator[PanelProcess]:
+    assert (MODELS_DIR / "SmolLM2-135M-Instruct-hf" / "config.json").is_file(), (
+        "run: python scripts/make_hf_test_model.py"
+    )
+    env = {
+        "LLAMA_SERVER_BIN": llama_server_bin,
+        "PANEL_LOAD_TIMEOUT_S": "400",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+    }
+    with run_panel(tmp_path_factory.mktemp("panel-vllm-ui"), env) as panel:
+        yield panel
+
+
+def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess, browser, tmp_path) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(vllm_panel.base_url + "/")
+        page.get_by_role("tab", name="Engines").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Engines").click()
+        box = page.locator("#vllm-model input")
+        box.fill("models/SmolLM2-135M-Instruct-hf")
+        box.press("Enter")
+        page.locator("#vllm-max-len input").fill("1024")
+        page.locator("#vllm-load").click()
+        seen: list[str] = []
+        deadline = time.monotonic() + LOAD_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = page.locator("#vllm-progress").inner_text()
+            if not seen or seen[-1] != text:
+                seen.append(text)
+            if "loaded" in text and "loading" not in text:
+                break
+            time.sleep(0.5)
+        assert "loaded SmolLM2-135M-Instruct-hf" in seen[-1], seen
+        assert any("loading —" in s for s in seen), f"no load phase was shown: {seen}"
+        page.get_by_text("loaded SmolLM2-135M-Instruct-hf on vLLM").wait_for(timeout=30_000)
+        status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]
+        assert status["status"] == "loaded" and status["options"]["max_model_len"] == 1024
+        assert "Loading weights took" in page.locator("#vllm-log textarea").input_value()
+        page.screenshot(path=str(tmp_path / "vllm-loaded.png"))
+
+        page.locator("#vllm-unload").click()
+        page.get_by_text("vLLM unloaded and its memory freed").wait_for(timeout=120_000)
+        assert httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]["status"] == "idle"
+    finally:
+        page.close()
