@@ -7,9 +7,11 @@ file order: the failed load comes first and the next load must work.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,19 +288,22 @@ def test_both_engines_loaded_and_each_answering(panel: PanelProcess) -> None:
 
 @pytest.mark.vllm
 def test_switch_to_a_second_load_then_unload_frees_memory(panel: PanelProcess, memory: dict[str, float]) -> None:
-    resp = post(
-        panel,
-        "/v1/models/load",
-        {
-            "engine": "vllm",
-            "model_path": str(HF_MODEL),
-            "max_model_len": 1024,
-            "alias": "smol-second",
-            "enable_prefix_caching": False,
-        },
-        timeout=LOAD_TIMEOUT_S,
-    )
-    assert resp.status_code == 200, resp.text
+    body = {
+        "engine": "vllm",
+        "model_path": str(HF_MODEL),
+        "max_model_len": 1024,
+        "alias": "smol-second",
+        "enable_prefix_caching": False,
+    }
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        switching = pool.submit(post, panel, "/v1/models/load", body, LOAD_TIMEOUT_S)
+        deadline = time.monotonic() + 60
+        while vllm_status(panel)["status"] != "loading" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        busy = post(panel, "/v1/models/load", {**body, "alias": "third"})
+        assert busy.status_code == 409 and "busy" in busy.json()["error"]["message"], busy.text
+        resp = switching.result(timeout=LOAD_TIMEOUT_S + 30)
+    assert resp.status_code == 200, resp.text  # the refused load did not disturb the running one
     status = vllm_status(panel)
     assert status["options"]["alias"] == "smol-second" and status["options"]["max_model_len"] == 1024
     reply = client(panel).chat.completions.create(model="smol-second", messages=CHAT, max_tokens=8)
