@@ -15,13 +15,14 @@ A failed request is data (success=False, error=...), never an exception.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+
+from panel.sse import error_message, sse_json
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -186,7 +187,7 @@ async def stream_request(
         async with client.stream("POST", spec.path, json=spec.body()) as resp:
             if resp.status_code != 200:
                 text = (await resp.aread()).decode("utf-8", errors="replace")
-                result.error = f"HTTP {resp.status_code}: {_error_message(text)}"
+                result.error = f"HTTP {resp.status_code}: {error_message(text)}"
                 return result
             await _read_stream(resp, result, result.send_t + deadline_s, on_chunk)
     except httpx.TimeoutException as exc:
@@ -206,22 +207,11 @@ class _Deadline(Exception):
 async def _read_stream(
     resp: httpx.Response, result: RequestResult, deadline: float, on_chunk: Callable[[float], None] | None
 ) -> None:
-    async for line in resp.aiter_lines():
-        now = time.perf_counter()
+    async for now, chunk in sse_json(resp):
         if now > deadline:
             raise _Deadline
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            break
-        try:
-            chunk = json.loads(data)
-        except json.JSONDecodeError:
-            continue
         if "error" in chunk:
-            err = chunk["error"]
-            result.error = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+            result.error = error_message(chunk)
             result.done_t = now
             return
         if _take_chunk(chunk, now, result) and on_chunk is not None:
@@ -255,12 +245,3 @@ def _take_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> boo
     if isinstance(chunk.get("timings"), dict):
         result.server_timings = chunk["timings"]
     return had_text
-
-
-def _error_message(text: str) -> str:
-    try:
-        data = json.loads(text)
-        err = data.get("error", data)
-        return str(err.get("message", err)) if isinstance(err, dict) else str(err)
-    except (json.JSONDecodeError, AttributeError):
-        return text.strip()[:300]

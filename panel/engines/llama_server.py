@@ -6,7 +6,6 @@ import asyncio
 import collections
 import contextlib
 import glob
-import json
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from panel.engines.base import (
     Usage,
 )
 from panel.settings import Settings
+from panel.sse import error_message, sse_json
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +367,8 @@ class LlamaServerEngine:
                 if resp.status_code != 200:
                     text = (await resp.aread()).decode("utf-8", errors="replace")[:500]
                     if 400 <= resp.status_code < 500:
-                        raise BadRequestError(f"llama-server refused the request: {_error_text(text)}")
-                    raise EngineFailure(f"llama-server answered HTTP {resp.status_code}: {_error_text(text)}")
+                        raise BadRequestError(f"llama-server refused the request: {error_message(text)}")
+                    raise EngineFailure(f"llama-server answered HTTP {resp.status_code}: {error_message(text)}")
                 async for event in _parse_stream(resp, request.kind):
                     yield event
         except httpx.HTTPError as exc:
@@ -412,19 +412,9 @@ async def _parse_stream(resp: httpx.Response, kind: str) -> AsyncIterator[TokenE
     """Turn llama-server's OpenAI SSE stream into TokenEvents stamped as each line arrives."""
     finish: str | None = None
     usage: Usage | None = None
-    async for line in resp.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        now = time.perf_counter()
-        data = line[5:].strip()
-        if data == "[DONE]":
-            break
-        try:
-            chunk = json.loads(data)
-        except json.JSONDecodeError:
-            continue
+    async for now, chunk in sse_json(resp):
         if "error" in chunk:
-            raise EngineFailure(f"llama-server error: {_error_text(json.dumps(chunk))}")
+            raise EngineFailure(f"llama-server error: {error_message(chunk)}")
         if chunk.get("usage"):
             u = chunk["usage"]
             cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
@@ -443,12 +433,3 @@ async def _parse_stream(resp: httpx.Response, kind: str) -> AsyncIterator[TokenE
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
     yield TokenEvent(t=time.perf_counter(), finish_reason=finish or "stop", usage=usage)
-
-
-def _error_text(text: str) -> str:
-    try:
-        data = json.loads(text)
-        err = data.get("error", data)
-        return str(err.get("message", err)) if isinstance(err, dict) else str(err)
-    except (json.JSONDecodeError, AttributeError):
-        return text.strip()[:300]
