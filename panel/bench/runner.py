@@ -209,20 +209,23 @@ class BenchmarkRunner:
             state.progress.step = state.status
 
     async def _bench_target(self, state: RunState, target: ModelTarget | None) -> None:
+        """Hold the GPU from load to unload, so no other load slips in between the load and the suites."""
         manager = self.services.manager
-        loaded_here = False
-        if target is not None:
-            path = await self._ensure_local(state, target)
-            state.progress.step = f"loading {Path(path).name}"
-            await manager.load(target.engine, path, target.options, actor=f"bench:{state.actor}")
-            loaded_here = True
-        try:
-            engine, model_path = self._current_model(target.engine if target else state.plan.config.engine)
-            await self._measure(state, engine, model_path)
-        finally:
-            if loaded_here and target is not None:
-                with contextlib.suppress(PanelError):
-                    await asyncio.shield(manager.unload(target.engine, actor=f"bench:{state.actor}"))
+        path = await self._ensure_local(state, target) if target is not None else None  # downloads need no GPU
+        what = Path(path).name if path else "the loaded model"
+        async with manager.exclusive(f"benchmark {state.id} of {what}") as hold:
+            loaded_here = False
+            if target is not None and path is not None:
+                state.progress.step = f"loading {Path(path).name}"
+                await hold.load(target.engine, path, target.options, actor=f"bench:{state.actor}")
+                loaded_here = True
+            try:
+                engine, model_path = self._current_model(target.engine if target else state.plan.config.engine)
+                await self._measure(state, engine, model_path)
+            finally:
+                if loaded_here and target is not None:
+                    with contextlib.suppress(PanelError):
+                        await asyncio.shield(hold.unload(target.engine, actor=f"bench:{state.actor}"))
 
     async def _measure(self, state: RunState, engine: str, model_path: str) -> None:
         manager = self.services.manager
@@ -231,11 +234,10 @@ class BenchmarkRunner:
         config = dataclasses.replace(state.plan.config, engine=engine, model=None)
         outcomes: list[SuiteOutcome] = []
         began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        reason = f"benchmark {state.id} of {model} on {engine}"
         status = "done"
         env: dict[str, Any] = {}
         try:
-            async with manager.exclusive(reason), self._client(state, config) as client:
+            async with self._client(state, config) as client:
                 env = environment.capture(
                     engine, manager.get(engine).status().to_json(), getattr(manager.get(engine), "binary", None)
                 )

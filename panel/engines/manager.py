@@ -98,34 +98,42 @@ class EngineManager:
         """Load a model (replacing the engine's current one). Refuses a second concurrent GPU action."""
         request = self.validate_load(engine_name, model_path, options or {})
         async with self._gpu_action(f"loading {request.model_path} on {engine_name}"):
-            engine = self.get(engine_name)
-            started = time.perf_counter()
-            try:
-                await engine.load(request)
-            except Exception as exc:
-                self._record(LoadRecord(engine_name, request.model_path, time.perf_counter() - started, False, str(exc)))
-                self._notify("load_failed", engine_name, {"model": request.model_path, "actor": actor})
-                raise
-            self._record(LoadRecord(engine_name, request.model_path, time.perf_counter() - started, True))
-            self._notify("load", engine_name, {"model": request.model_path, "actor": actor})
-            return engine.status().to_json()
+            return await self._load_held(request, actor)
 
     async def unload(self, engine_name: str, actor: str = "local") -> dict[str, Any]:
-        engine = self.get(engine_name)
+        self.get(engine_name)
         async with self._gpu_action(f"unloading {engine_name}"):
-            await engine.unload()
-            self._notify("unload", engine_name, {"actor": actor})
-            return engine.status().to_json()
+            return await self._unload_held(engine_name, actor)
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, reason: str) -> AsyncIterator[None]:
-        """Hold the GPU for a long job (a benchmark): loads are refused and chat users see `reason`."""
+    async def exclusive(self, reason: str) -> AsyncIterator[GpuHold]:
+        """Hold the GPU for a long job (a benchmark): others' loads are refused and chat users see `reason`.
+        The holder loads and unloads through the GpuHold it gets, so nothing slips in between."""
         async with self._gpu_action(reason):
             self._exclusive_reason = reason
             try:
-                yield
+                yield GpuHold(self)
             finally:
                 self._exclusive_reason = None
+
+    async def _load_held(self, request: LoadRequest, actor: str) -> dict[str, Any]:
+        engine = self.get(request.engine)
+        started = time.perf_counter()
+        try:
+            await engine.load(request)
+        except Exception as exc:
+            self._record(LoadRecord(request.engine, request.model_path, time.perf_counter() - started, False, str(exc)))
+            self._notify("load_failed", request.engine, {"model": request.model_path, "actor": actor})
+            raise
+        self._record(LoadRecord(request.engine, request.model_path, time.perf_counter() - started, True))
+        self._notify("load", request.engine, {"model": request.model_path, "actor": actor})
+        return engine.status().to_json()
+
+    async def _unload_held(self, engine_name: str, actor: str) -> dict[str, Any]:
+        engine = self.get(engine_name)
+        await engine.unload()
+        self._notify("unload", engine_name, {"actor": actor})
+        return engine.status().to_json()
 
     @contextlib.asynccontextmanager
     async def _gpu_action(self, what: str) -> AsyncIterator[None]:
@@ -182,6 +190,21 @@ class EngineManager:
                 listener(action, engine, detail)
             except Exception:  # noqa: BLE001 - a listener must not break a control action
                 log.exception("action listener failed")
+
+
+class GpuHold:
+    """Loads and unloads for whoever holds EngineManager.exclusive(): the lock is already theirs."""
+
+    def __init__(self, manager: EngineManager) -> None:
+        self._manager = manager
+
+    async def load(self, engine_name: str, model_path: str, options: dict[str, Any] | None = None,
+                   actor: str = "local") -> dict[str, Any]:
+        request = self._manager.validate_load(engine_name, model_path, options or {})
+        return await self._manager._load_held(request, actor)
+
+    async def unload(self, engine_name: str, actor: str = "local") -> dict[str, Any]:
+        return await self._manager._unload_held(engine_name, actor)
 
 
 def _same_model(requested: str, loaded: str) -> bool:

@@ -179,3 +179,23 @@ def test_option_validation_and_argv(settings, embedded_model) -> None:
     for bad_args in (["--model", "x"], ["--host", "0.0.0.0"], "--threads", ["--mlock=1"], "'unterminated", [1]):
         with pytest.raises(BadRequestError):
             validate_extra_args(bad_args)
+
+
+def test_exclusive_holder_loads_while_others_are_refused(settings, embedded_model) -> None:
+    async def scenario() -> None:
+        manager = _manager(settings)
+        async with manager.exclusive("benchmark test") as hold:
+            assert manager.busy_reason == "benchmark test"
+            state = await hold.load("llamacpp", str(embedded_model), {"parallel": 1})
+            assert state["status"] == "loaded"
+            with pytest.raises(ConflictError, match="benchmark test"):
+                await manager.load("llamacpp", str(embedded_model), {})
+            with pytest.raises(ConflictError, match="benchmark test"):
+                await manager.unload("llamacpp")
+            await hold.unload("llamacpp")
+        assert manager.busy_reason is None
+        assert manager.get("llamacpp").status().status is EngineState.IDLE
+        assert [r.ok for r in manager.load_history] == [True]
+        await manager.shutdown()
+
+    asyncio.run(scenario())
