@@ -81,16 +81,35 @@ class CompletionBody(_SamplingBody):
     prompt: str | list[str]
 
 
-PASSTHROUGH = {"top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "logit_bias",
-               "response_format", "cache_prompt", "chat_template_kwargs", "reasoning_effort", "tools", "tool_choice"}
+PASSTHROUGH = {
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "response_format",
+    "cache_prompt",
+    "chat_template_kwargs",
+    "reasoning_effort",
+    "tools",
+    "tool_choice",
+}
 
 
 def _generation_request(body: _SamplingBody, kind: Literal["chat", "completion"]) -> GenerationRequest:
     extra = {k: v for k, v in (body.model_extra or {}).items() if k in PASSTHROUGH}
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     request = GenerationRequest(
-        kind=kind, max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
-        top_p=body.top_p, stop=stop, seed=body.seed, ignore_eos=body.ignore_eos, model=body.model, extra=extra,
+        kind=kind,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stop,
+        seed=body.seed,
+        ignore_eos=body.ignore_eos,
+        model=body.model,
+        extra=extra,
     )
     if isinstance(body, ChatBody):
         for i, message in enumerate(body.messages):
@@ -143,8 +162,14 @@ async def unload_model(body: UnloadBody, request: Request) -> dict[str, Any]:
 async def list_models(request: Request) -> dict[str, Any]:
     manager = get_manager(request)
     data = [
-        {"id": Path(model).name, "object": "model", "created": int(time.time()), "owned_by": engine,
-         "engine": engine, "path": model}
+        {
+            "id": Path(model).name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": engine,
+            "engine": engine,
+            "path": model,
+        }
         for engine, model in manager.loaded().items()
     ]
     return {"object": "list", "data": data}
@@ -183,8 +208,9 @@ async def _serve(body: _SamplingBody, gen: GenerationRequest, request: Request) 
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         first = await _first_event(events)  # errors before the first token become a proper HTTP error
         sse = _sse(events, first, gen.kind, ident, model_name, engine.name, include_usage, stats, observe)
-        return StreamingResponse(sse, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            sse, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
     text, reasoning, finish, usage = [], [], "stop", None
     async for event in events:
         stats.add(event)
@@ -205,8 +231,16 @@ async def _serve(body: _SamplingBody, gen: GenerationRequest, request: Request) 
     else:
         choice = {"index": 0, "text": "".join(text), "finish_reason": finish, "logprobs": None}
         obj = "text_completion"
-    return {"id": ident, "object": obj, "created": created, "model": model_name, "engine": engine.name,
-            "choices": [choice], "usage": usage.to_openai(), "timings": stats.timings()}
+    return {
+        "id": ident,
+        "object": obj,
+        "created": created,
+        "model": model_name,
+        "engine": engine.name,
+        "choices": [choice],
+        "usage": usage.to_openai(),
+        "timings": stats.timings(),
+    }
 
 
 async def _first_event(events: AsyncIterator[TokenEvent]) -> TokenEvent | None:
@@ -216,14 +250,29 @@ async def _first_event(events: AsyncIterator[TokenEvent]) -> TokenEvent | None:
         return None
 
 
-async def _sse(events: AsyncIterator[TokenEvent], first: TokenEvent | None, kind: str, ident: str, model: str,
-               engine: str, include_usage: bool, stats: StreamStats, observe: Any) -> AsyncIterator[bytes]:
+async def _sse(
+    events: AsyncIterator[TokenEvent],
+    first: TokenEvent | None,
+    kind: str,
+    ident: str,
+    model: str,
+    engine: str,
+    include_usage: bool,
+    stats: StreamStats,
+    observe: Any,
+) -> AsyncIterator[bytes]:
     created = int(time.time())
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def chunk(choice: dict[str, Any] | None, **extra: Any) -> bytes:
-        payload = {"id": ident, "object": obj, "created": created, "model": model,
-                   "choices": [choice] if choice else [], **extra}
+        payload = {
+            "id": ident,
+            "object": obj,
+            "created": created,
+            "model": model,
+            "choices": [choice] if choice else [],
+            **extra,
+        }
         return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
 
     if kind == "chat":
@@ -252,7 +301,7 @@ async def _sse(events: AsyncIterator[TokenEvent], first: TokenEvent | None, kind
     except PanelError as exc:
         ok = False
         yield b"data: " + json.dumps(exc.to_json()).encode() + b"\n\n"
-    except Exception as exc:  # noqa: BLE001 - a broken stream must end with an error event, not a cut
+    except Exception as exc:
         ok = False
         yield b"data: " + json.dumps(EngineFailure(f"stream failed: {exc!r}").to_json()).encode() + b"\n\n"
     finally:

@@ -39,8 +39,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
                 await asyncio.to_thread(services.extra["downloads"].cancel_all, 5.0)
             await manager.shutdown()
 
-    app = FastAPI(title="panel", version=__version__, lifespan=lifespan,
-                  description="LLM workstation panel: OpenAI-compatible and control API")
+    app = FastAPI(
+        title="panel",
+        version=__version__,
+        lifespan=lifespan,
+        description="LLM workstation panel: OpenAI-compatible and control API",
+    )
     app.state.settings = settings
     app.state.manager = manager
     app.state.services = services

@@ -18,10 +18,19 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1; PANEL_HOST)")
     p.add_argument("--port", type=int, help="port (default 8080; PANEL_PORT)")
     p.add_argument("--share", action="store_true", default=None, help="also open a Gradio share link (PANEL_SHARE)")
-    p.add_argument("--no-autoload", dest="autoload", action="store_false", default=None,
-                   help="do not load the default model at start (PANEL_AUTOLOAD=0)")
-    p.add_argument("--insecure", action="store_true", default=None,
-                   help="allow --share or a non-loopback host without users configured")
+    p.add_argument(
+        "--no-autoload",
+        dest="autoload",
+        action="store_false",
+        default=None,
+        help="do not load the default model at start (PANEL_AUTOLOAD=0)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow --share or a non-loopback host without users configured",
+    )
     p.add_argument("--models-dir", help="the model library folder (PANEL_MODELS_DIR)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_run_serve)
@@ -30,8 +39,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     from panel.server import serve
 
-    overrides = {"host": args.host, "port": args.port, "share": args.share, "autoload": args.autoload,
-                 "insecure": args.insecure, "models_dir": args.models_dir}
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "share": args.share,
+        "autoload": args.autoload,
+        "insecure": args.insecure,
+        "models_dir": args.models_dir,
+    }
     return serve(Settings.load(overrides), log_level=args.log_level)
 
 
@@ -68,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in {"-h", "--help", "--version"}):
         argv = ["serve", *argv]
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied request is noise
     return int(args.func(args) or 0)

@@ -42,15 +42,16 @@ def within_roots(path: Path, roots: tuple[Path, ...]) -> Path:
         candidates += [root / Path(*path.parts[1:]) for root in roots if root.name == path.parts[0]]
     for candidate in candidates:
         resolved = candidate.resolve()
-        for root in roots:
-            if resolved == root or root in resolved.parents:
-                if resolved.exists():
-                    return resolved
-    resolved = candidates[0].resolve()
-    if not any(resolved == r or r in resolved.parents for r in roots):
+        if _inside(resolved, roots) and resolved.exists():
+            return resolved
+    if not _inside(candidates[0].resolve(), roots):
         shown = ", ".join(str(r) for r in roots)
         raise ForbiddenError(f"{path} is outside the model roots ({shown}); put models under one of them")
     raise NotFoundError(f"no model at {path}: the file or folder does not exist")
+
+
+def _inside(resolved: Path, roots: tuple[Path, ...]) -> bool:
+    return any(resolved == root or root in resolved.parents for root in roots)
 
 
 def resolve_model_path(raw: str, roots: tuple[Path, ...], kind: str) -> Path:

@@ -27,8 +27,13 @@ def serve(settings: Settings, log_level: str = "info") -> int:
         return 2
     log.warning("%s", exposure_notice(settings, users_configured))
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level.lower(),
-                            timeout_graceful_shutdown=int(settings.stop_grace_s) + 5)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=int(settings.stop_grace_s) + 5,
+    )
     server = uvicorn.Server(config)
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     log.info("panel %s on http://%s:%d (UI /, API /v1, docs /docs)", settings.host, shown_host, settings.port)
@@ -43,9 +48,13 @@ def _open_share_link(settings: Settings) -> None:
     try:
         from gradio import networking
 
-        url = networking.setup_tunnel(local_host="127.0.0.1", local_port=settings.port,
-                                      share_token=__import__("secrets").token_urlsafe(32), share_server_address=None,
-                                      share_server_tls_certificate=None)
+        url = networking.setup_tunnel(
+            local_host="127.0.0.1",
+            local_port=settings.port,
+            share_token=__import__("secrets").token_urlsafe(32),
+            share_server_address=None,
+            share_server_tls_certificate=None,
+        )
         log.info("share link: %s", url)
-    except Exception as exc:  # noqa: BLE001 - the panel still serves locally
+    except Exception as exc:
         log.error("could not open a share link (%s); the panel is still served locally", exc)

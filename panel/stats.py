@@ -61,16 +61,22 @@ class StreamStats:
             return None if value is None else round(value * 1000, 2)
 
         tps = self.decode_tps
-        return {"ttft_ms": ms(self.ttft_s), "e2e_ms": ms(self.e2e_s), "completion_tokens": self.completion_tokens,
-                "tokens_per_s": None if tps is None else round(tps, 2)}
+        return {
+            "ttft_ms": ms(self.ttft_s),
+            "e2e_ms": ms(self.e2e_s),
+            "completion_tokens": self.completion_tokens,
+            "tokens_per_s": None if tps is None else round(tps, 2),
+        }
 
     def summary(self) -> str:
         """One line for under a chat answer."""
         tps = self.decode_tps
         ttft = self.ttft_s
-        parts = [f"{tps:.1f} tokens/s" if tps is not None else "– tokens/s",
-                 f"TTFT {ttft * 1000:.0f} ms" if ttft is not None else "TTFT –",
-                 f"{self.completion_tokens} tokens"]
+        parts = [
+            f"{tps:.1f} tokens/s" if tps is not None else "– tokens/s",
+            f"TTFT {ttft * 1000:.0f} ms" if ttft is not None else "TTFT –",
+            f"{self.completion_tokens} tokens",
+        ]
         if self.usage and self.usage.prompt_tokens:
             parts.append(f"prompt {self.usage.prompt_tokens} tokens")
         return " · ".join(parts)

@@ -28,8 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def stream_tps(url: str, max_tokens: int) -> tuple[float, int, float]:
     """One streamed chat request; returns (decode tokens/s, tokens, TTFT s) from client-side arrival times."""
-    body = {"messages": [{"role": "user", "content": "人工知能について詳しく説明してください。"}], "max_tokens": max_tokens,
-            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "messages": [{"role": "user", "content": "人工知能について詳しく説明してください。"}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     sent = time.perf_counter()
     times: list[float] = []
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as resp:
@@ -54,9 +60,14 @@ def main() -> int:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     panel_url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "--port", str(port), "--no-autoload"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "PANEL_LLAMA_PARALLEL": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "panel", "serve", "--port", str(port), "--no-autoload"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PANEL_LLAMA_PARALLEL": "1"},
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -68,9 +79,16 @@ def main() -> int:
                     raise SystemExit("the panel did not start in time") from None
                 time.sleep(0.5)
         model = REPO / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        httpx.post(panel_url + "/v1/models/load", timeout=180, json={
-            "engine": "llamacpp", "model_path": str(model), "parallel": 1, "threads": args.threads,
-        }).raise_for_status()
+        httpx.post(
+            panel_url + "/v1/models/load",
+            timeout=180,
+            json={
+                "engine": "llamacpp",
+                "model_path": str(model),
+                "parallel": 1,
+                "threads": args.threads,
+            },
+        ).raise_for_status()
         status = httpx.get(panel_url + "/v1/status", timeout=10).json()
         direct_url = "http://127.0.0.1:" + status["llamacpp"]["detail"].split()[-1]
         stream_tps(direct_url, 16)  # warm-up both paths
@@ -85,8 +103,10 @@ def main() -> int:
                 proxied.append(stream_tps(panel_url, args.max_tokens)[0])
                 direct.append(stream_tps(direct_url, args.max_tokens)[0])
         d, p = statistics.median(direct), statistics.median(proxied)
-        print(f"model: {Path(status['llamacpp']['model']).name}, {args.rounds} rounds x {args.max_tokens} tokens, "
-              f"llama-server --threads {args.threads}")
+        print(
+            f"model: {Path(status['llamacpp']['model']).name}, {args.rounds} rounds x {args.max_tokens} tokens, "
+            f"llama-server --threads {args.threads}"
+        )
         print(f"llama-server direct : {d:8.2f} tokens/s (median; min {min(direct):.2f}, max {max(direct):.2f})")
         print(f"through the panel   : {p:8.2f} tokens/s (median; min {min(proxied):.2f}, max {max(proxied):.2f})")
         print(f"panel / direct      : {p / d:8.4f}  (overhead {100 * (1 - p / d):+.2f}%)")

@@ -48,9 +48,17 @@ def llama_server_bin() -> str:
 def settings(tmp_path: Path, llama_server_bin: str) -> Settings:
     """Settings for an in-process app: the real model library, results and data in a temporary folder."""
     return Settings.load(
-        {"models_dir": MODELS_DIR, "benchmarks_dir": tmp_path / "benchmarks", "data_dir": tmp_path / "data",
-         "autoload": False, "llama_server_bin": llama_server_bin, "load_timeout_s": 120.0, "stop_grace_s": 5.0,
-         "llama_ctx_size": 2048, "llama_parallel": 2},
+        {
+            "models_dir": MODELS_DIR,
+            "benchmarks_dir": tmp_path / "benchmarks",
+            "data_dir": tmp_path / "data",
+            "autoload": False,
+            "llama_server_bin": llama_server_bin,
+            "load_timeout_s": 120.0,
+            "stop_grace_s": 5.0,
+            "llama_ctx_size": 2048,
+            "llama_parallel": 2,
+        },
         env={},
     )
 
@@ -66,17 +74,39 @@ class PanelProcess:
 
 
 @contextlib.contextmanager
-def run_panel(tmp: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> Iterator[PanelProcess]:
+def run_panel(
+    tmp: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+) -> Iterator[PanelProcess]:
     """Start `python -m panel serve` as a real process on a free port; stop it (and its children) after."""
     port = free_port()
-    env = {**os.environ, "PANEL_BENCHMARKS_DIR": str(tmp / "benchmarks"), "PANEL_DATA_DIR": str(tmp / "data"),
-           "PANEL_LOAD_TIMEOUT_S": "120", "PANEL_STOP_GRACE_S": "5", "PANEL_LLAMA_CTX_SIZE": "2048",
-           "PANEL_LLAMA_PARALLEL": "4", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "PANEL_BENCHMARKS_DIR": str(tmp / "benchmarks"),
+        "PANEL_DATA_DIR": str(tmp / "data"),
+        "PANEL_LOAD_TIMEOUT_S": "120",
+        "PANEL_STOP_GRACE_S": "5",
+        "PANEL_LLAMA_CTX_SIZE": "2048",
+        "PANEL_LLAMA_PARALLEL": "4",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
     log_path = tmp / f"panel-{port}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "panel", "serve", "--port", str(port), *(["--no-autoload"] if args is None else args)],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "panel",
+                "serve",
+                "--port",
+                str(port),
+                *(["--no-autoload"] if args is None else args),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     panel = PanelProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
@@ -88,7 +118,9 @@ def run_panel(tmp: Path, extra_env: dict[str, str] | None = None, args: list[str
                 if httpx.get(panel.base_url + "/health", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"panel did not answer /health in {SERVER_START_TIMEOUT_S} s:\n{panel.log()[-3000:]}")
+                raise AssertionError(
+                    f"panel did not answer /health in {SERVER_START_TIMEOUT_S} s:\n{panel.log()[-3000:]}"
+                )
             time.sleep(0.3)
         yield panel
     finally:
@@ -103,7 +135,9 @@ def run_panel(tmp: Path, extra_env: dict[str, str] | None = None, args: list[str
 
 
 @pytest.fixture(scope="module")
-def panel_server(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path, llama_server_bin: str) -> Iterator[PanelProcess]:
+def panel_server(
+    tmp_path_factory: pytest.TempPathFactory, embedded_model: Path, llama_server_bin: str
+) -> Iterator[PanelProcess]:
     """One real panel process per test module, nothing loaded at start."""
     with run_panel(tmp_path_factory.mktemp("panel"), {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
         yield panel
@@ -118,9 +152,17 @@ def browser() -> Iterator[object]:
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: ./launch.sh test installs Debian's chromium"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from openai import OpenAI
 
 TIMEOUT = httpx.Timeout(120.0)
@@ -64,16 +63,25 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
     assert [m["id"] for m in models["data"]] == [embedded_model.name]
 
     client = OpenAI(base_url=base + "/v1", api_key="unused", timeout=120)
-    reply = client.chat.completions.create(model=embedded_model.name, max_tokens=24, temperature=0,
-                                           messages=[{"role": "user", "content": "What is the capital of France?"}])
+    reply = client.chat.completions.create(
+        model=embedded_model.name,
+        max_tokens=24,
+        temperature=0,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+    )
     assert reply.choices[0].message.content.strip()
     assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
     pieces, usage = [], None
-    stream = client.chat.completions.create(model=embedded_model.name, max_tokens=32, temperature=0, stream=True,
-                                            stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Count from one to ten."}])
+    stream = client.chat.completions.create(
+        model=embedded_model.name,
+        max_tokens=32,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Count from one to ten."}],
+    )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
@@ -96,8 +104,12 @@ def test_streaming_is_not_buffered(panel_server, embedded_model) -> None:
     base = panel_server.base_url
     assert _load(base, embedded_model).status_code == 200
     arrivals = []
-    body = {"messages": [{"role": "user", "content": "Write a long story about a cat."}], "max_tokens": 200,
-            "ignore_eos": True, "stream": True}
+    body = {
+        "messages": [{"role": "user", "content": "Write a long story about a cat."}],
+        "max_tokens": 200,
+        "ignore_eos": True,
+        "stream": True,
+    }
     with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=TIMEOUT) as resp:
         for line in resp.iter_lines():
             if line.startswith("data: {") and '"content": "' in line:
@@ -127,8 +139,12 @@ def test_child_dying_mid_stream_ends_with_error_event(panel_server, embedded_mod
     base = panel_server.base_url
     assert _load(base, embedded_model).status_code == 200
     pid = _status(base)["llamacpp"]["pid"]
-    body = {"messages": [{"role": "user", "content": "Tell a very long story."}], "max_tokens": 2000,
-            "ignore_eos": True, "stream": True}
+    body = {
+        "messages": [{"role": "user", "content": "Tell a very long story."}],
+        "max_tokens": 2000,
+        "ignore_eos": True,
+        "stream": True,
+    }
     events = []
     with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=TIMEOUT) as resp:
         for line in resp.iter_lines():
@@ -180,8 +196,9 @@ def test_bad_inputs_get_clear_4xx(panel_server, embedded_model, tmp_path) -> Non
     assert resp.status_code == 400
     resp = _post(base, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "temperature": -1})
     assert resp.status_code == 400
-    resp = httpx.post(base + "/v1/chat/completions", content=b"{not json", timeout=10,
-                      headers={"content-type": "application/json"})
+    resp = httpx.post(
+        base + "/v1/chat/completions", content=b"{not json", timeout=10, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == 400
     resp = _post(base, "/v1/models/unload", {"engine": "nope"})
     assert resp.status_code == 400
@@ -213,8 +230,11 @@ def test_second_load_while_one_runs_is_refused(panel_server, embedded_model) -> 
 def test_routing_by_model_name_and_unknown_model(panel_server, embedded_model) -> None:
     base = panel_server.base_url
     assert _load(base, embedded_model).status_code == 200
-    ok = _post(base, "/v1/chat/completions",
-               {"model": embedded_model.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    ok = _post(
+        base,
+        "/v1/chat/completions",
+        {"model": embedded_model.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert ok.status_code == 200 and ok.json()["engine"] == "llamacpp"
     bad = _post(base, "/v1/chat/completions", {"engine": "vllm", "messages": [{"role": "user", "content": "hi"}]})
     assert bad.status_code in {409, 503}

@@ -11,14 +11,17 @@ from panel.settings import REPO_ROOT
 
 def _modules_after(code: str) -> set[str]:
     probe = code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def test_app_and_api_do_not_import_torch_or_vllm() -> None:
-    loaded = _modules_after("import panel, panel.app, panel.api, panel.engines, panel.engines.vllm_engine, "
-                            "panel.bench.runner, panel.evals.runner, panel.hub, panel.library, panel.monitor")
+    loaded = _modules_after(
+        "import panel, panel.app, panel.api, panel.engines, panel.engines.vllm_engine, "
+        "panel.bench.runner, panel.evals.runner, panel.hub, panel.library, panel.monitor"
+    )
     assert not {"torch", "vllm", "transformers"} & loaded
 
 

@@ -42,17 +42,57 @@ PORT_RETRIES = 3
 # Extra arguments users may pass through: flag → takes a value. Anything else is refused, so a
 # typo or an option the panel owns (--port, --model, --host) cannot break supervision.
 ALLOWED_EXTRA_ARGS: dict[str, bool] = {
-    "--threads": True, "-t": True, "--threads-batch": True, "--batch-size": True, "-b": True,
-    "--ubatch-size": True, "-ub": True, "--cache-type-k": True, "-ctk": True, "--cache-type-v": True,
-    "-ctv": True, "--rope-scaling": True, "--rope-freq-base": True, "--rope-freq-scale": True,
-    "--mlock": False, "--no-mmap": False, "--cont-batching": False, "--no-cont-batching": False,
-    "--jinja": False, "--no-jinja": False, "--chat-template": True, "--reasoning-format": True,
-    "--reasoning-budget": True, "--temp": True, "--top-k": True, "--top-p": True, "--min-p": True,
-    "--repeat-penalty": True, "--seed": True, "--tensor-split": True, "-ts": True, "--main-gpu": True,
-    "-mg": True, "--split-mode": True, "-sm": True, "--cache-reuse": True, "--defrag-thold": True,
-    "--keep": True, "--n-predict": True, "-n": True, "--swa-full": False, "--no-warmup": False,
-    "--override-tensor": True, "-ot": True, "--cpu-moe": False, "--n-cpu-moe": True, "--metrics": False,
-    "--slot-save-path": True, "--props": False, "--verbose": False, "-v": False,
+    "--threads": True,
+    "-t": True,
+    "--threads-batch": True,
+    "--batch-size": True,
+    "-b": True,
+    "--ubatch-size": True,
+    "-ub": True,
+    "--cache-type-k": True,
+    "-ctk": True,
+    "--cache-type-v": True,
+    "-ctv": True,
+    "--rope-scaling": True,
+    "--rope-freq-base": True,
+    "--rope-freq-scale": True,
+    "--mlock": False,
+    "--no-mmap": False,
+    "--cont-batching": False,
+    "--no-cont-batching": False,
+    "--jinja": False,
+    "--no-jinja": False,
+    "--chat-template": True,
+    "--reasoning-format": True,
+    "--reasoning-budget": True,
+    "--temp": True,
+    "--top-k": True,
+    "--top-p": True,
+    "--min-p": True,
+    "--repeat-penalty": True,
+    "--seed": True,
+    "--tensor-split": True,
+    "-ts": True,
+    "--main-gpu": True,
+    "-mg": True,
+    "--split-mode": True,
+    "-sm": True,
+    "--cache-reuse": True,
+    "--defrag-thold": True,
+    "--keep": True,
+    "--n-predict": True,
+    "-n": True,
+    "--swa-full": False,
+    "--no-warmup": False,
+    "--override-tensor": True,
+    "-ot": True,
+    "--cpu-moe": False,
+    "--n-cpu-moe": True,
+    "--metrics": False,
+    "--slot-save-path": True,
+    "--props": False,
+    "--verbose": False,
+    "-v": False,
 }
 
 
@@ -120,7 +160,9 @@ def validate_extra_args(raw: Any) -> list[str]:
         flag = tokens[i]
         name = flag.split("=", 1)[0]
         if name not in ALLOWED_EXTRA_ARGS:
-            raise BadRequestError(f"extra argument {flag!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_EXTRA_ARGS))}")
+            raise BadRequestError(
+                f"extra argument {flag!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_EXTRA_ARGS))}"
+            )
         takes_value = ALLOWED_EXTRA_ARGS[name]
         if takes_value and "=" not in flag:
             if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
@@ -147,8 +189,10 @@ class LlamaServerEngine:
         self._since = time.time()
         self._model: str | None = None
         self._options: dict[str, Any] = {}
-        self._error: str | None = None if self.binary else (
-            "llama-server not found: set LLAMA_SERVER_BIN, put it on PATH, or run ./launch.sh to build it"
+        self._error: str | None = (
+            None
+            if self.binary
+            else ("llama-server not found: set LLAMA_SERVER_BIN, put it on PATH, or run ./launch.sh to build it")
         )
         self._detail: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -167,10 +211,16 @@ class LlamaServerEngine:
     def status(self) -> EngineStatus:
         alive = self._proc is not None and self._proc.returncode is None
         return EngineStatus(
-            name=self.name, status=self._state, model=self._model,
-            pid=self._proc.pid if self._proc and alive else None, process_alive=alive,
-            since=self._since, error=self._error, available=self.binary is not None,
-            detail=self._detail, options=dict(self._options),
+            name=self.name,
+            status=self._state,
+            model=self._model,
+            pid=self._proc.pid if self._proc and alive else None,
+            process_alive=alive,
+            since=self._since,
+            error=self._error,
+            available=self.binary is not None,
+            detail=self._detail,
+            options=dict(self._options),
         )
 
     def logs(self, n: int = 200) -> list[str]:
@@ -184,7 +234,9 @@ class LlamaServerEngine:
         known = {"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"}
         unknown = set(options) - known
         if unknown:
-            raise BadRequestError(f"unknown llamacpp option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+            raise BadRequestError(
+                f"unknown llamacpp option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
         clean: dict[str, Any] = {
             "ctx_size": _int_option(options, "ctx_size", self.settings.llama_ctx_size, 128, 1_048_576),
             "parallel": _int_option(options, "parallel", self.settings.llama_parallel, 1, 256),
@@ -201,10 +253,22 @@ class LlamaServerEngine:
     def build_argv(self, model_path: str, options: dict[str, Any], port: int) -> list[str]:
         assert self.binary is not None
         argv = [
-            self.binary, "--model", model_path, "--host", "127.0.0.1", "--port", str(port),
-            "--ctx-size", str(options["ctx_size"]), "--parallel", str(options["parallel"]),
-            "--n-gpu-layers", str(options["n_gpu_layers"]),
-            "--flash-attn", "on" if options["flash_attn"] else "off", "--metrics",
+            self.binary,
+            "--model",
+            model_path,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ctx-size",
+            str(options["ctx_size"]),
+            "--parallel",
+            str(options["parallel"]),
+            "--n-gpu-layers",
+            str(options["n_gpu_layers"]),
+            "--flash-attn",
+            "on" if options["flash_attn"] else "off",
+            "--metrics",
         ]
         if "threads" in options:
             argv += ["--threads", str(options["threads"])]
@@ -231,7 +295,9 @@ class LlamaServerEngine:
                 await self._wait_healthy()
             except _PortCollision as exc:
                 last_error = str(exc)
-                self._log.append(f"[panel] port {port} was taken; retrying on another port ({attempt + 1}/{PORT_RETRIES})")
+                self._log.append(
+                    f"[panel] port {port} was taken; retrying on another port ({attempt + 1}/{PORT_RETRIES})"
+                )
                 await self._stop_child()
                 continue
             except BaseException as exc:
@@ -262,8 +328,11 @@ class LlamaServerEngine:
         self._stopping = False
         self._port = port
         self._proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True,  # own process group
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # own process group
             preexec_fn=_die_with_parent,
         )
         self._reader = asyncio.create_task(self._read_output(self._proc))
@@ -296,8 +365,12 @@ class LlamaServerEngine:
         tail = "\n".join(self.logs(15))
         self._log.append(f"[panel] llama-server exited unexpectedly with code {code}")
         if self._state is EngineState.LOADED:
-            self._set(EngineState.ERROR, model=self._model,
-                      error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}", detail=None)
+            self._set(
+                EngineState.ERROR,
+                model=self._model,
+                error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}",
+                detail=None,
+            )
 
     async def _wait_healthy(self) -> None:
         """Poll /health until ready, under a deadline, failing fast if the child exits."""
@@ -310,7 +383,9 @@ class LlamaServerEngine:
                 tail = "\n".join(self.logs(15))
                 if any(m in tail.lower() for m in PORT_COLLISION_MARKERS):
                     raise _PortCollision(f"port {self._port} was already in use")
-                raise EngineFailure(f"llama-server exited with code {self._proc.returncode} while loading. Last log lines:\n{tail}")
+                raise EngineFailure(
+                    f"llama-server exited with code {self._proc.returncode} while loading. Last log lines:\n{tail}"
+                )
             try:
                 resp = await self._client.get("/health", timeout=2.0)
                 if resp.status_code == 200:

@@ -93,8 +93,9 @@ class EngineManager:
         clean = engine.validate_options(dict(options or {}))
         return LoadRequest(engine=engine_name, model_path=str(path), options=clean)
 
-    async def load(self, engine_name: str, model_path: str, options: dict[str, Any] | None = None,
-                   actor: str = "local") -> dict[str, Any]:
+    async def load(
+        self, engine_name: str, model_path: str, options: dict[str, Any] | None = None, actor: str = "local"
+    ) -> dict[str, Any]:
         """Load a model (replacing the engine's current one). Refuses a second concurrent GPU action."""
         request = self.validate_load(engine_name, model_path, options or {})
         async with self._gpu_action(f"loading {request.model_path} on {engine_name}"):
@@ -158,14 +159,18 @@ class EngineManager:
             return engine
         if model:
             for name, loaded_model in loaded.items():
-                if model in (loaded_model, self.engines[name].status().options.get("alias")) or _same_model(model, loaded_model):
+                if model in (loaded_model, self.engines[name].status().options.get("alias")) or _same_model(
+                    model, loaded_model
+                ):
                     return self.engines[name]
         if len(loaded) == 1:
             return self.engines[next(iter(loaded))]
         if not loaded:
-            raise ConflictError("no model is loaded on any engine; load one from the Engines tab or POST /v1/models/load")
+            raise ConflictError(
+                "no model is loaded on any engine; load one from the Engines tab or POST /v1/models/load"
+            )
         raise BadRequestError(
-            f"several engines are loaded ({', '.join(loaded)}); say which with \"engine\" or a loaded \"model\" name"
+            f'several engines are loaded ({", ".join(loaded)}); say which with "engine" or a loaded "model" name'
         )
 
     def generate(self, engine_name: str | None, request: GenerationRequest) -> tuple[Engine, AsyncIterator[TokenEvent]]:
@@ -178,7 +183,7 @@ class EngineManager:
         for engine in self.engines.values():
             try:
                 await asyncio.wait_for(engine.shutdown(), timeout=self.settings.stop_grace_s + 20)
-            except Exception:  # noqa: BLE001 - shutdown must reach every engine
+            except Exception:
                 log.exception("engine %s did not shut down cleanly", engine.name)
 
     def _record(self, record: LoadRecord) -> None:
@@ -188,7 +193,7 @@ class EngineManager:
         for listener in self.listeners:
             try:
                 listener(action, engine, detail)
-            except Exception:  # noqa: BLE001 - a listener must not break a control action
+            except Exception:
                 log.exception("action listener failed")
 
 
@@ -198,8 +203,9 @@ class GpuHold:
     def __init__(self, manager: EngineManager) -> None:
         self._manager = manager
 
-    async def load(self, engine_name: str, model_path: str, options: dict[str, Any] | None = None,
-                   actor: str = "local") -> dict[str, Any]:
+    async def load(
+        self, engine_name: str, model_path: str, options: dict[str, Any] | None = None, actor: str = "local"
+    ) -> dict[str, Any]:
         request = self._manager.validate_load(engine_name, model_path, options or {})
         return await self._manager._load_held(request, actor)
 

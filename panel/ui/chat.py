@@ -24,35 +24,45 @@ def build_chat(services: Services) -> dict[str, Any]:
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot")
             with gr.Row():
-                prompt = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=6,
-                                    elem_id="chat-input")
+                prompt = gr.Textbox(
+                    placeholder="Type a message and press Enter", show_label=False, scale=6, elem_id="chat-input"
+                )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
                 stop = gr.Button("Stop", scale=1)
             live = gr.Markdown("", elem_id="chat-live", elem_classes="panel-stats")
             clear = gr.Button("Clear conversation", size="sm")
         with gr.Column(scale=1):
-            engine = gr.Dropdown(choices=[ENGINE_AUTO, *manager.engines], value=ENGINE_AUTO, label="Engine",
-                                 elem_id="chat-engine")
+            engine = gr.Dropdown(
+                choices=[ENGINE_AUTO, *manager.engines], value=ENGINE_AUTO, label="Engine", elem_id="chat-engine"
+            )
             system = gr.Textbox(label="System prompt", lines=3, value="You are a helpful assistant.")
             max_tokens = gr.Slider(1, 8192, value=512, step=1, label="Max tokens", elem_id="chat-max-tokens")
             temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
             top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
     history = gr.State([])  # clean role/content messages sent to the engine
 
-    async def on_send_submit(message: str, display: list[dict[str, Any]], clean: list[dict[str, Any]],
-                             engine_name: str, system_prompt: str, max_new: float, temp: float,
-                             topp: float) -> AsyncIterator[tuple[Any, ...]]:
+    async def on_send_submit(
+        message: str,
+        display: list[dict[str, Any]],
+        clean: list[dict[str, Any]],
+        engine_name: str,
+        system_prompt: str,
+        max_new: float,
+        temp: float,
+        topp: float,
+    ) -> AsyncIterator[tuple[Any, ...]]:
         message = (message or "").strip()
         if not message:
             yield display, clean, "", "Type a message first."
             return
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt.strip() else [])
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
         messages += [*clean, {"role": "user", "content": message}]
         display = [*display, {"role": "user", "content": message}]
         start = len(display)  # the assistant turn (reasoning block + answer) occupies display[start:]
         display += _assistant_messages("", "", None)
-        request = GenerationRequest(kind="chat", messages=messages, max_tokens=int(max_new), temperature=temp,
-                                    top_p=topp)
+        request = GenerationRequest(
+            kind="chat", messages=messages, max_tokens=int(max_new), temperature=temp, top_p=topp
+        )
         stats = StreamStats(sent_t=time.perf_counter())
         answer, reasoning, last_paint = "", "", 0.0
         yield display, clean, "", "⏳ waiting for the first token…"
@@ -93,7 +103,9 @@ def build_chat(services: Services) -> dict[str, Any]:
 def chat_notice(loaded: dict[str, str], busy_reason: str | None) -> str:
     """What answers now (engine → model) and, while a benchmark measures, a warning."""
     if loaded:
-        line = "Answering: " + " · ".join(f"**{engine}** {model.rsplit('/', 1)[-1]}" for engine, model in loaded.items())
+        line = "Answering: " + " · ".join(
+            f"**{engine}** {model.rsplit('/', 1)[-1]}" for engine, model in loaded.items()
+        )
     else:
         line = "No model is loaded: load one in the **Engines** tab."
     if busy_reason:
@@ -105,8 +117,7 @@ def _assistant_messages(answer: str, reasoning: str, footer: str | None) -> list
     """The assistant turn as shown: reasoning collapsed in its own block, the answer, stats under it."""
     shown: list[dict[str, Any]] = []
     if reasoning:
-        shown.append({"role": "assistant", "content": reasoning,
-                      "metadata": {"title": "Reasoning", "status": "done"}})
+        shown.append({"role": "assistant", "content": reasoning, "metadata": {"title": "Reasoning", "status": "done"}})
     body = answer if not footer else f"{answer}\n\n<sub class='panel-stats'>{footer}</sub>"
     shown.append({"role": "assistant", "content": body})
     return shown

@@ -29,8 +29,13 @@ def build_engines(services: Services) -> dict[str, Any]:
         with gr.Column(scale=3):
             gr.Markdown("### llama.cpp (GGUF)")
             choices = gguf_choices()
-            model = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Model (GGUF)",
-                                allow_custom_value=True, elem_id="llama-model")
+            model = gr.Dropdown(
+                choices=choices,
+                value=choices[0][1] if choices else None,
+                label="Model (GGUF)",
+                allow_custom_value=True,
+                elem_id="llama-model",
+            )
             refresh = gr.Button("↻ Refresh list", size="sm")
             with gr.Row():
                 ctx_size = gr.Number(value=settings.llama_ctx_size, label="Context size", precision=0)
@@ -44,13 +49,21 @@ def build_engines(services: Services) -> dict[str, Any]:
                 unload_btn = gr.Button("Unload", elem_id="llama-unload")
         with gr.Column(scale=2):
             gr.Markdown("### llama-server log")
-            logs = gr.Textbox(value="\n".join(manager.get("llamacpp").logs(60)), lines=18, max_lines=18,
-                              label="recent lines", autoscroll=True, interactive=False, elem_id="llama-log")
+            logs = gr.Textbox(
+                value="\n".join(manager.get("llamacpp").logs(60)),
+                lines=18,
+                max_lines=18,
+                label="recent lines",
+                autoscroll=True,
+                interactive=False,
+                elem_id="llama-log",
+            )
     build_vllm_section(services)
 
     @requires_role(services, "operator")
-    async def on_load_click(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str,
-                            request: gr.Request) -> str:
+    async def on_load_click(
+        path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, request: gr.Request
+    ) -> str:
         options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
         try:
             state = await manager.load("llamacpp", path or "", options, actor=actor_of(request))
@@ -73,8 +86,11 @@ def build_engines(services: Services) -> dict[str, Any]:
         return gr.update(choices=gguf_choices())
 
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
-        on_load_click, [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args], message,
-        concurrency_limit=None)
+        on_load_click,
+        [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args],
+        message,
+        concurrency_limit=None,
+    )
     unload_btn.click(on_unload_click, outputs=message, concurrency_limit=None)
     refresh.click(on_refresh_click, outputs=model)
     gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)

@@ -51,6 +51,7 @@ def requires_role(services: Services, need: str) -> Callable[[Callable[..., Any]
             return role_allows(current_role(services, bound.arguments.get("request")), need)
 
         if inspect.isasyncgenfunction(fn):
+
             @functools.wraps(fn)
             async def agen(*args: Any, **kwargs: Any) -> Any:
                 if not allowed(args, kwargs):
@@ -58,14 +59,17 @@ def requires_role(services: Services, need: str) -> Callable[[Callable[..., Any]
                     return
                 async for item in fn(*args, **kwargs):
                     yield item
+
             agen.__panel_role__ = need  # type: ignore[attr-defined]  # panel/ui/access.py hides its trigger
             return agen
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def coro(*args: Any, **kwargs: Any) -> Any:
                 if not allowed(args, kwargs):
                     return refusal(need)
                 return await fn(*args, **kwargs)
+
             coro.__panel_role__ = need  # type: ignore[attr-defined]
             return coro
 
@@ -74,6 +78,7 @@ def requires_role(services: Services, need: str) -> Callable[[Callable[..., Any]
             if not allowed(args, kwargs):
                 return refusal(need)
             return fn(*args, **kwargs)
+
         plain.__panel_role__ = need  # type: ignore[attr-defined]
         return plain
 

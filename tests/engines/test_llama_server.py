@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -19,8 +20,9 @@ from panel.engines.unavailable import UnavailableEngine
 
 
 def _manager(settings) -> EngineManager:
-    return EngineManager(settings, {"llamacpp": LlamaServerEngine(settings),
-                                    "vllm": UnavailableEngine("vllm", "not in this test", "hf")})
+    return EngineManager(
+        settings, {"llamacpp": LlamaServerEngine(settings), "vllm": UnavailableEngine("vllm", "not in this test", "hf")}
+    )
 
 
 def _pid_exists(pid: int) -> bool:
@@ -44,11 +46,12 @@ def test_load_generate_unload_stops_the_process_group(settings, embedded_model) 
         pid = state["pid"]
         assert os.getpgid(pid) == pid, "the child leads its own process group"
         engine = manager.get("llamacpp")
-        text, events = await _collect(engine, GenerationRequest(kind="completion", prompt="Once upon", max_tokens=12,
-                                                                ignore_eos=True))
+        text, events = await _collect(
+            engine, GenerationRequest(kind="completion", prompt="Once upon", max_tokens=12, ignore_eos=True)
+        )
         assert text and events[-1].usage.completion_tokens == 12
         assert sum(e.n_tokens for e in events) == 12
-        assert all(b.t >= a.t for a, b in zip(events, events[1:]))
+        assert all(b.t >= a.t for a, b in itertools.pairwise(events))
         assert any("--ctx-size" in line for line in engine.logs())
         await manager.unload("llamacpp")
         assert not _pid_exists(pid)
@@ -80,6 +83,7 @@ def test_corrupt_gguf_fails_fast_with_log_tail_and_next_load_works(settings, emb
     broken = embedded_model.parent / ".test-broken.gguf"
     broken.write_bytes(b"GGUF" + os.urandom(4096))
     try:
+
         async def scenario() -> None:
             manager = _manager(settings)
             started = time.monotonic()
@@ -106,6 +110,7 @@ def test_port_collision_is_retried_on_another_port(settings, embedded_model, mon
     real_free_port = llama_server._free_port
     monkeypatch.setattr(llama_server, "_free_port", lambda: next(ports, None) or real_free_port())
     try:
+
         async def scenario() -> None:
             manager = _manager(settings)
             state = await manager.load("llamacpp", str(embedded_model), {})
@@ -166,8 +171,15 @@ def test_missing_binary_reports_unavailable(settings, tmp_path: Path) -> None:
 
 def test_option_validation_and_argv(settings, embedded_model) -> None:
     engine = LlamaServerEngine(settings)
-    clean = engine.validate_options({"ctx_size": "8192", "parallel": 8, "n_gpu_layers": 0, "flash_attn": "on",
-                                     "extra_args": "--threads 2 --mlock --cache-type-k=q8_0"})
+    clean = engine.validate_options(
+        {
+            "ctx_size": "8192",
+            "parallel": 8,
+            "n_gpu_layers": 0,
+            "flash_attn": "on",
+            "extra_args": "--threads 2 --mlock --cache-type-k=q8_0",
+        }
+    )
     assert clean["ctx_size"] == 8192 and clean["flash_attn"] is True
     argv = engine.build_argv(str(embedded_model), clean, 5555)
     assert argv[argv.index("--port") + 1] == "5555" and argv[argv.index("--n-gpu-layers") + 1] == "0"

@@ -58,8 +58,11 @@ def _open_chat(browser, base_url: str):
 
 
 def test_two_users_chat_at_once_without_queueing(panel_server, browser, embedded_model) -> None:
-    resp = httpx.post(panel_server.base_url + "/v1/models/load", timeout=120,
-                      json={"engine": "llamacpp", "model_path": str(embedded_model), "parallel": 2})
+    resp = httpx.post(
+        panel_server.base_url + "/v1/models/load",
+        timeout=120,
+        json={"engine": "llamacpp", "model_path": str(embedded_model), "parallel": 2},
+    )
     assert resp.status_code == 200, resp.text
     long_page, short_page = _open_chat(browser, panel_server.base_url), _open_chat(browser, panel_server.base_url)
     try:
