@@ -598,10 +598,28 @@ def _sampling_params(request: GenerationRequest, default_max_tokens: int) -> Any
             kwargs[key] = extra[key]
     if extra.get("repeat_penalty") is not None:
         kwargs["repetition_penalty"] = extra["repeat_penalty"]
+    structured = _structured_outputs(extra.get("response_format"))
+    if structured is not None:
+        kwargs["structured_outputs"] = structured
     try:
         return SamplingParams(**kwargs)
     except (ValueError, TypeError) as exc:
         raise BadRequestError(f"invalid sampling parameters: {exc}") from None
+
+
+def _structured_outputs(response_format: Any) -> Any:
+    """OpenAI's response_format as vLLM structured outputs: json_object, or json_schema with its schema."""
+    if not isinstance(response_format, dict) or response_format.get("type") in (None, "text"):
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if kind == "json_schema" and isinstance(schema, dict):
+        return StructuredOutputsParams(json=schema)
+    raise BadRequestError("response_format must be {type: text | json_object | json_schema with a schema}")
 
 
 async def _guarded(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:

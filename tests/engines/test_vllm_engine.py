@@ -263,6 +263,20 @@ def test_sampling_parameters_are_honoured(panel: PanelProcess) -> None:
         model="SmolLM2-135M-Instruct-hf", prompt="1, 2, 3, 4, 5,", max_tokens=30, temperature=0, stop=["8"]
     )
     assert "8" not in counting.choices[0].text and counting.choices[0].finish_reason == "stop"
+    schema = {
+        "type": "object",
+        "properties": {"verdict": {"enum": ["PASS", "FAIL"]}},
+        "required": ["verdict"],
+        "additionalProperties": False,
+    }
+    judged = oa.chat.completions.create(
+        model="SmolLM2-135M-Instruct-hf",
+        max_tokens=40,
+        temperature=0,
+        messages=[{"role": "user", "content": "Is the sky green? Answer as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}},
+    )
+    assert json.loads(judged.choices[0].message.content)["verdict"] in {"PASS", "FAIL"}
 
 
 @pytest.mark.vllm
