@@ -16,6 +16,7 @@ from panel.bench.api import install_bench
 from panel.engines import default_engines
 from panel.engines.base import Engine, PanelError
 from panel.engines.manager import EngineManager
+from panel.hub_api import install_models
 from panel.services import Services
 from panel.settings import Settings
 
@@ -60,15 +61,6 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
 
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
     return app
-
-
-def install_models(app: FastAPI, services: Services) -> None:
-    from panel import hub_api
-    from panel.hub import DownloadManager, hub_config
-
-    audit = services.extra.get("audit")
-    services.extra["downloads"] = DownloadManager(hub_config(services.settings, audit.record if audit else None))
-    app.include_router(hub_api.router)
 
 
 async def autoload_default(services: Services) -> None:

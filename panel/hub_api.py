@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from panel import library
+from panel.api import actor_of
 from panel.auth import require_api_role
 from panel.hub import DownloadManager
 from panel.services import Services
@@ -36,20 +37,15 @@ def _downloads(request: Request) -> DownloadManager:
     return _services(request).extra["downloads"]
 
 
-def _actor(request: Request) -> str:
-    user = getattr(request.state, "user", None)
-    if user is not None:
-        return str(getattr(user, "name", user))
-    return request.client.host if request.client else "local"
-
-
 # --- downloads --------------------------------------------------------------------------
 
 
 @router.post("/v1/models/download", status_code=202, dependencies=[Depends(require_api_role("operator"))])
 def start_download(body: DownloadBody, request: Request) -> dict[str, Any]:
     include = [body.include] if isinstance(body.include, str) else body.include
-    job = _downloads(request).start(body.repo_id, body.revision, include, body.token, body.name, actor=_actor(request))
+    job = _downloads(request).start(
+        body.repo_id, body.revision, include, body.token, body.name, actor=actor_of(request)
+    )
     return job.to_json()
 
 
@@ -94,5 +90,14 @@ def list_library(request: Request) -> dict[str, Any]:
 
 @router.delete("/v1/library/{path:path}", dependencies=[Depends(require_api_role("admin"))])
 def delete_from_library(path: str, request: Request) -> JSONResponse:
-    removed = library.delete_for(_services(request), path, actor=_actor(request))
+    removed = library.delete_for(_services(request), path, actor=actor_of(request))
     return JSONResponse({"status": "deleted", "removed": removed})
+
+
+def install_models(app: FastAPI, services: Services) -> None:
+    """Hugging Face downloads (Services.extra["downloads"]) and the library routes on the app."""
+    from panel.hub import hub_config
+
+    audit = services.extra.get("audit")
+    services.extra["downloads"] = DownloadManager(hub_config(services.settings, audit.record if audit else None))
+    app.include_router(router)

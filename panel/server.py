@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from panel.settings import Settings
 
@@ -51,7 +52,7 @@ def _open_share_link(settings: Settings) -> None:
         url = networking.setup_tunnel(
             local_host="127.0.0.1",
             local_port=settings.port,
-            share_token=__import__("secrets").token_urlsafe(32),
+            share_token=secrets.token_urlsafe(32),
             share_server_address=None,
             share_server_tls_certificate=None,
         )

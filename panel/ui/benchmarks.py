@@ -12,7 +12,7 @@ from panel.bench.runner import BenchForm, BenchmarkRunner, RunState
 from panel.bench.suites import SUITES
 from panel.engines.base import PanelError
 from panel.services import Services
-from panel.ui.guard import requires_role
+from panel.ui.guard import actor_of, requires_role
 
 PROGRESS_POLL_S = 1.0
 ENGINE_AUTO = "loaded engine"
@@ -92,7 +92,7 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         eng, *rest = values
         form = BenchForm(None if eng == ENGINE_AUTO else eng, *rest, targets=target_text)
         try:
-            state = runner.start_form(suites, form, actor=_actor(request))
+            state = runner.start_form(suites, form, actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"▶️ started benchmark **{state.id}** ({', '.join(SUITE_LABELS[s] for s in state.plan.suites)})"
@@ -203,7 +203,3 @@ def _state_markdown(state: RunState) -> str:
             "<details><summary>log</summary>\n\n" + "\n".join(f"    {m}" for m in state.messages[-15:]) + "\n</details>"
         )
     return "\n\n".join(lines)
-
-
-def _actor(request: gr.Request | None) -> str:
-    return str(getattr(request, "username", None) or "ui")

@@ -10,7 +10,7 @@ from panel import library
 from panel.engines.base import PanelError
 from panel.services import Services
 from panel.ui.common import status_markdown
-from panel.ui.guard import requires_role
+from panel.ui.guard import actor_of, requires_role
 from panel.ui.vllm_section import build_vllm_section
 
 STATUS_POLL_S = 1.5
@@ -95,8 +95,3 @@ def build_engines(services: Services) -> dict[str, Any]:
     refresh.click(on_refresh_click, outputs=model)
     gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)
     return {"status": status_md, "message": message, "model": model}
-
-
-def actor_of(request: gr.Request | None) -> str:
-    """Who acts, for the audit log: the logged-in user, else 'ui'."""
-    return getattr(request, "username", None) or "ui"

@@ -34,6 +34,11 @@ def current_role(services: Services, request: Any) -> str | None:
     return auth.role_of(username) if username else None
 
 
+def actor_of(request: Any) -> str:
+    """Who acts, for the audit log: the logged-in user, else 'ui'."""
+    return str(getattr(request, "username", None) or "ui")
+
+
 def refusal(need: str) -> str:
     return f"❌ not allowed: this action needs the {need} role"
 

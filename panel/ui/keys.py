@@ -11,7 +11,7 @@ from panel.audit import AuditLog
 from panel.auth import ROLES, ApiKey, Auth
 from panel.engines.base import PanelError
 from panel.services import Services
-from panel.ui.guard import requires_role
+from panel.ui.guard import actor_of, requires_role
 
 AUDIT_ROWS = 50
 
@@ -37,7 +37,7 @@ def build_admin(services: Services) -> dict[str, Any]:
     @requires_role(services, "admin")
     def on_create_click(key_name: str, key_role: str, request: gr.Request) -> str:
         try:
-            key, token = auth.create_key((key_name or "").strip(), key_role, actor=_actor(request))
+            key, token = auth.create_key((key_name or "").strip(), key_role, actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"✅ key **{key.id}** ({key.name}, {key.role}) — copy it now, it is not shown again:\n\n`{token}`"
@@ -45,7 +45,7 @@ def build_admin(services: Services) -> dict[str, Any]:
     @requires_role(services, "admin")
     def on_revoke_click(ident: str, request: gr.Request) -> str:
         try:
-            key = auth.revoke_key((ident or "").strip(), actor=_actor(request))
+            key = auth.revoke_key((ident or "").strip(), actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"key {key.id} ({key.name}) revoked"
@@ -66,10 +66,6 @@ def build_admin(services: Services) -> dict[str, Any]:
     )
     list_btn.click(on_keys_refresh, None, keys_md).then(on_audit_refresh, None, audit_md)
     return {"keys": keys_md, "audit": audit_md, "message": message, "refresh": list_btn}
-
-
-def _actor(request: gr.Request | None) -> str:
-    return getattr(request, "username", None) or "ui"
 
 
 def format_keys(keys: list[ApiKey]) -> str:

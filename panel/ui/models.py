@@ -12,7 +12,7 @@ from panel import library
 from panel.engines.base import PanelError
 from panel.hub import DownloadManager, RepoListing, human_bytes, human_eta
 from panel.services import Services
-from panel.ui.guard import requires_role
+from panel.ui.guard import actor_of, requires_role
 
 PROGRESS_POLL_S = 1.0
 JOBS_SHOWN = 5
@@ -81,7 +81,7 @@ def build_models(services: Services) -> dict[str, Any]:
     def on_download_click(repo_id: str, rev: str, tok: str, files: str | None, folder: str, request: gr.Request) -> str:
         include = None if not files or files == ALL_FILES else files.split("\n")
         try:
-            job = downloads.start(repo_id, rev, include, tok, folder or None, actor=_actor(request))
+            job = downloads.start(repo_id, rev, include, tok, folder or None, actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"⬇️ downloading **{job.repo_id}** into `models/{job.name}/` ({len(job.files)} files)"
@@ -116,7 +116,7 @@ def build_models(services: Services) -> dict[str, Any]:
     @requires_role(services, "admin")
     def on_confirm_click(path: str | None, request: gr.Request) -> str:
         try:
-            removed = library.delete_for(services, path or "", actor=_actor(request))
+            removed = library.delete_for(services, path or "", actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return "🗑 deleted " + ", ".join(f"`{p}`" for p in removed)
@@ -216,7 +216,3 @@ def progress_markdown(downloads: DownloadManager) -> str:
         table = "\n| file | status | done | speed | ETA |\n|---|---|---|---|---|\n" + "\n".join(rows)
         parts.append(line + ("\n" + table if job.active or s["status"] != "done" else ""))
     return "\n\n".join(parts)
-
-
-def _actor(request: gr.Request | None) -> str:
-    return getattr(request, "username", None) or "ui"

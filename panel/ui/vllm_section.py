@@ -13,7 +13,7 @@ from panel.engines.base import PanelError
 from panel.engines.vllm_engine import DTYPES, KV_CACHE_DTYPES
 from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
-from panel.ui.guard import requires_role
+from panel.ui.guard import actor_of, requires_role
 
 POLL_S = 1.5
 LOG_LINES = 60
@@ -146,7 +146,7 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     ) -> str:
         options = load_options(dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust)
         try:
-            state = await manager.load("vllm", path or "", options, actor=_actor(request))
+            state = await manager.load("vllm", path or "", options, actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"✅ loaded **{Path(state['model']).name}** on vLLM"
@@ -154,7 +154,7 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     @requires_role(services, "operator")
     async def on_vllm_unload_click(request: gr.Request) -> str:
         try:
-            await manager.unload("vllm", actor=_actor(request))
+            await manager.unload("vllm", actor=actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return "vLLM unloaded and its memory freed"
@@ -175,7 +175,3 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     refresh.click(on_vllm_refresh_click, outputs=model)
     gr.Timer(POLL_S).tick(on_vllm_timer_tick, outputs=[progress, logs], show_progress="hidden", queue=False)
     return {"model": model, "progress": progress, "message": message, "log": logs}
-
-
-def _actor(request: gr.Request | None) -> str:
-    return getattr(request, "username", None) or "ui"
