@@ -73,6 +73,36 @@ class PanelProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def wait_for_health(base_url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
+    """Poll /health until it answers 200; fail with the log's tail if the process exits or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{_tail(log_path)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(base_url + "/health", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{base_url}/health did not answer in {timeout_s:.0f} s:\n{_tail(log_path)}")
+        time.sleep(0.3)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, wait, then SIGKILL it: the server and any children it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:] if log_path.exists() else "(no log)"
+
+
 @contextlib.contextmanager
 def run_panel(
     tmp: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None
@@ -110,28 +140,10 @@ def run_panel(
         )
     panel = PanelProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"panel exited with {proc.returncode}:\n{panel.log()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(panel.base_url + "/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"panel did not answer /health in {SERVER_START_TIMEOUT_S} s:\n{panel.log()[-3000:]}"
-                )
-            time.sleep(0.3)
+        wait_for_health(panel.base_url, proc, log_path, SERVER_START_TIMEOUT_S)
         yield panel
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)
 
 
 @pytest.fixture(scope="module")

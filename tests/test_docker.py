@@ -3,14 +3,11 @@ and the container's entry script run for real (folders, embedded model, sub-comm
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +15,7 @@ import pytest
 import yaml
 
 from panel.settings import REPO_ROOT
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process_group, wait_for_health
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -163,25 +160,12 @@ def test_entrypoint_serves_on_all_interfaces_with_users(tmp_path: Path, llama_se
     )
     base = f"http://127.0.0.1:{env['PANEL_PORT']}"
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_for_health(base, proc, tmp_path / "serve.log", 150)
         assert httpx.get(base + "/v1/status", timeout=10).status_code == 401
         text = (tmp_path / "serve.log").read_text()
         assert "sign-in required" in text and "0.0.0.0" in text
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)
         log.close()
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
+
+from panel.engines.base import PanelError
+from panel.engines.manager import EngineManager
 
 
 def status_markdown(status: dict[str, dict[str, Any]]) -> str:
@@ -21,3 +25,25 @@ def status_markdown(status: dict[str, dict[str, Any]]) -> str:
         rows.append("")
         rows += [f"> ⚠️ {e.splitlines()[0]}" for e in errors]
     return "\n".join(rows)
+
+
+ENGINE_LABELS = {"llamacpp": "llama.cpp", "vllm": "vLLM"}
+
+
+async def load_message(
+    manager: EngineManager, engine: str, path: str | None, options: dict[str, Any], actor: str
+) -> str:
+    """Load through the manager and say how it went, as a line for the UI."""
+    try:
+        state = await manager.load(engine, path or "", options, actor=actor)
+    except PanelError as exc:
+        return f"❌ {exc.message}"
+    return f"✅ loaded **{Path(state['model']).name}** on {ENGINE_LABELS.get(engine, engine)}"
+
+
+async def unload_message(manager: EngineManager, engine: str, actor: str) -> str:
+    try:
+        await manager.unload(engine, actor=actor)
+    except PanelError as exc:
+        return f"❌ {exc.message}"
+    return f"{ENGINE_LABELS.get(engine, engine)} unloaded and its memory freed"

@@ -7,9 +7,8 @@ from typing import Any
 import gradio as gr
 
 from panel import library
-from panel.engines.base import PanelError
 from panel.services import Services
-from panel.ui.common import status_markdown
+from panel.ui.common import load_message, status_markdown, unload_message
 from panel.ui.guard import actor_of, requires_role
 from panel.ui.vllm_section import build_vllm_section
 
@@ -65,19 +64,11 @@ def build_engines(services: Services) -> dict[str, Any]:
         path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, request: gr.Request
     ) -> str:
         options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
-        try:
-            state = await manager.load("llamacpp", path or "", options, actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
-        return f"✅ loaded **{state['model'].rsplit('/', 1)[-1]}** on llama.cpp"
+        return await load_message(manager, "llamacpp", path, options, actor_of(request))
 
     @requires_role(services, "operator")
     async def on_unload_click(request: gr.Request) -> str:
-        try:
-            await manager.unload("llamacpp", actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
-        return "llama.cpp unloaded"
+        return await unload_message(manager, "llamacpp", actor_of(request))
 
     def on_timer_tick() -> tuple[str, str]:
         return status_markdown(manager.status()), "\n".join(manager.get("llamacpp").logs(60))

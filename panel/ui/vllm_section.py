@@ -9,10 +9,10 @@ from typing import Any
 import gradio as gr
 
 from panel import library
-from panel.engines.base import PanelError
 from panel.engines.vllm_engine import DTYPES, KV_CACHE_DTYPES
 from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
+from panel.ui.common import load_message, unload_message
 from panel.ui.guard import actor_of, requires_role
 
 POLL_S = 1.5
@@ -145,19 +145,11 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
         request: gr.Request,
     ) -> str:
         options = load_options(dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust)
-        try:
-            state = await manager.load("vllm", path or "", options, actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
-        return f"✅ loaded **{Path(state['model']).name}** on vLLM"
+        return await load_message(manager, "vllm", path, options, actor_of(request))
 
     @requires_role(services, "operator")
     async def on_vllm_unload_click(request: gr.Request) -> str:
-        try:
-            await manager.unload("vllm", actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
-        return "vLLM unloaded and its memory freed"
+        return await unload_message(manager, "vllm", actor_of(request))
 
     def on_vllm_timer_tick() -> tuple[str, str]:
         return progress_markdown(engine.status().to_json()), "\n".join(engine.logs(LOG_LINES))

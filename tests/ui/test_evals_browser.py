@@ -9,10 +9,8 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import httpx
 import pytest
 
 from panel.settings import REPO_ROOT
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_process_group, wait_for_health
 
 pytestmark = pytest.mark.browser
 
@@ -58,23 +56,10 @@ def eval_ui(tmp: Path, llama_server_bin: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp / "ui.log").read_text(errors="replace")[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "evaluation UI did not start"
-            time.sleep(0.3)
+        wait_for_health(base, proc, tmp / "ui.log", 120)
         yield base
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc)
         log.close()
 
 
