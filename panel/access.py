@@ -39,7 +39,7 @@ def install_access(app: FastAPI, services: Services) -> None:
         services.extra["auth"] = auth  # panel/ui/guard.py: no "auth" entry means everyone is admin
     services.extra["auth_store"] = auth  # keys can be listed/made even before users exist (CLI, tests)
     services.manager.listeners += [audit.on_manager_action, panel_metrics.on_manager_action]
-    app.state.observe_generation = panel_metrics.observe_generation
+    services.gateway.observers.append(panel_metrics.observe_outcome)
     limits = limits_from(services)
     slots = GenerationSlots(limits.max_concurrent_per_user)
     services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it

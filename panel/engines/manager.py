@@ -16,10 +16,8 @@ from panel.engines.base import (
     Engine,
     EngineState,
     EngineUnavailableError,
-    GenerationRequest,
     LoadRequest,
     NotFoundError,
-    TokenEvent,
 )
 from panel.model_paths import resolve_model_path
 from panel.settings import Settings
@@ -54,6 +52,7 @@ class EngineManager:
         self._exclusive_reason: str | None = None
         self.load_history: list[LoadRecord] = []
         self.listeners: list[ActionListener] = []
+        self.in_flight: dict[str, int] = {}  # API calls being answered, per engine
 
     # --- state ------------------------------------------------------------------------
 
@@ -173,9 +172,18 @@ class EngineManager:
             f'several engines are loaded ({", ".join(loaded)}); say which with "engine" or a loaded "model" name'
         )
 
-    def generate(self, engine_name: str | None, request: GenerationRequest) -> tuple[Engine, AsyncIterator[TokenEvent]]:
-        engine = self.route(engine_name, request.model)
-        return engine, engine.generate(request)
+    def begin_call(self, engine_name: str) -> Callable[[], None]:
+        """Count one API call in flight on an engine; the returned function ends it (once)."""
+        self.in_flight[engine_name] = self.in_flight.get(engine_name, 0) + 1
+        done = False
+
+        def end() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self.in_flight[engine_name] -= 1
+
+        return end
 
     # --- lifecycle --------------------------------------------------------------------
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from panel.engines.base import (
     EngineState,
     EngineStatus,
     EngineUnavailableError,
-    GenerationRequest,
+    EngineCall,
+    EngineReply,
     LoadRequest,
-    TokenEvent,
 )
 from panel.settings import Settings
 
@@ -40,9 +39,11 @@ class UnavailableEngine:
     async def unload(self) -> None:
         return None
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+    def served_name(self) -> str | None:
+        return None
+
+    async def open(self, call: EngineCall) -> EngineReply:
         raise EngineUnavailableError(f"{self.name} is unavailable: {self.reason}")
-        yield  # pragma: no cover - makes this an async generator
 
     async def shutdown(self) -> None:
         return None

@@ -16,33 +16,37 @@ import os
 import re
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from panel.engines.base import (
     BadRequestError,
     ConflictError,
+    EngineCall,
     EngineFailure,
+    EngineReply,
     EngineState,
     EngineStatus,
-    GenerationRequest,
+    EngineUnavailableError,
     LoadRequest,
-    TokenEvent,
-    Usage,
+)
+from panel.engines.llama_args import split_args
+from panel.engines.vllm_serving import (
+    ServeArgsError,
+    ServingApp,
+    build_serving_app,
+    parse_serve_args,
+    version_problem,
 )
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
-KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
-MISTRAL_MODES = ("auto", "mistral", "hf", "slow", "custom")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-DEFAULT_CPU_KVCACHE_GIB = "2"
+OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 SHUTDOWN_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 10.0
+DEFAULT_CPU_KVCACHE_GIB = "2"
 LOG_POLL_S = 0.25
 
 # vLLM log lines (INFO, lower-cased) → the load phase shown in the UI, in the order they happen.
@@ -74,90 +78,27 @@ def vllm_missing_reason() -> str | None:
 # --- options -------------------------------------------------------------------------------
 
 
-def _number(
-    options: dict[str, Any], key: str, default: float | None, low: float, high: float, whole: bool
-) -> float | int | None:
-    raw = options.get(key, default)
-    if raw is None or raw == "":
-        return default
-    try:
-        if isinstance(raw, bool):
-            raise ValueError
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise BadRequestError(f"{key} must be a number, got {raw!r}") from None
-    if whole and value != int(value):
-        raise BadRequestError(f"{key} must be a whole number, got {raw!r}")
-    if not low <= value <= high:
-        raise BadRequestError(f"{key} must be between {low:g} and {high:g}, got {value:g}")
-    return int(value) if whole else value
-
-
-def _flag(options: dict[str, Any], key: str, default: bool | None) -> bool | None:
-    raw = options.get(key, default)
-    if raw is None or raw == "" or isinstance(raw, bool):
-        return default if raw in (None, "") else raw
-    if isinstance(raw, str) and raw.lower() in {"true", "false", "1", "0", "on", "off"}:
-        return raw.lower() in {"true", "1", "on"}
-    raise BadRequestError(f"{key} must be true or false, got {raw!r}")
-
-
-def _choice(options: dict[str, Any], key: str, default: str | None, allowed: tuple[str, ...]) -> str | None:
-    raw = options.get(key, default)
-    if raw is None or raw == "":
-        return default
-    if not isinstance(raw, str) or raw not in allowed:
-        raise BadRequestError(f"{key} must be one of {', '.join(allowed)}; got {raw!r}")
-    return raw
-
-
-def _name(options: dict[str, Any], key: str) -> str | None:
-    """A free-form name passed through to vLLM (quantization method): checked for shape, not value."""
-    raw = options.get(key)
-    if raw in (None, "", "auto", "none"):
-        return None
-    if not isinstance(raw, str) or not NAME_PATTERN.match(raw):
-        raise BadRequestError(f"{key} must be a method name such as fp8, mxfp4, awq; got {raw!r}")
-    return raw
-
-
 def clean_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Validate vLLM load options; None means 'let vLLM (or the platform) decide'."""
-    known = {
-        "dtype",
-        "gpu_memory_utilization",
-        "max_model_len",
-        "quantization",
-        "enforce_eager",
-        "enable_prefix_caching",
-        "kv_cache_dtype",
-        "max_num_seqs",
-        "trust_remote_code",
-        "tokenizer_mode",
-        "config_format",
-        "load_format",
-        "alias",
-    }
-    unknown = set(options) - known
-    if unknown:
-        raise BadRequestError(
-            f"unknown vllm option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-        )
-    clean: dict[str, Any] = {
-        "dtype": _choice(options, "dtype", "bfloat16", DTYPES),
-        "gpu_memory_utilization": _number(options, "gpu_memory_utilization", 0.9, 0.05, 1.0, whole=False),
-        "max_model_len": _number(options, "max_model_len", 8192, 16, 10_000_000, whole=True),
-        "quantization": _name(options, "quantization"),
-        "enforce_eager": _flag(options, "enforce_eager", None),
-        "enable_prefix_caching": _flag(options, "enable_prefix_caching", None),
-        "kv_cache_dtype": _choice(options, "kv_cache_dtype", "auto", KV_CACHE_DTYPES),
-        "max_num_seqs": _number(options, "max_num_seqs", None, 1, 65_536, whole=True),
-        "trust_remote_code": bool(_flag(options, "trust_remote_code", False)),
-    }
-    for key in ("tokenizer_mode", "config_format", "load_format"):
-        clean[key] = _choice(options, key, None, (*MISTRAL_MODES, "safetensors", "pt"))
-    if options.get("alias"):
-        clean["alias"] = str(options["alias"])[:200]
+    """The shape of vLLM load options: `vllm serve` argument names (dest spelling: max_model_len) with plain
+    values, `extra_args` (argv, a list or one string) and `alias`. What the values mean is checked by vLLM's own
+    argument parser at load (panel/engines/vllm_serving.py), before the loaded model is touched."""
+    clean: dict[str, Any] = {}
+    for key, value in options.items():
+        if not isinstance(key, str) or not OPTION_KEY.match(key):
+            raise BadRequestError(f"vLLM option names are `vllm serve` arguments such as max_model_len; got {key!r}")
+        if key == "extra_args":
+            clean[key] = split_args(value)
+        elif key == "alias":
+            if value not in (None, ""):
+                if not isinstance(value, str) or not value.strip():
+                    raise BadRequestError("alias must be a name")
+                clean[key] = value.strip()[:200]
+        elif value is None or value == "":
+            continue
+        elif isinstance(value, (str, int, float, bool, list, dict)):
+            clean[key] = value
+        else:
+            raise BadRequestError(f"vLLM option {key} must be a string, number, true/false, list or object")
     return clean
 
 
@@ -168,74 +109,12 @@ def is_mistral_format(folder: Path) -> bool:
     return not (folder / "config.json").is_file() or any(folder.glob("consolidated*.safetensors"))
 
 
-def engine_kwargs(model_path: str, options: dict[str, Any], on_cpu: bool) -> dict[str, Any]:
-    """AsyncEngineArgs keyword arguments for a validated load (pure: no vLLM import)."""
-    kwargs: dict[str, Any] = {
-        "model": model_path,
-        "dtype": options["dtype"],
-        "gpu_memory_utilization": options["gpu_memory_utilization"],
-        "max_model_len": options["max_model_len"],
-        "kv_cache_dtype": options["kv_cache_dtype"],
-        "trust_remote_code": options["trust_remote_code"],
-        "enforce_eager": on_cpu if options["enforce_eager"] is None else options["enforce_eager"],
-        "disable_log_stats": True,
-    }
-    if options.get("alias"):
-        kwargs["served_model_name"] = options["alias"]
-    for key in ("quantization", "enable_prefix_caching", "max_num_seqs"):
-        if options.get(key) is not None:
-            kwargs[key] = options[key]
-    mistral = is_mistral_format(Path(model_path))
-    for key in ("tokenizer_mode", "config_format", "load_format"):
-        value = options.get(key) or ("mistral" if mistral else None)
-        if value is not None:
-            kwargs[key] = value
-    return kwargs
-
-
-# --- reasoning ------------------------------------------------------------------------------
-
-
-@dataclass
-class ThinkSplitter:
-    """Split a stream into answer and reasoning at <think>…</think>, tags possibly cut across deltas."""
-
-    open_tag: str = "<think>"
-    close_tag: str = "</think>"
-    inside: bool = False
-    pending: str = ""
-
-    def feed(self, text: str) -> tuple[str, str]:
-        answer: list[str] = []
-        reasoning: list[str] = []
-        buf = self.pending + text
-        self.pending = ""
-        while buf:
-            tag = self.close_tag if self.inside else self.open_tag
-            out = reasoning if self.inside else answer
-            at = buf.find(tag)
-            if at >= 0:
-                out.append(buf[:at])
-                buf = buf[at + len(tag) :]
-                self.inside = not self.inside
-                continue
-            keep = _partial_suffix(buf, tag)
-            out.append(buf[: len(buf) - keep])
-            self.pending = buf[len(buf) - keep :]
-            break
-        return "".join(answer), "".join(reasoning)
-
-    def flush(self) -> tuple[str, str]:
-        rest, self.pending = self.pending, ""
-        return ("", rest) if self.inside else (rest, "")
-
-
-def _partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that is a start of `tag` (it may complete in the next delta)."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:n]):
-            return n
-    return 0
+def mistral_options(model_path: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Mistral-format folders load with vLLM's mistral tokenizer, config and weights unless told otherwise."""
+    if not is_mistral_format(Path(model_path)):
+        return options
+    auto = {k: "mistral" for k in ("tokenizer_mode", "config_format", "load_format") if k not in options}
+    return {**options, **auto}
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -271,10 +150,9 @@ def release_memory() -> None:
 
 @dataclass
 class _Loaded:
-    llm: Any
-    tokenizer: Any
-    started_think: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    llm: Any  # the AsyncLLM
+    serving: ServingApp  # vLLM's own OpenAI server over it
+    served_name: str
 
 
 class VllmEngine:
@@ -343,6 +221,8 @@ class VllmEngine:
             raise EngineFailure(self._missing)
         if self._state is EngineState.LOADING:
             raise ConflictError("vllm is already loading a model")
+        # vLLM's own parser checks the arguments before the loaded model is touched: a typo keeps it serving
+        args = await self._parse_args(request)
         await self._free()
         self._set(EngineState.LOADING, model=request.model_path, error=None, detail="importing vLLM")
         self._options = dict(request.options)
@@ -351,7 +231,7 @@ class VllmEngine:
         log_file = self._new_log_file()
         self._tail = asyncio.create_task(self._tail_log(log_file))
         try:
-            self._loaded = await self._start(request, log_file)
+            self._loaded = await self._start(args, log_file)
         except BaseException as exc:
             await self._stop_tail()
             message = self._failure_message(exc)
@@ -374,16 +254,51 @@ class VllmEngine:
         await self._free()
         self._worker.shutdown(wait=False, cancel_futures=True)
 
+    # --- the engine's own API ---------------------------------------------------------
+
+    def served_name(self) -> str | None:
+        loaded = self._loaded
+        return loaded.served_name if loaded is not None and self._state is EngineState.LOADED else None
+
+    async def open(self, call: EngineCall) -> EngineReply:
+        loaded = self._loaded
+        if self._state is not EngineState.LOADED or loaded is None:
+            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        return await loaded.serving.open(call.path, call.method, call.body)
+
     # --- loading ----------------------------------------------------------------------
 
-    async def _start(self, request: LoadRequest, log_file: Path) -> _Loaded:
-        """Build the AsyncLLM in a worker thread (it blocks for the whole load) under the load deadline.
+    async def _parse_args(self, request: LoadRequest) -> Any:
+        """`vllm serve`'s Namespace for this load, from vLLM's own parser (in the worker: it imports vLLM)."""
+        options = dict(mistral_options(request.model_path, request.options))
+        extra = list(options.pop("extra_args", []))
+        served = options.pop("alias", None) or Path(request.model_path).name
+
+        def parse() -> Any:
+            on_cpu = _prepare_environment()
+            import vllm
+
+            problem = version_problem(getattr(vllm, "__version__", "0"))
+            if problem:
+                raise EngineUnavailableError(problem)
+            roots = self.settings.all_model_roots
+            return parse_serve_args(request.model_path, options, extra, served, on_cpu, roots)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._worker, parse)
+        except ServeArgsError as exc:
+            raise BadRequestError(f"vLLM refused the arguments: {exc}") from None
+
+    async def _start(self, args: Any, log_file: Path) -> _Loaded:
+        """Build the AsyncLLM in a worker thread (it blocks for the whole load), then vLLM's OpenAI server over
+        it, all under the load deadline.
 
         The engine comes back in `box`, not as the thread's return value: the executor's future and the
         worker's frame (which an import inside the load keeps alive) would otherwise hold it after unload.
         """
         box: list[Any] = []
-        future = asyncio.get_running_loop().run_in_executor(self._worker, self._build_llm, request, log_file, box)
+        deadline = time.monotonic() + self.settings.load_timeout_s
+        future = asyncio.get_running_loop().run_in_executor(self._worker, self._build_llm, args, log_file, box)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=self.settings.load_timeout_s)
         except asyncio.TimeoutError:
@@ -393,25 +308,39 @@ class VllmEngine:
             future.add_done_callback(functools.partial(_shutdown_late_llm, box))
             raise
         llm = box.pop()
-        return _Loaded(llm=llm, tokenizer=llm.get_tokenizer())
+        self._detail = "starting vLLM's OpenAI server"
+        try:
+            left = max(deadline - time.monotonic(), 10.0)
+            app = await asyncio.wait_for(build_serving_app(llm, args), timeout=left)
+        except BaseException:
+            await _stop_output_handler(llm)
+            await asyncio.get_running_loop().run_in_executor(self._worker, _shutdown_llm, llm)
+            raise
+        serving = ServingApp(app, timeout_s=self.settings.request_timeout_s)
+        return _Loaded(llm=llm, serving=serving, served_name=str(args.served_model_name[0]))
 
-    def _build_llm(self, request: LoadRequest, log_file: Path, box: list[Any]) -> None:
-        on_cpu = _prepare_environment()
+    def _build_llm(self, args: Any, log_file: Path, box: list[Any]) -> None:
         from vllm.config.logging import LoggingConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        kwargs = engine_kwargs(request.model_path, request.options, on_cpu)
-        self._log.append("[panel] AsyncEngineArgs(" + ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) + ")")
-        self._detail = "reading the model config"
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        self._log.append(f"[panel] vllm serve {engine_args.model} (args parsed by vLLM's own parser)")
         config_path = self._logging_config(log_file)
-        args = AsyncEngineArgs(**kwargs, logging_config=LoggingConfig(pylogging_config_file=str(config_path)))
+        engine_args.logging_config = LoggingConfig(pylogging_config_file=str(config_path))
+        self._detail = "reading the model config"
         try:
-            vllm_config = args.create_engine_config()
+            vllm_config = engine_args.create_engine_config()
         except (ValueError, TypeError, OSError) as exc:  # pydantic's ValidationError is a ValueError
             raise UnsupportedModelError(short_vllm_error(exc)) from None
         self._detail = "starting the engine core"
-        box.append(AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True))
+        box.append(
+            AsyncLLM.from_vllm_config(
+                vllm_config,
+                disable_log_stats=engine_args.disable_log_stats,
+                enable_log_requests=getattr(engine_args, "enable_log_requests", False),
+            )
+        )
 
     def _new_log_file(self) -> Path:
         """A fresh file for this load's vLLM log; the previous load's files are removed."""
@@ -494,12 +423,16 @@ class VllmEngine:
         if loaded is None:
             await self._stop_tail()
             return
+        self._detail = "ending requests in flight"
+        await loaded.serving.drain(timeout_s=DRAIN_TIMEOUT_S)
         self._detail = "shutting down"
         before = tree_rss_mib()
-        await _stop_output_handler(loaded.llm)
+        llm = loaded.llm
+        del loaded  # vLLM's app and its state hold the engine too: drop them before shutting it down
+        await _stop_output_handler(llm)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._worker, _shutdown_llm, loaded.llm)
-        del loaded
+        await loop.run_in_executor(self._worker, _shutdown_llm, llm)
+        del llm
         await loop.run_in_executor(self._worker, release_memory)
         await self._stop_tail()
         self._log.append(f"[panel] vLLM shut down; process tree RSS {before:.0f} → {tree_rss_mib():.0f} MiB")
@@ -507,58 +440,6 @@ class VllmEngine:
     def _set(self, state: EngineState, *, model: str | None, error: str | None, detail: str | None) -> None:
         self._state, self._model, self._error, self._detail = state, model, error, detail
         self._since = time.time()
-
-    # --- generation -------------------------------------------------------------------
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        loaded = self._loaded
-        if self._state is not EngineState.LOADED or loaded is None:
-            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
-        prompt_ids, thinking = self._prompt(loaded, request)
-        room = int(self._options.get("max_model_len") or 0) - len(prompt_ids)
-        params = _sampling_params(request, default_max_tokens=max(room, 1))
-        splitter = ThinkSplitter(inside=thinking)
-        request_id = "panel-" + uuid.uuid4().hex
-        stream = loaded.llm.generate({"prompt_token_ids": prompt_ids}, params, request_id)
-        completion_tokens, finish, cached = 0, None, None
-        try:
-            async for out in _guarded(stream):
-                now = time.perf_counter()
-                choice = out.outputs[0]
-                n_new = len(choice.token_ids)
-                completion_tokens += n_new
-                answer, reasoning = splitter.feed(choice.text)
-                if answer or reasoning or n_new:
-                    yield TokenEvent(t=now, text=answer, reasoning=reasoning, n_tokens=n_new)
-                if out.finished:
-                    finish, cached = choice.finish_reason or "stop", out.num_cached_tokens
-        finally:
-            await stream.aclose()
-        answer, reasoning = splitter.flush()
-        if answer or reasoning:
-            yield TokenEvent(t=time.perf_counter(), text=answer, reasoning=reasoning)
-        usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens, cached_tokens=cached)
-        yield TokenEvent(t=time.perf_counter(), finish_reason=finish or "stop", usage=usage)
-
-    def _prompt(self, loaded: _Loaded, request: GenerationRequest) -> tuple[list[int], bool]:
-        """Token ids of the prompt (chat template applied for chat) and whether it opens a <think> block."""
-        tokenizer = loaded.tokenizer
-        if request.kind == "completion":
-            return list(tokenizer.encode(request.prompt or "")), False
-        messages = request.messages or []
-        kwargs = dict(request.extra.get("chat_template_kwargs") or {})
-        if getattr(tokenizer, "chat_template", None) is None and not _is_mistral_tokenizer(tokenizer):
-            text = "".join(f"{m.get('role')}: {m.get('content')}\n" for m in messages) + "assistant:"
-            return list(tokenizer.encode(text)), False
-        try:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-        except Exception as exc:
-            raise BadRequestError(f"the model's chat template refused these messages: {exc}") from None
-        if not isinstance(text, str):  # mistral tokenizers return ids directly
-            return list(text), False
-        thinking = text.rstrip().endswith("<think>")
-        return list(tokenizer.encode(text, add_special_tokens=False)), thinking
-
 
 def load_phase(line: str, after: int = -1) -> tuple[int, str] | None:
     """The load phase a vLLM INFO log line announces, if it is later than phase number `after`."""
@@ -580,63 +461,6 @@ def _prepare_environment() -> bool:
     if on_cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
     return on_cpu
-
-
-def _sampling_params(request: GenerationRequest, default_max_tokens: int) -> Any:
-    """vLLM SamplingParams; without max_tokens a reply may run to the end of the context (as OpenAI's API)."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    extra = request.extra
-    kwargs: dict[str, Any] = {"output_kind": RequestOutputKind.DELTA, "ignore_eos": request.ignore_eos}
-    kwargs["max_tokens"] = request.max_tokens if request.max_tokens is not None else default_max_tokens
-    for key in ("temperature", "top_p", "stop", "seed"):
-        if getattr(request, key) is not None:
-            kwargs[key] = getattr(request, key)
-    for key in ("top_k", "min_p", "presence_penalty", "frequency_penalty"):
-        if extra.get(key) is not None:
-            kwargs[key] = extra[key]
-    if extra.get("repeat_penalty") is not None:
-        kwargs["repetition_penalty"] = extra["repeat_penalty"]
-    structured = _structured_outputs(extra.get("response_format"))
-    if structured is not None:
-        kwargs["structured_outputs"] = structured
-    try:
-        return SamplingParams(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise BadRequestError(f"invalid sampling parameters: {exc}") from None
-
-
-def _structured_outputs(response_format: Any) -> Any:
-    """OpenAI's response_format as vLLM structured outputs: json_object, or json_schema with its schema."""
-    if not isinstance(response_format, dict) or response_format.get("type") in (None, "text"):
-        return None
-    from vllm.sampling_params import StructuredOutputsParams
-
-    kind = response_format.get("type")
-    if kind == "json_object":
-        return StructuredOutputsParams(json_object=True)
-    schema = (response_format.get("json_schema") or {}).get("schema")
-    if kind == "json_schema" and isinstance(schema, dict):
-        return StructuredOutputsParams(json=schema)
-    raise BadRequestError("response_format must be {type: text | json_object | json_schema with a schema}")
-
-
-async def _guarded(stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """vLLM's request errors as panel errors: a bad prompt is 400, a dead engine 502."""
-    try:
-        async for out in stream:
-            yield out
-    except ValueError as exc:
-        raise BadRequestError(f"vLLM refused the request: {exc}") from None
-    except Exception as exc:
-        if type(exc).__name__ in {"EngineDeadError", "EngineGenerateError"}:
-            raise EngineFailure(f"vLLM engine failed: {exc}") from None
-        raise
-
-
-def _is_mistral_tokenizer(tokenizer: Any) -> bool:
-    return "mistral" in type(tokenizer).__name__.lower()
 
 
 class UnsupportedModelError(Exception):

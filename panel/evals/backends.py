@@ -1,14 +1,16 @@
-"""Where evaluation prompts go: an engine through the in-process EngineManager, or any OpenAI-compatible URL."""
+"""Where evaluation prompts go: an engine of this process through the gateway, or any OpenAI-compatible URL."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from panel.engines.base import EngineUnavailableError, GenerationRequest, PanelError
-from panel.engines.manager import EngineManager
+from panel.api.gateway import Gateway
+from panel.engines.base import EngineUnavailableError, PanelError
+from panel.sse import error_message
 
 
 @dataclass
@@ -45,46 +47,47 @@ def model_label(model: str | None) -> str:
     return (model or "").rstrip("/").rsplit("/", 1)[-1]
 
 
-class ManagerBackend:
-    """A loaded engine of this process's EngineManager (llama.cpp or vLLM)."""
+class GatewayBackend:
+    """A loaded engine of this process, asked through the panel's gateway: the same route, tap and figures as an
+    API client's request."""
 
-    def __init__(self, manager: EngineManager, engine: str, timeout_s: float = 300.0) -> None:
-        self.manager, self.engine, self.timeout_s = manager, engine, timeout_s
+    def __init__(self, gateway: Gateway, engine: str, timeout_s: float = 300.0) -> None:
+        self.gateway, self.engine, self.timeout_s = gateway, engine, timeout_s
 
     async def identity(self) -> dict[str, Any]:
-        status = self.manager.get(self.engine).status()
+        status = self.gateway.manager.get(self.engine).status()
         return {"engine": self.engine, "model": model_label(status.model), "model_path": status.model, "url": None}
 
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
-        request = GenerationRequest(
-            kind="chat",
-            messages=messages,
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=sampling.seed,
-            extra=dict(sampling.extra),
-        )
+        body = _chat_body(messages, sampling, engine=self.engine, model=None)
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._collect(request, started), timeout=self.timeout_s)
+            return await asyncio.wait_for(self._ask(body, started), timeout=self.timeout_s)
         except asyncio.TimeoutError:
             return Completion(error=f"no answer within {self.timeout_s:.0f} s", seconds=time.perf_counter() - started)
         except PanelError as exc:
             return Completion(error=exc.message, seconds=time.perf_counter() - started)
 
-    async def _collect(self, request: GenerationRequest, started: float) -> Completion:
-        _, events = self.manager.generate(self.engine, request)
-        out = Completion()
-        async for event in events:
-            out.text += event.text
-            out.reasoning += event.reasoning
-            if event.finish_reason:
-                out.finish_reason = event.finish_reason
-            if event.usage is not None:
-                out.completion_tokens = event.usage.completion_tokens
-        out.seconds = time.perf_counter() - started
-        return out
+    async def _ask(self, body: dict[str, Any], started: float) -> Completion:
+        tap = await self.gateway.open("/v1/chat/completions", body)
+        data = await tap.body()
+        return completion_from(tap.reply.status, data, time.perf_counter() - started)
+
+
+def _chat_body(
+    messages: list[dict[str, str]], sampling: Sampling, engine: str | None, model: str | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "stream": False,
+        **sampling.extra,
+    }
+    for key, value in (("engine", engine), ("model", model), ("top_p", sampling.top_p), ("seed", sampling.seed)):
+        if value is not None:
+            body[key] = value
+    return body
 
 
 class HttpBackend:
@@ -120,21 +123,7 @@ class HttpBackend:
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
         import httpx
 
-        body: dict[str, Any] = {
-            "messages": messages,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "stream": False,
-            **sampling.extra,
-        }
-        for key, value in (
-            ("engine", self.engine),
-            ("model", self.model),
-            ("top_p", sampling.top_p),
-            ("seed", sampling.seed),
-        ):
-            if value is not None:
-                body[key] = value
+        body = _chat_body(messages, sampling, engine=self.engine, model=self.model)
         started = time.perf_counter()
         timeout = httpx.Timeout(self.timeout_s, connect=10.0)
         try:
@@ -144,24 +133,24 @@ class HttpBackend:
             return Completion(
                 error=f"request to {self.base_url} failed: {exc!r}", seconds=time.perf_counter() - started
             )
-        return _completion_from(resp, time.perf_counter() - started)
+        return completion_from(resp.status_code, resp.content, time.perf_counter() - started)
 
 
-def _completion_from(resp: Any, seconds: float) -> Completion:
+def completion_from(status: int, raw: bytes, seconds: float) -> Completion:
+    """An OpenAI chat answer (or error) as a Completion; tool calls are kept as their JSON text."""
     try:
-        data = resp.json()
+        data = json.loads(raw)
     except ValueError:
-        return Completion(error=f"HTTP {resp.status_code}: not JSON: {resp.text[:200]}", seconds=seconds)
-    if resp.status_code != 200:
-        err = data.get("error") if isinstance(data, dict) else None
-        message = err.get("message") if isinstance(err, dict) else str(data)[:300]
-        return Completion(error=f"HTTP {resp.status_code}: {message}", seconds=seconds)
+        return Completion(error=f"HTTP {status}: not JSON: {raw[:200]!r}", seconds=seconds)
+    if status != 200 or not isinstance(data, dict):
+        why = error_message(data) if isinstance(data, dict) else str(data)[:300]
+        return Completion(error=f"HTTP {status}: {why}", seconds=seconds)
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     usage = data.get("usage") or {}
     return Completion(
         text=message.get("content") or "",
-        reasoning=message.get("reasoning_content") or "",
+        reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
         finish_reason=choice.get("finish_reason"),
         completion_tokens=usage.get("completion_tokens"),
         seconds=seconds,

@@ -184,22 +184,24 @@ async def _run_async(args: argparse.Namespace, settings: Settings, suite: Suite)
 async def _run_in_process(
     args: argparse.Namespace, settings: Settings, suite: Suite
 ) -> tuple[dict[str, Any], Path | None]:
+    from panel.api.gateway import Gateway
     from panel.engines import default_engines
     from panel.engines.manager import EngineManager
-    from panel.evals.backends import HttpBackend, ManagerBackend
+    from panel.evals.backends import GatewayBackend, HttpBackend
 
     engine = args.engine or "llamacpp"
     manager = EngineManager(settings, default_engines(settings))
+    gateway = Gateway(manager)
     try:
         _progress(0, 0, f"loading {args.model} on {engine}")
         options = {"threads": args.threads} if args.threads and engine == "llamacpp" else {}
         await manager.load(engine, args.model, options, actor="eval-cli")
-        target = ManagerBackend(manager, engine, args.timeout)
+        target = GatewayBackend(gateway, engine, args.timeout)
         judge: Any = None
         if args.judge_url:
             judge = HttpBackend(args.judge_url, args.judge_engine, timeout_s=args.timeout)
         elif args.judge or args.judge_engine:
-            judge = ManagerBackend(manager, args.judge_engine or engine, args.timeout)
+            judge = GatewayBackend(gateway, args.judge_engine or engine, args.timeout)
         return await _drive(suite, target, judge, args, settings.benchmarks_dir, manager.exclusive)
     finally:
         await manager.shutdown()

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from panel.api.gateway import Gateway
 from panel.engines.base import BadRequestError, ConflictError, NotFoundError
-from panel.engines.manager import EngineManager
-from panel.evals.backends import Backend, ManagerBackend, Sampling
+from panel.evals.backends import Backend, GatewayBackend, Sampling
 from panel.evals.judge import is_self_judging, judge_case
 from panel.evals.scoring import CaseResult, grade_case, summarize
 from panel.evals.suite import Case, Suite
@@ -204,7 +204,7 @@ def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rat
 
 
 async def run_panel_eval(
-    manager: EngineManager,
+    gateway: Gateway,
     benchmarks_dir: Path,
     suite_path: str | Path,
     engine: str,
@@ -223,16 +223,17 @@ async def run_panel_eval(
     from panel.evals.suite import load_suite, resolve_suite_path
 
     suite = load_suite(resolve_suite_path(suite_path, suite_dirs or []))
+    manager = gateway.manager
     manager.route(engine, None)  # a clear 409 now when nothing is loaded there
     judge: Backend | None = None
     if judge_url:
         judge = HttpBackend(judge_url, judge_engine, timeout_s=timeout_s)
     elif judge_engine:
         manager.route(judge_engine, None)
-        judge = ManagerBackend(manager, judge_engine, timeout_s)
+        judge = GatewayBackend(gateway, judge_engine, timeout_s)
     async for step in run_eval_steps(
         suite,
-        ManagerBackend(manager, engine, timeout_s),
+        GatewayBackend(gateway, engine, timeout_s),
         judge=judge,
         options=options,
         benchmarks_dir=benchmarks_dir,

@@ -8,9 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import GenerationRequest, PanelError
+from panel.engines.base import EngineFailure, PanelError
 from panel.services import Services
-from panel.stats import StreamStats
+from panel.sse import error_message
 
 ENGINE_AUTO = "auto"
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
@@ -60,18 +60,29 @@ def build_chat(services: Services) -> dict[str, Any]:
         display = [*display, {"role": "user", "content": message}]
         start = len(display)  # the assistant turn (reasoning block + answer) occupies display[start:]
         display += _assistant_messages("", "", None)
-        request = GenerationRequest(
-            kind="chat", messages=messages, max_tokens=int(max_new), temperature=temp, top_p=topp
-        )
-        stats = StreamStats(sent_t=time.perf_counter())
+        body = {
+            "messages": messages,
+            "max_tokens": int(max_new),
+            "temperature": temp,
+            "top_p": topp,
+            "stream": True,
+        }
+        if engine_name != ENGINE_AUTO:
+            body["engine"] = engine_name
         answer, reasoning, last_paint = "", "", 0.0
         yield display, clean, "", "⏳ waiting for the first token…"
         try:
-            _, events = manager.generate(None if engine_name == ENGINE_AUTO else engine_name, request)
-            async for event in events:
-                stats.add(event)
-                answer += event.text
-                reasoning += event.reasoning
+            tap = await services.gateway.open("/v1/chat/completions", body)
+            if not tap.stream:  # the engine refused: its own message
+                await tap.body()
+                raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")
+            stats = tap.outcome.stats  # the same figures /metrics and the benchmarks read
+            async for chunk in tap.chunks():
+                if "error" in chunk:
+                    raise EngineFailure(error_message(chunk))
+                delta = ((chunk.get("choices") or [{}])[0] or {}).get("delta") or {}
+                answer += delta.get("content") or ""
+                reasoning += delta.get("reasoning_content") or delta.get("reasoning") or ""
                 now = time.perf_counter()
                 if now - last_paint >= LIVE_UPDATE_S:
                     last_paint = now

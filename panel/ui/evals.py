@@ -85,7 +85,7 @@ def samples_html(samples: list[dict[str, Any]]) -> str:
 
 def build_evals_section(services: Services) -> dict[str, Any]:
     """Benchmarks tab section: choose suite, engine, optional judge; progress; results; rate quality samples."""
-    settings, manager = services.settings, services.manager
+    settings = services.settings
     gr.Markdown("### Instruction following (Japanese suite)")
     with gr.Row():
         suite = gr.Dropdown(
@@ -125,7 +125,7 @@ def build_evals_section(services: Services) -> dict[str, Any]:
         judge = None if judge_name in (None, "", "none") else judge_name
         try:
             async for step in run_panel_eval(
-                manager,
+                services.gateway,
                 settings.benchmarks_dir,
                 suite_path or str(DEFAULT_SUITE),
                 engine_name,

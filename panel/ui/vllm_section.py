@@ -9,7 +9,6 @@ from typing import Any
 import gradio as gr
 
 from panel import library
-from panel.engines.vllm_engine import DTYPES, KV_CACHE_DTYPES
 from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import load_message, unload_message
@@ -18,6 +17,9 @@ from panel.ui.guard import actor_of, requires_role
 POLL_S = 1.5
 LOG_LINES = 60
 TRISTATE = ["auto", "on", "off"]
+# Common choices for the form; vLLM's own parser checks whatever is chosen or typed (custom values allowed).
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 QUANTIZATIONS = ["auto", "fp8", "mxfp4", "awq", "gptq", "bitsandbytes", "compressed-tensors", "modelopt"]
 
 
@@ -40,8 +42,10 @@ def load_options(
     kv_dtype: str,
     max_seqs: Any,
     trust: bool,
+    extra: str = "",
 ) -> dict[str, Any]:
-    """The form's values as load options; 'auto' and empty fields are left for vLLM to decide."""
+    """The form's values as load options (`vllm serve` argument names); 'auto' and empty fields are left for vLLM
+    to decide; `extra` is more `vllm serve` arguments as typed (--tool-call-parser hermes ...)."""
     options: dict[str, Any] = {
         "dtype": dtype,
         "gpu_memory_utilization": gpu_util,
@@ -57,6 +61,8 @@ def load_options(
         options["enable_prefix_caching"] = prefix == "on"
     if max_seqs not in (None, "", 0):
         options["max_num_seqs"] = max_seqs
+    if extra and extra.strip():
+        options["extra_args"] = extra.strip()
     return options
 
 
@@ -113,6 +119,11 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
                 eager = gr.Radio(TRISTATE, value="auto", label="Enforce eager (auto: on for CPU)")
                 prefix = gr.Radio(TRISTATE, value="auto", label="Prefix caching")
                 trust = gr.Checkbox(value=False, label="Trust remote code")
+            extra_args = gr.Textbox(
+                label="Extra arguments (any `vllm serve` argument, checked by vLLM's own parser)",
+                placeholder="--enable-auto-tool-choice --tool-call-parser hermes --reasoning-parser deepseek_r1",
+                elem_id="vllm-extra-args",
+            )
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="vllm-load")
                 unload_btn = gr.Button("Unload", elem_id="vllm-unload")
@@ -142,9 +153,10 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
         kv_dtype: str,
         max_seqs: Any,
         trust: bool,
+        extra: str,
         request: gr.Request,
     ) -> str:
-        options = load_options(dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust)
+        options = load_options(dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra)
         return await load_message(manager, "vllm", path, options, actor_of(request))
 
     @requires_role(services, "operator")
@@ -157,7 +169,7 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     def on_vllm_refresh_click() -> Any:
         return gr.update(choices=hf_choices(services))
 
-    inputs = [model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust]
+    inputs = [model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra_args]
     load_btn.click(lambda: "⏳ loading… (vLLM can take minutes)", outputs=message, queue=False).then(
         on_vllm_load_click, inputs, message, concurrency_limit=None
     )

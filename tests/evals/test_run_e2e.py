@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from panel.api.gateway import Gateway
 from panel.engines.base import BadRequestError, ConflictError
 from panel.engines.llama_server import LlamaServerEngine
 from panel.engines.manager import EngineManager
-from panel.evals.backends import ManagerBackend
+from panel.evals.backends import GatewayBackend
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
 from panel.evals.runner import EvalOptions, rate_quality, run_eval, run_eval_steps
 from panel.evals.suite import DEFAULT_SUITE, load_suite
@@ -54,7 +55,7 @@ def test_whole_suite_on_the_real_engine_saves_a_result_and_a_leaderboard_row(
             refused = ""
             steps = run_eval_steps(
                 suite,
-                ManagerBackend(manager, "llamacpp", 120),
+                GatewayBackend(Gateway(manager), "llamacpp", 120),
                 options=EvalOptions(CAP_TOKENS),
                 benchmarks_dir=settings.benchmarks_dir,
                 exclusive=manager.exclusive,
@@ -123,7 +124,7 @@ def test_judge_is_a_real_loaded_model_and_self_judging_is_recorded(settings: Set
         manager = _manager(settings)
         try:
             await manager.load("llamacpp", str(embedded_model), LOAD_OPTIONS)
-            backend = ManagerBackend(manager, "llamacpp", 120)
+            backend = GatewayBackend(Gateway(manager), "llamacpp", 120)
             options = EvalOptions(max_tokens_cap=24, case_ids=cases, quality_sample=False, judge_max_tokens=96)
             return await run_eval(
                 suite, backend, judge=backend, options=options, benchmarks_dir=settings.benchmarks_dir

@@ -1,0 +1,86 @@
+"""The router in front of the engines' own servers: one call path for API clients, the Chat tab and evaluations.
+
+A request's JSON body goes to the engine that `engine` / `model` pick (EngineManager.route), less the panel's own
+fields and with `model` mapped to the name the engine serves; the engine's answer comes back through a Tap.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
+from panel.api.tap import Observer, Outcome, Tap
+from panel.engines.base import BadRequestError, EngineCall, EngineReply, NotFoundError
+from panel.engines.manager import ENGINE_NAMES, EngineManager
+from panel.stats import StreamStats
+
+
+class Gateway:
+    """Routes, forwards and taps. `observers` hear every generation's Outcome (metrics, request log)."""
+
+    def __init__(self, manager: EngineManager) -> None:
+        self.manager = manager
+        self.observers: list[Observer] = []
+
+    async def open(self, path: str, body: bytes | dict[str, Any]) -> Tap:
+        """Forward one request; the returned Tap must be read (raw(), chunks() or body()) to end the call."""
+        if path not in FORWARDED_PATHS:
+            raise NotFoundError(f"{path} is not an engine API path the panel carries")
+        raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
+        request = _json_object(raw)
+        changed = False
+        engine_name = request.get("engine")
+        if engine_name is not None and engine_name not in ENGINE_NAMES:
+            raise BadRequestError(f"engine must be one of {', '.join(ENGINE_NAMES)}; got {engine_name!r}")
+        for key in PANEL_FIELDS:
+            changed |= request.pop(key, None) is not None
+        model = request.get("model")
+        if model is not None and not isinstance(model, str):
+            raise BadRequestError("model must be a string")
+        engine = self.manager.route(engine_name, model)
+        served = engine.served_name()
+        if model is not None and model != served:
+            request["model"], changed = served, True
+        stream = request.get("stream") is True
+        drop_usage = False
+        if stream and path in USAGE_OPTION_PATHS:
+            options = request.get("stream_options")
+            if options is None or (isinstance(options, dict) and not options.get("include_usage")):
+                # the panel's figures need the engine's usage; the client gets that chunk only if it asked
+                request["stream_options"] = {**(options or {}), "include_usage": True}
+                drop_usage = changed = True
+        data = json.dumps(request, ensure_ascii=False).encode() if changed else raw
+        outcome = Outcome(engine=engine.name, model=served or "", path=path, stats=StreamStats(time.perf_counter()))
+        release = self.manager.begin_call(engine.name)
+        try:
+            reply = await engine.open(EngineCall(path=path, body=data))
+        except BaseException:
+            release()
+            raise
+        observers = self.observers if path in GENERATION_PATHS else []
+        return Tap(_releasing(reply, release), outcome, stream=stream, drop_usage=drop_usage, observers=observers)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise BadRequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return request
+
+
+def _releasing(reply: EngineReply, release: Any) -> EngineReply:
+    """The same reply whose close() also ends the manager's count of calls in flight (once)."""
+    inner = reply.close
+
+    async def close() -> None:
+        try:
+            await inner()
+        finally:
+            release()
+
+    return EngineReply(status=reply.status, content_type=reply.content_type, chunks=reply.chunks, close=close)

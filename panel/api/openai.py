@@ -1,0 +1,53 @@
+"""The engines' own APIs on the panel's port: each carried path (panel/api/paths.py) is forwarded by the Gateway to
+the engine the request names, and the engine's answer is streamed back byte for byte as it arrives."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from panel.api.gateway import Gateway
+from panel.api.paths import FORWARDED_PATHS
+
+router = APIRouter()
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "The engine's own request body (OpenAI, Anthropic or llama-server shape). "
+                    "Optional panel field: engine (llamacpp | vllm); model picks a loaded model by name, alias, "
+                    "file or folder name.",
+                }
+            }
+        },
+    }
+}
+
+
+async def forward(request: Request) -> Response:
+    """Send the body to the routed engine; stream its answer back unchanged (status, content type, bytes)."""
+    gateway: Gateway = request.app.state.services.gateway
+    tap = await gateway.open(request.url.path, await request.body())
+    reply = tap.reply
+    if tap.stream:
+        return StreamingResponse(
+            tap.raw(), status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS
+        )
+    return Response(await tap.body(), status_code=reply.status, media_type=reply.content_type)
+
+
+for _path in FORWARDED_PATHS:
+    router.add_api_route(
+        _path,
+        forward,
+        methods=["POST"],
+        response_model=None,
+        name="forward " + _path,
+        summary=f"{_path}: forwarded to the engine's own server",
+        openapi_extra=BODY_DOC,
+    )
