@@ -137,17 +137,24 @@ def validate_extra_args(raw: Any, flags: dict[str, Flag], roots: tuple[Path, ...
         if len(values) < flag.n_values or any(v.startswith("--") for v in values):
             want = " ".join(flag.hints)
             raise BadRequestError(f"extra argument {name} needs {flag.n_values} value(s): {name} {want}")
-        checked = [_checked_path(name, v, roots) if flag.is_path(k) else v for k, v in enumerate(values)]
+        checked = [_checked_paths(flag, name, k, v, roots) if flag.is_path(k) else v for k, v in enumerate(values)]
         out += [f"{name}={checked[0]}"] if eq else [name, *checked]
         i += 1 + (0 if eq else flag.n_values)
     return out
 
 
-def _checked_path(flag: str, value: str, roots: tuple[Path, ...]) -> str:
-    try:
-        return str(within_roots(user_path(value), roots))
-    except PanelError as exc:
-        raise type(exc)(f"{flag}: {exc.message.replace('model_path', 'the path')}") from None
+def _checked_paths(flag: Flag, name: str, index: int, value: str, roots: tuple[Path, ...]) -> str:
+    """A path value (or comma-separated paths; 'FNAME:SCALE' pairs) with every path resolved inside the roots."""
+    scaled = ":" in flag.hints[index]
+    out = []
+    for item in value.split(","):
+        path, colon, rest = item.rpartition(":") if scaled else (item, "", "")
+        try:
+            resolved = str(within_roots(user_path(path), roots))
+        except PanelError as exc:
+            raise type(exc)(f"{name}: {exc.message.replace('model_path', 'the path')}") from None
+        out.append(resolved + colon + rest)
+    return ",".join(out)
 
 
 def has_flag(args: list[str], *names: str) -> bool:

@@ -178,8 +178,7 @@ class LlamaServerEngine:
         ]
         if "threads" in options:
             argv += ["--threads", str(options["threads"])]
-        if options.get("alias"):
-            argv += ["--alias", options["alias"]]
+        argv += ["--alias", options.get("alias") or Path(model_path).name]  # the name it answers with
         extra = list(options.get("extra_args", []))
         if not has_flag(extra, "--jinja", "--no-jinja"):
             argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from panel.api.gateway import Gateway
 from panel.engines import llama_server
-from panel.engines.base import BadRequestError, ConflictError, EngineFailure, EngineState, GenerationRequest
-from panel.engines.llama_server import LlamaServerEngine, validate_extra_args
+from panel.engines.base import BadRequestError, ConflictError, EngineFailure, EngineState, ForbiddenError
+from panel.engines.llama_args import parse_help
+from panel.engines.llama_server import LlamaServerEngine
 from panel.engines.manager import EngineManager
 from panel.engines.unavailable import UnavailableEngine
 
@@ -33,11 +35,6 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-async def _collect(engine, request) -> tuple[str, list]:
-    events = [e async for e in engine.generate(request)]
-    return "".join(e.text for e in events), events
-
-
 def test_load_generate_unload_stops_the_process_group(settings, embedded_model) -> None:
     async def scenario() -> None:
         manager = _manager(settings)
@@ -46,12 +43,16 @@ def test_load_generate_unload_stops_the_process_group(settings, embedded_model) 
         pid = state["pid"]
         assert os.getpgid(pid) == pid, "the child leads its own process group"
         engine = manager.get("llamacpp")
-        text, events = await _collect(
-            engine, GenerationRequest(kind="completion", prompt="Once upon", max_tokens=12, ignore_eos=True)
-        )
-        assert text and events[-1].usage.completion_tokens == 12
-        assert sum(e.n_tokens for e in events) == 12
-        assert all(b.t >= a.t for a, b in itertools.pairwise(events))
+        body = {"prompt": "Once upon", "max_tokens": 12, "ignore_eos": True, "stream": True}
+        tap = await Gateway(manager).open("/v1/completions", body)
+        chunks = [c async for c in tap.chunks()]
+        text = "".join(c["choices"][0]["text"] for c in chunks if c.get("choices"))
+        assert text and not any(c.get("usage") and not c.get("choices") for c in chunks), "no usage chunk unasked"
+        stats = tap.outcome.stats
+        assert stats.usage.completion_tokens == 12 and stats.tokens == 12, "the tap counts what the engine reports"
+        assert stats.ttft_s > 0 and stats.decode_tps > 0 and tap.outcome.finish_reason == "length"
+        assert all(b >= a for a, b in itertools.pairwise(stats.token_times))
+        assert manager.in_flight["llamacpp"] == 0, "a finished call is no longer counted in flight"
         assert any("--ctx-size" in line for line in engine.logs())
         await manager.unload("llamacpp")
         assert not _pid_exists(pid)
@@ -169,28 +170,64 @@ def test_missing_binary_reports_unavailable(settings, tmp_path: Path) -> None:
     assert st.status is EngineState.UNAVAILABLE and not st.available and "llama-server not found" in st.error
 
 
-def test_option_validation_and_argv(settings, embedded_model) -> None:
+def test_option_validation_and_argv(settings, embedded_model, tmp_path) -> None:
     engine = LlamaServerEngine(settings)
+    template = settings.models_dir / "templates" / "chatml-tools.jinja"
     clean = engine.validate_options(
         {
             "ctx_size": "8192",
             "parallel": 8,
             "n_gpu_layers": 0,
             "flash_attn": "on",
-            "extra_args": "--threads 2 --mlock --cache-type-k=q8_0",
+            "extra_args": f"--threads 2 --no-warmup --cache-type-k=q8_0 --chat-template-file {template}",
         }
     )
     assert clean["ctx_size"] == 8192 and clean["flash_attn"] is True
     argv = engine.build_argv(str(embedded_model), clean, 5555)
     assert argv[argv.index("--port") + 1] == "5555" and argv[argv.index("--n-gpu-layers") + 1] == "0"
-    assert argv[-4:] == ["--threads", "2", "--mlock", "--cache-type-k=q8_0"]
+    assert argv[-6:] == ["--threads", "2", "--no-warmup", "--cache-type-k=q8_0", "--chat-template-file", str(template)]
+    assert "--jinja" in argv, "the model's own Jinja template (tools, reasoning) is on by default"
+    assert argv[argv.index("--alias") + 1] == embedded_model.name, "the child answers with the file name"
+    assert "--jinja" not in engine.build_argv(
+        str(embedded_model), engine.validate_options({"extra_args": "--no-jinja"}), 1
+    )
     assert engine.validate_options({})["n_gpu_layers"] == 999, "GPU layers default to all"
+    # a path-valued flag with a relative path is resolved inside the roots; outside them it is refused
+    relative = engine.validate_options({"extra_args": ["--mmproj", embedded_model.name]})["extra_args"]
+    assert relative == ["--mmproj", str(embedded_model)]
+    lora = engine.validate_options({"extra_args": ["--lora-scaled", f"{embedded_model.name}:0.5"]})["extra_args"]
+    assert lora == ["--lora-scaled", f"{embedded_model}:0.5"]
+    outside = tmp_path / "draft.gguf"
+    outside.write_bytes(b"GGUF")
+    with pytest.raises(ForbiddenError, match=r"--model-draft: .*outside the model roots"):
+        engine.validate_options({"extra_args": ["--model-draft", str(outside)]})
     for bad in ({"ctx_size": 1.5}, {"parallel": 0}, {"n_gpu_layers": "all"}, {"flash_attn": 3}):
         with pytest.raises(BadRequestError):
             engine.validate_options(bad)
-    for bad_args in (["--model", "x"], ["--host", "0.0.0.0"], "--threads", ["--mlock=1"], "'unterminated", [1]):
-        with pytest.raises(BadRequestError):
-            validate_extra_args(bad_args)
+    for bad_args, why in (
+        (["--model", "x"], "model_path"),
+        (["--host", "0.0.0.0"], "loopback"),
+        (["-hf", "user/model"], "Models tab"),
+        ("--threads", "needs 1 value"),
+        (["--no-such-flag"], "does not know"),
+        ("'unterminated", "could not be parsed"),
+        ([1], "list of strings"),
+    ):
+        with pytest.raises(BadRequestError, match=why):
+            engine.validate_options({"extra_args": bad_args})
+
+
+def test_help_parser_reads_names_values_and_paths() -> None:
+    flags = parse_help(
+        "-m,    --model FNAME                    model path\n"
+        "--lora-scaled FNAME:SCALE,...           adapters\n"
+        "--jinja, --no-jinja                     templates\n"
+        "                                        (env: LLAMA_ARG_JINJA)\n"
+        "-fa,   --flash-attn [on|off|auto]       flash attention\n"
+    )
+    assert flags["-m"] is flags["--model"] and flags["--model"].is_path(0)
+    assert flags["--no-jinja"].n_values == 0 and flags["--flash-attn"].n_values == 1
+    assert not flags["--flash-attn"].is_path(0) and flags["--lora-scaled"].is_path(0)
 
 
 def test_exclusive_holder_loads_while_others_are_refused(settings, embedded_model) -> None:
