@@ -3,6 +3,8 @@ the engine the request names, and the engine's answer is streamed back byte for 
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -34,11 +36,13 @@ async def forward(request: Request) -> Response:
     gateway: Gateway = request.app.state.services.gateway
     tap = await gateway.open(request.url.path, await request.body())
     reply = tap.reply
+    # which engine and model answered, in headers: the body stays exactly what the engine sent
+    where = {"X-Panel-Engine": tap.outcome.engine, "X-Panel-Model": quote(tap.outcome.model, safe="/._-:@+")}
     if tap.stream:
         return StreamingResponse(
-            tap.raw(), status_code=reply.status, media_type=reply.content_type, headers=STREAM_HEADERS
+            tap.raw(), status_code=reply.status, media_type=reply.content_type, headers={**STREAM_HEADERS, **where}
         )
-    return Response(await tap.body(), status_code=reply.status, media_type=reply.content_type)
+    return Response(await tap.body(), status_code=reply.status, media_type=reply.content_type, headers=where)
 
 
 for _path in FORWARDED_PATHS:

@@ -260,6 +260,10 @@ class VllmEngine:
         loaded = self._loaded
         return loaded.served_name if loaded is not None and self._state is EngineState.LOADED else None
 
+    def serving_app(self) -> Any:
+        """vLLM's own OpenAI app the panel calls (None when nothing is loaded): for comparing against it."""
+        return self._loaded.serving.app if self._loaded is not None else None
+
     async def open(self, call: EngineCall) -> EngineReply:
         loaded = self._loaded
         if self._state is not EngineState.LOADED or loaded is None:
