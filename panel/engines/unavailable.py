@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from panel.engines.base import (
+    EngineCall,
+    EngineReply,
     EngineState,
     EngineStatus,
     EngineUnavailableError,
-    EngineCall,
-    EngineReply,
     LoadRequest,
 )
 from panel.settings import Settings

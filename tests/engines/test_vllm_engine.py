@@ -22,13 +22,13 @@ import pytest
 
 from panel.engines.base import BadRequestError
 from panel.engines.vllm_engine import (
-    ThinkSplitter,
     clean_options,
-    engine_kwargs,
     is_mistral_format,
     load_phase,
+    mistral_options,
     short_vllm_error,
 )
+from panel.engines.vllm_serving import version_problem
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
@@ -39,18 +39,14 @@ CHAT = [{"role": "user", "content": "What is the capital of France? Answer in on
 # --- pure parts: no model needed ----------------------------------------------------------
 
 
-def test_options_defaults_and_refusals() -> None:
-    clean = clean_options({})
-    assert clean["dtype"] == "bfloat16" and clean["gpu_memory_utilization"] == 0.9
-    assert clean["max_model_len"] == 8192 and clean["trust_remote_code"] is False
-    assert clean["quantization"] is None and clean_options({"quantization": "mxfp4"})["quantization"] == "mxfp4"
+def test_option_shapes_are_checked_and_meaning_is_left_to_vllm() -> None:
+    clean = clean_options({"max_model_len": 2048, "enforce_eager": True, "extra_args": "--tool-call-parser hermes"})
+    assert clean == {"max_model_len": 2048, "enforce_eager": True, "extra_args": ["--tool-call-parser", "hermes"]}
+    assert clean_options({"quantization": "", "alias": " smol "}) == {"alias": "smol"}
     for bad, word in [
-        ({"dtype": "int3"}, "dtype"),
-        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
-        ({"max_model_len": "lots"}, "max_model_len"),
-        ({"quantization": "fp8; rm -rf"}, "quantization"),
-        ({"enforce_eager": "maybe"}, "enforce_eager"),
-        ({"tensor_parallel": 2}, "unknown"),
+        ({"Max-Model-Len": 1}, "vllm serve"),
+        ({"extra_args": "'unterminated"}, "could not be parsed"),
+        ({"dtype": object()}, "dtype"),
     ]:
         with pytest.raises(BadRequestError, match=word):
             clean_options(bad)
@@ -60,18 +56,15 @@ def test_mistral_format_sets_mistral_modes(tmp_path: Path) -> None:
     (tmp_path / "params.json").write_text("{}")
     (tmp_path / "tekken.json").write_text("{}")
     assert is_mistral_format(tmp_path)
-    kwargs = engine_kwargs(str(tmp_path), clean_options({}), on_cpu=True)
-    assert kwargs["tokenizer_mode"] == kwargs["config_format"] == kwargs["load_format"] == "mistral"
-    assert kwargs["enforce_eager"] is True
-    assert "tokenizer_mode" not in engine_kwargs(str(HF_MODEL), clean_options({}), on_cpu=False)
+    options = mistral_options(str(tmp_path), {"load_format": "safetensors"})
+    assert options == {"load_format": "safetensors", "tokenizer_mode": "mistral", "config_format": "mistral"}
+    assert mistral_options(str(HF_MODEL), {}) == {}
 
 
-def test_think_splitter_handles_tags_cut_across_deltas() -> None:
-    splitter = ThinkSplitter()
-    parts = [splitter.feed(d) for d in ["Hi <th", "ink>let me", " see</thi", "nk>Paris", "."]]
-    parts.append(splitter.flush())
-    assert "".join(a for a, _ in parts) == "Hi Paris."
-    assert "".join(r for _, r in parts) == "let me see"
+def test_versions_older_than_the_minimum_are_refused() -> None:
+    assert "0.17.1" in (version_problem("0.10.1.1") or "")
+    assert version_problem("0.17.1") is None and version_problem("0.32.0+cpu") is None
+    assert version_problem("0.18.0rc1.dev12") is None
 
 
 def test_load_phases_only_move_forward() -> None:
@@ -175,6 +168,16 @@ def test_bad_path_is_a_clear_4xx(panel: PanelProcess) -> None:
     assert resp.status_code == 400 and "GGUF" in resp.json()["error"]["message"]
     resp = post(panel, "/v1/models/load", {"engine": "vllm", "model_path": str(HF_MODEL), "dtype": "int3"})
     assert resp.status_code == 400 and "dtype" in resp.json()["error"]["message"]
+    assert "vLLM refused the arguments" in resp.json()["error"]["message"], "vLLM's own parser said it"
+    for extra, why in [
+        ("--port 9000", "not allowed"),
+        ("--tool-parser-plugin /tmp/x.py", "not allowed"),
+        ("--chat-template /etc/hostname", "outside the model roots"),
+        ("--enable-auto-tool-choice", "tool-call-parser"),
+    ]:
+        body = {"engine": "vllm", "model_path": str(HF_MODEL), "extra_args": extra}
+        resp = post(panel, "/v1/models/load", body)
+        assert resp.status_code in (400, 403) and why in resp.json()["error"]["message"], (extra, resp.text)
     assert vllm_status(panel)["status"] == "idle"
 
 
@@ -292,11 +295,11 @@ def test_both_engines_loaded_and_each_answering(panel: PanelProcess) -> None:
     assert status["llamacpp"]["status"] == "loaded" and status["vllm"]["status"] == "loaded"
     oa = client(panel)
     for engine in ("llamacpp", "vllm"):
-        reply = oa.chat.completions.create(
+        raw = oa.chat.completions.with_raw_response.create(
             model="x", messages=CHAT, max_tokens=12, temperature=0, extra_body={"engine": engine}
         )
-        assert reply.choices[0].message.content.strip(), engine
-        assert reply.model_extra["engine"] == engine
+        assert raw.parse().choices[0].message.content.strip(), engine
+        assert raw.headers["x-panel-engine"] == engine, "which engine answered is in a header, the body is the engine's"
     assert post(panel, "/v1/models/unload", {"engine": "llamacpp"}).status_code == 200
 
 
@@ -322,6 +325,9 @@ def test_switch_to_a_second_load_then_unload_frees_memory(panel: PanelProcess, m
     assert status["options"]["alias"] == "smol-second" and status["options"]["max_model_len"] == 1024
     reply = client(panel).chat.completions.create(model="smol-second", messages=CHAT, max_tokens=8)
     assert reply.choices[0].message.content.strip()
+    refused = post(panel, "/v1/models/load", {**body, "extra_args": "--no-such-vllm-flag"})
+    assert refused.status_code == 400 and "unrecognized arguments" in refused.json()["error"]["message"]
+    assert vllm_status(panel)["status"] == "loaded", "arguments vLLM refuses never touch the loaded model"
 
     assert post(panel, "/v1/models/unload", {"engine": "vllm"}, timeout=120).status_code == 200
     assert vllm_status(panel)["status"] == "idle"
