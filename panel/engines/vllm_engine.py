@@ -445,6 +445,7 @@ class VllmEngine:
         self._state, self._model, self._error, self._detail = state, model, error, detail
         self._since = time.time()
 
+
 def load_phase(line: str, after: int = -1) -> tuple[int, str] | None:
     """The load phase a vLLM INFO log line announces, if it is later than phase number `after`."""
     if not line.startswith("INFO"):

@@ -355,4 +355,3 @@ def _scope(path: str, method: str, body: bytes) -> dict[str, Any]:
         "server": ("127.0.0.1", 0),
         "state": {},
     }
-
