@@ -3,6 +3,7 @@ the engine the request names, and the engine's answer is streamed back byte for 
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -10,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from panel.api.gateway import Gateway
 from panel.api.paths import FORWARDED_PATHS
+from panel.api.tap import Tap
 
 router = APIRouter()
 
@@ -31,6 +33,21 @@ BODY_DOC = {
 }
 
 
+class TappedResponse(StreamingResponse):
+    """A streamed answer that ends the engine call whatever happens to the response (a client that leaves before
+    the first byte included), so no engine request and no in-flight count is left behind."""
+
+    def __init__(self, tap: Tap, headers: dict[str, str]) -> None:
+        super().__init__(tap.raw(), status_code=tap.reply.status, media_type=tap.reply.content_type, headers=headers)
+        self.tap = tap
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.tap.close()
+
+
 async def forward(request: Request) -> Response:
     """Send the body to the routed engine; stream its answer back unchanged (status, content type, bytes)."""
     gateway: Gateway = request.app.state.services.gateway
@@ -39,10 +56,12 @@ async def forward(request: Request) -> Response:
     # which engine and model answered, in headers: the body stays exactly what the engine sent
     where = {"X-Panel-Engine": tap.outcome.engine, "X-Panel-Model": quote(tap.outcome.model, safe="/._-:@+")}
     if tap.stream:
-        return StreamingResponse(
-            tap.raw(), status_code=reply.status, media_type=reply.content_type, headers={**STREAM_HEADERS, **where}
-        )
-    return Response(await tap.body(), status_code=reply.status, media_type=reply.content_type, headers=where)
+        return TappedResponse(tap, headers={**STREAM_HEADERS, **where})
+    try:
+        data = await tap.body()
+    finally:
+        await tap.close()
+    return Response(data, status_code=reply.status, media_type=reply.content_type, headers=where)
 
 
 for _path in FORWARDED_PATHS:

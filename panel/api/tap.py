@@ -60,6 +60,7 @@ class Tap:
         self.drop_usage = drop_usage
         self.observers = observers
         self._used = False
+        self._closed = False
 
     async def raw(self) -> AsyncIterator[bytes]:
         async for data, _ in self._run():
@@ -85,7 +86,19 @@ class Tap:
             else:
                 yield await self._document()
         finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """End the call (also when it was never read: a client gone before the answer started) and tell the
+        observers once."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._used and self.outcome.error is None:
+            self.outcome.error = "the client went away before the answer was read"
+        try:
             await self.reply.close()
+        finally:
             for observe in self.observers:
                 observe(self.outcome)
 

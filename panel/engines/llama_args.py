@@ -136,7 +136,8 @@ def validate_extra_args(raw: Any, flags: dict[str, Flag], roots: tuple[Path, ...
             raise BadRequestError(f"extra argument {name} takes {flag.n_values} values, not name=value")
         if len(values) < flag.n_values or any(v.startswith("--") for v in values):
             want = " ".join(flag.hints)
-            raise BadRequestError(f"extra argument {name} needs {flag.n_values} value(s): {name} {want}")
+            count = "a value" if flag.n_values == 1 else f"{flag.n_values} values"
+            raise BadRequestError(f"extra argument {name} needs {count}: {name} {want}")
         checked = [_checked_paths(flag, name, k, v, roots) if flag.is_path(k) else v for k, v in enumerate(values)]
         out += [f"{name}={checked[0]}"] if eq else [name, *checked]
         i += 1 + (0 if eq else flag.n_values)

@@ -71,6 +71,7 @@ def build_chat(services: Services) -> dict[str, Any]:
             body["engine"] = engine_name
         answer, reasoning, last_paint = "", "", 0.0
         yield display, clean, "", "⏳ waiting for the first token…"
+        tap = None
         try:
             tap = await services.gateway.open("/v1/chat/completions", body)
             if not tap.stream:  # the engine refused: its own message
@@ -93,6 +94,9 @@ def build_chat(services: Services) -> dict[str, Any]:
             display[start:] = _assistant_messages(answer, reasoning, f"⚠️ {exc.message}")
             yield display, clean, "", f"❌ {exc.message}"
             return
+        finally:
+            if tap is not None:  # Stop pressed or the browser gone: end the engine's request too
+                await tap.close()
         display[start:] = _assistant_messages(answer, reasoning, stats.summary())
         clean = [*clean, {"role": "user", "content": message}, {"role": "assistant", "content": answer}]
         yield display, clean, "", stats.summary()

@@ -42,7 +42,11 @@ def build_engines(services: Services) -> dict[str, Any]:
                 n_gpu_layers = gr.Number(value=999, label="GPU layers (999 = all)", precision=0)
             with gr.Row():
                 flash_attn = gr.Checkbox(value=False, label="Flash attention")
-                extra_args = gr.Textbox(label="Extra arguments", placeholder="--threads 8 --cache-type-k q8_0")
+                extra_args = gr.Textbox(
+                    label="Extra arguments (any llama-server flag; files inside the model roots)",
+                    placeholder="--cache-type-k q8_0 --mmproj mmproj.gguf --chat-template-file templates/x.jinja",
+                    elem_id="llama-extra-args",
+                )
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="llama-load")
                 unload_btn = gr.Button("Unload", elem_id="llama-unload")

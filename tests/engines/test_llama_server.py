@@ -208,7 +208,7 @@ def test_option_validation_and_argv(settings, embedded_model, tmp_path) -> None:
         (["--model", "x"], "model_path"),
         (["--host", "0.0.0.0"], "loopback"),
         (["-hf", "user/model"], "Models tab"),
-        ("--threads", "needs 1 value"),
+        ("--threads", "needs a value"),
         (["--no-such-flag"], "does not know"),
         ("'unterminated", "could not be parsed"),
         ([1], "list of strings"),

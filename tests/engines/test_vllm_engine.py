@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,27 @@ def python_children(pid: int) -> list[str]:
         if "llama-server" not in cmd and "resource_tracker" not in cmd:
             out.append(cmd)
     return out
+
+
+STREAM_STARTED = threading.Event()
+
+
+def stream_until_end(panel: PanelProcess, started_after: int) -> tuple[int, dict[str, Any] | None]:
+    """A long streamed completion through the panel: (content chunks seen, the error event if one came)."""
+    body = {"model": "smol-second", "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    chunks, error = 0, None
+    with httpx.stream("POST", panel.base_url + "/v1/completions", json=body, timeout=120) as resp:
+        for line in resp.iter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            data = json.loads(line[5:])
+            if "error" in data:
+                error = data["error"]
+            else:
+                chunks += 1
+                if chunks == started_after:
+                    STREAM_STARTED.set()
+    return chunks, error
 
 
 def client(panel: PanelProcess) -> Any:
@@ -329,7 +351,15 @@ def test_switch_to_a_second_load_then_unload_frees_memory(panel: PanelProcess, m
     assert refused.status_code == 400 and "unrecognized arguments" in refused.json()["error"]["message"]
     assert vllm_status(panel)["status"] == "loaded", "arguments vLLM refuses never touch the loaded model"
 
-    assert post(panel, "/v1/models/unload", {"engine": "vllm"}, timeout=120).status_code == 200
+    # unload while a stream is being answered: the stream ends with an error event, the unload completes
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        streaming = pool.submit(stream_until_end, panel, 5)
+        deadline = time.monotonic() + 60
+        while not STREAM_STARTED.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert post(panel, "/v1/models/unload", {"engine": "vllm"}, timeout=120).status_code == 200
+        chunks, error = streaming.result(timeout=60)
+    assert chunks >= 5 and error is not None and error["type"] == "engine_error", (chunks, error)
     assert vllm_status(panel)["status"] == "idle"
     after = python_tree_rss_mib(panel.proc.pid)
     print(

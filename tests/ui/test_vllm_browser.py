@@ -40,6 +40,16 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
         box.fill("models/SmolLM2-135M-Instruct-hf")
         box.press("Enter")
         page.locator("#vllm-max-len input").fill("1024")
+        # the extra-arguments boxes: a refusal shows the engine's own words and loads nothing
+        page.locator("#vllm-extra-args textarea, #vllm-extra-args input").first.fill("--no-such-vllm-flag 1")
+        page.locator("#vllm-load").click()
+        page.get_by_text("unrecognized arguments: --no-such-vllm-flag").wait_for(timeout=120_000)
+        page.locator("#llama-extra-args textarea, #llama-extra-args input").first.fill("--no-such-llama-flag")
+        page.locator("#llama-load").click()
+        page.get_by_text("llama-server does not know the argument '--no-such-llama-flag'").wait_for(timeout=30_000)
+        status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()
+        assert status["vllm"]["status"] == "idle" and status["llamacpp"]["status"] == "idle"
+        page.locator("#vllm-extra-args textarea, #vllm-extra-args input").first.fill("--max-num-seqs 4")
         page.locator("#vllm-load").click()
         seen: list[str] = []
         deadline = time.monotonic() + LOAD_TIMEOUT_S
@@ -55,6 +65,7 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
         page.get_by_text("loaded SmolLM2-135M-Instruct-hf on vLLM").wait_for(timeout=30_000)
         status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]
         assert status["status"] == "loaded" and status["options"]["max_model_len"] == 1024
+        assert status["options"]["extra_args"] == ["--max-num-seqs", "4"]
         assert "Loading weights took" in page.locator("#vllm-log textarea").input_value()
         page.screenshot(path=str(tmp_path / "vllm-loaded.png"))
 
