@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -17,6 +18,7 @@ from panel.audit import AuditLog, audit_path
 from panel.auth import Auth, Principal, build_auth, require_api_role
 from panel.limits import GateMiddleware, GenerationSlots, limits_from
 from panel.metrics import PanelMetrics
+from panel.observability.request_log import RequestFilter, RequestLog
 from panel.services import Services
 from panel.settings import Settings
 
@@ -39,7 +41,9 @@ def install_access(app: FastAPI, services: Services) -> None:
         services.extra["auth"] = auth  # panel/ui/guard.py: no "auth" entry means everyone is admin
     services.extra["auth_store"] = auth  # keys can be listed/made even before users exist (CLI, tests)
     services.manager.listeners += [audit.on_manager_action, panel_metrics.on_manager_action]
-    services.gateway.observers.append(panel_metrics.observe_outcome)
+    request_log = RequestLog(services.settings.data_dir / "requests.sqlite3", services.settings.request_log_max_rows)
+    services.extra["request_log"] = request_log
+    services.gateway.observers += [panel_metrics.observe_outcome, request_log.record]
     limits = limits_from(services)
     slots = GenerationSlots(limits.max_concurrent_per_user)
     services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it
@@ -152,6 +156,32 @@ async def audit_entries(
             for e in entries
         ]
     }
+
+
+@router.get("/v1/requests", response_model=None)
+async def request_log_rows(
+    request: Request,
+    who: str | None = None,
+    model: str | None = None,
+    engine: str | None = None,
+    errors: bool = False,
+    limit: int = 200,
+    format: str = "json",
+    _: Principal = Depends(require_api_role("operator")),
+) -> Any:
+    """The request log, newest first, filtered; `format=csv` for a spreadsheet."""
+    import asyncio
+
+    from fastapi.responses import PlainTextResponse
+
+    log_: RequestLog = request.app.state.services.extra["request_log"]
+    where = RequestFilter(who=who, model=model, engine=engine, errors_only=errors, limit=limit)
+    if format == "csv":
+        text = await asyncio.to_thread(log_.csv, where)
+        headers = {"Content-Disposition": 'attachment; filename="requests.csv"'}
+        return PlainTextResponse(text, media_type="text/csv", headers=headers)
+    rows = await asyncio.to_thread(log_.rows, where)
+    return {"rows": [asdict(r) for r in rows]}
 
 
 @router.get("/v1/monitor")

@@ -40,6 +40,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
             if "downloads" in services.extra:  # stop transfers cleanly; finished files stay for a resume
                 await asyncio.to_thread(services.extra["downloads"].cancel_all, 5.0)
             await manager.shutdown()
+            if "request_log" in services.extra:
+                await asyncio.to_thread(services.extra["request_log"].close)
 
     app = FastAPI(
         title="panel",

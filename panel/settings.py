@@ -55,6 +55,7 @@ class Settings:
     max_concurrent_per_user: int = 8  # generations at once per user or key (429 beyond)
     max_tokens_limit: int = 32768  # largest max_tokens a request may ask for (400 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body size on /v1 (413 beyond)
+    request_log_max_rows: int = 100_000  # the request log keeps the newest this many generations
 
     @property
     def all_model_roots(self) -> tuple[Path, ...]:

@@ -36,7 +36,7 @@ MODELS = {"llamacpp": "SmolLM2-135M-Instruct.Q4_1.gguf", "vllm": "SmolLM2-135M-I
 # --- the server side ---------------------------------------------------------------------------
 
 
-def serve(port_file: Path, max_streams: int, max_tokens: int) -> None:
+def serve(port_file: Path, engines: list[str], max_streams: int, max_tokens: int) -> None:
     from panel.app import create_app
     from panel.background import Background
     from panel.settings import Settings
@@ -49,7 +49,13 @@ def serve(port_file: Path, max_streams: int, max_tokens: int) -> None:
     panel = bg.serve(app)
     ctx = max_streams * (64 + max_tokens)
     loads = [
-        {"engine": "llamacpp", "model_path": f"models/{MODELS['llamacpp']}", "ctx_size": ctx, "parallel": max_streams},
+        {
+            "engine": "llamacpp",
+            "model_path": f"models/{MODELS['llamacpp']}",
+            "ctx_size": ctx,
+            "parallel": max_streams,
+            "threads": 1,  # on a small box the client and the panel need the other core; steadier figures
+        },
         {
             "engine": "vllm",
             "model_path": f"models/{MODELS['vllm']}",
@@ -57,14 +63,15 @@ def serve(port_file: Path, max_streams: int, max_tokens: int) -> None:
             "max_num_seqs": max_streams,
         },
     ]
-    for body in loads:
-        httpx.post(panel + "/v1/models/load", json=body, timeout=900).raise_for_status()
     manager = app.state.manager
-    urls = {
-        "panel": panel,
-        "llamacpp": manager.get("llamacpp").base_url,
-        "vllm": bg.serve(manager.get("vllm").serving_app(), lifespan="off"),
-    }
+    urls = {"panel": panel}
+    for body in loads:  # one engine at a time by default: a loaded vLLM engine core keeps a core busy
+        if body["engine"] in engines:
+            httpx.post(panel + "/v1/models/load", json=body, timeout=900).raise_for_status()
+    if "llamacpp" in engines:
+        urls["llamacpp"] = manager.get("llamacpp").base_url
+    if "vllm" in engines:
+        urls["vllm"] = bg.serve(manager.get("vllm").serving_app(), lifespan="off")
     port_file.write_text(json.dumps(urls))
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     bg.stop()
@@ -138,7 +145,7 @@ def main() -> int:
     args = parser.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
     if args.serve:
-        serve(args.serve, max(streams), args.max_tokens)
+        serve(args.serve, args.engines.split(","), max(streams), args.max_tokens)
         return 0
     port_file = Path(tempfile.mkdtemp(prefix="panel-overhead-")) / "urls.json"
     server = subprocess.Popen(
@@ -147,6 +154,8 @@ def main() -> int:
             __file__,
             "--serve",
             str(port_file),
+            "--engines",
+            args.engines,
             "--streams",
             args.streams,
             "--max-tokens",

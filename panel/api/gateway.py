@@ -24,7 +24,7 @@ class Gateway:
         self.manager = manager
         self.observers: list[Observer] = []
 
-    async def open(self, path: str, body: bytes | dict[str, Any]) -> Tap:
+    async def open(self, path: str, body: bytes | dict[str, Any], who: str = "local") -> Tap:
         """Forward one request; the returned Tap must be read (raw(), chunks() or body()) to end the call."""
         if path not in FORWARDED_PATHS:
             raise NotFoundError(f"{path} is not an engine API path the panel carries")
@@ -52,7 +52,8 @@ class Gateway:
                 request["stream_options"] = {**(options or {}), "include_usage": True}
                 drop_usage = changed = True
         data = json.dumps(request, ensure_ascii=False).encode() if changed else raw
-        outcome = Outcome(engine=engine.name, model=served or "", path=path, stats=StreamStats(time.perf_counter()))
+        stats = StreamStats(time.perf_counter())
+        outcome = Outcome(engine=engine.name, model=served or "", path=path, stats=stats, who=who)
         release = self.manager.begin_call(engine.name)
         try:
             reply = await engine.open(EngineCall(path=path, body=data))

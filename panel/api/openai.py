@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from panel.api.control import actor_of
 from panel.api.gateway import Gateway
 from panel.api.paths import FORWARDED_PATHS
 from panel.api.tap import Tap
@@ -51,7 +52,7 @@ class TappedResponse(StreamingResponse):
 async def forward(request: Request) -> Response:
     """Send the body to the routed engine; stream its answer back unchanged (status, content type, bytes)."""
     gateway: Gateway = request.app.state.services.gateway
-    tap = await gateway.open(request.url.path, await request.body())
+    tap = await gateway.open(request.url.path, await request.body(), who=actor_of(request))
     reply = tap.reply
     # which engine and model answered, in headers: the body stays exactly what the engine sent
     where = {"X-Panel-Engine": tap.outcome.engine, "X-Panel-Model": quote(tap.outcome.model, safe="/._-:@+")}

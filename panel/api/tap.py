@@ -33,6 +33,7 @@ class Outcome:
     model: str
     path: str
     stats: StreamStats
+    who: str = "local"  # the user or key name (the Chat tab's user, "eval", ...), for the request log
     status: int = 0
     finish_reason: str | None = None
     error: str | None = None

@@ -69,7 +69,7 @@ class GatewayBackend:
             return Completion(error=exc.message, seconds=time.perf_counter() - started)
 
     async def _ask(self, body: dict[str, Any], started: float) -> Completion:
-        tap = await self.gateway.open("/v1/chat/completions", body)
+        tap = await self.gateway.open("/v1/chat/completions", body, who="eval")
         data = await tap.body()
         return completion_from(tap.reply.status, data, time.perf_counter() - started)
 

@@ -11,6 +11,7 @@ import gradio as gr
 from panel.engines.base import EngineFailure, PanelError
 from panel.services import Services
 from panel.sse import error_message
+from panel.ui.guard import actor_of
 
 ENGINE_AUTO = "auto"
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
@@ -50,6 +51,7 @@ def build_chat(services: Services) -> dict[str, Any]:
         max_new: float,
         temp: float,
         topp: float,
+        request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         message = (message or "").strip()
         if not message:
@@ -73,7 +75,7 @@ def build_chat(services: Services) -> dict[str, Any]:
         yield display, clean, "", "⏳ waiting for the first token…"
         tap = None
         try:
-            tap = await services.gateway.open("/v1/chat/completions", body)
+            tap = await services.gateway.open("/v1/chat/completions", body, who=actor_of(request))
             if not tap.stream:  # the engine refused: its own message
                 await tap.body()
                 raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")

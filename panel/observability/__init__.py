@@ -1,0 +1,1 @@
+"""Observability: the request log (SQLite); metrics and the monitor move here in the house redesign."""

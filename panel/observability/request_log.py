@@ -1,0 +1,200 @@
+"""The request log: one row per generation answered through the gateway, in an embedded SQLite database.
+
+Rows come from the tap's Outcome (the same figures as /metrics and the Chat tab): time, who (user or key name),
+model, engine, path, prompt / completion / cached tokens, TTFT, tokens/s, finish reason, HTTP status, error. No
+prompt text is ever stored. Writes go through a queue to one writer thread (the event loop never waits on the
+disk); the newest `max_rows` rows are kept. The file lives under the data folder and survives restarts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from panel.api.tap import Outcome
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 0.5
+PRUNE_EVERY = 500
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    time: float
+    who: str
+    model: str
+    engine: str
+    path: str
+    status: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    ttft_ms: float | None
+    tokens_per_s: float | None
+    finish_reason: str | None
+    error: str | None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> RequestRow:
+        stats = outcome.stats
+        usage = stats.usage
+        tps = stats.decode_tps
+        return cls(
+            time=time.time(),
+            who=outcome.who,
+            model=outcome.model,
+            engine=outcome.engine,
+            path=outcome.path,
+            status=outcome.status,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=stats.completion_tokens,
+            cached_tokens=usage.cached_tokens if usage else None,
+            ttft_ms=None if stats.ttft_s is None else round(stats.ttft_s * 1000, 2),
+            tokens_per_s=None if tps is None else round(tps, 2),
+            finish_reason=outcome.finish_reason,
+            error=(outcome.error or None) and outcome.error[:500],
+        )
+
+
+COLUMNS = tuple(f.name for f in fields(RequestRow))
+_TYPES = {
+    "time": "REAL",
+    "status": "INTEGER",
+    "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER",
+    "cached_tokens": "INTEGER",
+    "ttft_ms": "REAL",
+    "tokens_per_s": "REAL",
+}
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    who: str | None = None
+    model: str | None = None
+    engine: str | None = None
+    errors_only: bool = False
+    limit: int = 200
+
+
+class RequestLog:
+    """SQLite-backed; `record` is called on the event loop and only enqueues."""
+
+    def __init__(self, path: Path, max_rows: int = 100_000) -> None:
+        self.path = path
+        self.max_rows = max(100, max_rows)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
+            db.execute(f"CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY AUTOINCREMENT, {cols})")
+            db.execute("CREATE INDEX IF NOT EXISTS requests_time ON requests(time)")
+        self._queue: queue.Queue[RequestRow | None] = queue.Queue()
+        self._written = 0
+        self._thread = threading.Thread(target=self._writer, name="panel-request-log", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # --- writing -----------------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> None:
+        """Gateway observer."""
+        self._queue.put(RequestRow.of(outcome))
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every row recorded so far is on disk."""
+        done = threading.Event()
+        self._queue.put(_Marker(done))  # type: ignore[arg-type]
+        done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _writer(self) -> None:
+        db = self._connect()
+        try:
+            while True:
+                batch, stop, markers = self._take()
+                if batch:
+                    self._write(db, batch)
+                for marker in markers:
+                    marker.done.set()
+                if stop:
+                    return
+        finally:
+            db.close()
+
+    def _take(self) -> tuple[list[RequestRow], bool, list[_Marker]]:
+        batch: list[RequestRow] = []
+        markers: list[_Marker] = []
+        item = self._queue.get()
+        deadline = time.monotonic() + FLUSH_S
+        while True:
+            if item is None:
+                return batch, True, markers
+            if isinstance(item, _Marker):
+                markers.append(item)
+                return batch, False, markers
+            batch.append(item)
+            try:
+                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                return batch, False, markers
+
+    def _write(self, db: sqlite3.Connection, batch: list[RequestRow]) -> None:
+        marks = ", ".join("?" for _ in COLUMNS)
+        try:
+            with db:
+                db.executemany(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", map(astuple, batch))
+                self._written += len(batch)
+                if self._written >= PRUNE_EVERY:
+                    self._written = 0
+                    db.execute("DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?", (self.max_rows,))
+        except sqlite3.Error:
+            log.exception("request log: %d rows could not be written", len(batch))
+
+    # --- reading -----------------------------------------------------------------------
+
+    def rows(self, where: RequestFilter | None = None) -> list[RequestRow]:
+        where = where or RequestFilter()
+        clauses, args = [], []
+        for column in ("who", "model", "engine"):
+            value = getattr(where, column)
+            if value:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if where.errors_only:
+            clauses.append("(status != 200 OR error IS NOT NULL)")
+        sql = f"SELECT {', '.join(COLUMNS)} FROM requests"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(max(1, min(where.limit, 100_000)))
+        with self._connect() as db:
+            return [RequestRow(*row) for row in db.execute(sql, args)]
+
+    def csv(self, where: RequestFilter | None = None) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(COLUMNS)
+        for row in self.rows(where):
+            writer.writerow(astuple(row))
+        return out.getvalue()
+
+
+@dataclass
+class _Marker:
+    done: threading.Event
