@@ -94,9 +94,19 @@ def check_max_tokens(body: bytes, limit: int) -> None:
     if not isinstance(data, dict):
         return
     for name in MAX_TOKENS_FIELDS:
-        value = data.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and (value > limit or value < 0):
-            raise BadRequestError(f"{name}={value} is over this panel's limit of {limit} tokens; ask for fewer")
+        value = _number(data.get(name))
+        if value is not None and (value > limit or value < 0):
+            raise BadRequestError(f"{name}={value:g} is over this panel's limit of {limit} tokens; ask for fewer")
+
+
+def _number(value: Any) -> float | None:
+    """A length as the engines would read it: 100, 1e6 and "100" alike (both engines coerce them)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class GateMiddleware:

@@ -435,8 +435,10 @@ def test_child_dying_mid_stream_ends_the_stream_with_an_error(stack: Stack) -> N
                 if seen == 5:
                     os.kill(stack.app.state.manager.get("llamacpp").status().pid, signal.SIGKILL)
         assert error is not None and error["type"] == "engine_error" and "died" in error["message"], error
-        status = httpx.get(stack.panel + "/v1/status", timeout=10).json()["llamacpp"]
-        assert status["status"] == "error"
+        deadline = time.monotonic() + 15
+        while httpx.get(stack.panel + "/v1/status", timeout=10).json()["llamacpp"]["status"] != "error":
+            assert time.monotonic() < deadline, "the engine never turned to error after its child died"
+            time.sleep(0.2)
 
     case("llamacpp", "a child dying mid-stream", check)
 

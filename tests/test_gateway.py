@@ -37,10 +37,10 @@ def _reply(pieces: list[bytes], status: int = 200, content_type: str = "text/eve
     return EngineReply(status=status, content_type=content_type, chunks=chunks(), close=close), closed
 
 
-def _tap(reply: EngineReply, drop_usage: bool = False, stream: bool = True) -> tuple[Tap, list[Outcome]]:
+def _tap(reply: EngineReply, drop_usage: bool = False) -> tuple[Tap, list[Outcome]]:
     seen: list[Outcome] = []
     outcome = Outcome(engine="llamacpp", model="m", path="/v1/chat/completions", stats=StreamStats(0.0))
-    return Tap(reply, outcome, stream=stream, drop_usage=drop_usage, observers=[seen.append]), seen
+    return Tap(reply, outcome, drop_usage=drop_usage, observers=[seen.append]), seen
 
 
 def _chunk(delta: dict, finish: str | None = None) -> dict:
@@ -134,3 +134,30 @@ def test_every_output_length_name_is_capped(field: str) -> None:
         check_max_tokens(json.dumps({field: 101}).encode(), 100)
     with pytest.raises(BadRequestError, match=field):
         check_max_tokens(json.dumps({field: -1}).encode(), 100)  # llama-server's "until the context is full"
+
+
+def test_a_client_leaving_mid_stream_is_recorded_and_crlf_framing_splits() -> None:
+    async def scenario() -> None:
+        events = [e.replace(b"\n\n", b"\r\n\r\n") for e in _sse(_chunk({"content": "a"}), _chunk({"content": "b"}))]
+        reply, closed = _reply(events)
+        tap, seen = _tap(reply)
+        stream = tap.raw()
+        first = await stream.__anext__()
+        assert first == events[0], "an event is forwarded as soon as its blank line arrives, CRLF or not"
+        await stream.aclose()  # the client went away
+        await tap.close()
+        assert closed and seen and "went away" in tap.outcome.error and not tap.outcome.ok
+
+    asyncio.run(scenario())
+
+
+def test_llama_server_timings_give_the_counts_when_no_usage_was_asked_for() -> None:
+    async def scenario() -> None:
+        last = _chunk({}, finish="length") | {"timings": {"cache_n": 4, "prompt_n": 27, "predicted_n": 2}}
+        reply, _ = _reply(_sse(_chunk({"content": "a"}), _chunk({"content": "b"}), last))
+        tap, _ = _tap(reply)
+        await tap.body()
+        usage = tap.outcome.stats.usage
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) == (31, 2, 4)
+
+    asyncio.run(scenario())

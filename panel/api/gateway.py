@@ -35,7 +35,9 @@ class Gateway:
         if engine_name is not None and engine_name not in ENGINE_NAMES:
             raise BadRequestError(f"engine must be one of {', '.join(ENGINE_NAMES)}; got {engine_name!r}")
         for key in PANEL_FIELDS:
-            changed |= request.pop(key, None) is not None
+            if key in request:
+                del request[key]
+                changed = True
         model = request.get("model")
         if model is not None and not isinstance(model, str):
             raise BadRequestError("model must be a string")
@@ -45,7 +47,7 @@ class Gateway:
             request["model"], changed = served, True
         stream = request.get("stream") is True
         drop_usage = False
-        if stream and path in USAGE_OPTION_PATHS:
+        if stream and path in USAGE_OPTION_PATHS and not engine.reports_timings:
             options = request.get("stream_options")
             if options is None or (isinstance(options, dict) and not options.get("include_usage")):
                 # the panel's figures need the engine's usage; the client gets that chunk only if it asked
@@ -61,7 +63,7 @@ class Gateway:
             release()
             raise
         observers = self.observers if path in GENERATION_PATHS else []
-        return Tap(_releasing(reply, release), outcome, stream=stream, drop_usage=drop_usage, observers=observers)
+        return Tap(_releasing(reply, release), outcome, drop_usage=drop_usage, observers=observers)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -3,6 +3,9 @@ the engine the request names, and the engine's answer is streamed back byte for 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote
 
@@ -59,10 +62,34 @@ async def forward(request: Request) -> Response:
     if tap.stream:
         return TappedResponse(tap, headers={**STREAM_HEADERS, **where})
     try:
-        data = await tap.body()
+        data = await _unless_gone(request, tap.body())
     finally:
         await tap.close()
+    if data is None:  # the client left: nobody to answer; the engine's request has been ended
+        return Response(status_code=499)
     return Response(data, status_code=reply.status, media_type=reply.content_type, headers=where)
+
+
+async def _unless_gone(request: Request, work: Awaitable[bytes]) -> bytes | None:
+    """The whole answer, or None as soon as the client disconnects (a long non-streamed generation is then
+    ended instead of running to its end for nobody, holding a slot)."""
+    answer = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({answer, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if answer.done():
+        return answer.result()
+    answer.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await answer
+    return None
 
 
 for _path in FORWARDED_PATHS:

@@ -10,6 +10,7 @@ for when the client did not (so figures exist for every request, and the client 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from panel.stats import StreamStats
 # the Responses API ("response.output_text.delta", "response.reasoning_text.delta", ...) and Anthropic messages.
 DELTA_TYPES = ("content_block_delta",)
 DONE = b"data: [DONE]\n\n"
+EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # the blank line that ends a server-sent event
 
 
 @dataclass
@@ -51,17 +53,17 @@ class Tap:
     """Forwards one engine reply, observing it. Iterate `raw()` (bytes for an HTTP client) or `chunks()` (parsed
     JSON chunks for an in-process client), once. The reply is closed and observers told when iteration ends."""
 
-    def __init__(
-        self, reply: EngineReply, outcome: Outcome, *, stream: bool, drop_usage: bool, observers: list[Observer]
-    ) -> None:
+    def __init__(self, reply: EngineReply, outcome: Outcome, *, drop_usage: bool, observers: list[Observer]) -> None:
         self.reply = reply
         self.outcome = outcome
         self.outcome.status = reply.status
-        self.stream = stream and reply.status == 200 and "text/event-stream" in reply.content_type
+        # streamed or not by what the engine answered ("stream": 1 streams too), not by the request's spelling
+        self.stream = reply.status == 200 and "text/event-stream" in reply.content_type
         self.drop_usage = drop_usage
         self.observers = observers
         self._used = False
         self._closed = False
+        self._finished = False  # the engine's answer ended on its own (not cut by a client that left)
 
     async def raw(self) -> AsyncIterator[bytes]:
         async for data, _ in self._run():
@@ -95,8 +97,8 @@ class Tap:
         if self._closed:
             return
         self._closed = True
-        if not self._used and self.outcome.error is None:
-            self.outcome.error = "the client went away before the answer was read"
+        if not self._finished and self.outcome.error is None:
+            self.outcome.error = "the client went away before the answer ended"
         try:
             await self.reply.close()
         finally:
@@ -108,20 +110,26 @@ class Tap:
         try:
             async for piece in self.reply.chunks:
                 buf += piece
-                while (end := buf.find(b"\n\n")) >= 0:
-                    event, buf = buf[: end + 2], buf[end + 2 :]
-                    chunk = _event_json(event)
-                    if chunk is None:
-                        yield event, None
-                        continue
-                    keep = self._observe(chunk, time.perf_counter())
-                    if keep:
-                        yield event, chunk
-            if buf.strip():
-                yield buf, _event_json(buf + b"\n\n")
+                while (end := EVENT_END.search(buf)) is not None:
+                    event, buf = buf[: end.end()], buf[end.end() :]
+                    item = self._event(event)
+                    if item is not None:
+                        yield item
+            if buf.strip():  # a last event without its blank line
+                item = self._event(buf)
+                if item is not None:
+                    yield item
+            self._finished = True
         except PanelError as exc:
             self.outcome.error = exc.message
             yield b"data: " + json.dumps(exc.to_json()).encode() + b"\n\n" + DONE, exc.to_json()
+
+    def _event(self, event: bytes) -> tuple[bytes, dict[str, Any] | None] | None:
+        """One event's bytes and JSON, observed; None for the one event the panel holds back."""
+        chunk = _event_json(event)
+        if chunk is None:
+            return event, None
+        return (event, chunk) if self._observe(chunk, time.perf_counter()) else None
 
     async def _document(self) -> tuple[bytes, dict[str, Any] | None]:
         try:
@@ -130,6 +138,7 @@ class Tap:
             self.outcome.error = exc.message
             raise
         now = time.perf_counter()
+        self._finished = True
         try:
             doc = json.loads(data) if data else None
         except ValueError:
@@ -153,6 +162,8 @@ class Tap:
         usage = _usage(chunk)
         if usage is not None:
             stats.usage = usage
+        elif stats.usage is None:
+            stats.usage = _timings_usage(chunk)
         tokens = 0
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
@@ -176,7 +187,7 @@ class Tap:
 
 def _event_json(event: bytes) -> dict[str, Any] | None:
     """The JSON of an event's `data:` line (None for comments, [DONE], non-JSON)."""
-    for line in event.split(b"\n"):
+    for line in event.splitlines():
         if line.startswith(b"data:"):
             payload = line[5:].strip()
             if payload == b"[DONE]" or not payload:
@@ -218,6 +229,16 @@ def _usage(chunk: dict[str, Any]) -> Usage | None:
     if cached is None:
         cached = raw.get("cache_read_input_tokens")
     return Usage(prompt_tokens=int(prompt), completion_tokens=int(completion), cached_tokens=cached)
+
+
+def _timings_usage(chunk: dict[str, Any]) -> Usage | None:
+    """llama-server's `timings` (on its last chunk, asked for or not) as token counts."""
+    timings = chunk.get("timings")
+    if not isinstance(timings, dict) or "predicted_n" not in timings:
+        return None
+    cached = timings.get("cache_n")
+    prompt = int(timings.get("prompt_n") or 0) + int(cached or 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=int(timings["predicted_n"]), cached_tokens=cached)
 
 
 def _other_finish(chunk: dict[str, Any]) -> str | None:

@@ -170,6 +170,9 @@ class Engine(Protocol):
     """What every engine offers. Engines own their state transitions; callers go through the manager."""
 
     name: str
+    # True when every streamed answer ends with token counts of its own (llama-server's `timings`), so the
+    # gateway need not ask for a usage chunk the client did not want
+    reports_timings: bool
 
     def status(self) -> EngineStatus: ...
 

@@ -86,6 +86,7 @@ class LlamaServerEngine:
     """Supervises one llama-server child. States: idle → loading → loaded | error; unload → idle."""
 
     name = "llamacpp"
+    reports_timings = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -357,7 +358,7 @@ class LlamaServerEngine:
         try:
             resp = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise EngineFailure(self._broken(exc)) from None
+            raise EngineFailure(await self._broken(exc)) from None
         return EngineReply(
             status=resp.status_code,
             content_type=resp.headers.get("content-type", "application/json"),
@@ -370,13 +371,20 @@ class LlamaServerEngine:
             async for chunk in resp.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
-            raise EngineFailure(self._broken(exc)) from None
+            raise EngineFailure(await self._broken(exc)) from None
         finally:
             await resp.aclose()
 
-    def _broken(self, exc: Exception) -> str:
-        alive = self._proc is not None and self._proc.returncode is None
-        return "llama-server died during the request" if not alive else f"connection to llama-server failed: {exc!r}"
+    async def _broken(self, exc: Exception) -> str:
+        """Why a call broke: a dead child is told apart from a network error (the exit may be reaped a moment
+        after the connection drops, so look for up to a second)."""
+        proc = self._proc
+        deadline = time.monotonic() + 1.0
+        while proc is not None and proc.returncode is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if proc is None or proc.returncode is not None:
+            return "llama-server died during the request"
+        return f"connection to llama-server failed: {exc!r}"
 
 
 def _die_with_parent() -> None:

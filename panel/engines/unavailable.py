@@ -16,6 +16,8 @@ from panel.settings import Settings
 
 
 class UnavailableEngine:
+    reports_timings = False
+
     def __init__(self, name: str, reason: str, kind: str) -> None:
         self.name = name
         self.reason = reason

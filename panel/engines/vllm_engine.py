@@ -159,6 +159,7 @@ class VllmEngine:
     """One AsyncLLM at a time. States: idle → loading → loaded | error; unload → idle (memory freed)."""
 
     name = "vllm"
+    reports_timings = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -290,8 +291,8 @@ class VllmEngine:
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._worker, parse)
-        except ServeArgsError as exc:
-            raise BadRequestError(f"vLLM refused the arguments: {exc}") from None
+        except (ServeArgsError, ValueError, TypeError, IndexError, AssertionError, OSError) as exc:
+            raise BadRequestError(f"vLLM refused the arguments: {_exception_text(exc)}") from None
 
     async def _start(self, args: Any, log_file: Path) -> _Loaded:
         """Build the AsyncLLM in a worker thread (it blocks for the whole load), then vLLM's OpenAI server over

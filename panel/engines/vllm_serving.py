@@ -52,6 +52,8 @@ OWNED_ARGS: dict[str, str] = {
     "worker_cls": "custom worker classes cannot be loaded from a request",
     "worker_extension_cls": "custom worker classes cannot be loaded from a request",
     "logits_processors": "custom logits processors cannot be loaded from a request",
+    "scheduler_cls": "custom scheduler classes cannot be loaded from a request",
+    "config": "a YAML file of arguments cannot be checked like typed arguments; give them as options",
 }
 # Arguments whose value may name a file or folder: it must lie inside the model roots.
 PATH_ARGS = ("tokenizer", "chat_template", "config", "generation_config", "hf_config_path", "allowed_local_media_path")
@@ -95,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         def exit(self, status: int = 0, message: str | None = None) -> Any:
             raise ServeArgsError(message or f"argument parsing stopped (status {status})")
 
-    return make_arg_parser(_Raising(prog="vllm serve", add_help=False))
+    # allow_abbrev=False: "--middlewar" must not reach --middleware past the checks below
+    return make_arg_parser(_Raising(prog="vllm serve", add_help=False, allow_abbrev=False))
 
 
 def options_argv(options: dict[str, Any], parser: argparse.ArgumentParser) -> list[str]:
@@ -147,11 +150,18 @@ def parse_serve_args(
         if dest.startswith("data_parallel") or dest in {"nnodes", "node_rank", "master_addr", "master_port"}:
             raise BadRequestError(f"--{dest.replace('_', '-')}: multi-node serving is not supported by this panel yet")
     args = parser.parse_args(argv)
+    # what the parser set, not only what was typed (a --flag.key form, an expansion): owned ones stay default
+    for dest in OWNED_ARGS:
+        if dest not in {"model", "model_tag"} and getattr(args, dest, None) != parser.get_default(dest):
+            raise BadRequestError(f"vLLM argument --{dest.replace('_', '-')} is not allowed: {OWNED_ARGS[dest]}")
+    transfer = getattr(args, "kv_transfer_config", None)
+    if transfer is not None and getattr(transfer, "kv_connector_module_path", None):
+        raise BadRequestError("kv_transfer_config.kv_connector_module_path cannot be loaded from a request")
     if "served_model_name" not in given:
         args.served_model_name = [served_name]
     for dest in PATH_ARGS:
         value = getattr(args, dest, None)
-        if isinstance(value, str) and dest in given and _looks_like_path(dest, value):
+        if isinstance(value, str) and value != parser.get_default(dest) and _looks_like_path(dest, value):
             setattr(args, dest, _inside(dest, value, roots))
     for module in getattr(args, "lora_modules", None) or []:
         path = getattr(module, "path", None) or (module.get("path") if isinstance(module, dict) else None)

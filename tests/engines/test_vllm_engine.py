@@ -196,6 +196,8 @@ def test_bad_path_is_a_clear_4xx(panel: PanelProcess) -> None:
         ("--tool-parser-plugin /tmp/x.py", "not allowed"),
         ("--chat-template /etc/hostname", "outside the model roots"),
         ("--enable-auto-tool-choice", "tool-call-parser"),
+        ("--middlewar pkg.mod.obj", "unrecognized arguments"),  # no abbreviations past the checks
+        ("--config /tmp/args.yaml", "not allowed"),
     ]:
         body = {"engine": "vllm", "model_path": str(HF_MODEL), "extra_args": extra}
         resp = post(panel, "/v1/models/load", body)
