@@ -38,7 +38,7 @@ def build_chat(services: Services) -> dict[str, Any]:
             )
             system = gr.Textbox(label="System prompt", lines=3, value="You are a helpful assistant.")
             max_tokens = gr.Slider(1, 8192, value=512, step=1, label="Max tokens", elem_id="chat-max-tokens")
-            temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature")
+            temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="Temperature", elem_id="chat-temperature")
             top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top-p")
     history = gr.State([])  # clean role/content messages sent to the engine
 

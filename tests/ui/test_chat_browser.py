@@ -68,7 +68,10 @@ def test_two_users_chat_at_once_without_queueing(panel_server, browser, embedded
     try:
         long_page.locator("#chat-max-tokens input[type=number]").fill("3000")
         long_page.locator("#chat-max-tokens input[type=number]").press("Enter")
-        long_page.locator("#chat-input textarea").fill("Count from 1 to 1000, one number per line.")
+        # greedy on a prompt this small model answers at length (checked: 1500 tokens without stopping)
+        long_page.locator("#chat-temperature input[type=number]").fill("0")
+        long_page.locator("#chat-temperature input[type=number]").press("Enter")
+        long_page.locator("#chat-input textarea").fill("Repeat the word hello 500 times.")
         long_page.locator("#chat-send").click()
         long_page.locator("#chat-live").get_by_text("streaming").wait_for(timeout=60_000)
 
