@@ -18,6 +18,7 @@ from panel.audit import AuditLog, audit_path
 from panel.auth import Auth, Principal, build_auth, require_api_role
 from panel.limits import GateMiddleware, GenerationSlots, limits_from
 from panel.metrics import PanelMetrics
+from panel.observability.load_log import LoadLog
 from panel.observability.request_log import RequestFilter, RequestLog
 from panel.services import Services
 from panel.settings import Settings
@@ -44,6 +45,10 @@ def install_access(app: FastAPI, services: Services) -> None:
     request_log = RequestLog(services.settings.data_dir / "requests.sqlite3", services.settings.request_log_max_rows)
     services.extra["request_log"] = request_log
     services.gateway.observers += [panel_metrics.observe_outcome, request_log.record]
+    load_log = LoadLog(request_log.path)  # the same database: loads beside requests
+    services.extra["load_log"] = load_log
+    services.manager.memory_of_loads = load_log
+    services.manager.load_listeners += [panel_metrics.observe_load, load_log.record]
     limits = limits_from(services)
     slots = GenerationSlots(limits.max_concurrent_per_user)
     services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 
 from panel.api.tap import Outcome
 from panel.engines.base import EngineState
-from panel.engines.manager import EngineManager
+from panel.engines.manager import EngineManager, LoadRecord
 from panel.stats import StreamStats
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,20 @@ class PanelMetrics:
             buckets=LOAD_BUCKETS_S,
             registry=self.registry,
         )
+        self.time_to_ready = Histogram(
+            "panel_model_load_seconds",
+            "Wall time from a load's start to the model answering, per model, cold or warm page cache",
+            ("engine", "model", "cache", "outcome"),
+            buckets=LOAD_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.first_ttft = Histogram(
+            "panel_first_ttft_after_load_seconds",
+            "Time to first token of the first request a model answers after its load",
+            ("engine", "model"),
+            buckets=TTFT_BUCKETS_S,
+            registry=self.registry,
+        )
         self.refused = Counter(
             "panel_refused_requests", "Requests refused by the gate", ("status",), registry=self.registry
         )
@@ -94,6 +108,16 @@ class PanelMetrics:
             return
         record = self.manager.load_history[-1]
         self.load_seconds.labels(record.engine, "ok" if record.ok else "error").observe(record.seconds)
+
+    def observe_load(self, record: LoadRecord) -> None:
+        """EngineManager load listener: called when a load ends and again when its first answer's TTFT is known."""
+        model = record.name or record.model.rsplit("/", 1)[-1]
+        if record.first_ttft_s is not None:
+            self.first_ttft.labels(record.engine, model).observe(max(record.first_ttft_s, 0.0))
+            return
+        cache = {True: "warm", False: "cold", None: "unknown"}[record.warm]
+        outcome = "ok" if record.ok else "error"
+        self.time_to_ready.labels(record.engine, model, cache, outcome).observe(record.seconds)
 
     # rendering -----------------------------------------------------------------------------
 

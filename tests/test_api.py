@@ -60,7 +60,9 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
     assert st["model"].endswith(embedded_model.name)
 
     models = httpx.get(base + "/v1/models", timeout=10).json()
-    assert [m["id"] for m in models["data"]] == [embedded_model.name]
+    assert [m["id"] for m in models["data"] if m["resident"]] == [embedded_model.name]
+    # the rest of the library is listed as loadable: a request naming one loads it
+    assert all(m.get("loadable") for m in models["data"] if not m["resident"])
 
     client = OpenAI(base_url=base + "/v1", api_key="unused", timeout=120)
     reply = client.chat.completions.create(

@@ -4,6 +4,7 @@ engine logs."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,10 +38,33 @@ class LoadBody(BaseModel):
     model_path: str = Field(min_length=1, max_length=4096)
     engine: Literal["llamacpp", "vllm"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    force: bool = False  # load even if the memory estimate says it does not fit
+    pinned: bool = False  # never evicted to make room, never unloaded for idleness
+    ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)  # idle seconds before unload; 0 = never
 
 
 class UnloadBody(BaseModel):
     engine: Literal["llamacpp", "vllm"]
+    model: str | None = Field(default=None, max_length=400)  # one resident model by name; none = all of them
+
+
+class PolicyBody(BaseModel):
+    model: str = Field(min_length=1, max_length=400)
+    engine: Literal["llamacpp", "vllm"] | None = None
+    pinned: bool | None = None
+    ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)
+
+
+class EstimateBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model_path: str = Field(min_length=1, max_length=4096)
+    engine: Literal["llamacpp", "vllm"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SleepBody(BaseModel):
+    engine: Literal["llamacpp", "vllm"] = "vllm"
+    level: Literal[1, 2] = 1
 
 
 # --- health and control -----------------------------------------------------------------
@@ -54,9 +78,14 @@ async def health(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/status")
 async def status(request: Request) -> dict[str, Any]:
+    """Each engine's state (the model its status speaks for), every resident model with its memory, requests in
+    flight, idle time, TTL and pin, and the memory the residency policy works with."""
     manager = get_manager(request)
     out: dict[str, Any] = manager.status()
     out["busy"] = manager.busy_reason
+    out["waiting"] = manager.waiting
+    out["resident"] = manager.resident_view()
+    out["memory"] = manager.memory().to_json()
     return out
 
 
@@ -65,36 +94,109 @@ async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
     manager = get_manager(request)
     options = {**(body.model_extra or {}), **body.options}
     engine = body.engine or _engine_for_path(body.model_path)
-    state = await manager.load(engine, body.model_path, options, actor=actor_of(request))
+    state = await manager.load(
+        engine,
+        body.model_path,
+        options,
+        actor=actor_of(request),
+        force=body.force,
+        pinned=body.pinned,
+        ttl_s=body.ttl_s,
+    )
     return {"status": "success", "engine": engine, "model": state["model"], "state": state}
 
 
 @router.post("/v1/models/unload", dependencies=[Depends(require_api_role("operator"))])
 async def unload_model(body: UnloadBody, request: Request) -> dict[str, Any]:
-    state = await get_manager(request).unload(body.engine, actor=actor_of(request))
-    return {"status": "success", "engine": body.engine, "state": state}
+    state = await get_manager(request).unload(body.engine, actor=actor_of(request), model=body.model)
+    return {"status": "success", "engine": body.engine, "model": body.model, "state": state}
+
+
+@router.post("/v1/models/policy", dependencies=[Depends(require_api_role("operator"))])
+async def model_policy(body: PolicyBody, request: Request) -> dict[str, Any]:
+    """Pin or unpin a resident model, or set its idle TTL."""
+    return get_manager(request).set_policy(body.model, body.engine, pinned=body.pinned, ttl_s=body.ttl_s)
+
+
+@router.post("/v1/models/estimate")
+async def estimate_model(body: EstimateBody, request: Request) -> dict[str, Any]:
+    """What a load would need and whether it fits now, after evicting idle models, later or never."""
+    manager = get_manager(request)
+    engine = body.engine or _engine_for_path(body.model_path)
+    load = manager.validate_load(engine, body.model_path, {**(body.model_extra or {}), **body.options})
+    report = manager.fit(load)
+    plan = report.plan
+    return {
+        "engine": engine,
+        "model": load.model_path,
+        "estimate": asdict(report.estimate) | {"total_bytes": report.estimate.total_bytes} if report.estimate else None,
+        "memory": report.memory.to_json(),
+        "fits_now": bool(plan and plan.fits_now),
+        "evicts": [h.name for h in plan.evict] if plan and plan.fits_now else [],
+        "waits_for": [h.name for h in plan.wait_for] if plan else [],
+        "fits_ever": bool(plan and plan.fits_ever),
+        "suggestions": report.suggestions,
+        "summary": report.summary(),
+    }
+
+
+@router.post("/v1/models/sleep", dependencies=[Depends(require_api_role("operator"))])
+async def sleep_model(body: SleepBody, request: Request) -> dict[str, Any]:
+    """vLLM sleep mode: level 1 offloads the weights to CPU memory and drops the KV cache, level 2 drops both."""
+    seconds = await get_manager(request).sleep(body.engine, body.level, actor=actor_of(request))
+    return {"status": "success", "engine": body.engine, "level": body.level, "seconds": round(seconds, 3)}
+
+
+@router.post("/v1/models/wake", dependencies=[Depends(require_api_role("operator"))])
+async def wake_model(body: SleepBody, request: Request) -> dict[str, Any]:
+    seconds = await get_manager(request).wake(body.engine, actor=actor_of(request))
+    return {"status": "success", "engine": body.engine, "seconds": round(seconds, 3)}
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
+    """Resident models (what answers now), then the library's models marked loadable: a request naming one
+    loads it first."""
+    from panel import library
+
     manager = get_manager(request)
+    now = int(time.time())
     data = [
         {
-            "id": Path(model).name,
+            "id": r.name,
             "object": "model",
-            "created": int(time.time()),
-            "owned_by": engine,
-            "engine": engine,
-            "path": model,
+            "created": int(r.since),
+            "owned_by": r.engine,
+            "engine": r.engine,
+            "path": r.model,
+            "resident": True,
+            "state": r.state.value,
         }
-        for engine, model in manager.loaded().items()
+        for r in manager.residents()
     ]
+    resident_paths = {r.model for r in manager.residents()}
+    for entry in library.scan(manager.settings.all_model_roots):
+        if entry.engine is None or entry.path in resident_paths:
+            continue
+        data.append(
+            {
+                "id": Path(entry.path).name,
+                "object": "model",
+                "created": now,
+                "owned_by": entry.engine,
+                "engine": entry.engine,
+                "path": entry.path,
+                "resident": False,
+                "loadable": True,
+            }
+        )
     return {"object": "list", "data": data}
 
 
 @router.get("/v1/engines/{engine}/logs")
-async def engine_logs(engine: str, request: Request, n: int = 200) -> dict[str, Any]:
-    return {"engine": engine, "lines": get_manager(request).get(engine).logs(max(1, min(n, 5000)))}
+async def engine_logs(engine: str, request: Request, n: int = 200, model: str | None = None) -> dict[str, Any]:
+    lines = get_manager(request).get(engine).logs(max(1, min(n, 5000)), model=model)
+    return {"engine": engine, "model": model, "lines": lines}
 
 
 def _engine_for_path(model_path: str) -> str:

@@ -8,13 +8,34 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
 from panel.api.tap import Observer, Outcome, Tap
 from panel.engines.base import BadRequestError, EngineCall, EngineReply, NotFoundError
-from panel.engines.manager import ENGINE_NAMES, EngineManager
+from panel.engines.manager import ENGINE_NAMES, EngineManager, NotResidentError, Target
 from panel.stats import StreamStats
+
+
+@dataclass
+class Prepared:
+    """A request checked and routed, not yet sent: `pending` names a library model that must load first."""
+
+    path: str
+    request: dict[str, Any]
+    raw: bytes
+    changed: bool
+    who: str
+    engine_name: str | None
+    model: str | None
+    can_load: bool
+    target: Target | None = None
+    pending: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        return self.request.get("stream") is True
 
 
 class Gateway:
@@ -22,10 +43,15 @@ class Gateway:
 
     def __init__(self, manager: EngineManager) -> None:
         self.manager = manager
-        self.observers: list[Observer] = []
+        self.observers: list[Observer] = [self._first_answer]
 
-    async def open(self, path: str, body: bytes | dict[str, Any], who: str = "local") -> Tap:
-        """Forward one request; the returned Tap must be read (raw(), chunks() or body()) to end the call."""
+    async def open(self, path: str, body: bytes | dict[str, Any], who: str = "local", can_load: bool = True) -> Tap:
+        """Forward one request (loading its model first if it is a library model not resident and `can_load`);
+        the returned Tap must be read (raw(), chunks() or body()) to end the call."""
+        return await self.start(self.prepare(path, body, who, can_load))
+
+    def prepare(self, path: str, body: bytes | dict[str, Any], who: str = "local", can_load: bool = True) -> Prepared:
+        """Check the body and route it; raises the 4xx error a bad request gets, before anything is sent."""
         if path not in FORWARDED_PATHS:
             raise NotFoundError(f"{path} is not an engine API path the panel carries")
         raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
@@ -41,29 +67,48 @@ class Gateway:
         model = request.get("model")
         if model is not None and not isinstance(model, str):
             raise BadRequestError("model must be a string")
-        engine = self.manager.route(engine_name, model)
-        served = engine.served_name()
-        if model is not None and model != served:
+        prepared = Prepared(path, request, raw, changed, who, engine_name, model, can_load)
+        try:
+            prepared.target = self.manager.route(engine_name, model)
+        except NotResidentError as exc:
+            prepared.pending = exc.model
+        return prepared
+
+    async def start(self, prepared: Prepared) -> Tap:
+        """Load the model if it must be, then send the request and tap the answer."""
+        target = prepared.target
+        if target is None:
+            assert prepared.pending is not None
+            target = await self.manager.ensure(
+                prepared.pending, engine_name=prepared.engine_name, can_load=prepared.can_load, actor=prepared.who
+            )
+        engine, served = target.engine, target.name
+        request, changed = prepared.request, prepared.changed
+        if prepared.model is not None and prepared.model != served:
             request["model"], changed = served, True
-        stream = request.get("stream") is True
         drop_usage = False
-        if stream and path in USAGE_OPTION_PATHS and not engine.reports_timings:
+        if prepared.stream and prepared.path in USAGE_OPTION_PATHS and not engine.reports_timings:
             options = request.get("stream_options")
             if options is None or (isinstance(options, dict) and not options.get("include_usage")):
                 # the panel's figures need the engine's usage; the client gets that chunk only if it asked
                 request["stream_options"] = {**(options or {}), "include_usage": True}
                 drop_usage = changed = True
-        data = json.dumps(request, ensure_ascii=False).encode() if changed else raw
+        data = json.dumps(request, ensure_ascii=False).encode() if changed else prepared.raw
+        path = prepared.path
         stats = StreamStats(time.perf_counter())
-        outcome = Outcome(engine=engine.name, model=served or "", path=path, stats=stats, who=who)
-        release = self.manager.begin_call(engine.name)
+        outcome = Outcome(engine=engine.name, model=served, path=path, stats=stats, who=prepared.who)
+        release = self.manager.begin_call(engine.name, served)
         try:
-            reply = await engine.open(EngineCall(path=path, body=data))
+            reply = await engine.open(EngineCall(path=path, body=data, model=served))
         except BaseException:
             release()
             raise
         observers = self.observers if path in GENERATION_PATHS else []
         return Tap(_releasing(reply, release), outcome, drop_usage=drop_usage, observers=observers)
+
+    def _first_answer(self, outcome: Outcome) -> None:
+        if outcome.ok:
+            self.manager.observe_first_answer(outcome.engine, outcome.model, outcome.stats.ttft_s)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

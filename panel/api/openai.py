@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import quote
 
@@ -13,12 +15,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from panel.api.control import actor_of
-from panel.api.gateway import Gateway
+from panel.api.gateway import Gateway, Prepared
 from panel.api.paths import FORWARDED_PATHS
 from panel.api.tap import Tap
+from panel.auth import LOCAL, role_allows
+from panel.engines.base import PanelError
 
 router = APIRouter()
 
+KEEPALIVE_S = 5.0  # a comment line this often while a streamed request waits for its model to load
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 BODY_DOC = {
     "requestBody": {
@@ -53,9 +58,20 @@ class TappedResponse(StreamingResponse):
 
 
 async def forward(request: Request) -> Response:
-    """Send the body to the routed engine; stream its answer back unchanged (status, content type, bytes)."""
+    """Send the body to the routed engine; stream its answer back unchanged (status, content type, bytes).
+    A library model that is not resident is loaded first: a streamed request gets SSE keep-alive comments while
+    it waits, so clients and proxies do not time out."""
     gateway: Gateway = request.app.state.services.gateway
-    tap = await gateway.open(request.url.path, await request.body(), who=actor_of(request))
+    principal = getattr(request.state, "principal", LOCAL)
+    prepared = gateway.prepare(
+        request.url.path, await request.body(), who=actor_of(request), can_load=role_allows(principal.role, "operator")
+    )
+    if prepared.pending is not None and prepared.stream:
+        where = {"X-Panel-Model": quote(prepared.pending, safe="/._-:@+")}
+        return StreamingResponse(
+            _after_load(gateway, prepared), media_type="text/event-stream", headers={**STREAM_HEADERS, **where}
+        )
+    tap = await gateway.start(prepared)
     reply = tap.reply
     # which engine and model answered, in headers: the body stays exactly what the engine sent
     where = {"X-Panel-Engine": tap.outcome.engine, "X-Panel-Model": quote(tap.outcome.model, safe="/._-:@+")}
@@ -68,6 +84,31 @@ async def forward(request: Request) -> Response:
     if data is None:  # the client left: nobody to answer; the engine's request has been ended
         return Response(status_code=499)
     return Response(data, status_code=reply.status, media_type=reply.content_type, headers=where)
+
+
+async def _after_load(gateway: Gateway, prepared: Prepared) -> AsyncIterator[bytes]:
+    """A streamed request whose model loads first: keep-alive comments while it loads, then the engine's stream;
+    a load that fails ends the stream with an error event (the status line went out with the first comment)."""
+    started = time.monotonic()
+    opening = asyncio.ensure_future(gateway.start(prepared))
+    try:
+        while not opening.done():
+            waited = time.monotonic() - started
+            yield f": loading {prepared.pending} ({waited:.0f} s)\n\n".encode()
+            await asyncio.wait({opening}, timeout=KEEPALIVE_S)
+        try:
+            tap = opening.result()
+        except PanelError as exc:
+            yield b"data: " + json.dumps({**exc.to_json(), "status": exc.status_code}).encode() + b"\n\n"
+            return
+    finally:
+        if not opening.done():  # the client left while it loaded: the load goes on for others, the call not
+            opening.cancel()
+    try:
+        async for chunk in tap.raw():
+            yield chunk
+    finally:
+        await tap.close()
 
 
 async def _unless_gone(request: Request, work: Awaitable[bytes]) -> bytes | None:

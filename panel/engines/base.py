@@ -56,6 +56,12 @@ class ConflictError(PanelError):
     error_type = "conflict_error"
 
 
+class InsufficientMemoryError(ConflictError):
+    """A load that cannot fit in the memory the panel may use, even after evicting every idle model."""
+
+    error_type = "insufficient_memory"
+
+
 class EngineFailure(PanelError):
     """The engine itself failed (child crashed, load failed, stream broke)."""
 
@@ -92,6 +98,7 @@ class EngineCall:
     path: str
     body: bytes
     method: str = "POST"
+    model: str | None = None  # the served name of the resident model to answer (engines with several)
 
 
 @dataclass
@@ -166,6 +173,25 @@ class EngineStatus:
         return out
 
 
+@dataclass
+class Resident:
+    """One model an engine holds (or is loading, or lost to a crash): what the engine itself knows of it.
+
+    `name` is the name its server answers to (alias or file/folder name), unique across the panel;
+    `memory_bytes` is measured where the model lives in its own process (a llama-server child's RSS)."""
+
+    engine: str
+    name: str
+    model: str  # absolute path
+    state: EngineState
+    since: float
+    options: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    error: str | None = None
+    detail: str | None = None
+    memory_bytes: int | None = None
+
+
 class Engine(Protocol):
     """What every engine offers. Engines own their state transitions; callers go through the manager."""
 
@@ -188,14 +214,25 @@ class Engine(Protocol):
 
     async def load(self, request: LoadRequest) -> None: ...
 
-    async def unload(self) -> None: ...
+    async def unload(self, name: str | None = None) -> None:
+        """Unload one resident model by its served name, or every one (None)."""
+        ...
 
-    def served_name(self) -> str | None:
-        """The model name the engine's own server answers to (None when nothing is loaded)."""
+    def residents(self) -> list[Resident]:
+        """Every model the engine holds, is loading, or lost (error), oldest first."""
+        ...
+
+    def name_for(self, request: LoadRequest) -> str:
+        """The name a load request's model will be served under."""
+        ...
+
+    def replaces_on_load(self) -> bool:
+        """True when a load replaces whatever the engine holds (one model per engine, vLLM in process)."""
         ...
 
     async def open(self, call: EngineCall) -> EngineReply:
-        """Send one API request to the engine's own server; ConflictError when nothing is loaded."""
+        """Send one API request to the engine's own server (the resident `call.model`); ConflictError when that
+        model is not loaded."""
         ...
 
     async def shutdown(self) -> None: ...

@@ -1,4 +1,5 @@
-"""llama.cpp engine: llama-server as a supervised child (argv, start, health wait, logs, stop, crash watch)."""
+"""llama.cpp engine: several models resident at once, each a supervised llama-server child (argv, start, health
+wait, logs, stop, crash watch)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from panel.engines.base import (
     EngineState,
     EngineStatus,
     LoadRequest,
+    NotFoundError,
+    Resident,
 )
 from panel.engines.llama_args import has_flag, known_flags, validate_extra_args
 from panel.settings import Settings
@@ -82,25 +85,20 @@ def _bool_option(options: dict[str, Any], key: str, default: bool) -> bool:
     raise BadRequestError(f"{key} must be true or false, got {raw!r}")
 
 
-class LlamaServerEngine:
-    """Supervises one llama-server child. States: idle → loading → loaded | error; unload → idle."""
+class LlamaChild:
+    """One supervised llama-server serving one model: start with port retries, health wait under a deadline,
+    log ring, crash watch (a crash is an error of this model only), process-group stop, the HTTP relay."""
 
-    name = "llamacpp"
-    reports_timings = True
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, binary: str, name: str, model: str, options: dict[str, Any]) -> None:
         self.settings = settings
-        self.binary = find_llama_server(settings.llama_server_bin)
-        self._state = EngineState.IDLE if self.binary else EngineState.UNAVAILABLE
-        self._since = time.time()
-        self._model: str | None = None
-        self._options: dict[str, Any] = {}
-        self._error: str | None = (
-            None
-            if self.binary
-            else ("llama-server not found: set LLAMA_SERVER_BIN, put it on PATH, or run ./launch.sh to build it")
-        )
-        self._detail: str | None = None
+        self.binary = binary
+        self.name = name
+        self.model = model
+        self.options = dict(options)
+        self.state = EngineState.LOADING
+        self.since = time.time()
+        self.error: str | None = None
+        self.detail: str | None = "starting llama-server"
         self._proc: asyncio.subprocess.Process | None = None
         self._port: int | None = None
         self._stopping = False
@@ -109,131 +107,65 @@ class LlamaServerEngine:
         self._watcher: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
 
-    # --- Engine protocol: status ------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
 
-    def model_kind(self) -> str:
-        return "gguf"
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
-    def status(self) -> EngineStatus:
-        alive = self._proc is not None and self._proc.returncode is None
-        return EngineStatus(
+    def resident(self) -> Resident:
+        pid = self.pid
+        return Resident(
+            engine="llamacpp",
             name=self.name,
-            status=self._state,
-            model=self._model,
-            pid=self._proc.pid if self._proc and alive else None,
-            process_alive=alive,
-            since=self._since,
-            error=self._error,
-            available=self.binary is not None,
-            detail=self._detail,
-            options=dict(self._options),
+            model=self.model,
+            state=self.state,
+            since=self.since,
+            options=dict(self.options),
+            pid=pid,
+            error=self.error,
+            detail=self.detail,
+            memory_bytes=rss_bytes(pid) if pid is not None and self.state is EngineState.LOADED else None,
         )
 
     def logs(self, n: int = 200) -> list[str]:
         return list(self._log)[-n:]
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+    def build_argv(self, port: int) -> list[str]:
+        return build_argv(self.binary, self.model, self.options, port, self.name)
 
-    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        known = {"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"}
-        unknown = set(options) - known
-        if unknown:
-            raise BadRequestError(
-                f"unknown llamacpp option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-            )
-        clean: dict[str, Any] = {
-            "ctx_size": _int_option(options, "ctx_size", self.settings.llama_ctx_size, 128, 1_048_576),
-            "parallel": _int_option(options, "parallel", self.settings.llama_parallel, 1, 256),
-            "n_gpu_layers": _int_option(options, "n_gpu_layers", 999, 0, 999),
-            "flash_attn": _bool_option(options, "flash_attn", False),
-            "extra_args": validate_extra_args(
-                options.get("extra_args"), known_flags(self.binary or ""), self.settings.all_model_roots
-            ),
-        }
-        if options.get("threads") not in (None, ""):
-            clean["threads"] = _int_option(options, "threads", 1, 1, 1024)
-        if options.get("alias"):
-            clean["alias"] = str(options["alias"])[:200]
-        return clean
-
-    def build_argv(self, model_path: str, options: dict[str, Any], port: int) -> list[str]:
-        assert self.binary is not None
-        argv = [
-            self.binary,
-            "--model",
-            model_path,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--ctx-size",
-            str(options["ctx_size"]),
-            "--parallel",
-            str(options["parallel"]),
-            "--n-gpu-layers",
-            str(options["n_gpu_layers"]),
-            "--flash-attn",
-            "on" if options["flash_attn"] else "off",
-            "--metrics",
-        ]
-        if "threads" in options:
-            argv += ["--threads", str(options["threads"])]
-        argv += ["--alias", options.get("alias") or Path(model_path).name]  # the name it answers with
-        extra = list(options.get("extra_args", []))
-        if not has_flag(extra, "--jinja", "--no-jinja"):
-            argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
-        return argv + extra
-
-    # --- Engine protocol: control -----------------------------------------------------
-
-    async def load(self, request: LoadRequest) -> None:
-        if self.binary is None:
-            raise EngineFailure(self._error or "llama-server not found")
-        if self._state is EngineState.LOADING:
-            raise ConflictError("llamacpp is already loading a model")
-        await self._stop_child()
-        self._set(EngineState.LOADING, model=request.model_path, error=None, detail="starting llama-server")
-        self._options = dict(request.options)
-        self._log.clear()
+    async def start(self) -> None:
+        """Start and wait until healthy; on failure the child is stopped, the state is error and EngineFailure
+        says why."""
         last_error = "llama-server did not start"
         for attempt in range(PORT_RETRIES):
             port = _free_port()
             try:
-                await self._start_child(request.model_path, request.options, port)
+                await self._start_process(port)
                 await self._wait_healthy()
             except _PortCollision as exc:
                 last_error = str(exc)
                 self._log.append(
                     f"[panel] port {port} was taken; retrying on another port ({attempt + 1}/{PORT_RETRIES})"
                 )
-                await self._stop_child()
+                await self.stop()
                 continue
             except BaseException as exc:
-                await self._stop_child()
+                await self.stop()
                 message = exc.message if isinstance(exc, EngineFailure) else f"load failed: {exc!r}"
-                self._set(EngineState.ERROR, model=request.model_path, error=message, detail=None)
+                self._set(EngineState.ERROR, error=message, detail=None)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise EngineFailure(message) from None
-            self._set(EngineState.LOADED, model=request.model_path, error=None, detail=f"port {port}")
+            self._set(EngineState.LOADED, error=None, detail=f"port {port}")
             return
-        self._set(EngineState.ERROR, model=request.model_path, error=last_error, detail=None)
+        self._set(EngineState.ERROR, error=last_error, detail=None)
         raise EngineFailure(last_error)
 
-    async def unload(self) -> None:
-        await self._stop_child()
-        self._options = {}
-        self._set(EngineState.IDLE if self.binary else EngineState.UNAVAILABLE, model=None, error=None, detail=None)
-
-    async def shutdown(self) -> None:
-        await self._stop_child()
-
-    # --- child process ----------------------------------------------------------------
-
-    async def _start_child(self, model_path: str, options: dict[str, Any], port: int) -> None:
-        argv = self.build_argv(model_path, options, port)
+    async def _start_process(self, port: int) -> None:
+        argv = self.build_argv(port)
         self._log.append("[panel] $ " + " ".join(argv))
         self._stopping = False
         self._port = port
@@ -265,7 +197,7 @@ class LlamaServerEngine:
             self._log.append(line.decode("utf-8", errors="replace").rstrip())
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
-        """Notice the child exiting at any time; an exit we did not ask for is an error."""
+        """Notice the child exiting at any time; an exit we did not ask for is an error (of this model only)."""
         code = await proc.wait()
         if self._reader is not None:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -274,10 +206,9 @@ class LlamaServerEngine:
             return
         tail = "\n".join(self.logs(15))
         self._log.append(f"[panel] llama-server exited unexpectedly with code {code}")
-        if self._state is EngineState.LOADED:
+        if self.state is EngineState.LOADED:
             self._set(
                 EngineState.ERROR,
-                model=self._model,
                 error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}",
                 detail=None,
             )
@@ -301,29 +232,29 @@ class LlamaServerEngine:
                 if resp.status_code == 200:
                     return
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                self._detail = "loading model" if resp.status_code == 503 else self._detail
+                self.detail = "loading model" if resp.status_code == 503 else self.detail
             except httpx.HTTPError as exc:
                 last = repr(exc)
             await asyncio.sleep(0.25)
         raise EngineFailure(f"llama-server was not healthy within {self.settings.load_timeout_s:.0f} s (last: {last})")
 
-    async def _stop_child(self) -> None:
+    async def stop(self) -> None:
         """SIGTERM the process group, wait a grace period, SIGKILL the group, reap."""
         proc, self._stopping = self._proc, True
         if self._client is not None:
             await self._client.aclose()
             self._client = None
         if proc is not None and proc.returncode is None:
-            self._signal_group(proc.pid, signal.SIGTERM)
+            _signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=self.settings.stop_grace_s)
             except asyncio.TimeoutError:
                 self._log.append("[panel] llama-server ignored SIGTERM; sending SIGKILL")
-                self._signal_group(proc.pid, signal.SIGKILL)
+                _signal_group(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(proc.wait(), timeout=10)
         if proc is not None:
-            self._signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
+            _signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
         for task in (self._watcher, self._reader):
             if task is not None and not task.done():
                 task.cancel()
@@ -331,27 +262,18 @@ class LlamaServerEngine:
                     await task
         self._proc, self._watcher, self._reader, self._port = None, None, None, None
 
-    @staticmethod
-    def _signal_group(pid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-
-    def _set(self, state: EngineState, *, model: str | None, error: str | None, detail: str | None) -> None:
-        self._state, self._model, self._error, self._detail = state, model, error, detail
-        self._since = time.time()
+    def _set(self, state: EngineState, *, error: str | None, detail: str | None) -> None:
+        self.state, self.error, self.detail = state, error, detail
+        self.since = time.time()
 
     # --- the engine's own API ---------------------------------------------------------
-
-    def served_name(self) -> str | None:
-        if self._model is None:
-            return None
-        return self._options.get("alias") or Path(self._model).name
 
     async def open(self, call: EngineCall) -> EngineReply:
         """Send the request to llama-server as it is and hand its answer back as the bytes arrive."""
         client = self._client
-        if self._state is not EngineState.LOADED or client is None:
-            raise ConflictError(f"llamacpp has no model loaded (it is {self._state.value})")
+        if self.state is not EngineState.LOADED or client is None:
+            why = f": {self.error.splitlines()[0]}" if self.error else ""
+            raise ConflictError(f"{self.name} on llamacpp is not loaded (it is {self.state.value}{why})")
         request = client.build_request(
             call.method, call.path, content=call.body, headers={"content-type": "application/json"}
         )
@@ -385,6 +307,209 @@ class LlamaServerEngine:
         if proc is None or proc.returncode is not None:
             return "llama-server died during the request"
         return f"connection to llama-server failed: {exc!r}"
+
+
+class LlamaServerEngine:
+    """Several models resident at once, each in its own supervised llama-server child (LlamaChild), keyed by the
+    name it serves (alias, else the file name). A load under a name already resident replaces that child only.
+
+    One child per model rather than llama-server's router mode: each model keeps its own health deadline, log,
+    crash state and process group, and the panel's memory policy (not the router's count-based LRU) decides
+    what stays resident."""
+
+    name = "llamacpp"
+    reports_timings = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.binary = find_llama_server(settings.llama_server_bin)
+        self.children: dict[str, LlamaChild] = {}
+        self._latest: str | None = None  # the model loaded last: the engine-level status and log show it
+        self._failed: LlamaChild | None = None  # the last load that failed, for its error and log
+        self._missing = (
+            None
+            if self.binary
+            else ("llama-server not found: set LLAMA_SERVER_BIN, put it on PATH, or run ./launch.sh to build it")
+        )
+
+    # --- Engine protocol: status ------------------------------------------------------
+
+    def model_kind(self) -> str:
+        return "gguf"
+
+    def replaces_on_load(self) -> bool:
+        return False
+
+    def residents(self) -> list[Resident]:
+        return [child.resident() for child in self.children.values()]
+
+    def _primary(self) -> LlamaChild | None:
+        """The child the engine-level status speaks for: the latest loaded one that is up, else any loading one,
+        else one in error, else the last failed load."""
+        children = list(self.children.values())
+        latest = self.children.get(self._latest or "")
+        for state in (EngineState.LOADED, EngineState.LOADING, EngineState.ERROR):
+            if latest is not None and latest.state is state:
+                return latest
+            found = [c for c in children if c.state is state]
+            if found:
+                return found[-1]
+        return self._failed
+
+    def status(self) -> EngineStatus:
+        if self.binary is None:
+            return EngineStatus(name=self.name, status=EngineState.UNAVAILABLE, error=self._missing, available=False)
+        child = self._primary()
+        if child is None:
+            return EngineStatus(name=self.name, status=EngineState.IDLE, process_alive=False)
+        return EngineStatus(
+            name=self.name,
+            status=child.state,
+            model=child.model,
+            pid=child.pid,
+            process_alive=child.pid is not None,
+            since=child.since,
+            error=child.error,
+            detail=child.detail,
+            options=dict(child.options),
+        )
+
+    def logs(self, n: int = 200, model: str | None = None) -> list[str]:
+        child = self.children.get(model) if model else self._primary()
+        return child.logs(n) if child is not None else []
+
+    @property
+    def base_url(self) -> str:
+        child = self._primary()
+        return child.base_url if child is not None else "http://127.0.0.1:0"
+
+    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        known = {"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"}
+        unknown = set(options) - known
+        if unknown:
+            raise BadRequestError(
+                f"unknown llamacpp option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+            )
+        clean: dict[str, Any] = {
+            "ctx_size": _int_option(options, "ctx_size", self.settings.llama_ctx_size, 0, 1_048_576),
+            "parallel": _int_option(options, "parallel", self.settings.llama_parallel, 1, 256),
+            "n_gpu_layers": _int_option(options, "n_gpu_layers", 999, 0, 999),
+            "flash_attn": _bool_option(options, "flash_attn", False),
+            "extra_args": validate_extra_args(
+                options.get("extra_args"), known_flags(self.binary or ""), self.settings.all_model_roots
+            ),
+        }
+        if 0 < clean["ctx_size"] < 128:
+            raise BadRequestError(
+                f"ctx_size must be 0 (the model's own) or between 128 and 1048576, got {clean['ctx_size']}"
+            )
+        if options.get("threads") not in (None, ""):
+            clean["threads"] = _int_option(options, "threads", 1, 1, 1024)
+        alias = str(options.get("alias") or "").strip()
+        if alias:
+            if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
+                raise BadRequestError("alias must be one line of at most 200 characters")
+            clean["alias"] = alias
+        return clean
+
+    def name_for(self, request: LoadRequest) -> str:
+        return str(request.options.get("alias") or Path(request.model_path).name)
+
+    def build_argv(self, model_path: str, options: dict[str, Any], port: int) -> list[str]:
+        assert self.binary is not None
+        return build_argv(self.binary, model_path, options, port, options.get("alias") or Path(model_path).name)
+
+    # --- Engine protocol: control -----------------------------------------------------
+
+    async def load(self, request: LoadRequest) -> None:
+        """Start a child for the model; a child already serving the same name is replaced (stopped first)."""
+        if self.binary is None:
+            raise EngineFailure(self._missing or "llama-server not found")
+        name = self.name_for(request)
+        old = self.children.get(name)
+        if old is not None and old.state is EngineState.LOADING:
+            raise ConflictError(f"{name} is already loading on llamacpp")
+        if old is not None:
+            await old.stop()
+        child = LlamaChild(self.settings, self.binary, name, request.model_path, request.options)
+        self.children.pop(name, None)
+        self.children[name] = child  # newest last
+        self._latest = name
+        try:
+            await child.start()
+        except BaseException:
+            self.children.pop(name, None)
+            self._failed = child
+            raise
+        self._failed = None
+
+    async def unload(self, name: str | None = None) -> None:
+        if name is None:
+            names = list(self.children)
+        elif name in self.children:
+            names = [name]
+        else:
+            raise NotFoundError(f"{name} is not resident on llamacpp; resident: {', '.join(self.children) or 'none'}")
+        for key in names:
+            child = self.children.pop(key)
+            await child.stop()
+        self._failed = None
+
+    async def shutdown(self) -> None:
+        for child in list(self.children.values()):
+            await child.stop()
+
+    async def open(self, call: EngineCall) -> EngineReply:
+        child = self.children.get(call.model or "")
+        if child is None:
+            resident = ", ".join(self.children) or "none"
+            raise ConflictError(f"{call.model or 'no model'} is not resident on llamacpp; resident: {resident}")
+        return await child.open(call)
+
+
+def build_argv(binary: str, model_path: str, options: dict[str, Any], port: int, name: str) -> list[str]:
+    """llama-server's command line for one model: the panel's owned flags, then the user's extra flags."""
+    argv = [
+        binary,
+        "--model",
+        model_path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(options["ctx_size"]),
+        "--parallel",
+        str(options["parallel"]),
+        "--n-gpu-layers",
+        str(options["n_gpu_layers"]),
+        "--flash-attn",
+        "on" if options["flash_attn"] else "off",
+        "--metrics",
+    ]
+    if "threads" in options:
+        argv += ["--threads", str(options["threads"])]
+    argv += ["--alias", name]  # the name it answers with
+    extra = list(options.get("extra_args", []))
+    if not has_flag(extra, "--jinja", "--no-jinja"):
+        argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
+    return argv + extra
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory (VmRSS) of a process from /proc; None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 def _die_with_parent() -> None:

@@ -11,6 +11,7 @@ from panel.engines.base import (
     EngineStatus,
     EngineUnavailableError,
     LoadRequest,
+    Resident,
 )
 from panel.settings import Settings
 
@@ -29,7 +30,7 @@ class UnavailableEngine:
     def status(self) -> EngineStatus:
         return EngineStatus(name=self.name, status=EngineState.UNAVAILABLE, available=False, error=self.reason)
 
-    def logs(self, n: int = 200) -> list[str]:
+    def logs(self, n: int = 200, model: str | None = None) -> list[str]:
         return [f"[panel] {self.name} is unavailable: {self.reason}"]
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -38,11 +39,17 @@ class UnavailableEngine:
     async def load(self, request: LoadRequest) -> None:
         raise EngineUnavailableError(f"{self.name} is unavailable: {self.reason}")
 
-    async def unload(self) -> None:
+    async def unload(self, name: str | None = None) -> None:
         return None
 
-    def served_name(self) -> str | None:
-        return None
+    def residents(self) -> list[Resident]:
+        return []
+
+    def name_for(self, request: LoadRequest) -> str:
+        return request.model_path
+
+    def replaces_on_load(self) -> bool:
+        return True
 
     async def open(self, call: EngineCall) -> EngineReply:
         raise EngineUnavailableError(f"{self.name} is unavailable: {self.reason}")

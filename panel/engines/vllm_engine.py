@@ -30,6 +30,7 @@ from panel.engines.base import (
     EngineStatus,
     EngineUnavailableError,
     LoadRequest,
+    Resident,
 )
 from panel.engines.llama_args import split_args
 from panel.engines.vllm_serving import (
@@ -171,6 +172,7 @@ class VllmEngine:
         self._error: str | None = self._missing
         self._detail: str | None = None
         self._loaded: _Loaded | None = None
+        self._asleep: int | None = None  # the sleep level while vLLM's sleep mode holds the model
         self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
         self._log_dir: Path | None = None
         self._tail: asyncio.Task[None] | None = None  # copies vLLM's log while a model is loading or loaded
@@ -198,8 +200,35 @@ class VllmEngine:
             options=dict(self._options),
         )
 
-    def logs(self, n: int = 200) -> list[str]:
+    def logs(self, n: int = 200, model: str | None = None) -> list[str]:
         return list(self._log)[-n:]
+
+    def replaces_on_load(self) -> bool:
+        return True
+
+    def name_for(self, request: LoadRequest) -> str:
+        return str(request.options.get("alias") or Path(request.model_path).name)
+
+    def residents(self) -> list[Resident]:
+        self._notice_dead_engine()
+        if self._model is None or self._state not in (EngineState.LOADING, EngineState.LOADED, EngineState.ERROR):
+            return []
+        loaded = self._loaded
+        name = loaded.served_name if loaded is not None else str(self._options.get("alias") or Path(self._model).name)
+        return [
+            Resident(
+                engine=self.name,
+                name=name,
+                model=self._model,
+                state=self._state,
+                since=self._since,
+                options=dict(self._options),
+                pid=os.getpid() if loaded is not None else None,
+                error=self._error,
+                detail=self._detail,
+                memory_bytes=None,  # in the panel's own process: not separable from the rest
+            )
+        ]
 
     def _notice_dead_engine(self) -> None:
         """An engine core that died on its own (killed, out of memory) turns a loaded engine into an error."""
@@ -246,7 +275,7 @@ class VllmEngine:
         self._log.append(f"[panel] loaded {request.model_path} in {seconds:.1f} s")
         self._set(EngineState.LOADED, model=request.model_path, error=None, detail=f"loaded in {seconds:.1f} s")
 
-    async def unload(self) -> None:
+    async def unload(self, name: str | None = None) -> None:
         await self._free()
         self._options = {}
         self._set(EngineState.IDLE, model=None, error=None, detail=None)
@@ -257,18 +286,37 @@ class VllmEngine:
 
     # --- the engine's own API ---------------------------------------------------------
 
-    def served_name(self) -> str | None:
-        loaded = self._loaded
-        return loaded.served_name if loaded is not None and self._state is EngineState.LOADED else None
-
     def serving_app(self) -> Any:
         """vLLM's own OpenAI app the panel calls (None when nothing is loaded): for comparing against it."""
         return self._loaded.serving.app if self._loaded is not None else None
+
+    async def sleep(self, level: int) -> None:
+        """vLLM's sleep mode (level 1: weights to CPU memory, KV dropped; level 2: both dropped), where the
+        platform has it and the model was loaded with --enable-sleep-mode; ConflictError saying why otherwise."""
+        loaded = self._loaded
+        if self._state is not EngineState.LOADED or loaded is None:
+            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        problem = sleep_problem(loaded.llm)
+        if problem:
+            raise ConflictError(problem)
+        await loaded.llm.sleep(level)
+        self._asleep = level
+        self._detail = f"asleep (level {level}); wake it to answer"
+
+    async def wake(self) -> None:
+        loaded = self._loaded
+        if loaded is None or self._asleep is None:
+            raise ConflictError("vllm is not asleep")
+        await loaded.llm.wake_up()
+        self._asleep = None
+        self._detail = "awake"
 
     async def open(self, call: EngineCall) -> EngineReply:
         loaded = self._loaded
         if self._state is not EngineState.LOADED or loaded is None:
             raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        if self._asleep is not None:
+            raise ConflictError(f"{loaded.served_name} on vllm is asleep (level {self._asleep}); wake it first")
         return await loaded.serving.open(call.path, call.method, call.body)
 
     # --- loading ----------------------------------------------------------------------
@@ -424,7 +472,7 @@ class VllmEngine:
 
     async def _free(self) -> None:
         """Shut the AsyncLLM down (the engine core child exits) and give its memory back."""
-        loaded, self._loaded = self._loaded, None
+        loaded, self._loaded, self._asleep = self._loaded, None, None
         if loaded is None:
             await self._stop_tail()
             return
@@ -445,6 +493,19 @@ class VllmEngine:
     def _set(self, state: EngineState, *, model: str | None, error: str | None, detail: str | None) -> None:
         self._state, self._model, self._error, self._detail = state, model, error, detail
         self._since = time.time()
+
+
+def sleep_problem(llm: Any) -> str | None:
+    """Why this AsyncLLM cannot sleep (platform, or loaded without sleep mode), or None."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_sleep_mode_available():
+        device = getattr(current_platform, "device_type", "this device") or "this device"
+        return f"vLLM's sleep mode needs a CUDA, ROCm or XPU GPU; this vLLM runs on {device}"
+    config = getattr(getattr(llm, "vllm_config", None), "model_config", None)
+    if config is not None and not getattr(config, "enable_sleep_mode", False):
+        return "the model was loaded without sleep mode: load it with --enable-sleep-mode in the extra arguments"
+    return None
 
 
 def load_phase(line: str, after: int = -1) -> tuple[int, str] | None:
