@@ -214,24 +214,26 @@ class BenchmarkRunner:
         path = await self._ensure_local(state, target) if target is not None else None  # downloads need no GPU
         what = Path(path).name if path else "the loaded model"
         async with manager.exclusive(f"benchmark {state.id} of {what}") as hold:
-            loaded_here = False
+            loaded_here: str | None = None  # the served name of the model this run loaded (and unloads)
             if target is not None and path is not None:
                 state.progress.step = f"loading {Path(path).name}"
                 await hold.load(target.engine, path, target.options, actor=f"bench:{state.actor}")
-                loaded_here = True
+                loaded_here = manager.served_name(target.engine, path)
             try:
                 engine, model_path = self._current_model(target.engine if target else state.plan.config.engine)
                 await self._measure(state, engine, model_path)
             finally:
                 if loaded_here and target is not None:
                     with contextlib.suppress(PanelError):
-                        await asyncio.shield(hold.unload(target.engine, actor=f"bench:{state.actor}"))
+                        unload = hold.unload(target.engine, actor=f"bench:{state.actor}", model=loaded_here)
+                        await asyncio.shield(unload)
 
     async def _measure(self, state: RunState, engine: str, model_path: str) -> None:
         manager = self.services.manager
         model = Path(model_path).name
         state.current = f"{model} on {engine}"
-        config = dataclasses.replace(state.plan.config, engine=engine, model=None)
+        # the served name: with several models resident on an engine, requests name the one measured
+        config = dataclasses.replace(state.plan.config, engine=engine, model=manager.served_name(engine, model_path))
         outcomes: list[SuiteOutcome] = []
         began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         status = "done"

@@ -173,6 +173,11 @@ class EngineManager:
     def residents(self) -> list[Resident]:
         return [r for engine in self.engines.values() for r in engine.residents()]
 
+    def served_name(self, engine_name: str, model_path: str) -> str | None:
+        """The name the newest loaded resident of `model_path` on an engine answers to."""
+        found = [r.name for r in self.get(engine_name).residents() if r.model == model_path]
+        return found[-1] if found else None
+
     def resident_names(self) -> list[str]:
         return [r.name for r in self.residents() if r.state is EngineState.LOADED]
 

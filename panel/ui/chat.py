@@ -8,19 +8,19 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import EngineFailure, PanelError
+from panel.engines.base import EngineFailure, EngineState, PanelError, Resident
 from panel.services import Services
 from panel.sse import error_message
 from panel.ui.guard import actor_of
 
-ENGINE_AUTO = "auto"
+MODEL_AUTO = "auto"
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
 
 
 def build_chat(services: Services) -> dict[str, Any]:
     manager = services.manager
 
-    notice = gr.Markdown(chat_notice(manager.loaded(), manager.busy_reason), elem_id="chat-notice")
+    notice = gr.Markdown(chat_notice(manager.residents(), manager.busy_reason), elem_id="chat-notice")
     with gr.Row():
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot")
@@ -34,7 +34,10 @@ def build_chat(services: Services) -> dict[str, Any]:
             clear = gr.Button("Clear conversation", size="sm")
         with gr.Column(scale=1):
             engine = gr.Dropdown(
-                choices=[ENGINE_AUTO, *manager.engines], value=ENGINE_AUTO, label="Engine", elem_id="chat-engine"
+                choices=[MODEL_AUTO, *manager.resident_names()],
+                value=MODEL_AUTO,
+                label="Model (a resident one; auto: the only one)",
+                elem_id="chat-model",
             )
             system = gr.Textbox(label="System prompt", lines=3, value="You are a helpful assistant.")
             max_tokens = gr.Slider(1, 8192, value=512, step=1, label="Max tokens", elem_id="chat-max-tokens")
@@ -46,7 +49,7 @@ def build_chat(services: Services) -> dict[str, Any]:
         message: str,
         display: list[dict[str, Any]],
         clean: list[dict[str, Any]],
-        engine_name: str,
+        model_name: str,
         system_prompt: str,
         max_new: float,
         temp: float,
@@ -69,8 +72,8 @@ def build_chat(services: Services) -> dict[str, Any]:
             "top_p": topp,
             "stream": True,
         }
-        if engine_name != ENGINE_AUTO:
-            body["engine"] = engine_name
+        if model_name and model_name != MODEL_AUTO:
+            body["model"] = model_name
         answer, reasoning, last_paint = "", "", 0.0
         yield display, clean, "", "⏳ waiting for the first token…"
         tap = None
@@ -103,8 +106,11 @@ def build_chat(services: Services) -> dict[str, Any]:
         clean = [*clean, {"role": "user", "content": message}, {"role": "assistant", "content": answer}]
         yield display, clean, "", stats.summary()
 
-    def on_timer_tick() -> str:
-        return chat_notice(manager.loaded(), manager.busy_reason)
+    def on_timer_tick(current: str | None) -> tuple[str, Any]:
+        names = manager.resident_names()
+        value = current if current in names else MODEL_AUTO
+        notice_text = chat_notice(manager.residents(), manager.busy_reason)
+        return notice_text, gr.update(choices=[MODEL_AUTO, *names], value=value)
 
     inputs = [prompt, chatbot, history, engine, system, max_tokens, temperature, top_p]
     outputs = [chatbot, history, prompt, live]
@@ -113,16 +119,15 @@ def build_chat(services: Services) -> dict[str, Any]:
     submit_event = prompt.submit(on_send_submit, inputs, outputs, concurrency_limit=None)
     stop.click(None, cancels=[send_event, submit_event])
     clear.click(lambda: ([], [], ""), outputs=[chatbot, history, live], queue=False)
-    gr.Timer(3.0).tick(on_timer_tick, outputs=notice, show_progress="hidden", queue=False)
+    gr.Timer(3.0).tick(on_timer_tick, engine, [notice, engine], show_progress="hidden", queue=False)
     return {"chatbot": chatbot, "live": live}
 
 
-def chat_notice(loaded: dict[str, str], busy_reason: str | None) -> str:
-    """What answers now (engine → model) and, while a benchmark measures, a warning."""
+def chat_notice(residents: list[Resident], busy_reason: str | None) -> str:
+    """What answers now (each resident model and its engine) and, while a benchmark measures, a warning."""
+    loaded = [r for r in residents if r.state is EngineState.LOADED]
     if loaded:
-        line = "Answering: " + " · ".join(
-            f"**{engine}** {model.rsplit('/', 1)[-1]}" for engine, model in loaded.items()
-        )
+        line = "Answering: " + " · ".join(f"**{r.name}** ({r.engine})" for r in loaded)
     else:
         line = "No model is loaded: load one in the **Engines** tab."
     if busy_reason:

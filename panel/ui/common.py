@@ -31,11 +31,11 @@ ENGINE_LABELS = {"llamacpp": "llama.cpp", "vllm": "vLLM"}
 
 
 async def load_message(
-    manager: EngineManager, engine: str, path: str | None, options: dict[str, Any], actor: str
+    manager: EngineManager, engine: str, path: str | None, options: dict[str, Any], actor: str, force: bool = False
 ) -> str:
     """Load through the manager and say how it went, as a line for the UI."""
     try:
-        state = await manager.load(engine, path or "", options, actor=actor)
+        state = await manager.load(engine, path or "", options, actor=actor, force=force)
     except PanelError as exc:
         return f"❌ {exc.message}"
     return f"✅ loaded **{Path(state['model']).name}** on {ENGINE_LABELS.get(engine, engine)}"

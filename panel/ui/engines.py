@@ -10,6 +10,7 @@ from panel import library
 from panel.services import Services
 from panel.ui.common import load_message, status_markdown, unload_message
 from panel.ui.guard import actor_of, requires_role
+from panel.ui.residents import build_residents, fit_line
 from panel.ui.vllm_section import build_vllm_section
 
 STATUS_POLL_S = 1.5
@@ -23,6 +24,7 @@ def build_engines(services: Services) -> dict[str, Any]:
         return library.choices(roots, "llamacpp")  # the Models tab's library: name, size, quantization
 
     status_md = gr.Markdown(status_markdown(manager.status()), elem_id="engine-status")
+    build_residents(services)
     message = gr.Markdown("", elem_id="engine-message")
     with gr.Row():
         with gr.Column(scale=3):
@@ -48,8 +50,18 @@ def build_engines(services: Services) -> dict[str, Any]:
                     elem_id="llama-extra-args",
                 )
             with gr.Row():
+                alias = gr.Textbox(
+                    label="Served name (alias; empty = file name). A new name loads beside the resident models",
+                    elem_id="llama-alias",
+                )
+                force = gr.Checkbox(value=False, label="Load even if the estimate says it does not fit")
+            estimate = gr.Markdown(
+                fit_line(manager, "llamacpp", model.value, {"ctx_size": settings.llama_ctx_size}),
+                elem_id="llama-estimate",
+            )
+            with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="llama-load")
-                unload_btn = gr.Button("Unload", elem_id="llama-unload")
+                unload_btn = gr.Button("Unload all llama.cpp models", elem_id="llama-unload")
         with gr.Column(scale=2):
             gr.Markdown("### llama-server log")
             logs = gr.Textbox(
@@ -63,12 +75,27 @@ def build_engines(services: Services) -> dict[str, Any]:
             )
     build_vllm_section(services)
 
+    def form_options(ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, name: str) -> dict[str, Any]:
+        options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
+        return {**options, "alias": name.strip()} if name and name.strip() else options
+
     @requires_role(services, "operator")
     async def on_load_click(
-        path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, request: gr.Request
+        path: str | None,
+        ctx: Any,
+        par: Any,
+        ngl: Any,
+        fa: bool,
+        extra: str,
+        name: str,
+        forced: bool,
+        request: gr.Request,
     ) -> str:
-        options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
-        return await load_message(manager, "llamacpp", path, options, actor_of(request))
+        options = form_options(ctx, par, ngl, fa, extra, name)
+        return await load_message(manager, "llamacpp", path, options, actor_of(request), force=forced)
+
+    def on_form_change(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, name: str) -> str:
+        return fit_line(manager, "llamacpp", path, form_options(ctx, par, ngl, fa, extra, name))
 
     @requires_role(services, "operator")
     async def on_unload_click(request: gr.Request) -> str:
@@ -80,12 +107,12 @@ def build_engines(services: Services) -> dict[str, Any]:
     def on_refresh_click() -> Any:
         return gr.update(choices=gguf_choices())
 
+    form = [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args, alias]
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
-        on_load_click,
-        [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args],
-        message,
-        concurrency_limit=None,
-    )
+        on_load_click, [*form, force], message, concurrency_limit=None
+    ).then(on_form_change, form, estimate, show_progress="hidden")
+    for box in form:  # the estimate follows the form, before any click
+        box.change(on_form_change, form, estimate, show_progress="hidden", concurrency_limit=None)
     unload_btn.click(on_unload_click, outputs=message, concurrency_limit=None)
     refresh.click(on_refresh_click, outputs=model)
     gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)

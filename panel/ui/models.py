@@ -13,6 +13,7 @@ from panel.engines.base import PanelError
 from panel.hub import DownloadManager, RepoListing, human_bytes, human_eta
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
+from panel.ui.residents import fit_line
 
 PROGRESS_POLL_S = 1.0
 JOBS_SHOWN = 5
@@ -64,6 +65,7 @@ def build_models(services: Services) -> dict[str, Any]:
         confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="models-confirm-delete")
         keep_btn = gr.Button("Keep it")
     library_msg = gr.Markdown("", elem_id="models-library-message")
+    estimate_md = gr.Markdown("", elem_id="models-estimate")
     finished_seen = gr.State(0)
 
     def on_list_click(repo_id: str, rev: str, tok: str) -> tuple[str, Any]:
@@ -108,6 +110,11 @@ def build_models(services: Services) -> dict[str, Any]:
         values = rows.values.tolist() if hasattr(rows, "values") else rows
         return gr.update(value=values[row][-1]) if 0 <= row < len(values) else gr.update()
 
+    def on_selected_change(path: str | None) -> str:
+        """The memory the model needs with its engine's default options, and whether it fits now."""
+        engine, _ = open_in_engines(services, path)
+        return fit_line(services.manager, engine, path, {}) if engine else ""
+
     def on_delete_click(path: str | None) -> tuple[Any, str]:
         if not path:
             return gr.update(visible=False), ""
@@ -133,6 +140,7 @@ def build_models(services: Services) -> dict[str, Any]:
     )
     refresh_btn.click(on_refresh_click, None, [table, selected, confirm_row])
     table.select(on_table_select, table, selected)
+    selected.change(on_selected_change, selected, estimate_md, show_progress="hidden", concurrency_limit=None)
     delete_btn.click(on_delete_click, selected, [confirm_row, confirm_md])
     keep_btn.click(lambda: gr.update(visible=False), None, confirm_row)
     confirm_btn.click(on_confirm_click, selected, library_msg).then(

@@ -36,6 +36,7 @@ def build_results(services: Services) -> dict[str, Any]:
         table_pick = gr.Dropdown(list(TABLES), value="single_stream", label="Table", elem_id="results-table-pick")
         download = gr.DownloadButton("Download CSV", elem_id="results-download")
     table = gr.Dataframe(value=view.table, interactive=False, wrap=True, elem_id="results-table")
+    loads = _loads_section(services)
     leaderboard = _leaderboard(services)
 
     def on_filters_change(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
@@ -55,7 +56,27 @@ def build_results(services: Services) -> dict[str, Any]:
     for trigger in (models.change, engines.change, every_run.change, bandwidth.submit, table_pick.change):
         trigger(on_filters_change, filters, outputs, show_progress="hidden")
     download.click(on_download_click, [table_pick, models, engines, every_run], download)
-    return {"plots": plots, "table": table, "refresh": refresh, "leaderboard": leaderboard}
+    return {"plots": plots, "table": table, "refresh": refresh, "leaderboard": leaderboard, "loads": loads}
+
+
+def _loads_section(services: Services) -> dict[str, Any] | None:
+    """Swap cost as data: every load's time to ready (cold or warm page cache) and its first answer's TTFT."""
+    load_log = services.extra.get("load_log")
+    if load_log is None:
+        return None
+    from panel.observability.load_charts import TABLE_HEADERS, load_table, time_to_ready_figure
+
+    def current() -> tuple[Any, list[list[Any]]]:
+        rows = load_log.rows(500)
+        return time_to_ready_figure(rows), load_table(rows[:50])
+
+    figure, rows = current()
+    gr.Markdown("### Model loads\nWall time from each load's start to ready; red: weights read from disk (cold).")
+    refresh = gr.Button("↻ Refresh loads", size="sm", elem_id="results-loads-refresh")
+    plot = gr.Plot(figure, elem_id="results-loads")
+    table = gr.Dataframe(value=rows, headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="results-loads-table")
+    refresh.click(current, None, [plot, table], show_progress="hidden")
+    return {"plot": plot, "table": table, "refresh": refresh}
 
 
 def _leaderboard(services: Services) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import load_message, unload_message
 from panel.ui.guard import actor_of, requires_role
+from panel.ui.residents import fit_line
 
 POLL_S = 1.5
 LOG_LINES = 60
@@ -127,6 +128,7 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="vllm-load")
                 unload_btn = gr.Button("Unload", elem_id="vllm-unload")
+            estimate = gr.Markdown("", elem_id="vllm-estimate")
             progress = gr.Markdown(progress_markdown(engine.status().to_json()), elem_id="vllm-progress")
             message = gr.Markdown("", elem_id="vllm-message")
         with gr.Column(scale=2):
@@ -176,6 +178,13 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     unload_btn.click(lambda: "⏳ unloading…", outputs=message, queue=False).then(
         on_vllm_unload_click, outputs=message, concurrency_limit=None
     )
+
+    def on_vllm_form_change(*values: Any) -> str:
+        path, rest = values[0], values[1:]
+        return fit_line(manager, "vllm", path, load_options(*rest)) if engine.status().available else ""
+
+    for box in (model, dtype, gpu_util, max_len, kv_dtype, extra_args):  # the estimate before the click
+        box.change(on_vllm_form_change, inputs, estimate, show_progress="hidden", concurrency_limit=None)
     refresh.click(on_vllm_refresh_click, outputs=model)
     gr.Timer(POLL_S).tick(on_vllm_timer_tick, outputs=[progress, logs], show_progress="hidden", queue=False)
     return {"model": model, "progress": progress, "message": message, "log": logs}
