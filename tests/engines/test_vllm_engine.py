@@ -307,6 +307,18 @@ def test_sampling_parameters_are_honoured(panel: PanelProcess) -> None:
 
 
 @pytest.mark.vllm
+def test_sleep_on_cpu_says_why_and_the_model_keeps_answering(panel: PanelProcess) -> None:
+    resp = post(panel, "/v1/models/sleep", {"engine": "vllm", "level": 1})
+    assert resp.status_code == 409, resp.text
+    assert "sleep mode needs a CUDA" in resp.json()["error"]["message"]
+    assert post(panel, "/v1/models/wake", {"engine": "vllm"}).status_code == 409
+    nope = post(panel, "/v1/models/sleep", {"engine": "llamacpp"})
+    assert nope.status_code == 409 and "no sleep mode" in nope.json()["error"]["message"]
+    reply = client(panel).completions.create(model="SmolLM2-135M-Instruct-hf", prompt="One,", max_tokens=3)
+    assert reply.usage.completion_tokens == 3
+
+
+@pytest.mark.vllm
 def test_both_engines_loaded_and_each_answering(panel: PanelProcess) -> None:
     resp = post(
         panel,
