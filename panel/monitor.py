@@ -223,20 +223,26 @@ def read_meminfo(path: Path = MEMINFO) -> dict[str, int]:
 
 
 def engine_memory(manager: EngineManager) -> list[EngineMemory]:
+    """One reading per resident model (each llama-server child apart; vLLM is this process), or one per engine
+    holding nothing."""
     out = []
     for name, engine in manager.engines.items():
-        st = engine.status()
-        reading = EngineMemory(engine=name, model=(st.model or "").rsplit("/", 1)[-1] or None, pid=st.pid)
-        if st.pid:
-            reading.rss_mib = process_tree_rss_mib(st.pid)
-            reading.source = "psutil RSS of pid and children" if reading.rss_mib is not None else "process gone"
-        kv = getattr(engine, "kv_cache_usage", None)
-        if callable(kv):
-            with contextlib.suppress(Exception):
-                reading.kv_cache_usage = kv()
-        elif name == "vllm" and st.model:
-            reading.kv_cache_usage = vllm_kv_cache_usage()
-        out.append(reading)
+        residents = [r for r in engine.residents() if r.pid]
+        readings = [EngineMemory(engine=name, model=r.name, pid=r.pid) for r in residents]
+        if not readings:
+            st = engine.status()
+            readings = [EngineMemory(engine=name, model=(st.model or "").rsplit("/", 1)[-1] or None, pid=st.pid)]
+        for reading in readings:
+            if reading.pid:
+                reading.rss_mib = process_tree_rss_mib(reading.pid)
+                reading.source = "psutil RSS of pid and children" if reading.rss_mib is not None else "process gone"
+            kv = getattr(engine, "kv_cache_usage", None)
+            if callable(kv):
+                with contextlib.suppress(Exception):
+                    reading.kv_cache_usage = kv()
+            elif name == "vllm" and reading.model:
+                reading.kv_cache_usage = vllm_kv_cache_usage()
+            out.append(reading)
     return out
 
 
