@@ -192,7 +192,18 @@ class _StateCollector:
             last.add_metric(
                 [record.engine, record.model.rsplit("/", 1)[-1], "ok" if record.ok else "error"], record.seconds
             )
-        yield from (state, loaded, last)
+        resident = GaugeMetricFamily(
+            "panel_model_resident_bytes",
+            "Memory each resident model is counted for (the larger of measured and estimated)",
+            labels=["engine", "model", "state"],
+        )
+        in_flight = GaugeMetricFamily(
+            "panel_model_requests_in_flight", "Requests each resident model is answering", labels=["engine", "model"]
+        )
+        for row in self.manager.resident_view():
+            resident.add_metric([row["engine"], row["name"], row["state"]], float(row["counted_bytes"]))
+            in_flight.add_metric([row["engine"], row["name"]], float(row["in_flight"]))
+        yield from (state, loaded, last, resident, in_flight)
 
     def describe(self) -> Iterable[Any]:
         return []

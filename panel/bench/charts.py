@@ -95,12 +95,48 @@ def single_stream_figure(rows: list[Row]) -> go.Figure:
             go.Scatter(
                 x=[r["output_tokens_requested"] for r in group],
                 y=[r["tokens_per_s"] for r in group],
+                error_y={"type": "data", "array": [r.get("tokens_per_s_sd") or 0 for r in group], "visible": True},
+                customdata=[[r.get("repeats") or 1, "noisy machine" if r.get("noisy") else ""] for r in group],
+                hovertemplate="%{x} tokens: %{y:.1f} tokens/s ± %{error_y.array:.1f} (n=%{customdata[0]}) "
+                "%{customdata[1]}<extra></extra>",
                 mode="lines+markers",
                 name=label(group[0]),
             )
         )
     fig.update_layout(xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"})
     return _style(fig, title, [r["output_tokens_requested"] for r in rows])
+
+
+def goodput_figure(rate_rows: list[Row], parallel_rows: list[Row]) -> go.Figure:
+    """Goodput (requests/s meeting every SLO) against the offered load: request rate (open loop) and
+    concurrency (closed loop), with the share of requests meeting the SLO in the hover."""
+    title = "Goodput vs load (requests/s meeting the SLO)"
+    rate_rows = [r for r in rate_rows if r.get("goodput_rps") is not None]
+    parallel_rows = [r for r in parallel_rows if r.get("goodput_rps") is not None]
+    if not rate_rows and not parallel_rows:
+        return _empty(title, "no rate-sweep or parallel results with goodput yet")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("by request rate (open loop)", "by concurrency (closed loop)"))
+    for col, rows_, x_key in ((1, rate_rows, "request_rate"), (2, parallel_rows, "concurrency")):
+        for group in _groups(rows_).values():
+            group = sorted(group, key=lambda r: r[x_key])
+            name = label(group[0])
+            fig.add_trace(
+                go.Scatter(
+                    x=[r[x_key] for r in group],
+                    y=[r["goodput_rps"] for r in group],
+                    customdata=[[r.get("slo_met_pct") or 0, r.get("slo") or ""] for r in group],
+                    hovertemplate="%{x}: goodput %{y:.2f} req/s, %{customdata[0]:.0f} % met the SLO "
+                    "%{customdata[1]}<extra></extra>",
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1 or not rate_rows,
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(title_text="good requests/s")
+    return _style(fig, title)
 
 
 def parallel_figure(rows: list[Row]) -> go.Figure:

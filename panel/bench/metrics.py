@@ -109,3 +109,79 @@ def roofline_tps(bandwidth_gb_s: float | None, bytes_per_token_gb: float | None)
     if not bandwidth_gb_s or not bytes_per_token_gb:
         return None
     return bandwidth_gb_s / bytes_per_token_gb
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean ± sample standard deviation of repeated measurements of one point; noisy when sd/mean > 10 %."""
+
+    mean: float | None
+    sd: float | None
+    n: int
+
+    NOISY_CV = 0.10
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> Spread:
+        data = [v for v in values if v is not None]
+        if not data:
+            return cls(None, None, 0)
+        m = sum(data) / len(data)
+        sd = math.sqrt(sum((v - m) ** 2 for v in data) / (len(data) - 1)) if len(data) > 1 else None
+        return cls(m, sd, len(data))
+
+    @property
+    def cv(self) -> float | None:
+        return None if self.sd is None or not self.mean else self.sd / self.mean
+
+    @property
+    def noisy(self) -> bool:
+        return self.cv is not None and self.cv > self.NOISY_CV
+
+    def text(self, digits: int = 1) -> str:
+        if self.mean is None:
+            return "–"
+        sd = f" ± {self.sd:.{digits}f}" if self.sd is not None else ""
+        return f"{self.mean:.{digits}f}{sd} (n={self.n}){' noisy machine' if self.noisy else ''}"
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives one request must meet to count as good (None: not checked). Seed 001's
+    'comfortable chat' is per_session_tps=20."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_ms: float | None = None  # every gap between tokens
+    per_session_tps: float | None = None
+
+    def met_by(self, r: RequestResult) -> bool:
+        if not r.success:
+            return False
+        if self.ttft_ms is not None and (r.ttft_s is None or r.ttft_s * 1000 > self.ttft_ms):
+            return False
+        if self.tpot_ms is not None and (r.tpot_s is not None and r.tpot_s * 1000 > self.tpot_ms):
+            return False
+        if self.itl_ms is not None and any(gap * 1000 > self.itl_ms for gap in r.itl_s()):
+            return False
+        tps = r.decode_tps
+        return self.per_session_tps is None or (tps is not None and tps >= self.per_session_tps)
+
+    def describe(self) -> str:
+        parts = [
+            f"TTFT ≤ {self.ttft_ms:g} ms" if self.ttft_ms is not None else "",
+            f"TPOT ≤ {self.tpot_ms:g} ms" if self.tpot_ms is not None else "",
+            f"ITL ≤ {self.itl_ms:g} ms" if self.itl_ms is not None else "",
+            f"≥ {self.per_session_tps:g} tokens/s per session" if self.per_session_tps is not None else "",
+        ]
+        return ", ".join(p for p in parts if p) or "no SLO"
+
+
+def goodput(results: Sequence[RequestResult], slo: Slo) -> tuple[float | None, int]:
+    """(requests per second that met every SLO over the run's wall time, how many met it)."""
+    good = sum(1 for r in results if slo.met_by(r))
+    ok = [r for r in results if r.success and r.chunk_times]
+    if not results or not ok:
+        return None, good
+    wall = max(r.chunk_times[-1] for r in ok) - min(r.send_t for r in results)
+    return (good / wall if wall > 0 else None), good

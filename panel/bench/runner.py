@@ -468,6 +468,13 @@ class BenchForm:
     scenario_requests: float | None = 3
     prefix_requests: float | None = 4
     timeout_s: float | None = 600
+    repeats: float | None = 3
+    requests_per_stream: float | None = 4
+    rates: str = "0.5, 1, 2, 4, 8"
+    burstiness: float | None = 1.0
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    slo_tokens_per_s: float | None = 20.0
     targets: str | None = None  # one model per line for a comparison; None: the loaded model
 
 
@@ -485,4 +492,28 @@ def plan_from_form(suites: list[str], form: BenchForm) -> BenchPlan:
         scenario_requests=int(form.scenario_requests or 3),
         prefix_requests=int(form.prefix_requests or 4),
         timeout_s=float(form.timeout_s or 600),
+        repeats=int(form.repeats or 3),
+        requests_per_stream=int(form.requests_per_stream or 4),
+        rates=parse_floats(form.rates, "request rates"),
+        burstiness=float(form.burstiness or 1.0),
+        slo_ttft_ms=_positive_or_none(form.slo_ttft_ms),
+        slo_tpot_ms=_positive_or_none(form.slo_tpot_ms),
+        slo_tokens_per_s=_positive_or_none(form.slo_tokens_per_s),
     )
+
+
+def parse_floats(text: str | None, what: str) -> list[float]:
+    """'0.5, 1 2' → [0.5, 1.0, 2.0]; a clear 400 naming the field for anything else."""
+    parts = [p for p in (text or "").replace(",", " ").split() if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise BadRequestError(f"{what}: numbers separated by commas, e.g. 0.5, 1, 2") from None
+    if not values:
+        raise BadRequestError(f"{what}: give at least one number")
+    return values
+
+
+def _positive_or_none(value: float | None) -> float | None:
+    """An empty or zero SLO field means: not checked."""
+    return float(value) if value not in (None, "") and float(value) > 0 else None

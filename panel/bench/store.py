@@ -27,7 +27,7 @@ from panel.files import atomic_write_json, atomic_write_text, results_dir, safe_
 
 log = logging.getLogger(__name__)
 
-TABLES = ("single_stream", "parallel", "latency", "scenarios", "prefix_cache")
+TABLES = ("single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache")
 KEY_COLUMNS = ["run_id", "time", "model", "engine"]
 COLUMNS: dict[str, list[str]] = {
     "single_stream": [
@@ -35,8 +35,12 @@ COLUMNS: dict[str, list[str]] = {
         "output_tokens_requested",
         "output_tokens",
         "tokens_per_s",
+        "tokens_per_s_sd",
+        "repeats",
+        "noisy",
         "e2e_tokens_per_s",
         "ttft_ms",
+        "ttft_ms_sd",
         "tpot_ms",
         "e2e_s",
         "success",
@@ -59,6 +63,26 @@ COLUMNS: dict[str, list[str]] = {
         "slot_wait_ms_mean",
         "ttft_ms_p50",
         "ttft_ms_p99",
+        "goodput_rps",
+        "slo_met_pct",
+    ],
+    "rate_sweep": [
+        *KEY_COLUMNS,
+        "request_rate",
+        "burstiness",
+        "achieved_rate",
+        "requests",
+        "succeeded",
+        "output_tokens_requested",
+        "total_tokens_per_s",
+        "ttft_ms_p50",
+        "ttft_ms_p99",
+        "tpot_ms_p50",
+        "tpot_ms_p99",
+        "itl_ms_p99",
+        "goodput_rps",
+        "slo_met_pct",
+        "slo",
     ],
     "latency": [*KEY_COLUMNS, "suite", "point", "metric", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "n"],
     "scenarios": [

@@ -17,9 +17,11 @@ from typing import Any
 import httpx
 
 from panel.bench import metrics
+from panel.bench.arrivals import Arrivals
 from panel.bench.client import RequestResult, RequestSpec, stream_request
+from panel.bench.metrics import PER_SESSION_TARGET_TPS
 
-SUITES = ("single_stream", "parallel", "latency", "scenarios", "prefix_cache")
+SUITES = ("single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache")
 JAPANESE_PROMPT = (
     "人工知能（AI）とは何か、小学生にもわかるように説明してください。できるだけ詳しく、長く書いてください。"
 )
@@ -38,6 +40,18 @@ class SuiteConfig:
     engine: str | None = None
     model: str | None = None
     lengths: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    repeats: int = 3  # single-stream requests per output length (mean ± sd over them)
+    requests_per_stream: int = 4  # parallel: a steady state of N in flight over this many × N requests
+    rates: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])  # open loop, requests/s
+    burstiness: float = 1.0  # 1 = Poisson arrivals; < 1 burstier (gamma), as vllm bench serve --burstiness
+    rate_requests: int = 24  # requests per rate point
+    rate_tokens: int = 128  # output tokens per rate-sweep request
+    seed: int = 0
+    slo_ttft_ms: float | None = None  # a request is good when it meets every SLO set here
+    slo_tpot_ms: float | None = None
+    slo_itl_ms: float | None = None
+    slo_tokens_per_s: float | None = PER_SESSION_TARGET_TPS  # seed 001's comfortable chat, per session
+    slo_attainment: float = 0.9  # a load level meets the SLO when this share of its requests do
     concurrencies: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
     parallel_tokens: int = 1024
     latency_requests: int = 10
@@ -52,6 +66,15 @@ class SuiteConfig:
     timeout_s: float = 600.0
     prompt: str = JAPANESE_PROMPT
 
+    @property
+    def slo(self) -> metrics.Slo:
+        return metrics.Slo(
+            ttft_ms=self.slo_ttft_ms,
+            tpot_ms=self.slo_tpot_ms,
+            itl_ms=self.slo_itl_ms,
+            per_session_tps=self.slo_tokens_per_s,
+        )
+
     def validate(self) -> SuiteConfig:
         from panel.engines.base import BadRequestError
 
@@ -59,6 +82,20 @@ class SuiteConfig:
             raise BadRequestError("output lengths must be whole numbers between 1 and 32768")
         if not self.concurrencies or any(not 1 <= n <= MAX_CONCURRENCY for n in self.concurrencies):
             raise BadRequestError(f"concurrencies must be whole numbers between 1 and {MAX_CONCURRENCY}")
+        if not 1 <= int(self.repeats) <= 100:
+            raise BadRequestError("repeats must be between 1 and 100")
+        if not 1 <= int(self.requests_per_stream) <= 100:
+            raise BadRequestError("requests_per_stream must be between 1 and 100")
+        if not self.rates or any(not 0 < float(r) <= 10_000 for r in self.rates):
+            raise BadRequestError("rates must be request rates above 0 (requests per second)")
+        if not 0 < float(self.burstiness) <= 100:
+            raise BadRequestError("burstiness must be above 0 (1 = Poisson)")
+        if not 0 < float(self.slo_attainment) <= 1:
+            raise BadRequestError("slo_attainment must be a share between 0 and 1")
+        for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_itl_ms", "slo_tokens_per_s"):
+            value = getattr(self, name)
+            if value is not None and float(value) <= 0:
+                raise BadRequestError(f"{name} must be above 0 (or empty: not checked)")
         for name in (
             "parallel_tokens",
             "latency_requests",
@@ -68,6 +105,8 @@ class SuiteConfig:
             "long_output",
             "prefix_requests",
             "prefix_output",
+            "rate_requests",
+            "rate_tokens",
         ):
             if int(getattr(self, name)) < 1:
                 raise BadRequestError(f"{name} must be at least 1")
@@ -174,37 +213,57 @@ class SuiteRunner:
     # --- suites -----------------------------------------------------------------------
 
     async def single_stream(self) -> SuiteOutcome:
+        """Each output length `repeats` times, one request at a time: mean ± sd and n per point; a point whose
+        tokens/s vary by more than 10 % is flagged noisy."""
         rows, lat = [], []
+        repeats = self.config.repeats
         for n in self.config.lengths:
-            self.progress.begin(f"single-stream {n} tokens", 1)
-            r = await self.send(self.spec(n), f"single_stream:{n}")
+            self.progress.begin(f"single-stream {n} tokens × {repeats}", repeats)
+            results = [await self.send(self.spec(n), f"single_stream:{n}") for _ in range(repeats)]
+            ok = [r for r in results if r.success]
+            tps = metrics.Spread.of([r.decode_tps for r in ok])
+            ttft = metrics.Spread.of([_ms(r.ttft_s) for r in ok])
+            failed = next((r for r in results if not r.success), None)
             rows.append(
                 {
                     "output_tokens_requested": n,
-                    "output_tokens": r.output_tokens if r.success else None,
-                    "tokens_per_s": r.decode_tps,
-                    "e2e_tokens_per_s": r.e2e_tps,
-                    "ttft_ms": _ms(r.ttft_s),
-                    "tpot_ms": _ms(r.tpot_s),
-                    "e2e_s": r.e2e_s,
-                    "success": r.success,
-                    "error": r.error or _short_note(r, n),
+                    "output_tokens": min((r.output_tokens for r in ok), default=None),
+                    "tokens_per_s": tps.mean,
+                    "tokens_per_s_sd": tps.sd,
+                    "repeats": tps.n,
+                    "noisy": tps.noisy,
+                    "e2e_tokens_per_s": metrics.mean([r.e2e_tps for r in ok if r.e2e_tps is not None]),
+                    "ttft_ms": ttft.mean,
+                    "ttft_ms_sd": ttft.sd,
+                    "tpot_ms": metrics.mean([r.tpot_s * 1000 for r in ok if r.tpot_s is not None]),
+                    "e2e_s": metrics.mean([r.e2e_s for r in ok if r.e2e_s is not None]),
+                    "success": failed is None,
+                    "error": failed.error
+                    if failed
+                    else next((_short_note(r, n) for r in ok if _short_note(r, n)), None),
                 }
             )
-            lat += _latency_rows("single_stream", f"{n} tokens", [r])
-        tps = {row["output_tokens_requested"]: row["tokens_per_s"] for row in rows}
-        summary = {"tokens_per_s_by_length": tps}
+            lat += _latency_rows("single_stream", f"{n} tokens", results)
+        tps_by = {row["output_tokens_requested"]: row["tokens_per_s"] for row in rows}
+        summary = {
+            "tokens_per_s_by_length": tps_by,
+            "repeats": repeats,
+            "noisy_points": [row["output_tokens_requested"] for row in rows if row["noisy"]],
+        }
         return SuiteOutcome("single_stream", {"single_stream": rows, "latency": lat}, self.take_raw(), summary)
 
     async def parallel(self, single_stream_tps: float | None = None) -> SuiteOutcome:
         rows, lat = [], []
         for n in self.config.concurrencies:
-            self.progress.begin(f"parallel {n} streams", n)
+            # closed loop, as vllm bench serve --max-concurrency: N in flight, each refilled as one ends
+            total = n * self.config.requests_per_stream
+            self.progress.begin(f"parallel {n} streams × {total} requests", total)
             slots = asyncio.Semaphore(n)
             spec = self.spec(self.config.parallel_tokens)
-            results = await asyncio.gather(*(self.send(spec, f"parallel:{n}", slots) for _ in range(n)))
+            results = await asyncio.gather(*(self.send(spec, f"parallel:{n}", slots) for _ in range(total)))
             fig = metrics.parallel(results)
             ttft = metrics.latency(results)["ttft"]
+            good_rps, good = metrics.goodput(results, self.config.slo)
             rows.append(
                 {
                     "concurrency": n,
@@ -222,15 +281,76 @@ class SuiteRunner:
                     "slot_wait_ms_mean": _ms(fig.slot_wait_s_mean),
                     "ttft_ms_p50": ttft.p50_ms,
                     "ttft_ms_p99": ttft.p99_ms,
+                    "goodput_rps": good_rps,
+                    "slo_met_pct": 100.0 * good / len(results) if results else None,
                 }
             )
             lat += _latency_rows("parallel", f"{n} streams", results)
         per_session = {row["concurrency"]: row["per_session_tokens_per_s"] for row in rows}
+        meeting = [row["concurrency"] for row in rows if _meets(row, self.config.slo_attainment)]
         summary = {
+            "slo": self.config.slo.describe(),
+            "max_concurrency_meeting_slo": max(meeting) if meeting else None,
             "max_concurrency_at_20_tps": metrics.max_concurrency_at(per_session),
             "total_tokens_per_s_by_concurrency": {row["concurrency"]: row["total_tokens_per_s"] for row in rows},
         }
         return SuiteOutcome("parallel", {"parallel": rows, "latency": lat}, self.take_raw(), summary)
+
+    async def rate_sweep(self) -> SuiteOutcome:
+        """Open loop: requests arrive at each rate (Poisson, or gamma with the burstiness factor, seeded) whatever
+        the server's pace; goodput = requests/s meeting every SLO. Stops at saturation: after the first rate
+        whose SLO attainment falls short, no higher rate is tried."""
+        cfg = self.config
+        slo = cfg.slo
+        rows, lat = [], []
+        for rate in sorted(float(r) for r in cfg.rates):
+            self.progress.begin(f"rate {rate:g} requests/s × {cfg.rate_requests}", cfg.rate_requests)
+            offsets = Arrivals(rate, cfg.burstiness, cfg.seed).offsets(cfg.rate_requests)
+            spec = self.spec(cfg.rate_tokens)
+            start = time.perf_counter()
+
+            label = f"rate:{rate:g}"
+
+            async def arrive(
+                at: float, spec: RequestSpec = spec, start: float = start, label: str = label
+            ) -> RequestResult:
+                await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+                return await self.send(spec, label)
+
+            results = await asyncio.gather(*(arrive(at) for at in offsets))
+            fig = metrics.parallel(results)
+            dist = metrics.latency(results)
+            good_rps, good = metrics.goodput(results, slo)
+            sent = [r.send_t for r in results]
+            span = max(sent) - min(sent)
+            row = {
+                "request_rate": rate,
+                "burstiness": cfg.burstiness,
+                "achieved_rate": (len(results) - 1) / span if span > 0 else None,
+                "requests": fig.requests,
+                "succeeded": fig.succeeded,
+                "output_tokens_requested": cfg.rate_tokens,
+                "total_tokens_per_s": fig.total_tps,
+                "ttft_ms_p50": dist["ttft"].p50_ms,
+                "ttft_ms_p99": dist["ttft"].p99_ms,
+                "tpot_ms_p50": dist["tpot"].p50_ms,
+                "tpot_ms_p99": dist["tpot"].p99_ms,
+                "itl_ms_p99": dist["itl"].p99_ms,
+                "goodput_rps": good_rps,
+                "slo_met_pct": 100.0 * good / len(results) if results else None,
+                "slo": slo.describe(),
+            }
+            rows.append(row)
+            lat += _latency_rows("rate_sweep", f"{rate:g} req/s", results)
+            if not _meets(row, cfg.slo_attainment):
+                break  # saturated: a higher rate would only queue more
+        meeting = [row["request_rate"] for row in rows if _meets(row, cfg.slo_attainment)]
+        summary = {
+            "slo": slo.describe(),
+            "max_rate_meeting_slo": max(meeting) if meeting else None,
+            "goodput_rps_by_rate": {row["request_rate"]: row["goodput_rps"] for row in rows},
+        }
+        return SuiteOutcome("rate_sweep", {"rate_sweep": rows, "latency": lat}, self.take_raw(), summary)
 
     async def latency(self) -> SuiteOutcome:
         n, tokens = self.config.latency_requests, self.config.latency_tokens
@@ -314,6 +434,10 @@ class SuiteRunner:
             row["ttft_speedup"] = speedup if row["cache"] == "on" else 1.0
         summary = {"ttft_speedup": speedup, "cached_tokens_mean_on": rows[1]["cached_tokens_mean"]}
         return SuiteOutcome("prefix_cache", {"prefix_cache": rows}, self.take_raw(), summary)
+
+
+def _meets(row: dict[str, Any], attainment: float) -> bool:
+    return row.get("slo_met_pct") is not None and row["slo_met_pct"] >= 100.0 * attainment
 
 
 def _short_note(r: RequestResult, requested: int) -> str | None:

@@ -41,6 +41,7 @@ def results_view(
     figures = {
         "single_stream": charts.single_stream_figure(single),
         "parallel": charts.parallel_figure(rows("parallel")),
+        "goodput": charts.goodput_figure(rows("rate_sweep"), rows("parallel")),
         "latency": _latency(rows("latency")),
         "prefix_cache": charts.prefix_cache_figure(rows("prefix_cache")),
         "scenarios": charts.scenarios_figure(rows("scenarios")),

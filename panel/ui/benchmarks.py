@@ -19,6 +19,7 @@ ENGINE_AUTO = "loaded engine"
 SUITE_LABELS = {
     "single_stream": "Single-stream",
     "parallel": "Parallel",
+    "rate_sweep": "Rate sweep (SLO)",
     "latency": "Latency",
     "scenarios": "Scenarios",
     "prefix_cache": "Prefix caching",
@@ -54,6 +55,16 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
             4, label="Prefix cache: requests per mode", precision=0, elem_id="bench-prefix-requests"
         )
         timeout_s = gr.Number(600, label="Per-request timeout (s)", precision=0)
+    with gr.Accordion("Repetitions, load and SLOs", open=False), gr.Row():
+        repeats = gr.Number(3, label="Single-stream: repeats per length", precision=0, elem_id="bench-repeats")
+        per_stream = gr.Number(
+            4, label="Parallel: requests per stream (steady state)", precision=0, elem_id="bench-requests-per-stream"
+        )
+        rates = gr.Textbox("0.5, 1, 2, 4, 8", label="Rate sweep: requests/s", elem_id="bench-rates")
+        burstiness = gr.Number(1.0, label="Burstiness (1 = Poisson)", elem_id="bench-burstiness")
+        slo_ttft = gr.Number(None, label="SLO: TTFT ≤ ms (empty: any)", elem_id="bench-slo-ttft")
+        slo_tpot = gr.Number(None, label="SLO: TPOT ≤ ms (empty: any)", elem_id="bench-slo-tpot")
+        slo_tps = gr.Number(20, label="SLO: tokens/s per session ≥", elem_id="bench-slo-tps")
     with gr.Row():
         suite_buttons = {s: gr.Button(SUITE_LABELS[s], elem_id=f"bench-run-{s}") for s in SUITES}
         run_all = gr.Button("Run all", variant="primary", elem_id="bench-run-all")
@@ -86,6 +97,13 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         scenario_requests,
         prefix_requests,
         timeout_s,
+        repeats,
+        per_stream,
+        rates,
+        burstiness,
+        slo_ttft,
+        slo_tpot,
+        slo_tps,
     ]
 
     def start(suites: list[str], values: tuple[Any, ...], request: gr.Request, target_text: str | None = None) -> str:

@@ -11,7 +11,12 @@ from panel.bench.store import TABLES, ResultStore
 from panel.bench.views import ENGINES, export_csv, results_view
 from panel.services import Services
 
-CHART_PAIRS = (("single_stream", "roofline"), ("parallel", "latency"), ("prefix_cache", "scenarios"))
+CHART_PAIRS = (
+    ("single_stream", "roofline"),
+    ("parallel", "goodput"),
+    ("latency", "prefix_cache"),
+    ("scenarios", None),
+)
 
 
 def build_results(services: Services) -> dict[str, Any]:
@@ -27,10 +32,10 @@ def build_results(services: Services) -> dict[str, Any]:
         bandwidth = gr.Number(0, label="Memory bandwidth GB/s for the roofline (0: from the GPU name)", precision=1)
         refresh = gr.Button("↻ Refresh", size="sm", elem_id="results-refresh")
     plots: dict[str, Any] = {}
-    for left, right in CHART_PAIRS:
+    for pair in CHART_PAIRS:
         with gr.Row():
-            plots[left] = gr.Plot(view.figures[left], elem_id=f"results-{left}")
-            plots[right] = gr.Plot(view.figures[right], elem_id=f"results-{right}")
+            for name in filter(None, pair):
+                plots[name] = gr.Plot(view.figures[name], elem_id=f"results-{name}")
     gr.Markdown("#### Table")
     with gr.Row():
         table_pick = gr.Dropdown(list(TABLES), value="single_stream", label="Table", elem_id="results-table-pick")

@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 
 from panel import library
+from panel.engines.base import PanelError
 from panel.model_paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import load_message, unload_message
@@ -128,6 +129,8 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="vllm-load")
                 unload_btn = gr.Button("Unload", elem_id="vllm-unload")
+                sleep_btn = gr.Button("Sleep (level 1)", elem_id="vllm-sleep")
+                wake_btn = gr.Button("Wake", elem_id="vllm-wake")
             estimate = gr.Markdown("", elem_id="vllm-estimate")
             progress = gr.Markdown(progress_markdown(engine.status().to_json()), elem_id="vllm-progress")
             message = gr.Markdown("", elem_id="vllm-message")
@@ -165,6 +168,22 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     async def on_vllm_unload_click(request: gr.Request) -> str:
         return await unload_message(manager, "vllm", actor_of(request))
 
+    @requires_role(services, "operator")
+    async def on_vllm_sleep_click(request: gr.Request) -> str:
+        try:
+            seconds = await manager.sleep("vllm", 1, actor=actor_of(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"😴 asleep after {seconds:.2f} s: weights in CPU memory, KV cache freed"
+
+    @requires_role(services, "operator")
+    async def on_vllm_wake_click(request: gr.Request) -> str:
+        try:
+            seconds = await manager.wake("vllm", actor=actor_of(request))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        return f"awake after {seconds:.2f} s"
+
     def on_vllm_timer_tick() -> tuple[str, str]:
         return progress_markdown(engine.status().to_json()), "\n".join(engine.logs(LOG_LINES))
 
@@ -185,6 +204,8 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
 
     for box in (model, dtype, gpu_util, max_len, kv_dtype, extra_args):  # the estimate before the click
         box.change(on_vllm_form_change, inputs, estimate, show_progress="hidden", concurrency_limit=None)
+    sleep_btn.click(on_vllm_sleep_click, outputs=message, concurrency_limit=None)
+    wake_btn.click(on_vllm_wake_click, outputs=message, concurrency_limit=None)
     refresh.click(on_vllm_refresh_click, outputs=model)
     gr.Timer(POLL_S).tick(on_vllm_timer_tick, outputs=[progress, logs], show_progress="hidden", queue=False)
     return {"model": model, "progress": progress, "message": message, "log": logs}

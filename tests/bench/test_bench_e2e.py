@@ -30,6 +30,11 @@ SMALL = {  # small enough for a 2-core machine shared with other work
     "prefix_requests": 2,
     "prefix_output": 2,
     "timeout_s": 120,
+    "repeats": 2,
+    "requests_per_stream": 2,
+    "rates": [2.0, 4.0],
+    "rate_requests": 4,
+    "rate_tokens": 4,
 }
 RUN_DEADLINE_S = 300.0
 
@@ -62,7 +67,7 @@ def wait_run(panel: PanelProcess, run_id: str, deadline_s: float = RUN_DEADLINE_
 
 def test_all_suites_write_files_with_exact_counts(bench_panel: PanelProcess, embedded_model: Path) -> None:
     body = {
-        "suites": ["single_stream", "parallel", "latency", "scenarios", "prefix_cache"],
+        "suites": ["single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache"],
         "lengths": [8, 16],
         "concurrencies": [2, 4],
         "settings": SMALL,
@@ -89,11 +94,17 @@ def test_all_suites_write_files_with_exact_counts(bench_panel: PanelProcess, emb
     single = store.rows("single_stream", [model])
     assert [(r["output_tokens_requested"], r["output_tokens"]) for r in single] == [(8, 8), (16, 16)]
     assert all(r["tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["run_id"] == run_id for r in single)
+    assert all(r["repeats"] == 2 and r["tokens_per_s_sd"] >= 0 and r["noisy"] in (True, False) for r in single)
     parallel = store.rows("parallel", [model])
-    assert [(r["concurrency"], r["succeeded"], r["total_tokens"]) for r in parallel] == [(2, 2, 16), (4, 4, 32)]
+    # a steady state: 2 × N requests with N in flight
+    assert [(r["concurrency"], r["succeeded"], r["total_tokens"]) for r in parallel] == [(2, 4, 32), (4, 8, 64)]
     assert all(r["efficiency_pct"] > 0 and r["total_tokens_per_s"] > 0 for r in parallel)
+    assert all(r["goodput_rps"] >= 0 and 0 <= r["slo_met_pct"] <= 100 for r in parallel)
+    swept = store.rows("rate_sweep", [model])
+    assert swept and swept[0]["request_rate"] == 2.0 and all(r["succeeded"] == 4 for r in swept)
+    assert all(r["achieved_rate"] > 0 and r["ttft_ms_p50"] > 0 and "tokens/s per session" in r["slo"] for r in swept)
     latency = store.rows("latency", [model])
-    assert {r["suite"] for r in latency} == {"single_stream", "parallel", "latency", "scenarios"}
+    assert {r["suite"] for r in latency} == {"single_stream", "parallel", "rate_sweep", "latency", "scenarios"}
     lat = [r for r in latency if r["suite"] == "latency"]
     assert {r["metric"] for r in lat} == {"ttft", "itl", "tpot"}
     assert all(r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] for r in lat)
@@ -114,7 +125,7 @@ def test_all_suites_write_files_with_exact_counts(bench_panel: PanelProcess, emb
     assert env["load_options"]["ctx_size"] == 2048 and env["host"]["memory_total_mib"] > 0
     raw = record["requests"]["single_stream"]
     # llama.cpp sends one chunk per token except where a token is part of a UTF-8 character (Japanese here)
-    assert [req["completion_tokens"] for req in raw] == [8, 16]
+    assert [req["completion_tokens"] for req in raw] == [8, 8, 16, 16]
     assert all(1 <= len(req["chunk_ms"]) <= req["completion_tokens"] for req in raw)
     assert all(req["chunk_ms"] == sorted(req["chunk_ms"]) for req in raw)
 

@@ -4,6 +4,7 @@ ends loaded, unload frees."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 
@@ -68,6 +69,9 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
         assert status["options"]["extra_args"] == ["--max-num-seqs", "4"]
         assert "Loading weights took" in page.locator("#vllm-log textarea").input_value()
         page.screenshot(path=str(tmp_path / "vllm-loaded.png"))
+        page.locator("#vllm-sleep").click()  # on the CPU backend: the reason, and the model stays loaded
+        page.locator("#vllm-message").get_by_text(re.compile("sleep mode needs a CUDA")).wait_for(timeout=30_000)
+        assert httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]["status"] == "loaded"
 
         page.locator("#vllm-unload").click()
         page.get_by_text("vLLM unloaded and its memory freed").wait_for(timeout=120_000)

@@ -1,0 +1,111 @@
+"""Repetitions, arrivals, SLOs and goodput: the statistics on known inputs, and the open-loop sweep and steady-state
+closed loop against the mock SSE server (its latencies set per request)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Iterator
+
+import pytest
+
+from panel.bench import metrics
+from panel.bench.arrivals import Arrivals
+from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
+from panel.bench.suites import SuiteConfig, SuiteRunner
+from tests.bench.mock_sse import running_mock
+
+
+@pytest.fixture(scope="module")
+def mock_url() -> Iterator[str]:
+    with running_mock() as url:
+        yield url
+
+
+@pytest.mark.parametrize("burstiness", [1.0, 0.5, 4.0])
+def test_arrivals_have_the_mean_and_variance_of_their_gamma_process(burstiness: float) -> None:
+    rate = 4.0
+    gaps = Arrivals(rate, burstiness, seed=7).gaps(2000)
+    assert statistics.fmean(gaps) == pytest.approx(1 / rate, rel=0.06)
+    assert statistics.variance(gaps) == pytest.approx(1 / (rate**2 * burstiness), rel=0.15)
+    assert Arrivals(rate, burstiness, seed=7).gaps(50) == gaps[:50], "seeded: a run repeats"
+    offsets = Arrivals(rate, burstiness, seed=7).offsets(5)
+    assert offsets[0] == 0.0 and offsets == sorted(offsets)
+    with pytest.raises(ValueError):
+        Arrivals(0.0).gaps(1)
+
+
+def test_spread_mean_sd_n_and_the_noisy_flag() -> None:
+    steady = metrics.Spread.of([100.0, 102.0, 98.0])
+    assert (steady.mean, steady.n) == (100.0, 3) and steady.sd == pytest.approx(2.0)
+    assert not steady.noisy and steady.text() == "100.0 ± 2.0 (n=3)"
+    noisy = metrics.Spread.of([50.0, 60.0, 70.0, None])
+    assert noisy.n == 3 and noisy.sd == pytest.approx(10.0) and noisy.noisy  # 10/60 = 17 % > 10 %
+    assert noisy.text().endswith("noisy machine")
+    one = metrics.Spread.of([5.0])
+    assert one.sd is None and not one.noisy and one.text() == "5.0 (n=1)"
+    assert metrics.Spread.of([]).text() == "–"
+
+
+def _run(url: str, specs: list[RequestSpec]) -> list[RequestResult]:
+    async def go() -> list[RequestResult]:
+        async with make_client(url, len(specs), timeout_s=60) as client:
+            return list(await asyncio.gather(*(stream_request(client, s, deadline_s=60) for s in specs)))
+
+    return asyncio.run(go())
+
+
+def _spec(ttft_ms: float, rate: float = 100.0, tokens: int = 20) -> RequestSpec:
+    mock = {"mock_tokens_per_s": rate, "mock_ttft_ms": ttft_ms}
+    return RequestSpec(max_tokens=tokens, messages=[{"role": "user", "content": "hi"}], extra=mock)
+
+
+def test_goodput_counts_the_requests_that_meet_every_slo(mock_url: str) -> None:
+    # 4 quick, 2 slow to start, 2 slow to stream: TTFT ≤ 250 ms and ≥ 40 tokens/s leave exactly the 4 quick ones
+    specs = [_spec(50)] * 4 + [_spec(600)] * 2 + [_spec(50, rate=20.0)] * 2
+    results = _run(mock_url, specs)
+    assert all(r.success for r in results)
+    slo = metrics.Slo(ttft_ms=250, per_session_tps=40)
+    assert [slo.met_by(r) for r in results] == [True] * 4 + [False] * 4
+    rps, good = metrics.goodput(results, slo)
+    wall = max(r.chunk_times[-1] for r in results) - min(r.send_t for r in results)
+    assert good == 4 and rps == pytest.approx(4 / wall)
+    assert metrics.goodput(results, metrics.Slo(ttft_ms=1))[1] == 0
+    assert slo.describe() == "TTFT ≤ 250 ms, ≥ 40 tokens/s per session"
+
+
+def _suite(url: str, config: SuiteConfig, suite: str) -> tuple[dict, list[dict]]:
+    async def go() -> tuple[dict, list[dict]]:
+        async with make_client(url, 64, timeout_s=60) as client:
+            runner = SuiteRunner(client, config.validate())
+            outcome = await getattr(runner, suite)()
+            return outcome.summary | {"_tables": outcome.tables}, outcome.requests
+
+    summary, raw = asyncio.run(go())
+    return summary, raw
+
+
+def test_open_loop_sends_on_the_drawn_schedule_and_stops_at_saturation(mock_url: str) -> None:
+    config = SuiteConfig(rates=[5.0, 10.0], rate_requests=20, rate_tokens=8, seed=3, slo_tokens_per_s=20.0)
+    summary, _ = _suite(mock_url, config, "rate_sweep")
+    rows = summary["_tables"]["rate_sweep"]
+    assert [r["request_rate"] for r in rows] == [5.0, 10.0] and all(r["succeeded"] == 20 for r in rows)
+    assert summary["max_rate_meeting_slo"] == 10.0, "the mock streams at 100 tokens/s: every request meets 20"
+    planned = Arrivals(5.0, 1.0, seed=3).offsets(20)
+    assert rows[0]["achieved_rate"] == pytest.approx((20 - 1) / planned[-1], rel=0.05), "sent on the drawn schedule"
+
+    strict = SuiteConfig(rates=[5.0, 10.0], rate_requests=6, rate_tokens=8, slo_ttft_ms=1.0)
+    summary, _ = _suite(mock_url, strict, "rate_sweep")
+    assert len(summary["_tables"]["rate_sweep"]) == 1, "saturated at the first rate: no higher rate tried"
+    assert summary["max_rate_meeting_slo"] is None and summary["_tables"]["rate_sweep"][0]["slo_met_pct"] == 0
+
+
+def test_closed_loop_keeps_n_in_flight_over_its_requests(mock_url: str) -> None:
+    config = SuiteConfig(concurrencies=[4], parallel_tokens=10, requests_per_stream=3)
+    summary, _ = _suite(mock_url, config, "parallel")
+    [row] = summary["_tables"]["parallel"]
+    assert row["requests"] == 12 and row["succeeded"] == 12 and row["total_tokens"] == 120
+    assert row["slot_wait_ms_mean"] > 50, "requests beyond the first 4 waited in the client's queue"
+    # 10 tokens at 100 tokens/s + 50 ms: ~0.15 s each, 3 rounds of 4 → ~0.45 s, far from 12 × 0.15 s
+    assert row["wall_s"] < 1.2
+    assert summary["max_concurrency_meeting_slo"] == 4
