@@ -14,6 +14,7 @@ from panel import __version__, api
 from panel.access import gradio_auth_kwargs, install_access
 from panel.api.gateway import Gateway
 from panel.bench.api import install_bench
+from panel.bench.share_api import install_share
 from panel.engines import default_engines
 from panel.engines.base import Engine, PanelError
 from panel.engines.manager import EngineManager
@@ -57,6 +58,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     install_access(app, services)  # audit, auth, limits, /metrics, keys
     install_models(app, services)  # Hugging Face downloads and the model library (issue 4)
     install_bench(app, services)  # benchmark runner and /v1/bench routes (issue 5)
+    install_share(app, services)  # benchmark bundles: export / import across machines
     if with_ui:
         import gradio as gr
 

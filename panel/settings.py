@@ -60,6 +60,7 @@ class Settings:
     model_ttl_s: float = 0.0  # unload a model idle this long; 0 = never (each load may set its own)
     load_on_request: bool = True  # a request naming a library model that is not resident loads it
     load_wait_s: float = 300.0  # how long a load waits for busy models to finish before it is refused
+    mlflow_tracking_uri: str | None = None  # log each saved benchmark run to MLflow here (panel/bench/mlflow_log.py)
 
     @property
     def all_model_roots(self) -> tuple[Path, ...]:

@@ -98,7 +98,7 @@ def test_revoked_key_stops_working_and_keys_are_stored_hashed(settings: Settings
     key, token = auth.create_key("ci", "operator", actor="test")
     assert auth.principal_for_token(token).role == "operator"
     stored = keys_path(settings).read_text()
-    assert token not in stored and token.split("_")[2] not in stored
+    assert token not in stored and token.split("_", 2)[2] not in stored
     assert oct(keys_path(settings).stat().st_mode & 0o777) == "0o600"
     assert auth.principal_for_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
     auth.revoke_key(key.id, actor="test")
@@ -379,7 +379,9 @@ def test_browser_viewer_sees_no_controls_and_is_refused_operator_loads(secured_p
     from gradio_client import Client
 
     client = Client(panel.base_url + "/", auth=("vie", PASSWORD), verbose=False)
-    result = client.predict("models/SmolLM2-135M-Instruct.Q4_1.gguf", 2048, 2, 0, False, "", api_name="/on_load_click")
+    result = client.predict(
+        "models/SmolLM2-135M-Instruct.Q4_1.gguf", 2048, 2, 0, False, "", "", False, api_name="/on_load_click"
+    )
     assert "not allowed" in str(result) and "operator" in str(result)
 
     page = browser.new_page()

@@ -13,6 +13,7 @@ from panel.api import actor_of
 from panel.auth import require_api_role
 from panel.bench.runner import BenchmarkRunner, ModelTarget, plan_from
 from panel.bench.suites import MAX_CONCURRENCY, SUITES
+from panel.engines.base import BadRequestError
 
 router = APIRouter(prefix="/v1/bench")
 
@@ -20,9 +21,11 @@ router = APIRouter(prefix="/v1/bench")
 class TargetBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=4096)
-    engine: str = Field(default="llamacpp", pattern="^(llamacpp|vllm)$")
+    engine: str = Field(default="llamacpp", pattern="^(llamacpp|vllm|remote)$")
     options: dict[str, Any] = Field(default_factory=dict)
     include: list[str] | None = None
+    url: str | None = Field(default=None, max_length=2048, description="OpenAI base URL of a remote target")
+    api_key: str | None = Field(default=None, max_length=4096, description="its key; never saved or logged")
 
 
 class RunBody(BaseModel):
@@ -43,7 +46,9 @@ def get_runner(request: Request) -> BenchmarkRunner:
 @router.post("/runs", dependencies=[Depends(require_api_role("operator"))])
 async def start_run(body: RunBody, request: Request) -> dict[str, Any]:
     """Start a run in the background (409 while another runs or the GPU is busy); poll GET /v1/bench/runs/{id}."""
-    targets = [ModelTarget(t.model, t.engine, t.options, t.include) for t in body.models]
+    targets = [ModelTarget(t.model, t.engine, t.options, t.include, t.url, t.api_key) for t in body.models]
+    if any(t.engine == "remote" and not t.url for t in targets):
+        raise BadRequestError("a remote target needs its url")
     plan = plan_from(body.suites, body.lengths, body.concurrencies, body.engine, targets, **body.settings)
     plan.warm_up = body.warm_up
     return get_runner(request).start(plan, actor=actor_of(request)).to_json()

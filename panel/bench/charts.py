@@ -2,6 +2,8 @@
 
 A series is one model on one engine in one run, labelled "model · engine · time"; by default only the latest
 run of each model+engine is drawn (`latest_only=False` draws every run, so past runs compare with new ones).
+Rows imported from another machine (panel/bench/share.py) carry a `machine`: it is part of the series, its
+label ("model · engine · machine · time") and the latest-run key, so the same model compares across machines.
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ BANDWIDTH_GB_S = {"GB10": 273.0, "H100": 3350.0, "H200": 4800.0}
 Row = dict[str, Any]
 
 
-def series_key(row: Row) -> tuple[str, str, str]:
-    return (str(row.get("model")), str(row.get("engine")), str(row.get("run_id")))
+def series_key(row: Row) -> tuple[str, str, str, str]:
+    return (str(row.get("model")), str(row.get("engine")), str(row.get("run_id")), str(row.get("machine") or ""))
 
 
 def label(row: Row) -> str:
     when = str(row.get("time") or "")[:16].replace("T", " ")
-    return f"{row.get('model')} · {row.get('engine')} · {when}"
+    return f"{_model_engine(row)} · {when}"
+
+
+def _model_engine(row: Row) -> str:
+    """ "model · engine", with " · machine" when the row came from another machine."""
+    machine = f" · {row['machine']}" if row.get("machine") else ""
+    where = row.get("target") or row.get("engine")  # a remote endpoint is named by its URL
+    return f"{row.get('model')} · {where}{machine}"
 
 
 def select(
     rows: Iterable[Row], models: list[str] | None = None, engines: list[str] | None = None, latest_only: bool = True
 ) -> list[Row]:
-    """Rows of the chosen models and engines; with latest_only, only each model+engine's most recent run."""
+    """Rows of the chosen models and engines; with latest_only, only each model+engine(+machine)'s latest run."""
     chosen = [
         r
         for r in rows
@@ -40,18 +49,19 @@ def select(
     ]
     if not latest_only:
         return chosen
-    latest: dict[tuple[str, str], str] = {}
+    latest: dict[tuple[str, str, str], str] = {}
     for r in chosen:
-        key = (str(r.get("model")), str(r.get("engine")))
         stamp = f"{r.get('time')}|{r.get('run_id')}"
-        latest[key] = max(latest.get(key, ""), stamp)
-    return [
-        r for r in chosen if f"{r.get('time')}|{r.get('run_id')}" == latest[(str(r.get("model")), str(r.get("engine")))]
-    ]
+        latest[_latest_key(r)] = max(latest.get(_latest_key(r), ""), stamp)
+    return [r for r in chosen if f"{r.get('time')}|{r.get('run_id')}" == latest[_latest_key(r)]]
 
 
-def _groups(rows: list[Row]) -> dict[tuple[str, str, str], list[Row]]:
-    out: dict[tuple[str, str, str], list[Row]] = {}
+def _latest_key(row: Row) -> tuple[str, str, str]:
+    return (str(row.get("model")), str(row.get("engine")), str(row.get("machine") or ""))
+
+
+def _groups(rows: list[Row]) -> dict[tuple[str, str, str, str], list[Row]]:
+    out: dict[tuple[str, str, str, str], list[Row]] = {}
     for r in rows:
         out.setdefault(series_key(r), []).append(r)
     return out
@@ -216,11 +226,7 @@ def prefix_cache_figure(rows: list[Row]) -> go.Figure:
         mine = [r for r in rows if r.get("cache") == mode]
         fig.add_trace(
             go.Bar(
-                x=[
-                    f"{r.get('model')} · {r.get('engine')}"
-                    + ("" if len(rows) <= 2 else f" · {str(r.get('time'))[5:16]}")
-                    for r in mine
-                ],
+                x=[_model_engine(r) + ("" if len(rows) <= 2 else f" · {str(r.get('time'))[5:16]}") for r in mine],
                 y=[r["ttft_ms_mean"] for r in mine],
                 name=f"cache {mode}",
                 customdata=[[r.get("ttft_speedup"), r.get("cached_tokens_mean")] for r in mine],

@@ -16,6 +16,17 @@ VERSION_TIMEOUT_S = 10.0
 NVIDIA_SMI_TIMEOUT_S = 10.0
 
 
+def capture_remote(identity: str, model: str) -> dict[str, Any]:
+    """A remote target: which endpoint and model (its hardware is not ours to probe), and the client machine."""
+    return {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "panel_version": __version__,
+        "engine": "remote",
+        "target": {"url": identity, "model": model},
+        "client_host": {"hostname": platform.node(), "cpu": cpu_name(), "cpu_count": os.cpu_count()},
+    }
+
+
 def capture(engine: str, engine_status: dict[str, Any], binary: str | None = None) -> dict[str, Any]:
     """One dict for the run file; every probe is bounded and a missing tool is recorded, not raised."""
     model = engine_status.get("model") or ""

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from panel.bench import environment
 from panel.bench.client import make_client
@@ -35,12 +36,42 @@ HISTORY = 20  # finished runs kept in memory for the UI and GET /v1/bench/runs/{
 
 @dataclass
 class ModelTarget:
-    """One model of an unattended comparison: a library path (or a Hugging Face repo id to download)."""
+    """One model of an unattended comparison: a library path (or a Hugging Face repo id to download) on an engine
+    of this panel, or a model name at any OpenAI-compatible `url` (another panel, a remote server, a hosted API)."""
 
     model: str
-    engine: str = "llamacpp"
+    engine: str = "llamacpp"  # llamacpp | vllm | remote (with url)
     options: dict[str, Any] = field(default_factory=dict)
     include: list[str] | None = None  # file patterns for the download (e.g. one GGUF quant)
+    url: str | None = None  # OpenAI base URL (…/v1) of a remote target
+    api_key: str | None = field(default=None, repr=False)  # sent as a Bearer token; never saved or shown
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown and saved: everything but the key."""
+        out = dataclasses.asdict(self)
+        out.pop("api_key")
+        out["has_api_key"] = bool(self.api_key)
+        return out
+
+    def check_remote(self) -> None:
+        if self.url is None:
+            return
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.username or parts.query:
+            raise BadRequestError(f"remote target: an http(s) base URL like http://host:8080/v1, got {self.url!r}")
+        self.engine = "remote"
+
+    @property
+    def base_url(self) -> str:
+        """The root the client's /v1/... paths go under: the URL less a trailing /v1."""
+        url = (self.url or "").rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+    @property
+    def identity(self) -> str:
+        """Which remote this is, in results: scheme://host:port/path (no credentials)."""
+        parts = urlsplit(self.url or "")
+        return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 @dataclass
@@ -94,7 +125,7 @@ class RunState:
             "status": self.status,
             "suites": self.plan.suites,
             "actor": self.actor,
-            "targets": [dataclasses.asdict(t) for t in self.plan.targets],
+            "targets": [t.public() for t in self.plan.targets],
             "config": dataclasses.asdict(self.plan.config),
             "progress": self.progress.snapshot(),
             "started": self.started,
@@ -142,7 +173,9 @@ class BenchmarkRunner:
         if not plan.targets:
             self._current_model(plan.config.engine)  # fail now, not in the background, when nothing is loaded
         for target in plan.targets:
-            self._check_target(target)
+            target.check_remote()
+            if target.url is None:
+                self._check_target(target)
         state = RunState(id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6], plan=plan, actor=actor)
         self._runs[state.id] = state
         self._tasks[state.id] = asyncio.get_running_loop().create_task(self._execute(state), name=f"bench-{state.id}")
@@ -210,6 +243,9 @@ class BenchmarkRunner:
 
     async def _bench_target(self, state: RunState, target: ModelTarget | None) -> None:
         """Hold the GPU from load to unload, so no other load slips in between the load and the suites."""
+        if target is not None and target.url is not None:
+            await self._measure_remote(state, target)  # nothing of this machine's GPU is used
+            return
         manager = self.services.manager
         path = await self._ensure_local(state, target) if target is not None else None  # downloads need no GPU
         what = Path(path).name if path else "the loaded model"
@@ -230,19 +266,38 @@ class BenchmarkRunner:
 
     async def _measure(self, state: RunState, engine: str, model_path: str) -> None:
         manager = self.services.manager
-        model = Path(model_path).name
-        state.current = f"{model} on {engine}"
         # the served name: with several models resident on an engine, requests name the one measured
         config = dataclasses.replace(state.plan.config, engine=engine, model=manager.served_name(engine, model_path))
+        env = environment.capture(
+            engine, manager.get(engine).status().to_json(), getattr(manager.get(engine), "binary", None)
+        )
+        await self._run_suites(state, Path(model_path).name, engine, config, self._client(state, config), env)
+
+    async def _measure_remote(self, state: RunState, target: ModelTarget) -> None:
+        """A model behind any OpenAI-compatible URL: the same suites, saved as engine "remote" with the target's
+        identity, beside local runs."""
+        config = dataclasses.replace(state.plan.config, engine=None, model=target.model)
+        width = max([*config.concurrencies, 1])
+        client = make_client(target.base_url, width, config.timeout_s, api_key=target.api_key)
+        env = environment.capture_remote(target.identity, target.model)
+        await self._run_suites(state, target.model, "remote", config, client, env, target=target.identity)
+
+    async def _run_suites(
+        self,
+        state: RunState,
+        model: str,
+        engine: str,
+        config: SuiteConfig,
+        client_context: Any,
+        env: dict[str, Any],
+        target: str | None = None,
+    ) -> None:
+        state.current = f"{model} on {target or engine}"
         outcomes: list[SuiteOutcome] = []
         began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         status = "done"
-        env: dict[str, Any] = {}
         try:
-            async with self._client(state, config) as client:
-                env = environment.capture(
-                    engine, manager.get(engine).status().to_json(), getattr(manager.get(engine), "binary", None)
-                )
+            async with client_context as client:
                 runner = SuiteRunner(client, config, state.progress)
                 if state.plan.warm_up:
                     await runner.warm_up()
@@ -255,7 +310,7 @@ class BenchmarkRunner:
             raise
         finally:
             if outcomes:
-                self._save(state, model, engine, began, status, env, config, outcomes)
+                self._save(state, model, engine, began, status, env, config, outcomes, target)
 
     async def _run_suite(
         self, runner: SuiteRunner, suite: str, done: list[SuiteOutcome], model: str, engine: str
@@ -288,9 +343,14 @@ class BenchmarkRunner:
         env: dict[str, Any],
         config: SuiteConfig,
         outcomes: list[SuiteOutcome],
+        target: str | None = None,
     ) -> None:
         run_id = f"{state.id}-{engine}" if len(state.plan.targets) > 1 else state.id
+        if len(state.plan.targets) > 1 and sum(t.model == model for t in state.plan.targets) > 1:
+            run_id += f"-{len(state.files)}"  # one model at two places (here and remote): runs apart
         key = {"run_id": run_id, "time": began, "model": model, "engine": engine}
+        if target:
+            key["target"] = target  # a remote endpoint's identity (never its key)
         tables: dict[str, list[dict[str, Any]]] = {}
         for outcome in outcomes:
             for table, rows in outcome.tables.items():
@@ -310,6 +370,23 @@ class BenchmarkRunner:
         path = self.store.save_run(model, record, tables)
         state.files.append(str(path))
         state.note(f"saved {path}")
+        uri = self.services.settings.mlflow_tracking_uri
+        if uri:
+            self._log_to_mlflow(state, record, uri)
+
+    def _log_to_mlflow(self, state: RunState, record: dict[str, Any], uri: str) -> None:
+        """Log the saved run to MLflow in a worker thread (a tracking server may be slow); say how it went."""
+        from panel.bench.mlflow_log import log_run_to_mlflow
+
+        def done(future: Any) -> None:
+            try:
+                state.note(f"logged to MLflow as run {future.result()}")
+            except Exception as exc:  # MLflow trouble must not fail a run that is saved
+                log.warning("MLflow logging of %s failed: %s", record.get("run_id"), exc)
+                state.note(f"MLflow logging failed: {exc}")
+
+        future = asyncio.get_running_loop().run_in_executor(None, log_run_to_mlflow, record, uri)
+        future.add_done_callback(done)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -439,6 +516,12 @@ def parse_targets(text: str | None) -> list[ModelTarget]:
     for raw in (text or "").splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if line.startswith(("http://", "https://")):  # 'http://host:8080/v1 model-name': a remote endpoint
+            url, _, name = line.partition(" ")
+            if not name.strip():
+                raise BadRequestError(f"a remote target needs a model name after its URL: {line!r}")
+            targets.append(ModelTarget(model=name.strip(), engine="remote", url=url))
             continue
         engine, sep, rest = line.partition(":")
         if sep and engine.strip() in {"llamacpp", "vllm"}:

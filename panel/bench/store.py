@@ -10,7 +10,9 @@ Layout of one model's folder:
     benchmarks/<model>/runs/<run_id>.json  everything about one run, including every request's raw timings
 
 Every write is atomic (panel.files); a CSV is rewritten as old rows + new rows, so history is kept and a
-reader never sees half a file. Every row carries run_id, time, model and engine.
+reader never sees half a file. Every row carries run_id, time, model and engine. Rows imported from another
+machine's bundle (panel/bench/share.py) also carry a `machine` column (its hostname); rows measured here leave
+it empty, so "no machine" means this one.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ COLUMNS: dict[str, list[str]] = {
         "slot_wait_ms_mean",
         "ttft_ms_p50",
         "ttft_ms_p99",
+        "tpot_ms_p50",
         "goodput_rps",
         "slo_met_pct",
     ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ JAPANESE_PROMPT = (
     "人工知能（AI）とは何か、小学生にもわかるように説明してください。できるだけ詳しく、長く書いてください。"
 )
 MAX_CONCURRENCY = 256
+DATASETS = ("japanese", "random", "prompts")
 LIVE_WINDOW_S = 3.0
 FILLER = (
     "The history of computing spans mechanical calculators, vacuum tubes, transistors and integrated circuits. "
@@ -65,6 +67,12 @@ class SuiteConfig:
     prefix_output: int = 16
     timeout_s: float = 600.0
     prompt: str = JAPANESE_PROMPT
+    # what the load suites (single-stream, parallel, rate sweep) send: "japanese" (the seeds' fixed prompt, chat),
+    # "random" (seeded random words cut to exactly input_tokens on the engine's own tokenizer, completions, as
+    # vllm bench serve's random dataset), or "prompts" (the `prompts` given, chat, in turn)
+    dataset: str = "japanese"
+    input_tokens: int = 256
+    prompts: list[str] = field(default_factory=list)
 
     @property
     def slo(self) -> metrics.Slo:
@@ -90,6 +98,14 @@ class SuiteConfig:
             raise BadRequestError("rates must be request rates above 0 (requests per second)")
         if not 0 < float(self.burstiness) <= 100:
             raise BadRequestError("burstiness must be above 0 (1 = Poisson)")
+        if self.dataset not in DATASETS:
+            raise BadRequestError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.dataset == "prompts" and not any(p.strip() for p in self.prompts):
+            raise BadRequestError("the prompts dataset needs at least one prompt")
+        if len(self.prompts) > 10_000 or any(len(p) > 200_000 for p in self.prompts):
+            raise BadRequestError("prompts: at most 10000, each at most 200000 characters")
+        if not 1 <= int(self.input_tokens) <= 131_072:
+            raise BadRequestError("input_tokens must be between 1 and 131072")
         if not 0 < float(self.slo_attainment) <= 1:
             raise BadRequestError("slo_attainment must be a share between 0 and 1")
         for name in ("slo_ttft_ms", "slo_tpot_ms", "slo_itl_ms", "slo_tokens_per_s"):
@@ -172,8 +188,69 @@ class SuiteRunner:
         self.config = config
         self.progress = progress or Progress()
         self.raw: list[dict[str, Any]] = []
+        self._random: list[str] = []  # the random dataset's prompts, made once by prepare()
 
     # --- plumbing ---------------------------------------------------------------------
+
+    async def prepare(self, count: int) -> None:
+        """Make the dataset's prompts before timing starts: for the random dataset, `count` distinct prompts of
+        exactly input_tokens tokens (no two requests share a cached prefix, as with vllm bench's random ids)."""
+        if self.config.dataset != "random" or len(self._random) >= count:
+            return
+        step, self.progress.step = self.progress.step, f"making {count} prompts of {self.config.input_tokens} tokens"
+        while len(self._random) < count:
+            self._random.append(
+                await self._exact_prompt(self.config.input_tokens, self.config.seed + len(self._random))
+            )
+        self.progress.step = step
+
+    def workload(self, max_tokens: int, i: int) -> RequestSpec:
+        """The i-th request of a load suite in the configured dataset."""
+        cfg = self.config
+        if cfg.dataset == "random":
+            prompt = self._random[i % len(self._random)] if self._random else ""
+            return RequestSpec(max_tokens=max_tokens, prompt=prompt, engine=cfg.engine, model=cfg.model)
+        if cfg.dataset == "prompts":
+            usable = [p for p in cfg.prompts if p.strip()]
+            return self.spec(max_tokens, usable[i % len(usable)])
+        return self.spec(max_tokens)
+
+    async def _exact_prompt(self, n: int, seed: int) -> str:
+        """Seeded random words, tokenized by the engine itself (/tokenize through the same URL), cut to n tokens
+        and turned back into text (/detokenize), checked to tokenize to exactly n again."""
+        rng = random.Random(seed)
+        words = FILLER.split()
+        text = " ".join(rng.choice(words) for _ in range(n * 2 + 8))
+        for _ in range(4):
+            tokens = await self._tokenize(text)
+            if len(tokens) < n:
+                text += " " + " ".join(rng.choice(words) for _ in range(n))
+                continue
+            text = await self._detokenize(tokens[:n])
+            if len(await self._tokenize(text)) == n:
+                return text
+            text = text + " " + rng.choice(words)
+        raise RuntimeError(f"could not make a prompt of exactly {n} tokens on this engine's tokenizer")
+
+    async def _tokenize(self, text: str) -> list[int]:
+        body = {"content": text, "prompt": text, "add_special_tokens": False, **self._target()}
+        resp = await self.client.post("/tokenize", json=body)
+        resp.raise_for_status()
+        return [t if isinstance(t, int) else t["id"] for t in resp.json()["tokens"]]
+
+    async def _detokenize(self, tokens: list[int]) -> str:
+        resp = await self.client.post("/detokenize", json={"tokens": tokens, **self._target()})
+        resp.raise_for_status()
+        data = resp.json()
+        return str(data.get("content", data.get("prompt", "")))
+
+    def _target(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.config.engine:
+            out["engine"] = self.config.engine
+        if self.config.model:
+            out["model"] = self.config.model
+        return out
 
     def spec(self, max_tokens: int, content: str | None = None, **extra: Any) -> RequestSpec:
         messages = [{"role": "user", "content": content or self.config.prompt}]
@@ -219,7 +296,8 @@ class SuiteRunner:
         repeats = self.config.repeats
         for n in self.config.lengths:
             self.progress.begin(f"single-stream {n} tokens × {repeats}", repeats)
-            results = [await self.send(self.spec(n), f"single_stream:{n}") for _ in range(repeats)]
+            await self.prepare(repeats)
+            results = [await self.send(self.workload(n, i), f"single_stream:{n}") for i in range(repeats)]
             ok = [r for r in results if r.success]
             tps = metrics.Spread.of([r.decode_tps for r in ok])
             ttft = metrics.Spread.of([_ms(r.ttft_s) for r in ok])
@@ -259,10 +337,14 @@ class SuiteRunner:
             total = n * self.config.requests_per_stream
             self.progress.begin(f"parallel {n} streams × {total} requests", total)
             slots = asyncio.Semaphore(n)
-            spec = self.spec(self.config.parallel_tokens)
-            results = await asyncio.gather(*(self.send(spec, f"parallel:{n}", slots) for _ in range(total)))
+            await self.prepare(total)
+            tokens = self.config.parallel_tokens
+            results = await asyncio.gather(
+                *(self.send(self.workload(tokens, i), f"parallel:{n}", slots) for i in range(total))
+            )
             fig = metrics.parallel(results)
-            ttft = metrics.latency(results)["ttft"]
+            dist = metrics.latency(results)
+            ttft, tpot = dist["ttft"], dist["tpot"]
             good_rps, good = metrics.goodput(results, self.config.slo)
             rows.append(
                 {
@@ -281,6 +363,7 @@ class SuiteRunner:
                     "slot_wait_ms_mean": _ms(fig.slot_wait_s_mean),
                     "ttft_ms_p50": ttft.p50_ms,
                     "ttft_ms_p99": ttft.p99_ms,
+                    "tpot_ms_p50": tpot.p50_ms,
                     "goodput_rps": good_rps,
                     "slo_met_pct": 100.0 * good / len(results) if results else None,
                 }
@@ -306,18 +389,15 @@ class SuiteRunner:
         for rate in sorted(float(r) for r in cfg.rates):
             self.progress.begin(f"rate {rate:g} requests/s × {cfg.rate_requests}", cfg.rate_requests)
             offsets = Arrivals(rate, cfg.burstiness, cfg.seed).offsets(cfg.rate_requests)
-            spec = self.spec(cfg.rate_tokens)
             start = time.perf_counter()
-
             label = f"rate:{rate:g}"
 
-            async def arrive(
-                at: float, spec: RequestSpec = spec, start: float = start, label: str = label
-            ) -> RequestResult:
+            async def arrive(i: int, at: float, start: float = start, label: str = label) -> RequestResult:
                 await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
-                return await self.send(spec, label)
+                return await self.send(self.workload(cfg.rate_tokens, i), label)
 
-            results = await asyncio.gather(*(arrive(at) for at in offsets))
+            await self.prepare(len(offsets))
+            results = await asyncio.gather(*(arrive(i, at) for i, at in enumerate(offsets)))
             fig = metrics.parallel(results)
             dist = metrics.latency(results)
             good_rps, good = metrics.goodput(results, slo)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from panel.bench import charts
-from panel.bench.store import COLUMNS, ResultStore
+from panel.bench.store import COLUMNS, TABLES, ResultStore
 
-ENGINES = ("llamacpp", "vllm")
+ENGINES = ("llamacpp", "vllm", "remote")  # remote: any OpenAI-compatible endpoint measured from here
 
 
 @dataclass
@@ -36,19 +36,26 @@ def results_view(
     def rows(name: str) -> list[dict[str, Any]]:
         return charts.select(store.rows(name, chosen), None, engines or None, latest_only)
 
-    single = rows("single_stream")
     runs = {str(r.get("run_id")): r for m in chosen for r in store.runs(m)}
-    figures = {
-        "single_stream": charts.single_stream_figure(single),
-        "parallel": charts.parallel_figure(rows("parallel")),
-        "goodput": charts.goodput_figure(rows("rate_sweep"), rows("parallel")),
-        "latency": _latency(rows("latency")),
-        "prefix_cache": charts.prefix_cache_figure(rows("prefix_cache")),
-        "scenarios": charts.scenarios_figure(rows("scenarios")),
-        "roofline": charts.roofline_figure(charts.roofline_rows(single, runs, bandwidth_gb_s or None)),
-    }
+    figures = figures_for({name: rows(name) for name in TABLES}, runs, bandwidth_gb_s)
     headers, data = table_rows(store, table, models, engines, latest_only)
     return ResultsView(figures=figures, models=folders, table={"headers": headers, "data": data})
+
+
+def figures_for(
+    rows: dict[str, list[dict[str, Any]]], runs: dict[str, dict[str, Any]], bandwidth_gb_s: float | None = None
+) -> dict[str, Any]:
+    """Every chart from already chosen rows (table → rows; runs: run_id → run JSON, for the roofline)."""
+    single = rows.get("single_stream", [])
+    return {
+        "single_stream": charts.single_stream_figure(single),
+        "parallel": charts.parallel_figure(rows.get("parallel", [])),
+        "goodput": charts.goodput_figure(rows.get("rate_sweep", []), rows.get("parallel", [])),
+        "latency": _latency(rows.get("latency", [])),
+        "prefix_cache": charts.prefix_cache_figure(rows.get("prefix_cache", [])),
+        "scenarios": charts.scenarios_figure(rows.get("scenarios", [])),
+        "roofline": charts.roofline_figure(charts.roofline_rows(single, runs, bandwidth_gb_s or None)),
+    }
 
 
 def _latency(rows: list[dict[str, Any]]) -> Any:

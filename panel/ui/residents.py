@@ -49,8 +49,8 @@ def fit_line(manager: EngineManager, engine: str, path: str | None, options: dic
         return ""
     try:
         request = manager.validate_load(engine, path, options)
-    except PanelError as exc:
-        return f"❌ {exc.message}"
+    except PanelError:
+        return "Memory: no estimate until the model and options are valid (Load says what is wrong)"
     return "Memory: " + manager.fit(request).summary()
 
 

@@ -1,15 +1,21 @@
 """Results tab: plotly charts of saved benchmark results, models and engines side by side, a table view with
-CSV download, and the quality leaderboard (issue 6) when present. Everything is read from benchmarks/."""
+CSV download, bundles to share results across machines, and the quality leaderboard (issue 6) when present.
+Everything is read from benchmarks/."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from panel.bench.share import audit_import, export_bundle, import_bundle
 from panel.bench.store import TABLES, ResultStore
 from panel.bench.views import ENGINES, export_csv, results_view
+from panel.engines.base import PanelError
 from panel.services import Services
+from panel.ui.guard import actor_of, requires_role
 
 CHART_PAIRS = (
     ("single_stream", "roofline"),
@@ -41,6 +47,7 @@ def build_results(services: Services) -> dict[str, Any]:
         table_pick = gr.Dropdown(list(TABLES), value="single_stream", label="Table", elem_id="results-table-pick")
         download = gr.DownloadButton("Download CSV", elem_id="results-download")
     table = gr.Dataframe(value=view.table, interactive=False, wrap=True, elem_id="results-table")
+    share = _share_section(services, store, view.models)
     loads = _loads_section(services)
     leaderboard = _leaderboard(services)
 
@@ -61,7 +68,69 @@ def build_results(services: Services) -> dict[str, Any]:
     for trigger in (models.change, engines.change, every_run.change, bandwidth.submit, table_pick.change):
         trigger(on_filters_change, filters, outputs, show_progress="hidden")
     download.click(on_download_click, [table_pick, models, engines, every_run], download)
-    return {"plots": plots, "table": table, "refresh": refresh, "leaderboard": leaderboard, "loads": loads}
+    share["import"].then(on_refresh_click, filters, [models, *outputs], show_progress="hidden")
+    return {
+        "plots": plots,
+        "table": table,
+        "refresh": refresh,
+        "leaderboard": leaderboard,
+        "loads": loads,
+        "share": share,
+    }
+
+
+def _share_section(services: Services, store: ResultStore, folders: list[str]) -> dict[str, Any]:
+    """Export a model's runs as a bundle for another machine; import one (operator) to compare machines."""
+    with gr.Accordion("Export / import", open=False, elem_id="results-share"):
+        gr.Markdown(
+            "A bundle (.zip) holds a model's runs, their rows, the machine they ran on and an HTML report. "
+            "Imported rows are labelled with their machine in the charts; runs already here are skipped."
+        )
+        with gr.Row():
+            model = gr.Dropdown(
+                folders, value=folders[0] if folders else None, label="Model", elem_id="results-export-model"
+            )
+            export = gr.DownloadButton("Export bundle", elem_id="results-export")
+        with gr.Row():
+            upload = gr.File(
+                label="Bundle to import (.zip)", file_types=[".zip"], type="filepath", elem_id="results-import"
+            )
+            import_btn = gr.Button("Import", elem_id="results-import-btn")
+        message = gr.Markdown(elem_id="results-share-message")
+
+    def on_export_click(folder: str | None) -> tuple[str | None, str]:
+        if not folder:
+            return None, "choose a model to export"
+        try:
+            path = export_bundle(store, folder, None, Path(tempfile.mkdtemp(prefix="panel-bundle-")))
+        except PanelError as exc:
+            return None, f"❌ {exc.message}"
+        return str(path), f"bundle ready: `{path.name}`"
+
+    @requires_role(services, "operator")
+    def on_import_click(bundle: str | None, request: gr.Request) -> str:
+        if not bundle:
+            return "choose a bundle (.zip) to import"
+        try:
+            result = import_bundle(store, Path(bundle))
+        except PanelError as exc:
+            return f"❌ {exc.message}"
+        audit_import(services.extra.get("audit"), actor_of(request), result)
+        return f"✅ {result.message()}"
+
+    def on_import_done() -> Any:
+        return gr.update(choices=store.models())
+
+    export.click(on_export_click, model, [export, message])
+    done = import_btn.click(on_import_click, [upload], message).then(on_import_done, None, model)
+    return {
+        "model": model,
+        "export": export,
+        "upload": upload,
+        "import_button": import_btn,
+        "message": message,
+        "import": done,
+    }
 
 
 def _loads_section(services: Services) -> dict[str, Any] | None:

@@ -1,0 +1,77 @@
+"""Benchmark bundles over HTTP: GET /v1/bench/export downloads a model's runs as a .zip (viewer), POST
+/v1/bench/import adds another machine's bundle to this panel's results (operator; the raw zip as the body).
+
+The API gate in front (panel/limits.py) caps every /v1 body at PANEL_MAX_BODY_BYTES first (4 MiB by default;
+raise it for large bundles), so a bundle over either limit is a 413."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from panel.api import actor_of
+from panel.auth import require_api_role
+from panel.bench.share import MAX_BUNDLE_BYTES, ImportResult, audit_import, export_bundle, import_bundle
+from panel.bench.store import ResultStore
+from panel.engines.base import BadRequestError
+from panel.limits import PayloadTooLargeError
+
+router = APIRouter(prefix="/v1/bench")
+ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
+
+
+def get_store(request: Request) -> ResultStore:
+    return request.app.state.services.extra["bench"].store
+
+
+@router.get("/export", dependencies=[Depends(require_api_role("viewer"))])
+async def export(
+    request: Request,
+    model: str = Query(min_length=1, max_length=4096),
+    run_id: list[str] | None = Query(default=None, description="runs to include (repeat); none: every run"),
+) -> Response:
+    """The chosen runs of a model, their rows, a manifest and an HTML report as one .zip download."""
+    data, name = await asyncio.to_thread(_export_bytes, get_store(request), model, run_id)
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(content=data, media_type="application/zip", headers=headers)
+
+
+@router.post("/import", dependencies=[Depends(require_api_role("operator"))])
+async def import_(request: Request) -> dict[str, Any]:
+    """Add a bundle's runs (those not already here) to the results, each row tagged with its source machine."""
+    kind = request.headers.get("content-type", "application/zip").split(";", 1)[0].strip().lower()
+    if kind not in ZIP_TYPES:
+        raise BadRequestError(f"send the bundle's bytes as the body with content-type application/zip, not {kind}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BUNDLE_BYTES:
+            raise PayloadTooLargeError(f"bundle is over the limit of {MAX_BUNDLE_BYTES} bytes")
+    if not body:
+        raise BadRequestError("empty body: send the bundle (.zip) as the request body")
+    result = await asyncio.to_thread(_import_bytes, get_store(request), bytes(body))
+    audit_import(request.app.state.services.extra.get("audit"), actor_of(request), result)
+    return dataclasses.asdict(result)
+
+
+def _export_bytes(store: ResultStore, model: str, run_ids: list[str] | None) -> tuple[bytes, str]:
+    with tempfile.TemporaryDirectory(prefix="panel-export-") as tmp:
+        path = export_bundle(store, model, run_ids, Path(tmp))
+        return path.read_bytes(), path.name
+
+
+def _import_bytes(store: ResultStore, data: bytes) -> ImportResult:
+    with tempfile.TemporaryDirectory(prefix="panel-import-") as tmp:
+        path = Path(tmp) / "bundle.zip"
+        path.write_bytes(data)
+        return import_bundle(store, path)
+
+
+def install_share(app: Any, services: Any) -> None:
+    """Composition-root hook, after install_bench (it reads the runner's store): the bundle routes."""
+    app.include_router(router)
