@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from panel.app import create_app  # noqa: E402
 from panel.background import Background  # noqa: E402
-from panel.bench.vllm_bench import ClosedLoopWorkload, CrossCheck, panel_closed_loop, run_vllm_bench  # noqa: E402
+from panel.bench.vllm_bench import ClosedLoopWorkload, crosscheck, make_prompts  # noqa: E402
 from panel.settings import DEFAULT_MODEL_FILE, Settings  # noqa: E402
 
 HF_FOLDER = "SmolLM2-135M-Instruct-hf"  # the same model in HF format: its tokenizer, and what vLLM loads
@@ -35,17 +35,10 @@ def load_body(engine: str, concurrency: int) -> dict:
     return {"engine": "vllm", "model_path": f"models/{HF_FOLDER}", "max_model_len": 2048}
 
 
-def crosscheck(url: str, model: str, workload: ClosedLoopWorkload, engine: str) -> CrossCheck:
-    tokenizer = str(REPO / "models" / HF_FOLDER)
-    vllm = run_vllm_bench(url, model, tokenizer, workload)
-    tps, ttft, tpot = asyncio.run(panel_closed_loop(url, model, workload, engine))
-    return CrossCheck(vllm, tps, ttft, tpot)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", choices=["llamacpp", "vllm"], default="llamacpp")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--input", type=int, default=64)
     parser.add_argument("--output", type=int, default=32)
     parser.add_argument("--requests", type=int, default=16)
@@ -61,24 +54,25 @@ def main() -> None:
         resp.raise_for_status()
         model = app.state.manager.resident_names()[0]
         workload = ClosedLoopWorkload(args.input, args.output, args.requests, args.concurrency)
-        crosscheck(url, model, workload, args.engine)  # warm-up round, not counted
-        ratios: dict[str, list[float]] = {}
-        print(f"{args.engine}: {workload}")
+        prompts = asyncio.run(make_prompts(url, model, workload, args.engine))
+        tokenizer = str(REPO / "models" / HF_FOLDER)
+        checks = crosscheck(url, model, tokenizer, workload, prompts, rounds=args.rounds, engine=args.engine)
+        print(f"{args.engine}: {workload} (same prompts for both tools)")
         print(
             f"{'round':>5} {'vLLM tok/s':>10} {'panel tok/s':>11} {'vLLM TTFT':>9} {'panel TTFT':>10} "
             f"{'vLLM TPOT':>9} {'panel TPOT':>10}"
         )
-        for i in range(args.rounds):
-            check = crosscheck(url, model, workload, args.engine)
+        for i, check in enumerate(checks, 1):
             v = check.vllm
             print(
-                f"{i + 1:>5} {v.output_tokens_per_s:>10.1f} {check.panel_tokens_per_s:>11.1f} "
+                f"{i:>5} {v.output_tokens_per_s:>10.1f} {check.panel_tokens_per_s:>11.1f} "
                 f"{v.median_ttft_ms:>9.1f} {check.panel_median_ttft_ms:>10.1f} {v.median_tpot_ms:>9.2f} "
                 f"{check.panel_median_tpot_ms:>10.2f}"
             )
-            for key, value in check.ratios().items():
-                ratios.setdefault(key, []).append(value)
-        print("median panel/vLLM: " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in ratios.items()))
+        ratios = [c.ratios() for c in checks]
+        print(
+            "median panel/vLLM: " + ", ".join(f"{k} {statistics.median(r[k] for r in ratios):.3f}" for k in ratios[0])
+        )
     finally:
         bg.stop()
 

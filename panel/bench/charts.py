@@ -149,6 +149,29 @@ def goodput_figure(rate_rows: list[Row], parallel_rows: list[Row]) -> go.Figure:
     return _style(fig, title)
 
 
+def offline_figure(rows: list[Row]) -> go.Figure:
+    """Offline batch throughput (vLLM, no HTTP): output tokens/s against batch size."""
+    title = "Offline batch throughput (vLLM, no HTTP)"
+    rows = [r for r in rows if r.get("tokens_per_s") is not None]
+    if not rows:
+        return _empty(title, "no offline batch results yet (vLLM only)")
+    fig = go.Figure()
+    for group in _groups(rows).values():
+        group = sorted(group, key=lambda r: r["batch_size"])
+        fig.add_trace(
+            go.Scatter(
+                x=[r["batch_size"] for r in group],
+                y=[r["tokens_per_s"] for r in group],
+                customdata=[[r.get("ms_per_token")] for r in group],
+                hovertemplate="batch %{x}: %{y:.1f} tokens/s, %{customdata[0]:.2f} ms per token<extra></extra>",
+                mode="lines+markers",
+                name=label(group[0]),
+            )
+        )
+    fig.update_layout(xaxis={"title": "batch size", "type": "log"}, yaxis={"title": "output tokens/s"})
+    return _style(fig, title, [r["batch_size"] for r in rows])
+
+
 def parallel_figure(rows: list[Row]) -> go.Figure:
     """Total and per-session tokens/s against concurrency, with the 20 tokens/s per-session line."""
     title = "Parallel: total and per-session tokens/s vs concurrency"

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -317,7 +317,35 @@ class BenchmarkRunner:
     ) -> SuiteOutcome:
         if suite == "parallel":
             return await runner.parallel(self._single_stream_reference(done, runner.config, model, engine))
+        if suite == "offline":
+            return await self._offline(runner, engine)
         return await getattr(runner, suite)()
+
+    async def _offline(self, runner: SuiteRunner, engine_name: str) -> SuiteOutcome:
+        """Offline batch throughput: batches handed straight to vLLM's AsyncLLM in this process (no HTTP), apart
+        from the online suites. Other engines and remote targets have no such path: the suite says so."""
+        engine = self.services.manager.engines.get(engine_name)
+        batch = getattr(engine, "offline_batch", None)
+        if batch is None:
+            note = "offline batch throughput is measured on vLLM in this process only"
+            return SuiteOutcome("offline", {"offline": []}, [], {"skipped": note})
+        cfg = runner.config
+        rows = []
+        for size in cfg.batch_sizes:
+            runner.progress.begin(f"offline batch {size} × {cfg.offline_tokens} tokens", size)
+            figures = await batch(cfg.prompt, int(size), cfg.offline_tokens)
+            runner.progress.requests_done += size
+            rows.append(
+                {
+                    "batch_size": size,
+                    "output_tokens": figures.output_tokens,
+                    "wall_s": figures.wall_s,
+                    "tokens_per_s": figures.tokens_per_s,
+                    "ms_per_token": figures.ms_per_token,
+                }
+            )
+        summary = {"tokens_per_s_by_batch": {row["batch_size"]: row["tokens_per_s"] for row in rows}}
+        return SuiteOutcome("offline", {"offline": rows}, [], summary)
 
     def _single_stream_reference(
         self, done: list[SuiteOutcome], config: SuiteConfig, model: str, engine: str
@@ -559,6 +587,7 @@ class BenchForm:
     slo_tpot_ms: float | None = None
     slo_tokens_per_s: float | None = 20.0
     targets: str | None = None  # one model per line for a comparison; None: the loaded model
+    api_key: str | None = field(default=None, repr=False)  # for the URL lines of `targets`
 
 
 def plan_from_form(suites: list[str], form: BenchForm) -> BenchPlan:
@@ -568,7 +597,9 @@ def plan_from_form(suites: list[str], form: BenchForm) -> BenchPlan:
         parse_ints(form.lengths, "output lengths"),
         parse_ints(form.concurrencies, "parallel streams"),
         form.engine or None,
-        parse_targets(form.targets) if form.targets is not None else None,
+        [replace(t, api_key=form.api_key) if t.url else t for t in parse_targets(form.targets)]
+        if form.targets is not None
+        else None,
         parallel_tokens=int(form.parallel_tokens or 1024),
         latency_requests=int(form.latency_requests or 10),
         latency_tokens=int(form.latency_tokens or 128),

@@ -29,7 +29,7 @@ from panel.files import atomic_write_json, atomic_write_text, results_dir, safe_
 
 log = logging.getLogger(__name__)
 
-TABLES = ("single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache")
+TABLES = ("single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache", "offline")
 KEY_COLUMNS = ["run_id", "time", "model", "engine"]
 COLUMNS: dict[str, list[str]] = {
     "single_stream": [
@@ -100,6 +100,7 @@ COLUMNS: dict[str, list[str]] = {
         "tpot_ms",
         "e2e_s",
     ],
+    "offline": [*KEY_COLUMNS, "batch_size", "output_tokens", "wall_s", "tokens_per_s", "ms_per_token"],
     "prefix_cache": [
         *KEY_COLUMNS,
         "cache",

@@ -22,7 +22,7 @@ from panel.bench.arrivals import Arrivals
 from panel.bench.client import RequestResult, RequestSpec, stream_request
 from panel.bench.metrics import PER_SESSION_TARGET_TPS
 
-SUITES = ("single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache")
+SUITES = ("single_stream", "parallel", "rate_sweep", "latency", "scenarios", "prefix_cache", "offline")
 JAPANESE_PROMPT = (
     "人工知能（AI）とは何か、小学生にもわかるように説明してください。できるだけ詳しく、長く書いてください。"
 )
@@ -49,6 +49,8 @@ class SuiteConfig:
     rate_requests: int = 24  # requests per rate point
     rate_tokens: int = 128  # output tokens per rate-sweep request
     seed: int = 0
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8, 16, 32])  # offline (vLLM, no HTTP)
+    offline_tokens: int = 128
     slo_ttft_ms: float | None = None  # a request is good when it meets every SLO set here
     slo_tpot_ms: float | None = None
     slo_itl_ms: float | None = None
@@ -90,6 +92,8 @@ class SuiteConfig:
             raise BadRequestError("output lengths must be whole numbers between 1 and 32768")
         if not self.concurrencies or any(not 1 <= n <= MAX_CONCURRENCY for n in self.concurrencies):
             raise BadRequestError(f"concurrencies must be whole numbers between 1 and {MAX_CONCURRENCY}")
+        if not self.batch_sizes or any(not 1 <= int(b) <= 4096 for b in self.batch_sizes):
+            raise BadRequestError("batch_sizes must be whole numbers between 1 and 4096")
         if not 1 <= int(self.repeats) <= 100:
             raise BadRequestError("repeats must be between 1 and 100")
         if not 1 <= int(self.requests_per_stream) <= 100:
@@ -123,6 +127,7 @@ class SuiteConfig:
             "prefix_output",
             "rate_requests",
             "rate_tokens",
+            "offline_tokens",
         ):
             if int(getattr(self, name)) < 1:
                 raise BadRequestError(f"{name} must be at least 1")
@@ -203,6 +208,10 @@ class SuiteRunner:
                 await self._exact_prompt(self.config.input_tokens, self.config.seed + len(self._random))
             )
         self.progress.step = step
+
+    def use_prompts(self, prompts: list[str]) -> None:
+        """Send these prompts as the random dataset's (made earlier, e.g. shared with another tool)."""
+        self._random = list(prompts)
 
     def workload(self, max_tokens: int, i: int) -> RequestSpec:
         """The i-th request of a load suite in the configured dataset."""

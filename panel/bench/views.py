@@ -54,6 +54,7 @@ def figures_for(
         "latency": _latency(rows.get("latency", [])),
         "prefix_cache": charts.prefix_cache_figure(rows.get("prefix_cache", [])),
         "scenarios": charts.scenarios_figure(rows.get("scenarios", [])),
+        "offline": charts.offline_figure(rows.get("offline", [])),
         "roofline": charts.roofline_figure(charts.roofline_rows(single, runs, bandwidth_gb_s or None)),
     }
 

@@ -14,8 +14,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,39 @@ class VllmBenchResult:
     completed: int
     total_output_tokens: int
     duration_s: float
+    errors: tuple[str, ...] = ()  # what the failed requests said
+
+
+def _bench_argv(
+    base_url: str, model: str, tokenizer: str, workload: ClosedLoopWorkload, tmp: Path, prompts: list[str] | None
+) -> list[str]:
+    """`vllm bench serve` arguments for the workload: its own random dataset, or exactly `prompts` (a custom dataset,
+    no chat template) so both tools send the same text."""
+    if prompts:
+        dataset = tmp / "prompts.jsonl"
+        dataset.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+        data = ["--dataset-name", "custom", "--dataset-path", str(dataset), "--skip-chat-template"]
+        data += ["--custom-output-len", str(workload.output_tokens)]
+    else:
+        data = ["--dataset-name", "random", "--random-input-len", str(workload.input_tokens)]
+        data += ["--random-output-len", str(workload.output_tokens), "--random-range-ratio", "0"]
+    return [
+        *("--backend", "openai", "--base-url", base_url, "--endpoint", "/v1/completions"),
+        *("--model", model, "--tokenizer", tokenizer, *data),
+        *("--num-prompts", str(workload.requests), "--max-concurrency", str(workload.concurrency)),
+        *("--seed", str(workload.seed), "--ignore-eos", "--disable-tqdm", "--save-result", "--save-detailed"),
+        *("--result-dir", str(tmp), "--result-filename", "result.json"),
+    ]
+
+
+def _child(extra: list[str], bench: list[str], api_key: str | None, timeout_s: float) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    if api_key:
+        env["OPENAI_API_KEY"] = api_key  # how vLLM's benchmark sends a Bearer key
+    argv = [sys.executable, "-m", "panel.bench.vllm_bench", *extra, "--", *bench]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"vllm bench serve failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
 
 
 def run_vllm_bench(
@@ -47,53 +81,43 @@ def run_vllm_bench(
     workload: ClosedLoopWorkload,
     timeout_s: float = 900.0,
     api_key: str | None = None,
+    prompts: list[str] | None = None,
 ) -> VllmBenchResult:
-    """`vllm bench serve --dataset-name random` for the workload; raises RuntimeError with its output on failure."""
+    """One `vllm bench serve` run (in a child process: it imports vLLM); RuntimeError with its output on failure."""
     with tempfile.TemporaryDirectory(prefix="panel-vllm-bench-") as tmp:
-        argv = [
-            sys.executable,
-            "-m",
-            "panel.bench.vllm_bench",
-            "--backend",
-            "openai",
-            "--base-url",
-            base_url,
-            "--endpoint",
-            "/v1/completions",
-            "--model",
-            model,
-            "--tokenizer",
-            tokenizer,
-            "--dataset-name",
-            "random",
-            "--random-input-len",
-            str(workload.input_tokens),
-            "--random-output-len",
-            str(workload.output_tokens),
-            "--random-range-ratio",
-            "0",
-            "--num-prompts",
-            str(workload.requests),
-            "--max-concurrency",
-            str(workload.concurrency),
-            "--seed",
-            str(workload.seed),
-            "--ignore-eos",
-            "--disable-tqdm",
-            "--save-result",
-            "--result-dir",
-            tmp,
-            "--result-filename",
-            "result.json",
-        ]
-        env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
-        if api_key:
-            env["OPENAI_API_KEY"] = api_key  # how vLLM's benchmark sends a Bearer key
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
-        path = Path(tmp) / "result.json"
-        if done.returncode != 0 or not path.is_file():
-            raise RuntimeError(f"vllm bench serve failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-        data = json.loads(path.read_text())
+        _child([], _bench_argv(base_url, model, tokenizer, workload, Path(tmp), prompts), api_key, timeout_s)
+        return _result(Path(tmp) / "result.json")
+
+
+def crosscheck(
+    base_url: str,
+    model: str,
+    tokenizer: str,
+    workload: ClosedLoopWorkload,
+    prompts: list[str],
+    rounds: int = 5,
+    api_key: str | None = None,
+    engine: str | None = None,
+    timeout_s: float = 1800.0,
+) -> list[CrossCheck]:
+    """Alternate vLLM's benchmark and the panel's parallel suite `rounds` times in one child process (one vLLM
+    import; both clients share the same process, so whatever it costs falls on both), the order swapping each
+    round, after one warm-up of each. Both send the same prompts."""
+    with tempfile.TemporaryDirectory(prefix="panel-crosscheck-") as tmp:
+        out = Path(tmp) / "crosscheck.json"
+        spec = {"rounds": rounds, "out": str(out), "base_url": base_url, "model": model, "engine": engine}
+        spec |= {"workload": asdict(workload), "prompts": prompts}
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        bench = _bench_argv(base_url, model, tokenizer, workload, Path(tmp), prompts)
+        _child(["--crosscheck", str(Path(tmp) / "spec.json")], bench, api_key, timeout_s)
+        pairs = json.loads(out.read_text())
+    return [
+        CrossCheck(VllmBenchResult(**{**p["vllm"], "errors": tuple(p["vllm"]["errors"])}), *p["panel"]) for p in pairs
+    ]
+
+
+def _result(path: Path) -> VllmBenchResult:
+    data = json.loads(path.read_text())
     return VllmBenchResult(
         output_tokens_per_s=float(data["output_throughput"]),
         median_ttft_ms=float(data["median_ttft_ms"]),
@@ -101,6 +125,7 @@ def run_vllm_bench(
         completed=int(data["completed"]),
         total_output_tokens=int(data["total_output_tokens"]),
         duration_s=float(data["duration"]),
+        errors=tuple(str(e)[:300] for e in data.get("errors", []) if e),
     )
 
 
@@ -122,14 +147,10 @@ class CrossCheck:
         }
 
 
-async def panel_closed_loop(
-    base_url: str, model: str, workload: ClosedLoopWorkload, engine: str | None = None, api_key: str | None = None
-) -> tuple[float, float, float]:
-    """The panel's parallel suite on the workload: (output tokens/s, median TTFT ms, median TPOT ms)."""
-    from panel.bench.client import make_client
-    from panel.bench.suites import SuiteConfig, SuiteRunner
+def _config(model: str, workload: ClosedLoopWorkload, engine: str | None) -> Any:
+    from panel.bench.suites import SuiteConfig
 
-    config = SuiteConfig(
+    return SuiteConfig(
         engine=engine,
         model=model,
         concurrencies=[workload.concurrency],
@@ -139,8 +160,38 @@ async def panel_closed_loop(
         input_tokens=workload.input_tokens,
         seed=workload.seed,
     ).validate()
+
+
+async def make_prompts(
+    base_url: str, model: str, workload: ClosedLoopWorkload, engine: str | None = None, api_key: str | None = None
+) -> list[str]:
+    """One prompt per request, each exactly workload.input_tokens on the server's own tokenizer."""
+    from panel.bench.client import make_client
+    from panel.bench.suites import SuiteRunner
+
+    async with make_client(base_url, 2, timeout_s=600, api_key=api_key) as client:
+        runner = SuiteRunner(client, _config(model, workload, engine))
+        await runner.prepare(workload.requests)
+        return [runner.workload(1, i).prompt or "" for i in range(workload.requests)]
+
+
+async def panel_closed_loop(
+    base_url: str,
+    model: str,
+    workload: ClosedLoopWorkload,
+    engine: str | None = None,
+    api_key: str | None = None,
+    prompts: list[str] | None = None,
+) -> tuple[float, float, float]:
+    """The panel's parallel suite on the workload: (output tokens/s, median TTFT ms, median TPOT ms)."""
+    from panel.bench.client import make_client
+    from panel.bench.suites import SuiteRunner
+
     async with make_client(base_url, workload.concurrency + 1, timeout_s=600, api_key=api_key) as client:
-        outcome = await SuiteRunner(client, config).parallel()
+        runner = SuiteRunner(client, _config(model, workload, engine))
+        if prompts:
+            runner.use_prompts(prompts)
+        outcome = await runner.parallel()
     [row] = outcome.tables["parallel"]
     if row["failed"]:
         raise RuntimeError(f"{row['failed']} of {row['requests']} requests failed")
@@ -148,13 +199,53 @@ async def panel_closed_loop(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`[--crosscheck SPEC.json] -- <vllm bench serve arguments>`; without --crosscheck, one vLLM benchmark run."""
+    import asyncio
+
     from vllm.benchmarks.serve import add_cli_args
     from vllm.benchmarks.serve import main as bench_main
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    spec_path = None
+    if args[:1] == ["--crosscheck"]:
+        spec_path, args = args[1], args[2:]
+    if args[:1] == ["--"]:
+        args = args[1:]
     parser = FlexibleArgumentParser(description="vllm bench serve (from the installed vLLM)")
     add_cli_args(parser)
-    bench_main(parser.parse_args(argv))
+    bench_args = parser.parse_args(args)
+    if spec_path is None:
+        bench_main(bench_args)
+        return
+    spec = json.loads(Path(spec_path).read_text())
+    workload = ClosedLoopWorkload(**spec["workload"])
+    result_path = Path(bench_args.result_dir) / bench_args.result_filename
+    key = os.environ.get("OPENAI_API_KEY")
+
+    def vllm_round() -> VllmBenchResult:
+        for _ in range(2):  # its aiohttp client can lose a request to a keep-alive the server closed: once more
+            bench_main(parser.parse_args(args))  # afresh: a run changes the Namespace it is given
+            result = _result(result_path)
+            if result.completed == workload.requests:
+                break
+        return result
+
+    def panel_round() -> tuple[float, float, float]:
+        run = panel_closed_loop(spec["base_url"], spec["model"], workload, spec["engine"], key, spec["prompts"])
+        return asyncio.run(run)
+
+    vllm_round(), panel_round()  # warm-up of both, not counted
+    pairs = []
+    for i in range(int(spec["rounds"])):
+        if i % 2:
+            ours = panel_round()
+            theirs = vllm_round()
+        else:
+            theirs = vllm_round()
+            ours = panel_round()
+        pairs.append({"vllm": asdict(theirs), "panel": list(ours)})
+    Path(spec["out"]).write_text(json.dumps(pairs))
 
 
 if __name__ == "__main__":

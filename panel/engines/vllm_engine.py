@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,24 @@ def release_memory() -> None:
 
 
 # --- the engine -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchFigures:
+    """One offline batch: how many requests, output tokens in all, wall seconds."""
+
+    batch_size: int
+    output_tokens: int
+    wall_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def ms_per_token(self) -> float:
+        """Wall time per generated token of the whole batch (1000 / tokens_per_s)."""
+        return 1000.0 * self.wall_s / self.output_tokens if self.output_tokens else 0.0
 
 
 @dataclass
@@ -289,6 +308,27 @@ class VllmEngine:
     def serving_app(self) -> Any:
         """vLLM's own OpenAI app the panel calls (None when nothing is loaded): for comparing against it."""
         return self._loaded.serving.app if self._loaded is not None else None
+
+    async def offline_batch(self, prompt: str, batch_size: int, max_tokens: int) -> BatchFigures:
+        """Offline throughput: `batch_size` requests handed to the AsyncLLM at once (no HTTP, no server), each
+        exactly `max_tokens` out (ignore_eos, greedy); wall time from submission to the last one finished."""
+        from vllm import SamplingParams
+
+        loaded = self._loaded
+        if self._state is not EngineState.LOADED or loaded is None:
+            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
+        batch = uuid.uuid4().hex[:8]
+
+        async def one(i: int) -> int:
+            tokens = 0
+            async for out in loaded.llm.generate(prompt, params, request_id=f"panel-offline-{batch}-{i}"):
+                tokens = len(out.outputs[0].token_ids)
+            return tokens
+
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(one(i) for i in range(batch_size)))
+        return BatchFigures(batch_size, sum(counts), time.perf_counter() - started)
 
     async def sleep(self, level: int) -> None:
         """vLLM's sleep mode (level 1: weights to CPU memory, KV dropped; level 2: both dropped), where the

@@ -23,6 +23,7 @@ SUITE_LABELS = {
     "latency": "Latency",
     "scenarios": "Scenarios",
     "prefix_cache": "Prefix caching",
+    "offline": "Offline batch (vLLM)",
 }
 
 
@@ -75,7 +76,8 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
     with gr.Accordion("Unattended comparison over several models", open=False):
         targets = gr.Textbox(
             label="Models, one per line: 'engine: library path or Hugging Face repo' (repos are downloaded first)",
-            placeholder="llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf\nvllm: Qwen/Qwen3-0.6B",
+            placeholder="llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf\nvllm: Qwen/Qwen3-0.6B\n"
+            "http://other-box:8080/v1 SmolLM2-135M-Instruct.Q4_1.gguf",
             lines=4,
             elem_id="bench-targets",
         )
@@ -84,6 +86,11 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
             value=["single_stream", "parallel"],
             label="Suites for each model",
             elem_id="bench-compare-suites",
+        )
+        remote_key = gr.Textbox(
+            label="API key for the URL lines (sent as a Bearer token, never saved)",
+            type="password",
+            elem_id="bench-remote-key",
         )
         compare = gr.Button("Run comparison", variant="primary", elem_id="bench-compare")
 
@@ -106,9 +113,15 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         slo_tps,
     ]
 
-    def start(suites: list[str], values: tuple[Any, ...], request: gr.Request, target_text: str | None = None) -> str:
+    def start(
+        suites: list[str],
+        values: tuple[Any, ...],
+        request: gr.Request,
+        target_text: str | None = None,
+        api_key: str | None = None,
+    ) -> str:
         eng, *rest = values
-        form = BenchForm(None if eng == ENGINE_AUTO else eng, *rest, targets=target_text)
+        form = BenchForm(None if eng == ENGINE_AUTO else eng, *rest, targets=target_text, api_key=api_key)
         try:
             state = runner.start_form(suites, form, actor=actor_of(request))
         except PanelError as exc:
@@ -127,9 +140,17 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
             sreq: float,
             preq: float,
             tmo: float,
+            reps: float,
+            per: float,
+            rate_text: str,
+            burst: float,
+            ttft: float | None,
+            tpot: float | None,
+            tps: float | None,
             request: gr.Request,
         ) -> str:
-            return start(suites, (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo), request)
+            values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo, reps, per, rate_text, burst, ttft, tpot, tps)
+            return start(suites, values, request)
 
         return on_suite_click
 
@@ -144,12 +165,20 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         sreq: float,
         preq: float,
         tmo: float,
+        reps: float,
+        per: float,
+        rate_text: str,
+        burst: float,
+        ttft: float | None,
+        tpot: float | None,
+        tps: float | None,
         target_text: str,
         suites: list[str],
+        key: str,
         request: gr.Request,
     ) -> str:
-        values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo)
-        return start(list(suites or []), values, request, target_text=target_text or "")
+        values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo, reps, per, rate_text, burst, ttft, tpot, tps)
+        return start(list(suites or []), values, request, target_text=target_text or "", api_key=key or None)
 
     @requires_role(services, "operator")
     async def on_cancel_click(request: gr.Request) -> str:
@@ -167,7 +196,7 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
     run_all.click(suite_handler(list(SUITES)), settings_inputs, message, concurrency_id="gpu", concurrency_limit=1)
     compare.click(
         on_compare_click,
-        [*settings_inputs, targets, compare_suites],
+        [*settings_inputs, targets, compare_suites, remote_key],
         message,
         concurrency_id="gpu",
         concurrency_limit=1,

@@ -21,7 +21,7 @@ CHART_PAIRS = (
     ("single_stream", "roofline"),
     ("parallel", "goodput"),
     ("latency", "prefix_cache"),
-    ("scenarios", None),
+    ("scenarios", "offline"),
 )
 
 

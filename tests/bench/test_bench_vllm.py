@@ -34,11 +34,18 @@ def vllm_panel(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) 
 
 def test_comparison_loads_measures_saves_and_unloads_vllm(vllm_panel: PanelProcess) -> None:
     body = {
-        "suites": ["single_stream", "parallel"],
+        "suites": ["single_stream", "parallel", "offline"],
         "lengths": [8],
         "concurrencies": [2],
         "models": [{"model": HF_MODEL.name, "engine": "vllm", "options": {"max_model_len": 1024, "dtype": "bfloat16"}}],
-        "settings": {"parallel_tokens": 8, "timeout_s": 120},
+        "settings": {
+            "parallel_tokens": 8,
+            "timeout_s": 120,
+            "repeats": 1,
+            "requests_per_stream": 1,
+            "batch_sizes": [1, 4],
+            "offline_tokens": 8,
+        },
     }
     r = httpx.post(vllm_panel.base_url + "/v1/bench/runs", json=body, timeout=10)
     assert r.status_code == 200, r.text
@@ -59,6 +66,9 @@ def test_comparison_loads_measures_saves_and_unloads_vllm(vllm_panel: PanelProce
     assert [(r["engine"], r["output_tokens"]) for r in single] == [("vllm", 8)] and single[0]["tokens_per_s"] > 0
     parallel = store.rows("parallel", [HF_MODEL.name])
     assert [(r["concurrency"], r["succeeded"], r["total_tokens"]) for r in parallel] == [(2, 2, 16)]
+    offline = store.rows("offline", [HF_MODEL.name])  # straight to the AsyncLLM, no HTTP
+    assert [(r["batch_size"], r["output_tokens"]) for r in offline] == [(1, 8), (4, 32)]
+    assert all(r["tokens_per_s"] > 0 and r["ms_per_token"] > 0 for r in offline)
     [record] = store.runs(HF_MODEL.name)
     assert record["environment"]["engine_version"].startswith("vllm")
     assert record["environment"]["load_options"]["max_model_len"] == 1024

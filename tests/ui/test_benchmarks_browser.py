@@ -36,13 +36,16 @@ def test_run_a_suite_watch_it_cancel_one_and_chart_the_result(loaded_panel: Pane
         page.get_by_role("tab", name="Benchmarks").wait_for(timeout=30_000)
         page.get_by_role("tab", name="Benchmarks").click()
         page.locator("#bench-lengths textarea, #bench-lengths input").first.fill("8, 12")
+        page.get_by_text("Repetitions, load and SLOs").click()
+        page.locator("#bench-repeats input").fill("2")
+        page.locator("#bench-repeats input").press("Tab")
         page.locator("#bench-run-single_stream").click()
         page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(timeout=30_000)
         page.locator("#bench-progress").get_by_text(re.compile(r"saved .*runs/.*\.json")).first.wait_for(
             timeout=120_000
         )
         progress = page.locator("#bench-progress").inner_text()
-        assert "done" in progress and "requests 3/3" in progress, progress  # warm-up + two lengths
+        assert "done" in progress and "requests 5/5" in progress, progress  # warm-up + two lengths × 2 repeats
 
         # a long run: chat users see the notice, and Cancel stops it
         first_message = page.locator("#bench-message").inner_text()
@@ -68,6 +71,8 @@ def test_run_a_suite_watch_it_cancel_one_and_chart_the_result(loaded_panel: Pane
         ).first.wait_for(timeout=30_000)
         table = page.locator("#results-table").inner_text()
         assert "SmolLM2-135M-Instruct.Q4_1.gguf" in table and "llamacpp" in table
+        assert "tokens_per_s_sd" in table, "the spread of repeated points is in the table"
+        page.locator("#results-goodput .js-plotly-plot").wait_for(timeout=30_000)
         page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
     finally:
         page.close()
