@@ -93,8 +93,11 @@ def unload(url: str) -> None:
 
 def ask(url: str, model: str) -> float:
     started = time.perf_counter()
-    body = {"model": model, "prompt": "Hello", "max_tokens": 1}
-    httpx.post(url + "/v1/completions", json=body, timeout=600).raise_for_status()
+    body = {"model": model, "prompt": "Hello", "max_tokens": 1, "stream": True}  # streamed: TTFT is recorded
+    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=600) as resp:
+        resp.raise_for_status()
+        for _ in resp.iter_bytes():
+            pass
     return time.perf_counter() - started
 
 
