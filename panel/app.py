@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, with_ui: bool = True) -> FastAPI:
     manager = EngineManager(settings, engines if engines is not None else default_engines(settings))
-    services = Services(settings=settings, manager=manager, gateway=Gateway(manager))
+    gateway = Gateway(manager, log_prompts=settings.request_log_prompts)
+    services = Services(settings=settings, manager=manager, gateway=gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

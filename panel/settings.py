@@ -56,6 +56,7 @@ class Settings:
     max_tokens_limit: int = 32768  # largest max_tokens a request may ask for (400 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body size on /v1 (413 beyond)
     request_log_max_rows: int = 100_000  # the request log keeps the newest this many generations
+    request_log_prompts: bool = False  # keep each request's prompt text in the request log (off: never stored)
     memory_budget_mb: int = 0  # memory the resident models may use together; 0 = what the device has free
     model_ttl_s: float = 0.0  # unload a model idle this long; 0 = never (each load may set its own)
     load_on_request: bool = True  # a request naming a library model that is not resident loads it

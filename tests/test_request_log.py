@@ -48,6 +48,28 @@ def test_rows_filters_csv_retention_and_reopen(tmp_path: Path, monkeypatch: pyte
     again.close()
 
 
+def test_prompt_text_only_when_turned_on_and_old_databases_gain_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from panel.api.gateway import prompt_text
+
+    path = tmp_path / "requests.sqlite3"
+    with sqlite3.connect(path) as db:  # a database from before the prompt column
+        db.execute("CREATE TABLE requests (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, who TEXT, model TEXT)")
+    log = RequestLog(path)
+    plain = _outcome("m")
+    kept = _outcome("m")
+    kept.prompt = prompt_text({"messages": [{"role": "user", "content": "秘密の質問"}], "max_tokens": 4})
+    log.record(plain)
+    log.record(kept)
+    log.flush()
+    newest, oldest = log.rows()
+    assert "秘密の質問" in newest.prompt and "max_tokens" not in newest.prompt
+    assert oldest.prompt is None
+    log.close()
+    assert len(prompt_text({"prompt": "x" * 50_000})) == 20_000
+
+
 @pytest.fixture
 def app_client(settings: Settings, embedded_model: Path) -> Iterator[TestClient]:
     app = create_app(settings, with_ui=False)
@@ -76,6 +98,7 @@ def test_mixed_traffic_lands_in_the_log_and_survives_a_restart(app_client: TestC
     assert plain["ttft_ms"] is None, "a non-streamed answer has no first-token time to tell"
     assert all(r["engine"] == "llamacpp" and r["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf" for r in rows)
     assert rows[0]["error"] and "messages" in rows[0]["error"]
+    assert all(r["prompt"] is None for r in rows), "no prompt text unless the operator turns it on"
     text = app_client.get("/v1/requests", params={"format": "csv", "errors": "true"}).text
     assert text.splitlines()[0].startswith("time,who,model") and len(text.splitlines()) == 2
     app_client.app.state.services.extra["request_log"].close()

@@ -41,9 +41,10 @@ class Prepared:
 class Gateway:
     """Routes, forwards and taps. `observers` hear every generation's Outcome (metrics, request log)."""
 
-    def __init__(self, manager: EngineManager) -> None:
+    def __init__(self, manager: EngineManager, log_prompts: bool = False) -> None:
         self.manager = manager
         self.observers: list[Observer] = [self._first_answer]
+        self.log_prompts = log_prompts  # PANEL_REQUEST_LOG_PROMPTS: the input text goes on the Outcome
 
     async def open(self, path: str, body: bytes | dict[str, Any], who: str = "local", can_load: bool = True) -> Tap:
         """Forward one request (loading its model first if it is a library model not resident and `can_load`);
@@ -97,6 +98,8 @@ class Gateway:
         path = prepared.path
         stats = StreamStats(time.perf_counter())
         outcome = Outcome(engine=engine.name, model=served, path=path, stats=stats, who=prepared.who)
+        if self.log_prompts and path in GENERATION_PATHS:
+            outcome.prompt = prompt_text(request)
         release = self.manager.begin_call(engine.name, served)
         try:
             reply = await engine.open(EngineCall(path=path, body=data, model=served))
@@ -109,6 +112,16 @@ class Gateway:
     def _first_answer(self, outcome: Outcome) -> None:
         if outcome.ok:
             self.manager.observe_first_answer(outcome.engine, outcome.model, outcome.stats.ttft_s)
+
+
+PROMPT_FIELDS = ("messages", "prompt", "input", "system")  # chat, completions, responses/embeddings, Anthropic
+MAX_PROMPT_CHARS = 20_000
+
+
+def prompt_text(request: dict[str, Any]) -> str:
+    """What a generation request asked, as text for the request log: its input fields as JSON, cut to a length."""
+    found = {key: request[key] for key in PROMPT_FIELDS if key in request}
+    return json.dumps(found, ensure_ascii=False)[:MAX_PROMPT_CHARS]
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -40,6 +40,7 @@ class Outcome:
     finish_reason: str | None = None
     error: str | None = None
     choices: set[int] = field(default_factory=set)
+    prompt: str | None = None  # the request's input text, only when the operator turned prompt logging on
 
     @property
     def ok(self) -> bool:

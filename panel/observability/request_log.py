@@ -2,8 +2,9 @@
 
 Rows come from the tap's Outcome (the same figures as /metrics and the Chat tab): time, who (user or key name),
 model, engine, path, prompt / completion / cached tokens, TTFT, tokens/s, finish reason, HTTP status, error. No
-prompt text is ever stored. Writes go through a queue to one writer thread (the event loop never waits on the
-disk); the newest `max_rows` rows are kept. The file lives under the data folder and survives restarts.
+prompt text is stored unless the operator turns it on (PANEL_REQUEST_LOG_PROMPTS). Writes go through a queue to one
+writer thread (the event loop never waits on the disk); the newest `max_rows` rows are kept. The file lives under
+the data folder and survives restarts.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RequestRow:
     tokens_per_s: float | None
     finish_reason: str | None
     error: str | None
+    prompt: str | None = None  # only with PANEL_REQUEST_LOG_PROMPTS on
 
     @classmethod
     def of(cls, outcome: Outcome) -> RequestRow:
@@ -61,6 +63,7 @@ class RequestRow:
             tokens_per_s=None if tps is None else round(tps, 2),
             finish_reason=outcome.finish_reason,
             error=(outcome.error or None) and outcome.error[:500],
+            prompt=outcome.prompt,
         )
 
 
@@ -96,6 +99,10 @@ class RequestLog:
             cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
             db.execute(f"CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY AUTOINCREMENT, {cols})")
             db.execute("CREATE INDEX IF NOT EXISTS requests_time ON requests(time)")
+            have = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+            for column in COLUMNS:  # a database from an older panel gains the newer columns
+                if column not in have:
+                    db.execute(f"ALTER TABLE requests ADD COLUMN {column} {_TYPES.get(column, 'TEXT')}")
         self._queue: queue.Queue[RequestRow | None] = queue.Queue()
         self._written = 0
         self._thread = threading.Thread(target=self._writer, name="panel-request-log", daemon=True)
