@@ -129,7 +129,7 @@ class GateMiddleware:
             return
         try:
             principal = require(authenticate(self.services.extra.get("auth"), _Headers(scope)), need)
-            body = await self._read_body(scope, receive) if method in BODY_METHODS else b""
+            body = await self._read_body(scope, receive, path) if method in BODY_METHODS else b""
             generation = method == "POST" and path in GENERATION_PATHS
             if generation:
                 check_max_tokens(body, self.limits.max_tokens)
@@ -161,8 +161,9 @@ class GateMiddleware:
         finally:
             self.slots.release(principal.name)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.limits.max_body_bytes
+    async def _read_body(self, scope: Scope, receive: Receive, path: str) -> bytes:
+        # an upload route may register a larger cap of its own (services.extra["body_limits"]: path → bytes)
+        limit = self.services.extra.get("body_limits", {}).get(path, self.limits.max_body_bytes)
         declared = _Headers(scope).get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLargeError(f"request body is {int(declared)} bytes; the limit is {limit} bytes")

@@ -1,8 +1,8 @@
 """Benchmark bundles over HTTP: GET /v1/bench/export downloads a model's runs as a .zip (viewer), POST
 /v1/bench/import adds another machine's bundle to this panel's results (operator; the raw zip as the body).
 
-The API gate in front (panel/limits.py) caps every /v1 body at PANEL_MAX_BODY_BYTES first (4 MiB by default;
-raise it for large bundles), so a bundle over either limit is a 413."""
+The API gate in front (panel/limits.py) caps /v1 bodies at PANEL_MAX_BODY_BYTES (4 MiB), except on the import
+route, whose cap is the bundle limit (registered below); a bundle over it is a 413."""
 
 from __future__ import annotations
 
@@ -73,5 +73,7 @@ def _import_bytes(store: ResultStore, data: bytes) -> ImportResult:
 
 
 def install_share(app: Any, services: Any) -> None:
-    """Composition-root hook, after install_bench (it reads the runner's store): the bundle routes."""
+    """Composition-root hook, after install_bench (it reads the runner's store): the bundle routes, and the import
+    route's own body cap for the gate (a bundle with its inline HTML report is megabytes)."""
+    services.extra.setdefault("body_limits", {})["/v1/bench/import"] = MAX_BUNDLE_BYTES
     app.include_router(router)

@@ -273,3 +273,13 @@ def test_mlflow_uri_is_a_setting() -> None:
     assert Settings.load(env={}).mlflow_tracking_uri is None
     loaded = Settings.load(env={"PANEL_MLFLOW_TRACKING_URI": "http://mlflow:5000"})
     assert loaded.mlflow_tracking_uri == "http://mlflow:5000"
+
+
+def test_the_import_route_takes_bundles_over_the_general_body_cap(settings: Settings) -> None:
+    small = dataclasses.replace(settings, max_body_bytes=2048)
+    with TestClient(create_app(small, with_ui=False)) as client:
+        body = b"x" * 10_000  # over the 2 KiB cap of every other route
+        chat = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert chat.status_code == 413
+        bundle = client.post("/v1/bench/import", content=body, headers={"content-type": "application/zip"})
+        assert bundle.status_code == 400 and "zip" in bundle.json()["error"]["message"], "read, then refused as no zip"
