@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -586,6 +587,9 @@ class BenchForm:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     slo_tokens_per_s: float | None = 20.0
+    dataset: str = "japanese"
+    input_tokens: float | None = 256
+    prompts_file: str | None = None  # an uploaded .txt (one prompt per line) or .jsonl ({"prompt": ...} per line)
     targets: str | None = None  # one model per line for a comparison; None: the loaded model
     api_key: str | None = field(default=None, repr=False)  # for the URL lines of `targets`
 
@@ -613,7 +617,38 @@ def plan_from_form(suites: list[str], form: BenchForm) -> BenchPlan:
         slo_ttft_ms=_positive_or_none(form.slo_ttft_ms),
         slo_tpot_ms=_positive_or_none(form.slo_tpot_ms),
         slo_tokens_per_s=_positive_or_none(form.slo_tokens_per_s),
+        dataset=form.dataset or "japanese",
+        input_tokens=int(form.input_tokens or 256),
+        prompts=read_prompts(form.prompts_file) if form.prompts_file else [],
     )
+
+
+MAX_PROMPTS_FILE_BYTES = 20 * 1024 * 1024
+
+
+def read_prompts(path: str) -> list[str]:
+    """Prompts from an uploaded file: .jsonl with a "prompt" (or "text") field per line, else one prompt per line."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadRequestError("the prompts file is gone; upload it again")
+    if file.stat().st_size > MAX_PROMPTS_FILE_BYTES:
+        raise BadRequestError(f"the prompts file is over {MAX_PROMPTS_FILE_BYTES // (1024 * 1024)} MiB")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if file.suffix.lower() != ".jsonl":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    prompts = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise BadRequestError(f"prompts file line {n} is not JSON") from None
+        value = item.get("prompt", item.get("text")) if isinstance(item, dict) else None
+        if not isinstance(value, str):
+            raise BadRequestError(f'prompts file line {n} has no "prompt" text')
+        prompts.append(value)
+    return prompts
 
 
 def parse_floats(text: str | None, what: str) -> list[float]:

@@ -66,6 +66,24 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         slo_ttft = gr.Number(None, label="SLO: TTFT ≤ ms (empty: any)", elem_id="bench-slo-ttft")
         slo_tpot = gr.Number(None, label="SLO: TPOT ≤ ms (empty: any)", elem_id="bench-slo-tpot")
         slo_tps = gr.Number(20, label="SLO: tokens/s per session ≥", elem_id="bench-slo-tps")
+    with gr.Accordion("Dataset", open=False), gr.Row():
+        dataset = gr.Dropdown(
+            [
+                ("Japanese prompt (the seeds')", "japanese"),
+                ("Random, exact input tokens", "random"),
+                ("My prompts", "prompts"),
+            ],
+            value="japanese",
+            label="What the load suites send",
+            elem_id="bench-dataset",
+        )
+        input_tokens = gr.Number(256, label="Random: input tokens", precision=0, elem_id="bench-input-tokens")
+        prompts_file = gr.File(
+            label='My prompts: .txt (one per line) or .jsonl ({"prompt": …})',
+            file_types=[".txt", ".jsonl"],
+            type="filepath",
+            elem_id="bench-prompts-file",
+        )
     with gr.Row():
         suite_buttons = {s: gr.Button(SUITE_LABELS[s], elem_id=f"bench-run-{s}") for s in SUITES}
         run_all = gr.Button("Run all", variant="primary", elem_id="bench-run-all")
@@ -111,6 +129,9 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         slo_ttft,
         slo_tpot,
         slo_tps,
+        dataset,
+        input_tokens,
+        prompts_file,
     ]
 
     def start(
@@ -147,10 +168,13 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
             ttft: float | None,
             tpot: float | None,
             tps: float | None,
+            data: str,
+            in_tok: float,
+            pfile: str | None,
             request: gr.Request,
         ) -> str:
             values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo, reps, per, rate_text, burst, ttft, tpot, tps)
-            return start(suites, values, request)
+            return start(suites, (*values, data, in_tok, pfile), request)
 
         return on_suite_click
 
@@ -172,12 +196,16 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         ttft: float | None,
         tpot: float | None,
         tps: float | None,
+        data: str,
+        in_tok: float,
+        pfile: str | None,
         target_text: str,
         suites: list[str],
         key: str,
         request: gr.Request,
     ) -> str:
         values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo, reps, per, rate_text, burst, ttft, tpot, tps)
+        values = (*values, data, in_tok, pfile)
         return start(list(suites or []), values, request, target_text=target_text or "", api_key=key or None)
 
     @requires_role(services, "operator")

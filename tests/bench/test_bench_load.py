@@ -109,3 +109,40 @@ def test_closed_loop_keeps_n_in_flight_over_its_requests(mock_url: str) -> None:
     # 10 tokens at 100 tokens/s + 50 ms: ~0.15 s each, 3 rounds of 4 → ~0.45 s, far from 12 × 0.15 s
     assert row["wall_s"] < 1.2
     assert summary["max_concurrency_meeting_slo"] == 4
+
+
+def test_a_prompts_file_becomes_the_dataset(tmp_path) -> None:
+    from panel.bench.runner import BenchForm, plan_from_form
+    from panel.engines.base import BadRequestError
+
+    lines = tmp_path / "mine.jsonl"
+    lines.write_text('{"prompt": "日本の首都は？"}\n\n{"text": "Say hi."}\n', encoding="utf-8")
+    form = BenchForm("llamacpp", "8", "2", dataset="prompts", prompts_file=str(lines))
+    plan = plan_from_form(["single_stream"], form).validate(max_per_user=8)
+    assert (plan.config.dataset, plan.config.prompts) == ("prompts", ["日本の首都は？", "Say hi."])
+    text = tmp_path / "mine.txt"
+    text.write_text("one\n  \ntwo\n", encoding="utf-8")
+    assert plan_from_form(["parallel"], BenchForm(None, "8", "2", prompts_file=str(text))).config.prompts == [
+        "one",
+        "two",
+    ]
+    broken = tmp_path / "bad.jsonl"
+    broken.write_text('{"nope": 1}\n', encoding="utf-8")
+    with pytest.raises(BadRequestError, match='no "prompt" text'):
+        plan_from_form(["single_stream"], BenchForm(None, "8", "2", dataset="prompts", prompts_file=str(broken)))
+    with pytest.raises(BadRequestError, match="needs at least one prompt"):
+        plan_from_form(["single_stream"], BenchForm(None, "8", "2", dataset="prompts")).validate(max_per_user=8)
+    with pytest.raises(BadRequestError, match="dataset must be one of"):
+        plan_from_form(["single_stream"], BenchForm(None, "8", "2", dataset="shakespeare")).validate(max_per_user=8)
+
+
+def test_the_prompts_dataset_sends_each_prompt_in_turn() -> None:
+    config = SuiteConfig(lengths=[4], repeats=3, dataset="prompts", prompts=["first", " ", "second"]).validate()
+    runner = SuiteRunner(None, config)  # type: ignore[arg-type]  # workload() builds requests, sends nothing
+    sent = [runner.workload(4, i) for i in range(3)]
+    assert [s.messages[0]["content"] for s in sent] == ["first", "second", "first"], "blank prompts skipped"
+    assert all(s.max_tokens == 4 and s.path == "/v1/chat/completions" for s in sent)
+    random_spec = SuiteRunner(None, SuiteConfig(dataset="random"))  # type: ignore[arg-type]
+    random_spec.use_prompts(["exactly n tokens"])
+    spec = random_spec.workload(8, 5)
+    assert spec.prompt == "exactly n tokens" and spec.path == "/v1/completions", "random prompts go to completions"
