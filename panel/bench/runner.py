@@ -526,11 +526,20 @@ def plan_from(
 
 def parse_ints(text: str | None, what: str) -> list[int]:
     """'64, 128 256' → [64, 128, 256]; a clear 400 naming the field for anything else."""
+    return _parse_numbers(text, what, int, "whole numbers separated by commas, e.g. 64, 128, 256")
+
+
+def parse_floats(text: str | None, what: str) -> list[float]:
+    """'0.5, 1 2' → [0.5, 1.0, 2.0]; a clear 400 naming the field for anything else."""
+    return _parse_numbers(text, what, float, "numbers separated by commas, e.g. 0.5, 1, 2")
+
+
+def _parse_numbers(text: str | None, what: str, kind: Any, example: str) -> list[Any]:
     parts = [p for p in (text or "").replace(",", " ").split() if p]
     try:
-        values = [int(p) for p in parts]
+        values = [kind(p) for p in parts]
     except ValueError:
-        raise BadRequestError(f"{what}: whole numbers separated by commas, e.g. 64, 128, 256") from None
+        raise BadRequestError(f"{what}: {example}") from None
     if not values:
         raise BadRequestError(f"{what}: give at least one number")
     return values
@@ -649,18 +658,6 @@ def read_prompts(path: str) -> list[str]:
             raise BadRequestError(f'prompts file line {n} has no "prompt" text')
         prompts.append(value)
     return prompts
-
-
-def parse_floats(text: str | None, what: str) -> list[float]:
-    """'0.5, 1 2' → [0.5, 1.0, 2.0]; a clear 400 naming the field for anything else."""
-    parts = [p for p in (text or "").replace(",", " ").split() if p]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        raise BadRequestError(f"{what}: numbers separated by commas, e.g. 0.5, 1, 2") from None
-    if not values:
-        raise BadRequestError(f"{what}: give at least one number")
-    return values
 
 
 def _positive_or_none(value: float | None) -> float | None:
