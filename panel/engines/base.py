@@ -202,7 +202,9 @@ class Engine(Protocol):
 
     def status(self) -> EngineStatus: ...
 
-    def logs(self, n: int = 200) -> list[str]: ...
+    def logs(self, n: int = 200, model: str | None = None) -> list[str]:
+        """The newest log lines: of one resident model by served name, or of the model the status speaks for."""
+        ...
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Return cleaned options or raise BadRequestError naming the bad one."""
