@@ -141,7 +141,8 @@ class PanelMetrics:
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
-            async with httpx.AsyncClient(timeout=ENGINE_SCRAPE_TIMEOUT_S) as client:
+            headers = getattr(engine, "auth_headers", None) or {}
+            async with httpx.AsyncClient(timeout=ENGINE_SCRAPE_TIMEOUT_S, headers=headers) as client:
                 response = await client.get(f"{base_url}/metrics")
             response.raise_for_status()
             return list(text_string_to_metric_families(response.text))

@@ -62,6 +62,7 @@ class Settings:
     load_on_request: bool = True  # a request naming a library model that is not resident loads it
     load_wait_s: float = 300.0  # how long a load waits for busy models to finish before it is refused
     mlflow_tracking_uri: str | None = None  # log each saved benchmark run to MLflow here (panel/bench/mlflow_log.py)
+    client_ceiling_file: Path | None = None  # the benchmark client's measured ceiling; None: ~/.cache/panel/…
 
     @property
     def all_model_roots(self) -> tuple[Path, ...]:
@@ -92,7 +93,7 @@ class Settings:
 
 def _convert(name: str, raw: str) -> Any:
     default = {f.name: f.default for f in fields(Settings)}[name]
-    if name in {"models_dir", "benchmarks_dir", "data_dir", "users_file"}:
+    if name in {"models_dir", "benchmarks_dir", "data_dir", "users_file", "client_ceiling_file"}:
         return Path(raw).expanduser()
     if name == "model_roots":
         return tuple(Path(p).expanduser() for p in raw.split(os.pathsep) if p)

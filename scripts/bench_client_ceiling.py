@@ -1,4 +1,4 @@
-"""Measure the benchmark client's own ceiling against the mock SSE server (tests/bench/mock_sse.py).
+"""Measure the benchmark client's own ceiling against the mock SSE server (panel/bench/mock_sse.py).
 
 For growing numbers of streams, the mock emits tokens at a known rate per stream; the client's measured
 per-stream tokens/s is compared with what the mock really emitted (its send stamps share the monotonic clock).
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import panel.bench.client as client_module
 from panel.bench import metrics
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
-from tests.bench.mock_sse import running_mock
+from panel.bench.mock_sse import running_mock
 
 TOLERANCE = 0.01
 

@@ -38,7 +38,8 @@ async def main(lengths: list[int], repeats: int, model: Path | None, prompt: str
     try:
         print(f"model {path.name} · llama-server {engine.binary}")
         print(f"{'tokens':>6} {'client tok/s':>12} {'server tok/s':>12} {'ratio':>7} {'chunks':>6}")
-        async with make_client(engine.base_url, 1, timeout_s=600) as client:
+        key = engine.auth_headers["Authorization"].removeprefix("Bearer ")  # the child answers only its key
+        async with make_client(engine.base_url, 1, timeout_s=600, api_key=key) as client:
             for n in lengths:
                 for _ in range(repeats):
                     spec = RequestSpec(max_tokens=n, messages=[{"role": "user", "content": prompt}])

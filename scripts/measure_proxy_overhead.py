@@ -70,6 +70,7 @@ def serve(port_file: Path, engines: list[str], max_streams: int, max_tokens: int
             httpx.post(panel + "/v1/models/load", json=body, timeout=900).raise_for_status()
     if "llamacpp" in engines:
         urls["llamacpp"] = manager.get("llamacpp").base_url
+        urls["llamacpp_key"] = manager.get("llamacpp").auth_headers["Authorization"]  # the child takes only its key
     if "vllm" in engines:
         urls["vllm"] = bg.serve(manager.get("vllm").serving_app(), lifespan="off")
     port_file.write_text(json.dumps(urls))
@@ -101,10 +102,13 @@ async def one_stream(client: httpx.AsyncClient, url: str, model: str, max_tokens
     return chunks, first
 
 
-async def wave(url: str, model: str, streams: int, max_tokens: int) -> tuple[float, float]:
+async def wave(
+    url: str, model: str, streams: int, max_tokens: int, authorization: str | None = None
+) -> tuple[float, float]:
     """`streams` requests at once: (total output chunks per second, median TTFT seconds)."""
     limits = httpx.Limits(max_connections=streams + 4, max_keepalive_connections=streams + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    headers = {"Authorization": authorization} if authorization else {}
+    async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as client:
         started = time.perf_counter()
         results = await asyncio.gather(*[one_stream(client, url, model, max_tokens) for _ in range(streams)])
         wall = time.perf_counter() - started
@@ -115,14 +119,15 @@ async def wave(url: str, model: str, streams: int, max_tokens: int) -> tuple[flo
 def measure(urls: dict[str, str], engine: str, streams: int, rounds: int, max_tokens: int) -> dict[str, float]:
     model = MODELS[engine]
     paths = {"direct": urls[engine], "panel": urls["panel"]}
-    for url in paths.values():  # warm both
-        asyncio.run(wave(url, model, min(streams, 4), 16))
+    keys = {"direct": urls.get(f"{engine}_key"), "panel": None}
+    for via, url in paths.items():  # warm both
+        asyncio.run(wave(url, model, min(streams, 4), 16, keys[via]))
     tps: dict[str, list[float]] = {"direct": [], "panel": []}
     ttft: dict[str, list[float]] = {"direct": [], "panel": []}
     for i in range(rounds):
         order = ["direct", "panel"] if i % 2 == 0 else ["panel", "direct"]
         for via in order:
-            rate, first = asyncio.run(wave(paths[via], model, streams, max_tokens))
+            rate, first = asyncio.run(wave(paths[via], model, streams, max_tokens, keys[via]))
             tps[via].append(rate)
             ttft[via].append(first)
     d, p = statistics.median(tps["direct"]), statistics.median(tps["panel"])

@@ -55,11 +55,19 @@ class Stack:
 
     def client(self, engine: str, via: str) -> OpenAI:
         base = self.panel if via == "panel" else self.direct[engine]
-        return OpenAI(base_url=base + "/v1", api_key="unused", timeout=180, max_retries=0)
+        return OpenAI(base_url=base + "/v1", api_key=self.key(engine, via), timeout=180, max_retries=0)
 
     def post(self, engine: str, via: str, path: str, body: dict[str, Any]) -> httpx.Response:
         base = self.panel if via == "panel" else self.direct[engine]
-        return httpx.post(base + path, json=body, timeout=180)
+        return httpx.post(
+            base + path, json=body, timeout=180, headers={"Authorization": f"Bearer {self.key(engine, via)}"}
+        )
+
+    def key(self, engine: str, via: str) -> str:
+        """llama-server's child answers only the key the panel gave it; the panel here has no users."""
+        if via == "direct" and engine == "llamacpp":
+            return str(self.app.state.manager.get("llamacpp").auth_headers["Authorization"].removeprefix("Bearer "))
+        return "unused"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from panel.bench import environment
+from panel.bench import ceiling, environment
+from panel.bench.ceiling import Ceiling
 from panel.bench.client import make_client
 from panel.bench.store import ResultStore
 from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
@@ -111,6 +112,7 @@ class RunState:
     files: list[str] = field(default_factory=list)
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # "model/suite" → summary
     messages: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what a reader of the figures must know (client ceiling)
 
     @property
     def active(self) -> bool:
@@ -132,6 +134,7 @@ class RunState:
             "started": self.started,
             "finished": self.finished,
             "error": self.error,
+            "warnings": self.warnings,
             "current": self.current,
             "files": self.files,
             "summaries": self.summaries,
@@ -297,6 +300,9 @@ class BenchmarkRunner:
         outcomes: list[SuiteOutcome] = []
         began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         status = "done"
+        state.note("benchmark client's ceiling on this machine")
+        kept = await ceiling.current(self.services.settings.client_ceiling_file)
+        env = {**env, "client_ceiling": kept.to_json() if kept else None}
         try:
             async with client_context as client:
                 runner = SuiteRunner(client, config, state.progress)
@@ -384,9 +390,17 @@ class BenchmarkRunner:
         for outcome in outcomes:
             for table, rows in outcome.tables.items():
                 tables.setdefault(table, []).extend({**key, **row} for row in rows)
+        warnings = []
+        kept = env.get("client_ceiling")
+        warned = ceiling.warning_for(ceiling.peak_tokens_per_s(tables), Ceiling.from_json(kept) if kept else None)
+        if warned:
+            warnings.append(warned)
+            state.warnings.append(warned)
+            state.note(f"warning: {warned}")
         record = {
             **key,
             "status": status,
+            "warnings": warnings,
             "suites": [o.suite for o in outcomes],
             "actor": state.actor,
             "config": dataclasses.asdict(config),
@@ -592,6 +606,8 @@ class BenchForm:
     repeats: float | None = 3
     requests_per_stream: float | None = 4
     rates: str = "0.5, 1, 2, 4, 8"
+    rate_requests: float | None = 24
+    rate_tokens: float | None = 128
     burstiness: float | None = 1.0
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
@@ -622,6 +638,8 @@ def plan_from_form(suites: list[str], form: BenchForm) -> BenchPlan:
         repeats=int(form.repeats or 3),
         requests_per_stream=int(form.requests_per_stream or 4),
         rates=parse_floats(form.rates, "request rates"),
+        rate_requests=int(form.rate_requests or 24),
+        rate_tokens=int(form.rate_tokens or 128),
         burstiness=float(form.burstiness or 1.0),
         slo_ttft_ms=_positive_or_none(form.slo_ttft_ms),
         slo_tpot_ms=_positive_or_none(form.slo_tpot_ms),

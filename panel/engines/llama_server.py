@@ -9,6 +9,7 @@ import contextlib
 import glob
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -106,10 +107,18 @@ class LlamaChild:
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        # the child's own key, held only here: its port answers nothing without it (issue 13), so local processes
+        # and web pages that find the port cannot bypass the panel's auth, limits and audit
+        self._key = secrets.token_urlsafe(32)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What a call straight to the child needs (the panel's own scrapes; tests comparing direct and proxied)."""
+        return {"Authorization": f"Bearer {self._key}"}
 
     @property
     def pid(self) -> int | None:
@@ -176,6 +185,7 @@ class LlamaChild:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # own process group
             preexec_fn=_die_with_parent,
+            env=child_environment(self._key),
         )
         self._reader = asyncio.create_task(self._read_output(self._proc))
         self._watcher = asyncio.create_task(self._watch(self._proc))
@@ -183,6 +193,7 @@ class LlamaChild:
             base_url=self.base_url,
             timeout=httpx.Timeout(self.settings.request_timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            headers=self.auth_headers,
         )
 
     async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
@@ -383,6 +394,11 @@ class LlamaServerEngine:
         child = self._primary()
         return child.base_url if child is not None else "http://127.0.0.1:0"
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        child = self._primary()
+        return child.auth_headers if child is not None else {}
+
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         known = {"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"}
         unknown = set(options) - known
@@ -494,6 +510,18 @@ def build_argv(binary: str, model_path: str, options: dict[str, Any], port: int,
     if not has_flag(extra, "--jinja", "--no-jinja"):
         argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
     return argv + extra
+
+
+# variables through which llama-server would take a key, a listen address or CORS origins the panel did not set
+_CHILD_ENV_OWNED = ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_HOST", "LLAMA_ARG_PORT")
+
+
+def child_environment(key: str) -> dict[str, str]:
+    """The child's environment: the panel's, less what would widen who may call it, plus its key. The key goes by
+    environment (readable only by this user), not argv (world-readable in /proc/<pid>/cmdline)."""
+    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_OWNED}
+    env["LLAMA_API_KEY"] = key
+    return env
 
 
 def rss_bytes(pid: int) -> int | None:

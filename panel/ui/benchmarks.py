@@ -62,6 +62,8 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
             4, label="Parallel: requests per stream (steady state)", precision=0, elem_id="bench-requests-per-stream"
         )
         rates = gr.Textbox("0.5, 1, 2, 4, 8", label="Rate sweep: requests/s", elem_id="bench-rates")
+        rate_requests = gr.Number(24, label="Rate sweep: requests per rate", precision=0, elem_id="bench-rate-requests")
+        rate_tokens = gr.Number(128, label="Rate sweep: tokens each", precision=0, elem_id="bench-rate-tokens")
         burstiness = gr.Number(1.0, label="Burstiness (1 = Poisson)", elem_id="bench-burstiness")
         slo_ttft = gr.Number(None, label="SLO: TTFT ≤ ms (empty: any)", elem_id="bench-slo-ttft")
         slo_tpot = gr.Number(None, label="SLO: TPOT ≤ ms (empty: any)", elem_id="bench-slo-tpot")
@@ -112,37 +114,41 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
         )
         compare = gr.Button("Run comparison", variant="primary", elem_id="bench-compare")
 
-    settings_inputs = [
-        engine,
-        lengths,
-        concurrencies,
-        parallel_tokens,
-        latency_requests,
-        latency_tokens,
-        scenario_requests,
-        prefix_requests,
-        timeout_s,
-        repeats,
-        per_stream,
-        rates,
-        burstiness,
-        slo_ttft,
-        slo_tpot,
-        slo_tps,
-        dataset,
-        input_tokens,
-        prompts_file,
-    ]
+    form_fields: dict[str, Any] = {
+        "engine": engine,
+        "lengths": lengths,
+        "concurrencies": concurrencies,
+        "parallel_tokens": parallel_tokens,
+        "latency_requests": latency_requests,
+        "latency_tokens": latency_tokens,
+        "scenario_requests": scenario_requests,
+        "prefix_requests": prefix_requests,
+        "timeout_s": timeout_s,
+        "repeats": repeats,
+        "requests_per_stream": per_stream,
+        "rates": rates,
+        "rate_requests": rate_requests,
+        "rate_tokens": rate_tokens,
+        "burstiness": burstiness,
+        "slo_ttft_ms": slo_ttft,
+        "slo_tpot_ms": slo_tpot,
+        "slo_tokens_per_s": slo_tps,
+        "dataset": dataset,
+        "input_tokens": input_tokens,
+        "prompts_file": prompts_file,
+    }
+    settings_inputs = set(form_fields.values())  # a set: Gradio hands the handler one {component: value} dict
 
     def start(
         suites: list[str],
-        values: tuple[Any, ...],
+        values: dict[Any, Any],
         request: gr.Request,
         target_text: str | None = None,
-        api_key: str | None = None,
+        key: str | None = None,
     ) -> str:
-        eng, *rest = values
-        form = BenchForm(None if eng == ENGINE_AUTO else eng, *rest, targets=target_text, api_key=api_key)
+        typed = {name: values[component] for name, component in form_fields.items()}
+        typed["engine"] = None if typed["engine"] == ENGINE_AUTO else typed["engine"]
+        form = BenchForm(**typed, targets=target_text, api_key=key)
         try:
             state = runner.start_form(suites, form, actor=actor_of(request))
         except PanelError as exc:
@@ -151,62 +157,15 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
 
     def suite_handler(suites: list[str]) -> Any:
         @requires_role(services, "operator")
-        async def on_suite_click(
-            eng: str,
-            lens: str,
-            concs: str,
-            ptok: float,
-            lreq: float,
-            ltok: float,
-            sreq: float,
-            preq: float,
-            tmo: float,
-            reps: float,
-            per: float,
-            rate_text: str,
-            burst: float,
-            ttft: float | None,
-            tpot: float | None,
-            tps: float | None,
-            data: str,
-            in_tok: float,
-            pfile: str | None,
-            request: gr.Request,
-        ) -> str:
-            values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo, reps, per, rate_text, burst, ttft, tpot, tps)
-            return start(suites, (*values, data, in_tok, pfile), request)
+        async def on_suite_click(values: dict[Any, Any], request: gr.Request) -> str:
+            return start(suites, values, request)
 
         return on_suite_click
 
     @requires_role(services, "operator")
-    async def on_compare_click(
-        eng: str,
-        lens: str,
-        concs: str,
-        ptok: float,
-        lreq: float,
-        ltok: float,
-        sreq: float,
-        preq: float,
-        tmo: float,
-        reps: float,
-        per: float,
-        rate_text: str,
-        burst: float,
-        ttft: float | None,
-        tpot: float | None,
-        tps: float | None,
-        data: str,
-        in_tok: float,
-        pfile: str | None,
-        target_text: str,
-        suites: list[str],
-        key: str,
-        request: gr.Request,
-    ) -> str:
-        values = (eng, lens, concs, ptok, lreq, ltok, sreq, preq, tmo, reps, per, rate_text, burst, ttft, tpot, tps)
-        values = (*values, data, in_tok, pfile)
-        return start(list(suites or []), values, request, target_text=target_text or "", api_key=key or None)
+    async def on_compare_click(values: dict[Any, Any], request: gr.Request) -> str:
+        suites = list(values[compare_suites] or [])
+        return start(suites, values, request, target_text=values[targets] or "", key=values[remote_key] or None)
 
     @requires_role(services, "operator")
     async def on_cancel_click(request: gr.Request) -> str:
@@ -224,7 +183,7 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
     run_all.click(suite_handler(list(SUITES)), settings_inputs, message, concurrency_id="gpu", concurrency_limit=1)
     compare.click(
         on_compare_click,
-        [*settings_inputs, targets, compare_suites, remote_key],
+        {*settings_inputs, targets, compare_suites, remote_key},
         message,
         concurrency_id="gpu",
         concurrency_limit=1,
@@ -272,6 +231,7 @@ def _state_markdown(state: RunState) -> str:
     ]
     if state.error:
         lines.append(f"> ❌ {state.error}")
+    lines += [f"> ⚠ {w}" for w in state.warnings]
     lines += [f"- saved `{f}`" for f in state.files]
     if state.messages:
         lines.append(

@@ -9,7 +9,7 @@ import pytest
 
 from panel.bench import metrics
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
-from tests.bench.mock_sse import running_mock
+from panel.bench.mock_sse import running_mock
 
 
 @pytest.fixture(scope="module")

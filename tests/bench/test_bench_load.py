@@ -13,7 +13,7 @@ from panel.bench import metrics
 from panel.bench.arrivals import Arrivals
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
 from panel.bench.suites import SuiteConfig, SuiteRunner
-from tests.bench.mock_sse import running_mock
+from panel.bench.mock_sse import running_mock
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +146,30 @@ def test_the_prompts_dataset_sends_each_prompt_in_turn() -> None:
     random_spec.use_prompts(["exactly n tokens"])
     spec = random_spec.workload(8, 5)
     assert spec.prompt == "exactly n tokens" and spec.path == "/v1/completions", "random prompts go to completions"
+
+
+def test_the_client_ceiling_is_measured_once_kept_and_measured_again_elsewhere(tmp_path, monkeypatch) -> None:
+    from panel.bench import ceiling
+
+    monkeypatch.setattr(ceiling, "RUNGS", ((4, 100.0), (16, 100.0)))
+    path = tmp_path / "cache" / "client_ceiling.json"
+    first = asyncio.run(ceiling.current(path))
+    assert first is not None and first.tokens_per_s == 1600.0, first  # both rungs held within 1 %
+    assert [r[0] for r in first.rungs] == [4, 16] and all(abs(r[2]) <= ceiling.TOLERANCE for r in first.rungs)
+    assert path.is_file() and asyncio.run(ceiling.current(path)) == first, "kept: not measured again"
+    moved = {**first.to_json(), "host": "another-machine"}
+    path.write_text(__import__("json").dumps(moved))
+    again = asyncio.run(ceiling.current(path))
+    assert again is not None and again.host != "another-machine" and again.tokens_per_s == 1600.0
+
+
+def test_a_run_near_the_client_ceiling_is_flagged() -> None:
+    from panel.bench import ceiling
+
+    kept = ceiling.Ceiling(1000.0, (), "h", 2, ceiling.CLIENT_VERSION, "t")
+    tables = {"single_stream": [{"tokens_per_s": 80.0}], "parallel": [{"total_tokens_per_s": 499.0}]}
+    assert ceiling.peak_tokens_per_s(tables) == 499.0
+    assert ceiling.warning_for(499.0, kept) is None
+    warned = ceiling.warning_for(500.0, kept)
+    assert warned and "500 tokens/s" in warned and "1000 tokens/s" in warned
+    assert ceiling.warning_for(10.0, None) is None, "no ceiling at hand: no claim either way"

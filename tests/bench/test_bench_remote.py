@@ -5,6 +5,9 @@ parallel suite on the same server and workload agree."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from panel.bench.ceiling import CLIENT_VERSION, Ceiling
 from panel.bench.store import ResultStore
 from tests.bench.test_bench_e2e import wait_run
 from tests.conftest import free_port, run_panel, stop_process_group
@@ -69,7 +73,11 @@ def test_a_remote_endpoint_with_a_key_is_measured_and_the_key_kept_out(
     remote_llama: str, llama_server_bin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("bench-remote")
-    with run_panel(tmp, {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
+    # a kept client ceiling of 40 tokens/s on this machine: any real run comes within half of it and is flagged
+    low = Ceiling(40.0, ((1, 40.0, 0.0),), socket.gethostname(), os.cpu_count() or 1, CLIENT_VERSION, "now")
+    (tmp / "ceiling.json").write_text(json.dumps(low.to_json()))
+    env = {"LLAMA_SERVER_BIN": llama_server_bin, "PANEL_CLIENT_CEILING_FILE": str(tmp / "ceiling.json")}
+    with run_panel(tmp, env) as panel:
         body = {
             "suites": ["single_stream", "parallel"],
             "lengths": [8],
@@ -83,6 +91,7 @@ def test_a_remote_endpoint_with_a_key_is_measured_and_the_key_kept_out(
         state = wait_run(panel, started.json()["id"])
         assert state["status"] == "done", state
         assert state["progress"]["requests_failed"] == 0, state["messages"]
+        assert any("ceiling" in w for w in state["warnings"]), state
 
         wrong = {**body, "models": [{**body["models"][0], "api_key": "sk-wrong"}], "suites": ["single_stream"]}
         state = wait_run(panel, httpx.post(panel.base_url + "/v1/bench/runs", json=wrong, timeout=10).json()["id"])
@@ -100,11 +109,16 @@ def test_a_remote_endpoint_with_a_key_is_measured_and_the_key_kept_out(
         assert failed and "401" in str(failed[0]["error"])
         [parallel] = store.rows("parallel", ["remote-smol"])
         assert parallel["succeeded"] == 4 and parallel["total_tokens"] == 32
+        record = next(r for r in store.runs("remote-smol") if r["status"] == "done" and "parallel" in r["suites"])
+        assert record["environment"]["client_ceiling"]["tokens_per_s"] == 40.0
+        assert record["warnings"] and "40 tokens/s" in record["warnings"][0]
         everything = b"".join(p.read_bytes() for p in tmp.rglob("*") if p.is_file())
         assert SECRET.encode() not in everything, "the key is in no result file and no log"
 
 
-def crosscheck_medians(url: str, model: str, key: str | None, engine: str | None, rounds: int = 3) -> dict[str, float]:
+def crosscheck_medians(
+    url: str, model: str, key: str | None, engine: str | None, rounds: int = 3, requests: int = 16, tokens: int = 16
+) -> dict[str, float]:
     """Median panel/vLLM ratios over `rounds` alternating rounds in one process, both tools sending the same
     prompts (exactly 64 tokens on the server's tokenizer)."""
     import asyncio
@@ -113,15 +127,15 @@ def crosscheck_medians(url: str, model: str, key: str | None, engine: str | None
     from panel.bench.vllm_bench import ClosedLoopWorkload, crosscheck, make_prompts
     from tests.conftest import MODELS_DIR
 
-    workload = ClosedLoopWorkload(input_tokens=64, output_tokens=16, requests=16, concurrency=2)
+    workload = ClosedLoopWorkload(input_tokens=64, output_tokens=tokens, requests=requests, concurrency=2)
     prompts = asyncio.run(make_prompts(url, model, workload, engine, api_key=key))
-    assert len(prompts) == 16 and len(set(prompts)) == 16, "one distinct prompt per request"
+    assert len(prompts) == requests and len(set(prompts)) == requests, "one distinct prompt per request"
     tokenizer = str(MODELS_DIR / "SmolLM2-135M-Instruct-hf")
     checks = crosscheck(url, model, tokenizer, workload, prompts, rounds=rounds, api_key=key, engine=engine)
     for check in checks:
         # vLLM's tool counts tokens by re-tokenizing the text when usage comes in the same chunk as choices
-        assert check.vllm.completed == 16, check.vllm.errors
-        assert abs(check.vllm.total_output_tokens - 16 * 16) <= 16
+        assert check.vllm.completed == requests, check.vllm.errors
+        assert abs(check.vllm.total_output_tokens - requests * tokens) <= requests
     ratios = [c.ratios() for c in checks]
     medians = {name: statistics.median(r[name] for r in ratios) for name in ratios[0]}
     print("panel / vllm bench serve:", medians, ratios)

@@ -54,6 +54,25 @@ def test_load_generate_unload_stops_the_process_group(settings, embedded_model) 
         assert all(b >= a for a, b in itertools.pairwise(stats.token_times))
         assert manager.in_flight["llamacpp"] == 0, "a finished call is no longer counted in flight"
         assert any("--ctx-size" in line for line in engine.logs())
+
+        # the child's port answers nothing without the key only the panel holds; the key is not in its argv
+        # (world-readable) or its log, and its listen address is loopback
+        import httpx
+
+        key = engine.auth_headers["Authorization"].removeprefix("Bearer ")
+        async with httpx.AsyncClient(base_url=engine.base_url, timeout=60) as direct:
+            chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            for headers in ({}, {"Authorization": "Bearer guess"}, {"Origin": "https://evil.example"}):
+                refused = await direct.post("/v1/chat/completions", json=chat, headers=headers)
+                assert refused.status_code == 401, (headers, refused.status_code, refused.text)
+            for path in ("/props", "/slots", "/metrics", "/v1/models"):
+                assert (await direct.get(path)).status_code == 401, path
+            allowed = await direct.post("/v1/chat/completions", json=chat, headers=engine.auth_headers)
+            assert allowed.status_code == 200
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert key.encode() not in b" ".join(cmdline) and key not in "\n".join(engine.logs())
+        assert cmdline[cmdline.index(b"--host") + 1] == b"127.0.0.1"
+
         await manager.unload("llamacpp")
         assert not _pid_exists(pid)
         st = engine.status()

@@ -76,3 +76,50 @@ def test_run_a_suite_watch_it_cancel_one_and_chart_the_result(loaded_panel: Pane
         page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_a_rate_sweep_over_my_prompts_file_is_charted_as_goodput(loaded_panel: PanelProcess, browser, tmp_path) -> None:
+    """The Dataset accordion takes an uploaded prompts file; the rate sweep sends those prompts at the typed rates
+    under the typed SLO; the Results tab charts goodput and its table shows the points."""
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("Name three colours.\nSay hello in French.\n\nCount to five.\n", encoding="utf-8")
+    page = browser.new_page()
+    try:
+        page.goto(loaded_panel.base_url + "/", timeout=60_000)
+        page.get_by_role("tab", name="Benchmarks").click()
+        page.get_by_text("Repetitions, load and SLOs").click()
+        page.locator("#bench-rates textarea, #bench-rates input").first.fill("2, 4")
+        page.locator("#bench-rate-requests input").fill("6")
+        page.locator("#bench-rate-tokens input").fill("8")
+        page.locator("#bench-slo-ttft input").fill("5000")
+        page.locator("#bench-slo-ttft input").press("Tab")
+        page.get_by_text("Dataset", exact=True).click()
+        page.locator("#bench-dataset input").click()
+        page.get_by_role("option", name="My prompts").click()
+        page.locator("#bench-prompts-file input[type=file]").set_input_files(str(prompts))
+        page.locator("#bench-prompts-file").get_by_text("mine.txt").first.wait_for(timeout=30_000)
+        page.locator("#bench-run-rate_sweep").click()
+        page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(timeout=30_000)
+        page.locator("#bench-progress").get_by_text(re.compile(r"saved .*runs/.*\.json")).first.wait_for(
+            timeout=240_000
+        )
+        from panel.bench.store import ResultStore
+
+        rows = ResultStore(loaded_panel.log_path.parent / "benchmarks").rows("rate_sweep")
+        assert [r["request_rate"] for r in rows][:1] == [2.0] and rows[0]["requests"] == 6, rows
+        record = ResultStore(loaded_panel.log_path.parent / "benchmarks").runs(rows[0]["model"])[-1]
+        assert record["config"]["dataset"] == "prompts"
+        assert record["config"]["prompts"] == ["Name three colours.", "Say hello in French.", "Count to five."]
+        assert record["config"]["slo_ttft_ms"] == 5000 and record["config"]["rate_tokens"] == 8
+
+        page.get_by_role("tab", name="Results").click()
+        page.locator("#results-refresh").click()
+        page.locator("#results-goodput .js-plotly-plot").wait_for(timeout=30_000)
+        page.locator("#results-goodput").get_by_text("SmolLM2-135M-Instruct.Q4_1.gguf", exact=False).first.wait_for(
+            timeout=30_000
+        )
+        page.locator("#results-table-pick input").click()
+        page.get_by_role("option", name="rate_sweep").click()
+        page.locator("#results-table").get_by_text("goodput", exact=False).first.wait_for(timeout=30_000)
+    finally:
+        page.close()

@@ -2,7 +2,7 @@
 
 Run it as its own process (so the client under test does not share its event loop):
 
-    python tests/bench/mock_sse.py [--port 0]      # prints "PORT <n>" once listening
+    python -m panel.bench.mock_sse [--port 0]      # prints "PORT <n>" once listening
 
 Each request's JSON body may set, besides the usual max_tokens and stream_options:
     mock_tokens_per_s    emission rate per stream (default 100)
