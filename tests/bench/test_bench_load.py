@@ -12,8 +12,8 @@ import pytest
 from panel.bench import metrics
 from panel.bench.arrivals import Arrivals
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
-from panel.bench.suites import SuiteConfig, SuiteRunner
 from panel.bench.mock_sse import running_mock
+from panel.bench.suites import SuiteConfig, SuiteRunner
 
 
 @pytest.fixture(scope="module")
