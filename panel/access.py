@@ -22,6 +22,7 @@ from panel.observability.load_log import LoadLog
 from panel.observability.request_log import RequestFilter, RequestLog
 from panel.services import Services
 from panel.settings import Settings
+from panel.throttle import LoginThrottleMiddleware, Throttle
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,13 @@ def install_access(app: FastAPI, services: Services) -> None:
     limits = limits_from(services)
     slots = GenerationSlots(limits.max_concurrent_per_user)
     services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it
-    app.add_middleware(GateMiddleware, services=services, limits=limits, slots=slots)
+    settings = services.settings
+    throttles = {
+        kind: Throttle(settings.login_free_failures, max_s=settings.login_backoff_max_s) for kind in ("login", "key")
+    }
+    app.add_middleware(GateMiddleware, services=services, limits=limits, slots=slots, key_throttle=throttles["key"])
+    if auth.enabled:
+        app.add_middleware(LoginThrottleMiddleware, throttle=throttles["login"], audit=audit.record)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(metrics.router)
@@ -77,7 +84,7 @@ def gradio_auth_kwargs(services: Services) -> dict[str, Any]:
     auth: Auth | None = services.extra.get("auth")
     if auth is None:
         return {}
-    return {"auth": auth.check_password, "auth_message": "LLM workstation panel: sign in"}
+    return {"auth": auth.check_password_async, "auth_message": "LLM workstation panel: sign in"}
 
 
 # --- exposure ----------------------------------------------------------------------------

@@ -9,6 +9,8 @@ With no users configured, auth is off: the panel then binds to loopback only (se
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -121,6 +123,14 @@ LOCAL = Principal(name="local", role="admin", via="local")
 # --- reading the configuration --------------------------------------------------------------
 
 
+@functools.cache
+def _decoy_hash(cost: int) -> str:
+    """A hash of nothing anyone knows, at the users' own bcrypt cost, checked for unknown names."""
+    import bcrypt
+
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost)).decode("ascii")
+
+
 def users_path(settings: Settings) -> Path:
     return settings.users_file or settings.data_dir / "users.json"
 
@@ -194,6 +204,8 @@ class Auth:
         self._lock = threading.Lock()
         self._keys: dict[str, ApiKey] = {}
         self._keys_stamp: tuple[int, int] | None = None
+        costs = [int(u.password_hash[4:6]) for u in self.users.values() if BCRYPT_RE.match(u.password_hash)]
+        self._decoy = _decoy_hash(max(costs, default=12)) if self.users else ""
 
     @property
     def enabled(self) -> bool:
@@ -202,9 +214,16 @@ class Auth:
     # users -------------------------------------------------------------------------------
 
     def check_password(self, username: str, password: str) -> bool:
-        """Gradio's login callable."""
+        """A user name and password; an unknown name costs the same hash check as a known one, so the time taken
+        does not tell whether the user exists."""
         user = self.users.get(username)
-        return user is not None and verify_password(password, user.password_hash)
+        ok = verify_password(password, user.password_hash if user else self._decoy)
+        return user is not None and ok
+
+    async def check_password_async(self, username: str, password: str) -> bool:
+        """Gradio's login callable: the deliberately slow hash check off the event loop, so sign-in attempts do not
+        stall streams."""
+        return await asyncio.to_thread(self.check_password, username, password)
 
     def role_of(self, username: str | None) -> str | None:
         user = self.users.get(username or "")

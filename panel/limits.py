@@ -15,14 +15,18 @@ The generation paths among them (GENERATION_PATHS) also take a generation slot a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
-from panel.auth import Principal, authenticate, require
+from panel.auth import Principal, UnauthorizedError, authenticate, bearer_token, require
 from panel.engines.base import BadRequestError, PanelError
 from panel.services import Services
+
+if TYPE_CHECKING:
+    from panel.throttle import Throttle
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,6 +45,14 @@ class PayloadTooLargeError(PanelError):
 class RateLimitError(PanelError):
     status_code = 429
     error_type = "rate_limit_error"
+
+
+class ThrottledError(RateLimitError):
+    """Too many wrong keys from one address: answered with Retry-After, the key not even looked at."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many invalid API keys from this address; try again in {max(1, round(retry_after_s))} s")
 
 
 @dataclass(frozen=True)
@@ -112,11 +124,19 @@ def _number(value: Any) -> float | None:
 class GateMiddleware:
     """Applies Limits and the role floor to /v1/* and /metrics; passes everything else through untouched."""
 
-    def __init__(self, app: ASGIApp, services: Services, limits: Limits, slots: GenerationSlots) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: Services,
+        limits: Limits,
+        slots: GenerationSlots,
+        key_throttle: Throttle | None = None,
+    ) -> None:
         self.app = app
         self.services = services
         self.limits = limits
         self.slots = slots
+        self.key_throttle = key_throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,7 +148,7 @@ class GateMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            principal = require(authenticate(self.services.extra.get("auth"), _Headers(scope)), need)
+            principal = require(self._authenticate(scope), need)
             body = await self._read_body(scope, receive, path) if method in BODY_METHODS else b""
             generation = method == "POST" and path in GENERATION_PATHS
             if generation:
@@ -140,11 +160,34 @@ class GateMiddleware:
         state = scope.setdefault("state", {})
         state["principal"] = principal
         state["user"] = principal
-        replay = _replay(body, receive) if method in BODY_METHODS else receive
+        replay = replay_body(body, receive) if method in BODY_METHODS else receive
         if not generation:
             await self.app(scope, replay, send)
             return
         await self._generate(scope, replay, send, principal)
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        """Who is asking; a key presented wrongly counts against the client's address (back-off, audit)."""
+        auth = self.services.extra.get("auth")
+        headers = ScopeHeaders(scope)
+        if self.key_throttle is None or auth is None or bearer_token(headers) is None:
+            return authenticate(auth, headers)
+        from panel.throttle import address_key, client_address
+
+        address = client_address(scope)
+        wait = self.key_throttle.retry_after(address_key(address))
+        if wait > 0:
+            raise ThrottledError(wait)
+        try:
+            principal = authenticate(auth, headers)
+        except UnauthorizedError:
+            lock = self.key_throttle.failed(address_key(address))
+            audit = self.services.extra.get("audit")
+            if audit is not None:
+                audit.record(address, "key_rejected", scope["path"], {"locked_s": round(lock)} if lock else {})
+            raise
+        self.key_throttle.succeeded(address_key(address))
+        return principal
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
         if principal.via == "local":  # no users: one local user, nobody to share with; no per-user cap
@@ -164,7 +207,7 @@ class GateMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive, path: str) -> bytes:
         # an upload route may register a larger cap of its own (services.extra["body_limits"]: path → bytes)
         limit = self.services.extra.get("body_limits", {}).get(path, self.limits.max_body_bytes)
-        declared = _Headers(scope).get("content-length")
+        declared = ScopeHeaders(scope).get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLargeError(f"request body is {int(declared)} bytes; the limit is {limit} bytes")
         chunks, size = [], 0
@@ -187,7 +230,7 @@ class GateMiddleware:
             metrics.observe_refusal(exc.status_code)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     sent = False
 
     async def replay() -> Message:
@@ -200,7 +243,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class _Headers:
+class ScopeHeaders:
     """Case-insensitive look-up in an ASGI scope's raw headers."""
 
     def __init__(self, scope: Scope) -> None:
@@ -219,6 +262,8 @@ async def _send_error(send: Send, exc: PanelError) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status_code == 401:
         headers.append((b"www-authenticate", b'Bearer realm="panel"'))
+    if isinstance(exc, ThrottledError):
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()))
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -55,6 +55,8 @@ class Settings:
     max_concurrent_per_user: int = 8  # generations at once per user or key (429 beyond)
     max_tokens_limit: int = 32768  # largest max_tokens a request may ask for (400 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body size on /v1 (413 beyond)
+    login_free_failures: int = 3  # wrong passwords (or API keys) per user and address before the back-off starts
+    login_backoff_max_s: float = 300.0  # the longest lock the back-off sets (1 s, 2 s, 4 s, … up to this)
     request_log_max_rows: int = 100_000  # the request log keeps the newest this many generations
     request_log_prompts: bool = False  # keep each request's prompt text in the request log (off: never stored)
     memory_budget_mb: int = 0  # memory the resident models may use together; 0 = what the device has free
