@@ -69,6 +69,18 @@ async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
     return get_runner(request).cancel(run_id).to_json()
 
 
+@router.get("/interrupted")
+async def list_interrupted(request: Request) -> dict[str, Any]:
+    """Runs a dead panel left unfinished: their kept points and the suites a resume would measure."""
+    return {"runs": get_runner(request).interrupted()}
+
+
+@router.post("/runs/{run_id}/resume", dependencies=[Depends(require_api_role("operator"))])
+async def resume_run(run_id: str, request: Request) -> dict[str, Any]:
+    """Measure the missing points of an interrupted run into the same run (409 when nothing is missing)."""
+    return get_runner(request).resume(run_id, actor=actor_of(request)).to_json()
+
+
 @router.get("/speed")
 async def latest_speed(request: Request) -> dict[str, Any]:
     """The latest single-stream and parallel tokens/s per model and engine, from the saved files."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 from panel.bench import ceiling, environment
 from panel.bench.ceiling import Ceiling
 from panel.bench.client import make_client
+from panel.bench.journal import RunJournal, interrupted_runs, missing, now_iso, recover_interrupted
 from panel.bench.store import ResultStore
 from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
 from panel.engines.base import BadRequestError, ConflictError, NotFoundError, PanelError
@@ -82,6 +82,7 @@ class BenchPlan:
     config: SuiteConfig = field(default_factory=SuiteConfig)
     targets: list[ModelTarget] = field(default_factory=list)  # empty: measure what is loaded now
     warm_up: bool = True
+    resume: dict[str, Any] | None = None  # the interrupted run's record this plan finishes (BenchmarkRunner.resume)
 
     def validate(self, max_per_user: int) -> BenchPlan:
         unknown = [s for s in self.suites if s not in SUITES]
@@ -151,6 +152,12 @@ class BenchmarkRunner:
         self._runs: dict[str, RunState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.url: str | None = None  # where the panel's API answers, when not settings.host:port (the CLI)
+        for record in recover_interrupted(self.store):  # runs a dead panel left "running"
+            log.warning(
+                "benchmark %s of %s was interrupted; resume it on the Results tab",
+                record.get("run_id"),
+                record.get("model"),
+            )
 
     # --- public -----------------------------------------------------------------------
 
@@ -184,6 +191,36 @@ class BenchmarkRunner:
         self._runs[state.id] = state
         self._tasks[state.id] = asyncio.get_running_loop().create_task(self._execute(state), name=f"bench-{state.id}")
         self._forget_old()
+        return state
+
+    def interrupted(self) -> list[dict[str, Any]]:
+        return interrupted_runs(self.store)
+
+    def resume(self, run_id: str, actor: str = "local") -> RunState:
+        """Measure what an interrupted run is missing, on the same model and engine, into the same run."""
+        record = next((r for m in self.store.models() for r in self.store.runs(m) if r.get("run_id") == run_id), None)
+        if record is None:
+            raise NotFoundError(f"no saved benchmark run with id {run_id!r}")
+        if record.get("status") != "interrupted":
+            raise ConflictError(f"run {run_id} is {record.get('status')}, not interrupted: nothing to resume")
+        if record.get("target"):
+            raise ConflictError(
+                f"run {run_id} measured a remote endpoint ({record['target']}), whose key is never saved; "
+                "start a new run against it"
+            )
+        suites, config = missing(record)
+        if not suites:
+            raise ConflictError(f"run {run_id} has every point measured; nothing is missing")
+        engine = str(record.get("engine"))
+        env = record.get("environment") or {}
+        path = str((env.get("model") or {}).get("path") or record.get("model"))
+        targets = []
+        config.engine = engine
+        if self.services.manager.loaded().get(engine) != path:  # not loaded now: load it as it was, unload after
+            targets = [ModelTarget(path, engine, dict(env.get("load_options") or {}))]
+        plan = BenchPlan(suites=suites, config=config, targets=targets, resume=record)
+        state = self.start(plan, actor)
+        state.note(f"resuming {run_id}: {', '.join(suites)} ({len(record.get('suites') or [])} suite(s) kept)")
         return state
 
     def get(self, run_id: str) -> RunState:
@@ -298,26 +335,79 @@ class BenchmarkRunner:
     ) -> None:
         state.current = f"{model} on {target or engine}"
         outcomes: list[SuiteOutcome] = []
-        began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        status = "done"
         state.note("benchmark client's ceiling on this machine")
         kept = await ceiling.current(self.services.settings.client_ceiling_file)
         env = {**env, "client_ceiling": kept.to_json() if kept else None}
+        journal = self._journal(state, model, engine, env, config, target)
+        status = "failed"
         try:
             async with client_context as client:
                 runner = SuiteRunner(client, config, state.progress)
+                runner.checkpoint = lambda tables: self._checkpoint(state, journal, tables)
                 if state.plan.warm_up:
                     await runner.warm_up()
                 for suite in [s for s in SUITES if s in state.plan.suites]:
                     state.note(f"{suite} on {model}")
                     outcomes.append(await self._run_suite(runner, suite, outcomes, model, engine))
+                    journal.suite_done(outcomes[-1])
                     state.summaries[f"{model}/{suite}"] = outcomes[-1].summary
+            status = "done"
         except asyncio.CancelledError:
             status = "cancelled"
             raise
         finally:
-            if outcomes:
-                self._save(state, model, engine, began, status, env, config, outcomes, target)
+            self._finish(state, journal, status)
+
+    def _journal(
+        self, state: RunState, model: str, engine: str, env: dict[str, Any], config: SuiteConfig, target: str | None
+    ) -> RunJournal:
+        """The run's file, written now (status running) and after every point: a crash keeps what was measured."""
+        resumed = state.plan.resume
+        if resumed is not None:  # the interrupted run's record goes on, its kept points carried
+            record = {**resumed, "environment": env, "resumed_at": [*resumed.get("resumed_at", []), now_iso()]}
+            journal = RunJournal(self.store, model, record, carried=resumed.get("tables") or {})
+        else:
+            run_id = f"{state.id}-{engine}" if len(state.plan.targets) > 1 else state.id
+            if len(state.plan.targets) > 1 and sum(t.model == model for t in state.plan.targets) > 1:
+                run_id += f"-{len(state.files)}"  # one model at two places (here and remote): runs apart
+            record: dict[str, Any] = {"run_id": run_id, "time": now_iso(), "model": model, "engine": engine}
+            if target:
+                record["target"] = target  # a remote endpoint's identity (never its key)
+            record.update(
+                actor=state.actor,
+                plan_suites=[s for s in SUITES if s in state.plan.suites],
+                config=dataclasses.asdict(config),
+                environment=env,
+            )
+            journal = RunJournal(self.store, model, record)
+        state.files.append(str(journal.path))
+        if not journal.write("running"):
+            state.note(f"warning: {journal.problem}; the run goes on and retries at the next point")
+        return journal
+
+    def _checkpoint(self, state: RunState, journal: RunJournal, tables: dict[str, list[dict[str, Any]]]) -> None:
+        had = journal.problem
+        journal.point(tables)
+        if journal.problem and journal.problem != had:
+            state.note(f"warning: {journal.problem}; the run goes on and retries at the next point")
+
+    def _finish(self, state: RunState, journal: RunJournal, status: str) -> None:
+        kept = journal.record.get("environment", {}).get("client_ceiling")
+        peak = ceiling.peak_tokens_per_s(journal.tables())
+        warned = ceiling.warning_for(peak, Ceiling.from_json(kept) if kept else None)
+        warnings = [warned] if warned else []
+        for text in warnings:
+            state.warnings.append(text)
+            state.note(f"warning: {text}")
+        if not journal.finish(status, warnings=warnings):
+            message = f"the results could not be saved: {journal.problem} (the previous file is unchanged)"
+            state.error = state.error or message
+            state.note(message)
+            return
+        state.note(f"saved {journal.path}")
+        uri = self.services.settings.mlflow_tracking_uri
+        if uri and journal.suites:
+            self._log_to_mlflow(state, journal.record, uri)
 
     async def _run_suite(
         self, runner: SuiteRunner, suite: str, done: list[SuiteOutcome], model: str, engine: str
@@ -367,55 +457,6 @@ class BenchmarkRunner:
             if summary.model == model and summary.engine == engine:
                 return summary.single_stream_tokens_per_s
         return None
-
-    def _save(
-        self,
-        state: RunState,
-        model: str,
-        engine: str,
-        began: str,
-        status: str,
-        env: dict[str, Any],
-        config: SuiteConfig,
-        outcomes: list[SuiteOutcome],
-        target: str | None = None,
-    ) -> None:
-        run_id = f"{state.id}-{engine}" if len(state.plan.targets) > 1 else state.id
-        if len(state.plan.targets) > 1 and sum(t.model == model for t in state.plan.targets) > 1:
-            run_id += f"-{len(state.files)}"  # one model at two places (here and remote): runs apart
-        key = {"run_id": run_id, "time": began, "model": model, "engine": engine}
-        if target:
-            key["target"] = target  # a remote endpoint's identity (never its key)
-        tables: dict[str, list[dict[str, Any]]] = {}
-        for outcome in outcomes:
-            for table, rows in outcome.tables.items():
-                tables.setdefault(table, []).extend({**key, **row} for row in rows)
-        warnings = []
-        kept = env.get("client_ceiling")
-        warned = ceiling.warning_for(ceiling.peak_tokens_per_s(tables), Ceiling.from_json(kept) if kept else None)
-        if warned:
-            warnings.append(warned)
-            state.warnings.append(warned)
-            state.note(f"warning: {warned}")
-        record = {
-            **key,
-            "status": status,
-            "warnings": warnings,
-            "suites": [o.suite for o in outcomes],
-            "actor": state.actor,
-            "config": dataclasses.asdict(config),
-            "environment": env,
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "summary": {o.suite: o.summary for o in outcomes},
-            "tables": tables,
-            "requests": {o.suite: o.requests for o in outcomes},
-        }
-        path = self.store.save_run(model, record, tables)
-        state.files.append(str(path))
-        state.note(f"saved {path}")
-        uri = self.services.settings.mlflow_tracking_uri
-        if uri:
-            self._log_to_mlflow(state, record, uri)
 
     def _log_to_mlflow(self, state: RunState, record: dict[str, Any], uri: str) -> None:
         """Log the saved run to MLflow in a worker thread (a tracking server may be slow); say how it went."""

@@ -193,6 +193,8 @@ class SuiteRunner:
         self.config = config
         self.progress = progress or Progress()
         self.raw: list[dict[str, Any]] = []
+        # told each finished point with the running suite's tables so far (the run's journal writes them down)
+        self.checkpoint: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None
         self._random: list[str] = []  # the random dataset's prompts, made once by prepare()
 
     # --- plumbing ---------------------------------------------------------------------
@@ -296,6 +298,10 @@ class SuiteRunner:
         self.raw.clear()
         return result
 
+    def _point(self, tables: dict[str, list[dict[str, Any]]]) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(tables)
+
     # --- suites -----------------------------------------------------------------------
 
     async def single_stream(self) -> SuiteOutcome:
@@ -331,6 +337,7 @@ class SuiteRunner:
                 }
             )
             lat += _latency_rows("single_stream", f"{n} tokens", results)
+            self._point({"single_stream": rows, "latency": lat})
         tps_by = {row["output_tokens_requested"]: row["tokens_per_s"] for row in rows}
         summary = {
             "tokens_per_s_by_length": tps_by,
@@ -378,6 +385,7 @@ class SuiteRunner:
                 }
             )
             lat += _latency_rows("parallel", f"{n} streams", results)
+            self._point({"parallel": rows, "latency": lat})
         per_session = {row["concurrency"]: row["per_session_tokens_per_s"] for row in rows}
         meeting = [row["concurrency"] for row in rows if _meets(row, self.config.slo_attainment)]
         summary = {
@@ -431,6 +439,7 @@ class SuiteRunner:
             }
             rows.append(row)
             lat += _latency_rows("rate_sweep", f"{rate:g} req/s", results)
+            self._point({"rate_sweep": rows, "latency": lat})
             if not _meets(row, cfg.slo_attainment):
                 break  # saturated: a higher rate would only queue more
         meeting = [row["request_rate"] for row in rows if _meets(row, cfg.slo_attainment)]
