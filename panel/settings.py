@@ -47,6 +47,8 @@ class Settings:
     llama_parallel: int = 4
     load_timeout_s: float = 600.0
     stop_grace_s: float = 10.0
+    health_interval_s: float = 5.0  # how often a loaded llama-server child's /health is asked
+    health_deadline_s: float = 30.0  # a child silent this long (hung, SIGSTOPped) is killed and marked error
     log_lines: int = 500
     request_timeout_s: float = 600.0
     hf_token: str | None = field(default=None, repr=False)

@@ -72,7 +72,7 @@ async def cancel_run(run_id: str, request: Request) -> dict[str, Any]:
 @router.get("/interrupted")
 async def list_interrupted(request: Request) -> dict[str, Any]:
     """Runs a dead panel left unfinished: their kept points and the suites a resume would measure."""
-    return {"runs": get_runner(request).interrupted()}
+    return {"runs": [dataclasses.asdict(r) for r in get_runner(request).interrupted()]}
 
 
 @router.post("/runs/{run_id}/resume", dependencies=[Depends(require_api_role("operator"))])

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from panel.bench.store import TABLES, ResultStore
@@ -168,24 +169,38 @@ def missing(record: dict[str, Any]) -> tuple[list[str], SuiteConfig]:
     return left, config
 
 
-def interrupted_runs(store: ResultStore) -> list[dict[str, Any]]:
-    """Every run marked interrupted, newest first, as the Results tab and /v1/bench/interrupted list them."""
+@dataclass(frozen=True)
+class Interrupted:
+    """A benchmark run or an evaluation a dead panel left unfinished, as the Results tab and the API list it."""
+
+    kind: str  # "benchmark" | "evaluation"
+    id: str  # the run id, or the evaluation's result file
+    model: str
+    engine: str
+    interrupted_at: str
+    kept: int  # points (benchmark) or cases (evaluation) measured before the crash
+    left: str  # what a resume measures
+
+    def label(self) -> str:
+        return f"{self.kind} · {self.model} on {self.engine} · {self.kept} kept · left: {self.left}"
+
+
+def interrupted_runs(store: ResultStore) -> list[Interrupted]:
+    """Every benchmark run marked interrupted, newest first."""
     out = []
     for model in store.models():
         for record in store.runs(model):
             if record.get("status") == "interrupted":
                 left, _ = missing(record)
                 out.append(
-                    {
-                        "run_id": record.get("run_id"),
-                        "model": record.get("model"),
-                        "engine": record.get("engine"),
-                        "target": record.get("target"),
-                        "time": record.get("time"),
-                        "interrupted_at": record.get("interrupted_at"),
-                        "points_kept": count(record),
-                        "suites_done": record.get("suites") or [],
-                        "suites_left": left,
-                    }
+                    Interrupted(
+                        kind="benchmark",
+                        id=str(record.get("run_id")),
+                        model=str(record.get("model")),
+                        engine=str(record.get("target") or record.get("engine")),
+                        interrupted_at=str(record.get("interrupted_at")),
+                        kept=count(record),
+                        left=", ".join(left) or "nothing",
+                    )
                 )
-    return sorted(out, key=lambda r: str(r.get("interrupted_at")), reverse=True)
+    return sorted(out, key=lambda r: r.interrupted_at, reverse=True)

@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 from panel.bench import ceiling, environment
 from panel.bench.ceiling import Ceiling
 from panel.bench.client import make_client
-from panel.bench.journal import RunJournal, interrupted_runs, missing, now_iso, recover_interrupted
+from panel.bench.journal import Interrupted, RunJournal, interrupted_runs, missing, now_iso, recover_interrupted
 from panel.bench.store import ResultStore
 from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
 from panel.engines.base import BadRequestError, ConflictError, NotFoundError, PanelError
+from panel.evals.runner import interrupted_evals
 from panel.services import Services
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,10 @@ class BenchmarkRunner:
         self._forget_old()
         return state
 
-    def interrupted(self) -> list[dict[str, Any]]:
-        return interrupted_runs(self.store)
+    def interrupted(self) -> list[Interrupted]:
+        """Benchmark runs and evaluations a dead panel left unfinished, newest first."""
+        both = [*interrupted_runs(self.store), *interrupted_evals(self.store.root)]
+        return sorted(both, key=lambda r: r.interrupted_at, reverse=True)
 
     def resume(self, run_id: str, actor: str = "local") -> RunState:
         """Measure what an interrupted run is missing, on the same model and engine, into the same run."""

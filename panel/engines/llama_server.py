@@ -106,6 +106,7 @@ class LlamaChild:
         self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         # the child's own key, held only here: its port answers nothing without it (issue 13), so local processes
         # and web pages that find the port cannot bypass the panel's auth, limits and audit
@@ -169,6 +170,7 @@ class LlamaChild:
                     raise
                 raise EngineFailure(message) from None
             self._set(EngineState.LOADED, error=None, detail=f"port {port}")
+            self._health = asyncio.create_task(self._keep_healthy(), name=f"llama-health-{self.name}")
             return
         self._set(EngineState.ERROR, error=last_error, detail=None)
         raise EngineFailure(last_error)
@@ -224,6 +226,38 @@ class LlamaChild:
                 detail=None,
             )
 
+    async def _keep_healthy(self) -> None:
+        """While loaded, ask /health every health_interval_s; a child that answers nothing for health_deadline_s
+        (hung, stopped with SIGSTOP, swapped to death) is killed with its group and marked error, so requests get a
+        clear 409 instead of hanging, and a reload starts a fresh one."""
+        interval = max(0.1, self.settings.health_interval_s)
+        deadline = max(interval, self.settings.health_deadline_s)
+        last_ok = time.monotonic()
+        while self.state is EngineState.LOADED and self._client is not None and self._proc is not None:
+            await asyncio.sleep(interval)
+            client, proc = self._client, self._proc
+            if client is None or proc is None or self.state is not EngineState.LOADED:
+                return
+            try:
+                if (await client.get("/health", timeout=min(interval * 2, deadline))).status_code < 500:
+                    last_ok = time.monotonic()
+                    continue
+            except httpx.HTTPError:
+                pass
+            silent = time.monotonic() - last_ok
+            if silent < deadline:
+                continue
+            tail = "\n".join(self.logs(10))
+            message = (
+                f"llama-server did not answer /health for {silent:.0f} s (hung or stopped); the panel killed it. "
+                f"Load the model again. Last log lines:\n{tail}"
+            )
+            self._log.append(f"[panel] no answer to /health for {silent:.0f} s; killing the process group")
+            self._stopping = True
+            self._set(EngineState.ERROR, error=message, detail=None)
+            _signal_group(proc.pid, signal.SIGKILL)
+            return
+
     async def _wait_healthy(self) -> None:
         """Poll /health until ready, under a deadline, failing fast if the child exits."""
         assert self._proc is not None and self._client is not None
@@ -266,12 +300,12 @@ class LlamaChild:
                     await asyncio.wait_for(proc.wait(), timeout=10)
         if proc is not None:
             _signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
-        for task in (self._watcher, self._reader):
-            if task is not None and not task.done():
+        for task in (self._health, self._watcher, self._reader):
+            if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._proc, self._watcher, self._reader, self._port = None, None, None, None
+        self._proc, self._watcher, self._reader, self._port, self._health = None, None, None, None, None
 
     def _set(self, state: EngineState, *, error: str | None, detail: str | None) -> None:
         self.state, self.error, self.detail = state, error, detail

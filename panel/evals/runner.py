@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from panel.api.gateway import Gateway
 from panel.engines.base import BadRequestError, ConflictError, NotFoundError
@@ -18,6 +19,9 @@ from panel.evals.judge import is_self_judging, judge_case
 from panel.evals.scoring import CaseResult, grade_case, summarize
 from panel.evals.suite import Case, Suite
 from panel.files import atomic_write_json, results_dir
+
+if TYPE_CHECKING:
+    from panel.bench.journal import Interrupted
 
 RESULT_PREFIX = "eval_"
 
@@ -47,6 +51,7 @@ class _Run:
     options: EvalOptions
     tested: dict[str, Any] = field(default_factory=dict)
     judge_id: dict[str, Any] | None = None
+    cases_total: int = 0  # the cases this run covers (a resumed run's kept ones included)
 
 
 def messages_for(case: Case) -> list[dict[str, str]]:
@@ -72,10 +77,20 @@ async def run_eval_steps(
     options: EvalOptions | None = None,
     benchmarks_dir: Path | None = None,
     exclusive: Callable[[str], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    resume: Path | None = None,
 ) -> AsyncIterator[EvalProgress]:
-    """Yield progress after each case; the last item carries the result (and its file when saved)."""
+    """Yield progress after each case; the last item carries the result (and its file when saved). With a
+    benchmarks folder the result file is written after every case (status "running"), so a crash keeps the cases
+    done; `resume` names such an interrupted file, whose cases are kept and the missing ones run into it."""
     run = _Run(suite, target, judge, options or EvalOptions())
     cases = select_cases(suite, run.options.case_ids)
+    run.cases_total = len(cases)
+    kept: list[CaseResult] = []
+    if resume is not None:
+        previous = json.loads(resume.read_text(encoding="utf-8"))
+        kept = [CaseResult.from_json(c) for c in previous.get("cases") or []]
+        done_ids = {c.id for c in kept}
+        cases = [c for c in cases if c.id not in done_ids]
     run.tested = await target.identity()
     if not run.tested.get("model"):
         where = f" at {run.tested['url']}" if run.tested.get("url") else ""
@@ -88,17 +103,21 @@ async def run_eval_steps(
     total = len(cases) + (1 if run.options.quality_sample and suite.quality_sample else 0)
     reason = f"evaluating {run.tested['model']} with {suite.name}"
     guard = exclusive(reason) if exclusive else contextlib.nullcontext()
-    started, results = time.time(), []
+    started, results = time.time(), list(kept)
+    path = resume or (result_path(benchmarks_dir, suite.name, run.tested) if benchmarks_dir is not None else None)
     async with guard:
         for i, case in enumerate(cases):
             yield EvalProgress(i, total, f"{case.id} ({case.category})")
             results.append(await _run_case(run, case))
+            if path is not None:  # each finished case on disk: a crash keeps it
+                atomic_write_json(path, _result_document(run, results, None, started, status="running"))
         quality = None
         if total > len(cases):
             yield EvalProgress(len(cases), total, "Japanese quality sample")
             quality = await _quality_sample(run)
     result = _result_document(run, results, quality, started)
-    path = save_result(benchmarks_dir, result) if benchmarks_dir is not None else None
+    if path is not None:
+        atomic_write_json(path, result)
     yield EvalProgress(total, total, "done", result=result, path=path)
 
 
@@ -150,7 +169,7 @@ async def _quality_sample(run: _Run) -> dict[str, Any]:
 
 
 def _result_document(
-    run: _Run, results: list[CaseResult], quality: dict[str, Any] | None, started: float
+    run: _Run, results: list[CaseResult], quality: dict[str, Any] | None, started: float, status: str = "done"
 ) -> dict[str, Any]:
     judge = None
     if run.judge_id is not None:
@@ -167,21 +186,45 @@ def _result_document(
         "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
         "max_tokens_cap": run.options.max_tokens_cap,
-        "partial": bool(run.options.case_ids),
+        "status": status,  # running (written after each case) → done; interrupted when the panel died meanwhile
+        "pid": os.getpid(),
+        "partial": bool(run.options.case_ids) or status != "done",
         "judge": judge,
         "summary": summarize(run.suite, results),
+        "cases_total": run.cases_total,
         "cases": [r.to_json() for r in results],
         "quality_sample": quality,
     }
 
 
-def save_result(benchmarks_dir: Path, result: dict[str, Any]) -> Path:
-    """benchmarks/<model>/eval_<suite>_<engine>_<UTC time>.json, written atomically; history is kept."""
+def result_path(benchmarks_dir: Path, suite: str, tested: dict[str, Any]) -> Path:
+    """benchmarks/<model>/eval_<suite>_<engine>_<UTC time>.json; history is kept."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    name = f"{RESULT_PREFIX}{result['suite']}_{result.get('engine') or 'engine'}_{stamp}.json"
-    path = results_dir(benchmarks_dir, result.get("model") or "model") / name
+    name = f"{RESULT_PREFIX}{suite}_{tested.get('engine') or 'engine'}_{stamp}.json"
+    return results_dir(benchmarks_dir, tested.get("model") or "model") / name
+
+
+def save_result(benchmarks_dir: Path, result: dict[str, Any]) -> Path:
+    """Write a finished result document atomically under its own new name."""
+    path = result_path(benchmarks_dir, result["suite"], result)
     atomic_write_json(path, result)
     return path
+
+
+def recover_interrupted_evals(benchmarks_dir: Path) -> list[Path]:
+    """Evaluations left "running" by a panel that died: marked "interrupted" (their cases kept, off the
+    leaderboard as partial) so that the Results tab lists them for a resume."""
+    found = []
+    for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")) if benchmarks_dir.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("status") == "running" and data.get("pid") != os.getpid():
+            data.update(status="interrupted", interrupted_at=dt.datetime.now(dt.timezone.utc).isoformat("seconds"))
+            atomic_write_json(path, data)
+            found.append(path)
+    return found
 
 
 def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rater: str = "local") -> dict[str, Any]:
@@ -214,6 +257,7 @@ async def run_panel_eval(
     options: EvalOptions | None = None,
     timeout_s: float = 300.0,
     suite_dirs: list[Path] | None = None,
+    resume: Path | None = None,
 ) -> AsyncIterator[EvalProgress]:
     """The panel's own run (Benchmarks tab): a loaded engine of this manager, holding the GPU while it runs.
 
@@ -238,5 +282,64 @@ async def run_panel_eval(
         options=options,
         benchmarks_dir=benchmarks_dir,
         exclusive=manager.exclusive,
+        resume=resume,
+    ):
+        yield step
+
+
+def interrupted_evals(benchmarks_dir: Path) -> list[Interrupted]:
+    """Every evaluation marked interrupted, newest first."""
+    from panel.bench.journal import Interrupted
+
+    out = []
+    for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")) if benchmarks_dir.is_dir() else []:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("status") == "interrupted":
+            total = data.get("cases_total")
+            kept = len(data.get("cases") or [])
+            out.append(
+                Interrupted(
+                    kind="evaluation",
+                    id=str(path),
+                    model=str(data.get("model")),
+                    engine=str(data.get("engine")),
+                    interrupted_at=str(data.get("interrupted_at")),
+                    kept=kept,
+                    left=f"the cases after {kept}" if total is None else f"{max(0, int(total) - kept)} case(s)",
+                )
+            )
+    return sorted(out, key=lambda r: r.interrupted_at, reverse=True)
+
+
+async def resume_panel_eval(
+    gateway: Gateway, benchmarks_dir: Path, result_file: str | Path, timeout_s: float, suite_dirs: list[Path]
+) -> AsyncIterator[EvalProgress]:
+    """Run an interrupted evaluation's missing cases on the same engine and model, into the same file."""
+    path = Path(result_file).resolve()
+    root = benchmarks_dir.resolve()
+    if root not in path.parents or not path.name.startswith(RESULT_PREFIX) or not path.is_file():
+        raise NotFoundError(f"{result_file} is not an evaluation result under {benchmarks_dir}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("status") != "interrupted":
+        raise ConflictError(f"{path.name} is {data.get('status') or 'finished'}, not interrupted: nothing to resume")
+    engine = str(data.get("engine"))
+    loaded = gateway.manager.loaded().get(engine)
+    if data.get("model_path") and loaded != data["model_path"]:
+        raise ConflictError(
+            f"load {Path(str(data['model_path'])).name} on {engine} first: the evaluation goes on with the same model"
+        )
+    options = EvalOptions(max_tokens_cap=data.get("max_tokens_cap"))
+    async for step in run_panel_eval(
+        gateway,
+        benchmarks_dir,
+        str(data.get("suite_path")),
+        engine,
+        options=options,
+        timeout_s=timeout_s,
+        suite_dirs=suite_dirs,
+        resume=path,
     ):
         yield step

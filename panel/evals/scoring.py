@@ -66,6 +66,17 @@ class CaseResult:
         out["graded"] = self.graded
         return out
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> CaseResult:
+        """A case as saved (to_json), back: what a resumed evaluation keeps of the interrupted one."""
+        known = {k: v for k, v in raw.items() if k not in {"passed", "graded", "checks", "judge"}}
+        judge = raw.get("judge")
+        return cls(
+            **known,
+            checks=[CheckOutcome(**c) for c in raw.get("checks") or []],
+            judge=JudgeVerdict(**judge) if isinstance(judge, dict) else None,
+        )
+
 
 def grade_case(case: Case, response: str) -> CaseResult:
     """Run every check of a case on one response: strict on the normalized answer, loose on IFEval's variants."""

@@ -49,6 +49,9 @@ def build_results(services: Services) -> dict[str, Any]:
     table = gr.Dataframe(value=view.table, interactive=False, wrap=True, elem_id="results-table")
     share = _share_section(services, store, view.models)
     loads = _loads_section(services)
+    from panel.ui.interrupted import build_interrupted
+
+    interrupted = build_interrupted(services)
     leaderboard = _leaderboard(services)
 
     def on_filters_change(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
@@ -76,6 +79,7 @@ def build_results(services: Services) -> dict[str, Any]:
         "leaderboard": leaderboard,
         "loads": loads,
         "share": share,
+        "interrupted": interrupted,
     }
 
 

@@ -267,3 +267,38 @@ def test_exclusive_holder_loads_while_others_are_refused(settings, embedded_mode
         await manager.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_stopped_child_turns_error_within_the_health_deadline_and_a_reload_works(settings, embedded_model) -> None:
+    """SIGSTOP: the process is alive but answers nothing. The health watch notices within its deadline, kills the
+    group (a stopped process still dies on SIGKILL) and the model is `error`; a reload starts a fresh child."""
+    import dataclasses
+
+    quick = dataclasses.replace(settings, health_interval_s=0.5, health_deadline_s=2.0)
+
+    async def scenario() -> None:
+        manager = _manager(quick)
+        state = await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
+        pid = state["pid"]
+        engine = manager.get("llamacpp")
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        while engine.status().status is not EngineState.ERROR:
+            assert time.monotonic() - stopped < 15, "the stopped child was not noticed"
+            await asyncio.sleep(0.1)
+        noticed = time.monotonic() - stopped
+        print(f"FIGURE SIGSTOP child noticed and killed after {noticed:.1f} s (deadline 2 s, interval 0.5 s)")
+        assert 2.0 <= noticed <= 8.0
+        assert "did not answer /health" in engine.status().error
+        for _ in range(100):
+            if not _pid_exists(pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not _pid_exists(pid), "the stopped child's group was killed"
+        with pytest.raises(ConflictError):
+            manager.route("llamacpp", None)
+        await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
+        assert engine.status().status is EngineState.LOADED and engine.status().pid != pid
+        await manager.shutdown()
+
+    asyncio.run(scenario())
