@@ -28,7 +28,7 @@ from panel.bench.journal import Interrupted, RunJournal, interrupted_runs, missi
 from panel.bench.store import ResultStore
 from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
 from panel.engines.base import BadRequestError, ConflictError, NotFoundError, PanelError
-from panel.evals.runner import interrupted_evals
+from panel.evals.runner import interrupted_evals, recover_interrupted_evals
 from panel.services import Services
 
 log = logging.getLogger(__name__)
@@ -153,12 +153,13 @@ class BenchmarkRunner:
         self._runs: dict[str, RunState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.url: str | None = None  # where the panel's API answers, when not settings.host:port (the CLI)
-        for record in recover_interrupted(self.store):  # runs a dead panel left "running"
-            log.warning(
-                "benchmark %s of %s was interrupted; resume it on the Results tab",
-                record.get("run_id"),
-                record.get("model"),
-            )
+        try:  # work a dead panel left "running": marked interrupted (a failure here must not stop the start)
+            for record in recover_interrupted(self.store):
+                log.warning("benchmark %s was interrupted; resume it on the Results tab", record.get("run_id"))
+            for path in recover_interrupted_evals(self.store.root):
+                log.warning("evaluation %s was interrupted; resume it on the Results tab", path.name)
+        except OSError as exc:
+            log.error("could not mark interrupted runs under %s: %s", self.store.root, exc)
 
     # --- public -----------------------------------------------------------------------
 
@@ -404,8 +405,9 @@ class BenchmarkRunner:
             state.note(f"warning: {text}")
         if not journal.finish(status, warnings=warnings):
             message = f"the results could not be saved: {journal.problem} (the previous file is unchanged)"
-            state.error = state.error or message
             state.note(message)
+            if status == "done":  # the run fails with the reason; a cancel or an error already says why
+                raise PanelError(message)
             return
         state.note(f"saved {journal.path}")
         uri = self.services.settings.mlflow_tracking_uri

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ class ResultStore:
 
     def __init__(self, benchmarks_dir: Path) -> None:
         self.root = Path(benchmarks_dir)
+        self.problems: dict[str, str] = {}  # file → why it could not be read (the Results tab names them)
 
     def model_dir(self, model: str) -> Path:
         return results_dir(self.root, model)
@@ -157,7 +159,13 @@ class ResultStore:
         if table not in COLUMNS:
             raise ValueError(f"unknown result table {table!r}; tables are {', '.join(TABLES)}")
         path = self.model_dir(model) / f"{table}.csv"
-        old = read_csv(path)
+        try:
+            old = read_csv(path)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:  # kept aside, not overwritten: nothing is lost
+            aside = path.with_name(f"{path.stem}.unreadable-{int(time.time())}.csv")
+            path.replace(aside)
+            log.warning("%s was unreadable (%s); moved to %s and started afresh", path, exc, aside.name)
+            old = []
         header = list(COLUMNS[table])
         for row in [*old, *rows]:
             header += [k for k in row if k not in header]  # columns from another version are kept, not dropped
@@ -187,9 +195,21 @@ class ResultStore:
             raise ValueError(f"unknown result table {table!r}; tables are {', '.join(TABLES)}")
         out: list[dict[str, Any]] = []
         for model in models if models is not None else self.models():
-            for row in read_csv(self.model_dir(model) / f"{table}.csv"):
-                out.append({"folder": safe_name(model), **{k: _parse(v) for k, v in row.items()}})
+            path = self.model_dir(model) / f"{table}.csv"
+            try:
+                rows = read_csv(path)
+            except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                self._problem(path, exc)
+                continue
+            self.problems.pop(str(path), None)
+            out.extend({"folder": safe_name(model), **{k: _parse(v) for k, v in row.items()}} for row in rows)
         return out
+
+    def _problem(self, path: Path, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        if self.problems.get(str(path)) != reason:
+            log.warning("skipping unreadable results file %s: %s", path, reason)
+        self.problems[str(path)] = reason
 
     def runs(self, model: str) -> list[dict[str, Any]]:
         """Every run JSON of a model, oldest first; unreadable files are skipped with a log line."""
@@ -197,9 +217,15 @@ class ResultStore:
         out = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("skipping unreadable run file %s: %s", path, exc)
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                self._problem(path, exc)
+                continue
+            if not isinstance(record, dict):
+                self._problem(path, ValueError("not a run record"))
+                continue
+            self.problems.pop(str(path), None)
+            out.append(record)
         return out
 
     def latest_speed(self) -> list[SpeedSummary]:

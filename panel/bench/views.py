@@ -19,6 +19,7 @@ class ResultsView:
     figures: dict[str, Any]  # name → plotly figure
     models: list[str]  # every model folder with results, for the picker
     table: dict[str, Any]  # {"headers": [...], "data": [[...], ...]} of the chosen table
+    problems: str = ""  # markdown naming the files that could not be read (the others are shown)
 
 
 def results_view(
@@ -39,7 +40,8 @@ def results_view(
     runs = {str(r.get("run_id")): r for m in chosen for r in store.runs(m)}
     figures = figures_for({name: rows(name) for name in TABLES}, runs, bandwidth_gb_s)
     headers, data = table_rows(store, table, models, engines, latest_only)
-    return ResultsView(figures=figures, models=folders, table={"headers": headers, "data": data})
+    problems = "\n".join(f"- ⚠ could not read `{path}`: {why}" for path, why in sorted(store.problems.items()))
+    return ResultsView(figures=figures, models=folders, table={"headers": headers, "data": data}, problems=problems)
 
 
 def figures_for(

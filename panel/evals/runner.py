@@ -221,7 +221,8 @@ def recover_interrupted_evals(benchmarks_dir: Path) -> list[Path]:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("status") == "running" and data.get("pid") != os.getpid():
-            data.update(status="interrupted", interrupted_at=dt.datetime.now(dt.timezone.utc).isoformat("seconds"))
+            when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            data.update(status="interrupted", interrupted_at=when)
             atomic_write_json(path, data)
             found.append(path)
     return found

@@ -37,6 +37,7 @@ def build_results(services: Services) -> dict[str, Any]:
         every_run = gr.Checkbox(False, label="Every run (not only the latest)", elem_id="results-every-run")
         bandwidth = gr.Number(0, label="Memory bandwidth GB/s for the roofline (0: from the GPU name)", precision=1)
         refresh = gr.Button("↻ Refresh", size="sm", elem_id="results-refresh")
+    problems = gr.Markdown(view.problems, elem_id="results-problems")
     plots: dict[str, Any] = {}
     for pair in CHART_PAIRS:
         with gr.Row():
@@ -56,17 +57,17 @@ def build_results(services: Services) -> dict[str, Any]:
 
     def on_filters_change(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
         view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
-        return [*(view.figures[name] for name in plots), view.table]
+        return [*(view.figures[name] for name in plots), view.table, view.problems]
 
     def on_refresh_click(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
         view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
-        return [gr.update(choices=view.models), *(view.figures[name] for name in plots), view.table]
+        return [gr.update(choices=view.models), *(view.figures[name] for name in plots), view.table, view.problems]
 
     def on_download_click(which: str, chosen: list[str], engs: list[str], every: bool) -> str:
         return str(export_csv(store, which, chosen, engs, latest_only=not every))
 
     filters = [models, engines, every_run, bandwidth, table_pick]
-    outputs = [*plots.values(), table]
+    outputs = [*plots.values(), table, problems]
     refresh.click(on_refresh_click, filters, [models, *outputs], show_progress="hidden")
     for trigger in (models.change, engines.change, every_run.change, bandwidth.submit, table_pick.change):
         trigger(on_filters_change, filters, outputs, show_progress="hidden")
