@@ -73,6 +73,15 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
     )
     assert reply.choices[0].message.content.strip()
     assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
+    # a web page's origin gains nothing: none of the child's CORS headers comes through the panel
+    from_page = httpx.post(
+        base + "/v1/chat/completions",
+        json={"model": embedded_model.name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Origin": "https://evil.example"},
+        timeout=60,
+    )
+    assert from_page.status_code == 200
+    assert not [h for h in from_page.headers if h.lower().startswith("access-control-")], from_page.headers
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
     pieces, usage = [], None

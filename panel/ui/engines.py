@@ -73,7 +73,7 @@ def build_engines(services: Services) -> dict[str, Any]:
                 interactive=False,
                 elem_id="llama-log",
             )
-    build_vllm_section(services)
+    vllm = build_vllm_section(services)
 
     def form_options(ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, name: str) -> dict[str, Any]:
         options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
@@ -116,4 +116,4 @@ def build_engines(services: Services) -> dict[str, Any]:
     unload_btn.click(on_unload_click, outputs=message, concurrency_limit=None)
     refresh.click(on_refresh_click, outputs=model)
     gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)
-    return {"status": status_md, "message": message, "model": model}
+    return {"status": status_md, "message": message, "model": model, "vllm_model": vllm["model"]}

@@ -103,3 +103,19 @@ def test_download_then_open_on_engines_then_delete(panel: PanelProcess, browser,
         )
     finally:
         page.close()
+
+
+def test_an_hf_folder_opens_on_the_vllm_picker(panel: PanelProcess, browser) -> None:  # type: ignore[no-untyped-def]
+    """The other kind of model: "Load on its engine" with an HF folder fills the vLLM form (it once answered
+    "no vllm picker on the Engines tab in this build" because the section's picker was never handed over)."""
+    page = browser.new_page()
+    try:
+        open_models_tab(page, panel)
+        cell(page, "models/tiny-hf").click()
+        page.locator("#models-open").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#vllm-model input')?.value || '').includes('tiny-hf')", timeout=WAIT_MS
+        )
+        assert "no vllm picker" not in page.locator("#models-library-message").inner_text()
+    finally:
+        page.close()
