@@ -171,6 +171,13 @@ case "$cmd" in
     step "running the tests"
     cd "$REPO"
     exec "$VPY" -m pytest "$@" ;;
+  lint)
+    setup
+    ensure_test_tools
+    step "ruff check and ruff format --check"
+    cd "$REPO"
+    "$VPY" -m ruff check panel tests scripts
+    exec "$VPY" -m ruff format --check panel tests scripts ;;
   setup)
     setup ;;
   serve)
@@ -183,5 +190,5 @@ case "$cmd" in
     cd "$REPO"
     exec "$VPY" -m panel serve "$@" ;;
   *)
-    die "unknown command $cmd (use: ./launch.sh [serve flags] | ./launch.sh test | ./launch.sh setup)" ;;
+    die "unknown command $cmd (use: ./launch.sh [serve flags] | ./launch.sh test | ./launch.sh lint | ./launch.sh setup)" ;;
 esac
