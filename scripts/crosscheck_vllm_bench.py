@@ -73,6 +73,12 @@ def main() -> None:
         print(
             "median panel/vLLM: " + ", ".join(f"{k} {statistics.median(r[k] for r in ratios):.3f}" for k in ratios[0])
         )
+        same = [r for c in checks if (r := c.vllm.definition_ratios())]
+        if same:
+            print(
+                "same timings (the panel's definitions on vLLM's per-request timings): "
+                + ", ".join(f"{k} {min(r[k] for r in same):.4f}–{max(r[k] for r in same):.4f}" for k in same[0])
+            )
     finally:
         bg.stop()
 

@@ -234,7 +234,7 @@ def test_disk_full_while_results_are_written(dirs: Path, llama_server_bin: str) 
             state = wait_run(panel, httpx.post(panel.base_url + "/v1/bench/runs", json=body, timeout=10).json()["id"])
             assert state["status"] == "failed", state
             assert "could not be saved" in state["error"] and "No space left" in state["error"], state["error"]
-            assert "previous file is unchanged" in state["error"]
+            assert "earlier files are unchanged" in state["error"]
             for path, data in earlier.items():
                 assert path.read_bytes() == data, f"{path} changed"
             assert not list(bench.rglob(".*.tmp")), "no half-written temporary file is left"

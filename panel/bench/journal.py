@@ -103,16 +103,18 @@ class RunJournal:
         return True
 
     def finish(self, status: str, **extra: Any) -> bool:
-        """The final record; the rows this process measured go into the CSV tables (carried rows are there)."""
-        ok = self.write(status, finished=now_iso(), **extra)
+        """The rows this process measured go into the CSV tables (carried rows are there), then the final record.
+        When the tables cannot be written (a full disk) the record stays "running": a later start turns it into
+        an interrupted run whose points go into the tables then, so nothing measured is lost."""
         try:
             for name, rows in self.done.items():
                 if rows:
                     self.store.append_rows(self.model, name, rows)
         except OSError as exc:
             self.problem = f"could not add the rows to the tables under {self.path.parent.parent}: {exc}"
+            log.warning("%s", self.problem)
             return False
-        return ok
+        return self.write(status, finished=now_iso(), **extra)
 
 
 def recover_interrupted(store: ResultStore) -> list[dict[str, Any]]:

@@ -404,7 +404,10 @@ class BenchmarkRunner:
             state.warnings.append(text)
             state.note(f"warning: {text}")
         if not journal.finish(status, warnings=warnings):
-            message = f"the results could not be saved: {journal.problem} (the previous file is unchanged)"
+            message = (
+                f"the results could not be saved: {journal.problem} (earlier files are unchanged; the points "
+                "measured stay in the run file, kept as an interrupted run at the next start)"
+            )
             state.note(message)
             if status == "done":  # the run fails with the reason; a cancel or an error already says why
                 raise PanelError(message)

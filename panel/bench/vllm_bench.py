@@ -40,6 +40,20 @@ class VllmBenchResult:
     total_output_tokens: int
     duration_s: float
     errors: tuple[str, ...] = ()  # what the failed requests said
+    # the panel's own definitions applied to vLLM's per-request timings of this very run (--save-detailed):
+    # (output tokens/s, median TTFT ms, median TPOT ms) — the same requests, so only the definitions differ
+    panel_same_timings: tuple[float, float, float] | None = None
+
+    def definition_ratios(self) -> dict[str, float] | None:
+        """panel-definition / vLLM-definition on identical timings (1.0 = the definitions agree)."""
+        if self.panel_same_timings is None:
+            return None
+        tps, ttft, tpot = self.panel_same_timings
+        return {
+            "output_tokens_per_s": tps / self.output_tokens_per_s,
+            "median_ttft": ttft / self.median_ttft_ms,
+            "median_tpot": tpot / self.median_tpot_ms,
+        }
 
 
 def _bench_argv(
@@ -96,9 +110,12 @@ def crosscheck(
         bench = _bench_argv(base_url, model, tokenizer, workload, Path(tmp), prompts)
         _child(["--crosscheck", str(Path(tmp) / "spec.json")], bench, api_key, timeout_s)
         pairs = json.loads(out.read_text())
-    return [
-        CrossCheck(VllmBenchResult(**{**p["vllm"], "errors": tuple(p["vllm"]["errors"])}), *p["panel"]) for p in pairs
-    ]
+    return [CrossCheck(VllmBenchResult(**_typed(p["vllm"])), *p["panel"]) for p in pairs]
+
+
+def _typed(raw: dict[str, Any]) -> dict[str, Any]:
+    same = raw.get("panel_same_timings")
+    return {**raw, "errors": tuple(raw["errors"]), "panel_same_timings": tuple(same) if same else None}
 
 
 def _result(path: Path) -> VllmBenchResult:
@@ -111,7 +128,34 @@ def _result(path: Path) -> VllmBenchResult:
         total_output_tokens=int(data["total_output_tokens"]),
         duration_s=float(data["duration"]),
         errors=tuple(str(e)[:300] for e in data.get("errors", []) if e),
+        panel_same_timings=panel_figures_on(data),
     )
+
+
+def panel_figures_on(data: dict[str, Any]) -> tuple[float, float, float] | None:
+    """The panel's parallel-suite figures computed from vLLM's saved per-request timings (start time, TTFT, each
+    inter-token latency, output length): each request becomes the RequestResult the panel's client would have
+    recorded, then the same functions the suite uses give output tokens/s and median TTFT and TPOT."""
+    from panel.bench import metrics
+    from panel.bench.client import RequestResult
+
+    starts, ttfts, itls, lens = (data.get(k) for k in ("start_times", "ttfts", "itls", "output_lens"))
+    if not (starts and ttfts and itls and lens):
+        return None
+    results = []
+    for start, ttft, gaps, n in zip(starts, ttfts, itls, lens, strict=True):
+        if not ttft or not n:
+            continue
+        times = [start + ttft]
+        for gap in gaps:
+            times.append(times[-1] + gap)
+        results.append(
+            RequestResult(success=True, send_t=start, chunk_times=times, done_t=times[-1], completion_tokens=n)
+        )
+    fig, dist = metrics.parallel(results), metrics.latency(results)
+    if fig.total_tps is None or dist["ttft"].p50_ms is None or dist["tpot"].p50_ms is None:
+        return None
+    return fig.total_tps, dist["ttft"].p50_ms, dist["tpot"].p50_ms
 
 
 @dataclass(frozen=True)

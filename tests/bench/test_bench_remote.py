@@ -136,15 +136,21 @@ def crosscheck_medians(
         # vLLM's tool counts tokens by re-tokenizing the text when usage comes in the same chunk as choices
         assert check.vllm.completed == requests, check.vllm.errors
         assert abs(check.vllm.total_output_tokens - requests * tokens) <= requests
+        # issue 12's 5 %: on the very same requests (vLLM's saved per-request timings), the panel's definitions of
+        # output tokens/s and median TTFT and TPOT give vLLM's figures — machine noise cannot enter here
+        same = check.vllm.definition_ratios()
+        print("same timings, panel / vLLM definitions:", same)
+        assert same is not None and all(abs(v - 1.0) <= 0.05 for v in same.values()), same
     ratios = [c.ratios() for c in checks]
     medians = {name: statistics.median(r[name] for r in ratios) for name in ratios[0]}
     print("panel / vllm bench serve:", medians, ratios)
     return medians
 
 
-# Issue 12's target is 5 %. On this shared 2-core VM single rounds swing by ±20–30 % with the machine (measured:
-# tokens/s ratios 0.88–1.20 over 5 alternating rounds in one process), so this test holds the medians to 35 %: it
-# catches a wrong definition or a unit slip (a factor), not machine noise. scripts/crosscheck_vllm_bench.py prints
+# Issue 12's target is 5 %: held exactly on identical timings (above). Between two live runs of the two tools this
+# shared 2-core VM swings single rounds by ±20–30 % (measured: tokens/s ratios 0.88–1.20 over 5 alternating rounds
+# in one process), so the live medians are held to 35 %: that catches a client that measures differently (a slow
+# client, a lost token, a unit slip), not machine noise. scripts/crosscheck_vllm_bench.py prints
 # the ratios on a quieter machine; README reports them.
 TOLERANCE = {"output_tokens_per_s": 0.35, "median_tpot": 0.35, "median_ttft": 0.35}
 
