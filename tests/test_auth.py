@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,31 @@ def test_every_guarded_ui_action_is_refused_to_lower_roles_over_http(secured_pan
         for role in ROLES[: ROLES.index(need)]:
             result = clients[role].predict(*values, api_name=f"/{api_name}")
             assert "not allowed" in str(result) and need in str(result), f"{api_name} as {role}: {result!r}"
+
+
+def test_the_chat_tab_shares_the_per_user_generation_limit(secured_panel) -> None:
+    """A signed-in user's chats count against the same per-user limit as their API calls (2 here): a third chat
+    while two stream is refused with the reason, through the UI's own handler."""
+    from gradio_client import Client
+
+    panel, keys = secured_panel
+    load = {"model_path": "SmolLM2-135M-Instruct.Q4_1.gguf", "engine": "llamacpp"}
+    headers = {"Authorization": f"Bearer {keys['operator']}"}
+    if httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).json()["llamacpp"]["status"] != "loaded":
+        loaded = httpx.post(panel.base_url + "/v1/models/load", json=load, headers=headers, timeout=150)
+        assert loaded.status_code == 200, loaded.text
+    client = Client(panel.base_url + "/", auth=("vie", PASSWORD), verbose=False)
+
+    def chat(tokens: int) -> Any:
+        prompt = "Count from 1 to 1000, one number per line."
+        return client.submit(prompt, [], [], "auto", "", tokens, 0.0, 0.95, api_name="/on_send_submit")
+
+    long = [chat(1500), chat(1500)]
+    deadline = time.monotonic() + 120
+    while not all(any("streaming" in str(out[-1]) for out in job.outputs()) for job in long):
+        assert time.monotonic() < deadline, [job.outputs()[-1:] for job in long]
+        time.sleep(0.2)
+    third = chat(8).result(timeout=60)
+    assert "already has 2 generations running" in str(third[-1]), third[-1]
+    for job in long:
+        job.cancel()

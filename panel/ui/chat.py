@@ -60,6 +60,10 @@ def build_chat(services: Services) -> dict[str, Any]:
         if not message:
             yield display, clean, "", "Type a message first."
             return
+        limit = services.settings.max_tokens_limit
+        if not 0 < int(max_new or 0) <= limit:
+            yield display, clean, message, f"❌ max tokens must be between 1 and this panel's limit of {limit}"
+            return
         messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
         messages += [*clean, {"role": "user", "content": message}]
         display = [*display, {"role": "user", "content": message}]
@@ -77,7 +81,13 @@ def build_chat(services: Services) -> dict[str, Any]:
         answer, reasoning, last_paint = "", "", 0.0
         yield display, clean, "", "⏳ waiting for the first token…"
         tap = None
+        # the same per-user count as the API (with users configured): a chat tab is not a way around the limit
+        slots, user = services.extra.get("generation_slots"), getattr(request, "username", None)
+        held = False
         try:
+            if slots is not None and user:
+                slots.acquire(str(user))
+                held = True
             tap = await services.gateway.open("/v1/chat/completions", body, who=actor_of(request))
             if not tap.stream:  # the engine refused: its own message
                 await tap.body()
@@ -102,6 +112,8 @@ def build_chat(services: Services) -> dict[str, Any]:
         finally:
             if tap is not None:  # Stop pressed or the browser gone: end the engine's request too
                 await tap.close()
+            if held and slots is not None:
+                slots.release(str(user))
         display[start:] = _assistant_messages(answer, reasoning, stats.summary())
         clean = [*clean, {"role": "user", "content": message}, {"role": "assistant", "content": answer}]
         yield display, clean, "", stats.summary()
