@@ -155,7 +155,7 @@ class GateMiddleware:
                 check_max_tokens(body, self.limits.max_tokens)
         except PanelError as exc:
             self._count_refusal(exc)
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         state = scope.setdefault("state", {})
         state["principal"] = principal
@@ -197,7 +197,7 @@ class GateMiddleware:
             self.slots.acquire(principal.name, principal.max_concurrent)
         except RateLimitError as exc:
             self._count_refusal(exc)
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         try:
             await self.app(scope, receive, send)
@@ -207,27 +207,32 @@ class GateMiddleware:
     async def _read_body(self, scope: Scope, receive: Receive, path: str) -> bytes:
         # an upload route may register a larger cap of its own (services.extra["body_limits"]: path → bytes)
         limit = self.services.extra.get("body_limits", {}).get(path, self.limits.max_body_bytes)
-        declared = ScopeHeaders(scope).get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLargeError(f"request body is {int(declared)} bytes; the limit is {limit} bytes")
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        return await read_body(scope, receive, limit)
 
     def _count_refusal(self, exc: PanelError) -> None:
         metrics = self.services.extra.get("metrics")
         if metrics is not None:
             metrics.observe_refusal(exc.status_code)
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused (413) past `limit` bytes, declared or sent."""
+    declared = ScopeHeaders(scope).get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is {int(declared)} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:
@@ -257,7 +262,7 @@ class ScopeHeaders:
         return default
 
 
-async def _send_error(send: Send, exc: PanelError) -> None:
+async def send_error(send: Send, exc: PanelError) -> None:
     body = json.dumps(exc.to_json()).encode("utf-8")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status_code == 401:

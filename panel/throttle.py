@@ -14,7 +14,8 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from panel.limits import ASGIApp, Message, Receive, Scope, ScopeHeaders, Send, replay_body
+from panel.engines.base import PanelError
+from panel.limits import ASGIApp, Message, Receive, Scope, ScopeHeaders, Send, read_body, replay_body, send_error
 
 MAX_KEYS = 50_000  # bounded memory under a spray of names and addresses
 FORGET_S = 3600.0
@@ -111,7 +112,11 @@ class LoginThrottleMiddleware:
         if scope["type"] != "http" or scope["method"].upper() != "POST" or not scope["path"].endswith("/login"):
             await self.app(scope, receive, send)
             return
-        body = await _read_small(receive)
+        try:
+            body = await read_body(scope, receive, MAX_FORM_BYTES)
+        except PanelError as exc:
+            await send_error(send, exc)
+            return
         form = urllib.parse.parse_qs(body.decode("utf-8", errors="replace"))
         name = (form.get("username") or [""])[0].strip()
         address = client_address(scope)
@@ -139,21 +144,6 @@ class LoginThrottleMiddleware:
     def _audit(self, actor: str, action: str, target: str, detail: dict[str, object]) -> None:
         if self.audit is not None:
             self.audit(actor or "(empty)", action, target, detail)
-
-
-async def _read_small(receive: Receive) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= MAX_FORM_BYTES:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _too_many(send: Send, wait: float, message: str) -> None:

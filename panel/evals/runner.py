@@ -211,16 +211,25 @@ def save_result(benchmarks_dir: Path, result: dict[str, Any]) -> Path:
     return path
 
 
-def recover_interrupted_evals(benchmarks_dir: Path) -> list[Path]:
-    """Evaluations left "running" by a panel that died: marked "interrupted" (their cases kept, off the
-    leaderboard as partial) so that the Results tab lists them for a resume."""
-    found = []
+def _results_with_status(benchmarks_dir: Path, status: str) -> list[tuple[Path, dict[str, Any]]]:
+    """Evaluation result files (readable ones) whose status is `status`."""
+    out = []
     for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")) if benchmarks_dir.is_dir() else []:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and data.get("status") == "running" and data.get("pid") != os.getpid():
+        if isinstance(data, dict) and data.get("status") == status:
+            out.append((path, data))
+    return out
+
+
+def recover_interrupted_evals(benchmarks_dir: Path) -> list[Path]:
+    """Evaluations left "running" by a panel that died: marked "interrupted" (their cases kept, off the
+    leaderboard as partial) so that the Results tab lists them for a resume."""
+    found = []
+    for path, data in _results_with_status(benchmarks_dir, "running"):
+        if data.get("pid") != os.getpid():
             when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             data.update(status="interrupted", interrupted_at=when)
             atomic_write_json(path, data)
@@ -293,25 +302,20 @@ def interrupted_evals(benchmarks_dir: Path) -> list[Interrupted]:
     from panel.bench.journal import Interrupted
 
     out = []
-    for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")) if benchmarks_dir.is_dir() else []:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("status") == "interrupted":
-            total = data.get("cases_total")
-            kept = len(data.get("cases") or [])
-            out.append(
-                Interrupted(
-                    kind="evaluation",
-                    id=str(path),
-                    model=str(data.get("model")),
-                    engine=str(data.get("engine")),
-                    interrupted_at=str(data.get("interrupted_at")),
-                    kept=kept,
-                    left=f"the cases after {kept}" if total is None else f"{max(0, int(total) - kept)} case(s)",
-                )
+    for path, data in _results_with_status(benchmarks_dir, "interrupted"):
+        total = data.get("cases_total")
+        kept = len(data.get("cases") or [])
+        out.append(
+            Interrupted(
+                kind="evaluation",
+                id=str(path),
+                model=str(data.get("model")),
+                engine=str(data.get("engine")),
+                interrupted_at=str(data.get("interrupted_at")),
+                kept=kept,
+                left=f"the cases after {kept}" if total is None else f"{max(0, int(total) - kept)} case(s)",
             )
+        )
     return sorted(out, key=lambda r: r.interrupted_at, reverse=True)
 
 
