@@ -232,7 +232,8 @@ def _state_markdown(state: RunState) -> str:
     if state.error:
         lines.append(f"> ❌ {state.error}")
     lines += [f"> ⚠ {w}" for w in state.warnings]
-    lines += [f"- saved `{f}`" for f in state.files]
+    done = "saved" if not state.active else "writing"  # the run file is written from the start, point by point
+    lines += [f"- {done} `{f}`" for f in state.files]
     if state.messages:
         lines.append(
             "<details><summary>log</summary>\n\n" + "\n".join(f"    {m}" for m in state.messages[-15:]) + "\n</details>"
