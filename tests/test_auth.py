@@ -479,7 +479,7 @@ def test_the_chat_tab_shares_the_per_user_generation_limit(secured_panel) -> Non
 
     def chat(tokens: int) -> Any:
         prompt = "Count from 1 to 1000, one number per line."
-        return client.submit(prompt, [], [], "auto", "", tokens, 0.0, 0.95, api_name="/on_send_submit")
+        return client.submit(prompt, [], "auto", "", tokens, 0.0, 0.95, api_name="/on_send_submit")  # no State input
 
     long = [chat(1500), chat(1500)]
     deadline = time.monotonic() + 120
