@@ -100,7 +100,9 @@ def test_a_rate_sweep_over_my_prompts_file_is_charted_as_goodput(loaded_panel: P
         page.locator("#bench-prompts-file").get_by_text("mine.txt").first.wait_for(timeout=30_000)
         page.locator("#bench-run-rate_sweep").click()
         page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(timeout=30_000)
-        page.locator("#bench-progress").get_by_text(re.compile(r"saved .*runs/.*\.json")).first.wait_for(
+        run_id = re.search(r"started benchmark (\S+)", page.locator("#bench-message").inner_text()).group(1)
+        # this run's own file saved (the progress box may still show the previous run's for a moment)
+        page.locator("#bench-progress").get_by_text(re.compile(rf"saved .*runs/{run_id}\.json")).first.wait_for(
             timeout=240_000
         )
         from panel.bench.store import ResultStore
