@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,11 +66,6 @@ def pid_alive(pid: int) -> bool:
     return False
 
 
-@pytest.fixture
-def dirs(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-
-
 def kill_panel(panel: PanelProcess) -> None:
     """kill -9 of the panel process only (not its group): its children must notice on their own."""
     panel.proc.send_signal(signal.SIGKILL)
@@ -77,7 +73,8 @@ def kill_panel(panel: PanelProcess) -> None:
 
 
 @pytest.mark.browser
-def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(dirs: Path, llama_server_bin: str, browser) -> None:
+def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, llama_server_bin: str, browser) -> None:
+    dirs = tmp_path
     env = {"LLAMA_SERVER_BIN": llama_server_bin}
     runs = dirs / "benchmarks" / safe_name(MODEL) / "runs"
 
@@ -213,9 +210,10 @@ def small_disk(path: Path, size: str) -> Iterator[bool]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def test_disk_full_while_results_are_written(dirs: Path, llama_server_bin: str) -> None:
+def test_disk_full_while_results_are_written(tmp_path: Path, llama_server_bin: str) -> None:
     """A benchmark finishing on a full disk: the run ends failed with a message that says so, and the run file
     written before (and every earlier file) is intact."""
+    dirs = tmp_path
     bench = dirs / "benchmarks"
     with small_disk(bench, "2m") as mounted:
         if not mounted:
@@ -253,11 +251,12 @@ store = ResultStore(Path({str(dirs / "benchmarks")!r}))
 journal = RunJournal(store, "m", {{"run_id": "r1", "time": "t", "model": "m", "engine": "llamacpp"}})
 assert journal.write("running")
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-journal.record["requests"] = {{"big": "x" * 100000}}
+journal.requests = {{"big": "x" * 100000}}  # written with the record: over the limit
 ok = journal.finish("done")
 print(json.dumps({{"ok": ok, "problem": journal.problem}}))
 """
-    out = subprocess.run(["python", "-c", script], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    repo = Path(__file__).parent.parent
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=repo)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["ok"] is False and "could not write" in result["problem"], result
     record = json.loads((dirs / "benchmarks" / "m" / "runs" / "r1.json").read_text())
@@ -265,7 +264,8 @@ print(json.dumps({{"ok": ok, "problem": journal.problem}}))
     print(f"FIGURE disk full (file-size limit, no tmpfs here): {result['problem'][:90]!r}; previous file intact")
 
 
-def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(dirs: Path, llama_server_bin: str) -> None:
+def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(tmp_path: Path, llama_server_bin: str) -> None:
+    dirs = tmp_path
     from tests.test_auth import users_env
 
     keys_settings = Settings.load({"data_dir": dirs / "data"}, env={})

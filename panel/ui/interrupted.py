@@ -25,8 +25,8 @@ def build_interrupted(services: Services) -> dict[str, Any]:
         choices = [(w.label(), f"{w.kind}:{w.id}") for w in found]
         return "\n".join(lines), gr.update(choices=choices, value=choices[0][1])
 
-    with gr.Accordion("Interrupted work", open=bool(runner.interrupted()), elem_id="results-interrupted"):
-        text, first = listing()  # built after the runner marked what a dead panel left running
+    text, first = listing()  # built after the runner marked what a dead panel left running
+    with gr.Accordion("Interrupted work", open=bool(first.get("choices")), elem_id="results-interrupted"):
         shown = gr.Markdown(text, elem_id="results-interrupted-list")
         with gr.Row():
             pick = gr.Dropdown(

@@ -4,6 +4,7 @@ closed loop against the mock SSE server (its latencies set per request)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 from collections.abc import Iterator
 
@@ -158,7 +159,7 @@ def test_the_client_ceiling_is_measured_once_kept_and_measured_again_elsewhere(t
     assert [r[0] for r in first.rungs] == [4, 16] and all(abs(r[2]) <= ceiling.TOLERANCE for r in first.rungs)
     assert path.is_file() and asyncio.run(ceiling.current(path)) == first, "kept: not measured again"
     moved = {**first.to_json(), "host": "another-machine"}
-    path.write_text(__import__("json").dumps(moved))
+    path.write_text(json.dumps(moved))
     again = asyncio.run(ceiling.current(path))
     assert again is not None and again.host != "another-machine" and again.tokens_per_s == 1600.0
 
