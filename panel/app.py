@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from panel import __version__, api
 from panel.access import gradio_auth_kwargs, install_access
 from panel.api.gateway import Gateway
+from panel.api.node import install_node
 from panel.bench.api import install_bench
 from panel.bench.share_api import install_share
 from panel.engines import default_engines
@@ -32,7 +33,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.autoload:
+        if settings.autoload and settings.role != "worker":  # a worker's memory is for its share of the head's model
             await autoload_default(services)
         try:
             yield
@@ -42,6 +43,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
             if "downloads" in services.extra:  # stop transfers cleanly; finished files stay for a resume
                 await asyncio.to_thread(services.extra["downloads"].cancel_all, 5.0)
             await manager.shutdown()
+            if "node_worker" in services.extra:
+                await services.extra["node_worker"].shutdown()
             if "request_log" in services.extra:
                 await asyncio.to_thread(services.extra["request_log"].close)
 
@@ -60,6 +63,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     install_models(app, services)  # Hugging Face downloads and the model library (issue 4)
     install_bench(app, services)  # benchmark runner and /v1/bench routes (issue 5)
     install_share(app, services)  # benchmark bundles: export / import across machines
+    install_node(app, services)  # /node routes: two panels running one model (worker role, peer health)
     if with_ui:
         import gradio as gr
 

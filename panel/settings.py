@@ -67,6 +67,14 @@ class Settings:
     load_wait_s: float = 300.0  # how long a load waits for busy models to finish before it is refused
     mlflow_tracking_uri: str | None = None  # log each saved benchmark run to MLflow here (panel/bench/mlflow_log.py)
     client_ceiling_file: Path | None = None  # the benchmark client's measured ceiling; None: ~/.cache/panel/…
+    # two workstations, one model (docs/multi-node.md): "panel" (may be a head) or "worker" (runs node rank 1)
+    role: str = "panel"
+    peer_url: str | None = None  # on the head: the worker panel's address, e.g. http://10.0.0.2:8080
+    peer_key: str | None = field(default=None, repr=False)  # the key both panels share for the /node routes
+    node_ip: str | None = None  # this node's address on the direct link (VLLM_HOST_IP; the head's master address)
+    node_ifname: str | None = None  # this node's interface on the direct link (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME)
+    master_port: int = 29501  # torch.distributed's port on the head (bound to node_ip)
+    node_timeout_s: float = 300.0  # how long torch.distributed waits for the other node (distributed_timeout_seconds)
 
     @property
     def all_model_roots(self) -> tuple[Path, ...]:
@@ -92,6 +100,8 @@ class Settings:
         for key, value in (overrides or {}).items():
             if value is not None:
                 values[key] = _convert(key, value) if isinstance(value, str) else value
+        if values.get("role", "panel") not in ("panel", "worker"):
+            raise ValueError(f"PANEL_ROLE must be panel or worker, not {values['role']!r}")
         return replace(cls(), **values)
 
 

@@ -119,6 +119,11 @@ def validate_extra_args(raw: Any, flags: dict[str, Flag], roots: tuple[Path, ...
         token = tokens[i]
         name, eq, inline = token.partition("=")
         flag = flags.get(name)
+        if flag is None and name == "--rpc":
+            raise BadRequestError(
+                "--rpc (llama.cpp across machines, experimental) needs llama-server built with -DGGML_RPC=ON; "
+                "this one was built without it (docs/multi-node.md)"
+            )
         if flag is None:
             raise BadRequestError(
                 f"llama-server does not know the argument {name!r} (see `llama-server --help`; "

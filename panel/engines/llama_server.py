@@ -13,7 +13,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from panel.engines.base import (
     NotFoundError,
     Resident,
 )
+from panel.engines.child import die_with_parent, signal_group
 from panel.engines.llama_args import has_flag, known_flags, validate_extra_args
 from panel.settings import Settings
 
@@ -186,7 +186,7 @@ class LlamaChild:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # own process group
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             env=child_environment(self._key),
         )
         self._reader = asyncio.create_task(self._read_output(self._proc))
@@ -255,7 +255,7 @@ class LlamaChild:
             self._log.append(f"[panel] no answer to /health for {silent:.0f} s; killing the process group")
             self._stopping = True
             self._set(EngineState.ERROR, error=message, detail=None)
-            _signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             return
 
     async def _wait_healthy(self) -> None:
@@ -290,16 +290,16 @@ class LlamaChild:
             await self._client.aclose()
             self._client = None
         if proc is not None and proc.returncode is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=self.settings.stop_grace_s)
             except asyncio.TimeoutError:
                 self._log.append("[panel] llama-server ignored SIGTERM; sending SIGKILL")
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(proc.wait(), timeout=10)
         if proc is not None:
-            _signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
+            signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
         for task in (self._health, self._watcher, self._reader):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
@@ -567,20 +567,6 @@ def rss_bytes(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it if the panel dies without stopping it (kill -9)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class _PortCollision(Exception):

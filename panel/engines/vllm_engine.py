@@ -34,6 +34,15 @@ from panel.engines.base import (
     Resident,
 )
 from panel.engines.llama_args import split_args
+from panel.engines.multinode import (
+    PeerClient,
+    WorkerLaunch,
+    head_plan,
+    local_health,
+    node_environment,
+    parallel_problem,
+    peer_problem,
+)
 from panel.engines.vllm_serving import (
     ServeArgsError,
     ServingApp,
@@ -90,6 +99,12 @@ def clean_options(options: dict[str, Any]) -> dict[str, Any]:
             raise BadRequestError(f"vLLM option names are `vllm serve` arguments such as max_model_len; got {key!r}")
         if key == "extra_args":
             clean[key] = split_args(value)
+        elif key == "nnodes":
+            if value in (None, "", 1, "1"):
+                continue
+            if str(value) != "2":
+                raise BadRequestError("nnodes is 1 (this machine) or 2 (this machine and its worker panel)")
+            clean[key] = 2
         elif key == "alias":
             if value not in (None, ""):
                 if not isinstance(value, str) or not value.strip():
@@ -195,6 +210,8 @@ class VllmEngine:
         self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
         self._log_dir: Path | None = None
         self._tail: asyncio.Task[None] | None = None  # copies vLLM's log while a model is loading or loaded
+        self._peer: PeerClient | None = None  # the worker panel running node rank 1 of a load across two nodes
+        self._peer_watch: asyncio.Task[None] | None = None
         # One thread for every blocking vLLM call (build, shut down, free): fewer malloc arenas, so memory
         # freed at unload goes back to the OS instead of staying spread over per-thread arenas.
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="panel-vllm")
@@ -271,7 +288,10 @@ class VllmEngine:
         if self._state is EngineState.LOADING:
             raise ConflictError("vllm is already loading a model")
         # vLLM's own parser checks the arguments before the loaded model is touched: a typo keeps it serving
+        peer = PeerClient(self.settings) if request.options.get("nnodes", 1) > 1 else None
         args = await self._parse_args(request)
+        if peer is not None:
+            await self._check_peer(peer, request, args)
         await self._free()
         self._set(EngineState.LOADING, model=request.model_path, error=None, detail="importing vLLM")
         self._options = dict(request.options)
@@ -280,9 +300,12 @@ class VllmEngine:
         log_file = self._new_log_file()
         self._tail = asyncio.create_task(self._tail_log(log_file))
         try:
+            if peer is not None:
+                await self._start_peer(peer, request, args)
             self._loaded = await self._start(args, log_file)
         except BaseException as exc:
             await self._stop_tail()
+            await self._stop_peer()
             message = self._failure_message(exc)
             self._set(EngineState.ERROR, model=request.model_path, error=message, detail=None)
             if isinstance(exc, asyncio.CancelledError):
@@ -292,7 +315,10 @@ class VllmEngine:
             raise EngineFailure(message) from None
         seconds = time.perf_counter() - started
         self._log.append(f"[panel] loaded {request.model_path} in {seconds:.1f} s")
-        self._set(EngineState.LOADED, model=request.model_path, error=None, detail=f"loaded in {seconds:.1f} s")
+        across = f" across 2 nodes (worker {peer.url})" if peer is not None else ""
+        self._set(EngineState.LOADED, model=request.model_path, error=None, detail=f"loaded in {seconds:.1f} s{across}")
+        if peer is not None:
+            self._peer_watch = asyncio.create_task(self._watch_peer(peer), name="vllm-peer-watch")
 
     async def unload(self, name: str | None = None) -> None:
         await self._free()
@@ -366,16 +392,26 @@ class VllmEngine:
         options = dict(mistral_options(request.model_path, request.options))
         extra = list(options.pop("extra_args", []))
         served = options.pop("alias", None) or Path(request.model_path).name
+        nnodes = options.pop("nnodes", 1)
+        plan = head_plan(self.settings, nnodes) if nnodes > 1 else None
 
         def parse() -> Any:
-            on_cpu = _prepare_environment()
+            on_cpu = prepare_environment()
             import vllm
 
             problem = version_problem(getattr(vllm, "__version__", "0"))
             if problem:
                 raise EngineUnavailableError(problem)
             roots = self.settings.all_model_roots
-            return parse_serve_args(request.model_path, options, extra, served, on_cpu, roots)
+            args = parse_serve_args(request.model_path, options, extra, served, on_cpu, roots)
+            if plan is not None:
+                problem = parallel_problem(
+                    str(args.model), args.tensor_parallel_size, args.pipeline_parallel_size, plan.nnodes
+                )
+                if problem:
+                    raise BadRequestError(f"cannot split this model over {plan.nnodes} nodes: {problem}")
+                plan.apply(args, headless=False)
+            return args
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._worker, parse)
@@ -392,14 +428,26 @@ class VllmEngine:
         box: list[Any] = []
         deadline = time.monotonic() + self.settings.load_timeout_s
         future = asyncio.get_running_loop().run_in_executor(self._worker, self._build_llm, args, log_file, box)
+        peer = self._peer
+        trouble = asyncio.create_task(self._peer_trouble(peer)) if peer is not None else None
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout=self.settings.load_timeout_s)
-        except asyncio.TimeoutError:
-            future.add_done_callback(functools.partial(_shutdown_late_llm, box))
-            raise EngineFailure(f"vLLM did not finish loading within {self.settings.load_timeout_s:.0f} s") from None
+            done, _ = await asyncio.wait(
+                [f for f in (future, trouble) if f is not None],
+                timeout=self.settings.load_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         except asyncio.CancelledError:
             future.add_done_callback(functools.partial(_shutdown_late_llm, box))
             raise
+        finally:
+            if trouble is not None and not trouble.done():
+                trouble.cancel()
+        if future not in done:
+            future.add_done_callback(functools.partial(_shutdown_late_llm, box))
+            if trouble is not None and trouble in done and not trouble.cancelled():
+                raise EngineFailure(trouble.result())
+            raise EngineFailure(f"vLLM did not finish loading within {self.settings.load_timeout_s:.0f} s") from None
+        future.result()  # the build's own error, if it failed
         llm = box.pop()
         self._detail = "starting vLLM's OpenAI server"
         try:
@@ -508,11 +556,81 @@ class VllmEngine:
             text = "\n".join([text, *causes])
         return f"vLLM load failed: {text}"
 
+    # --- across two nodes --------------------------------------------------------------
+
+    async def _check_peer(self, peer: PeerClient, request: LoadRequest, args: Any) -> None:
+        """Before anything is stopped or started: the worker answers with the shared key, runs the same vLLM and
+        torch, and has the model at the same path."""
+        worker = await peer.health(str(args.model))
+        here = local_health(self.settings, None, None)
+        problem = peer_problem(here, worker, str(args.model))
+        if problem:
+            raise BadRequestError(f"cannot load across nodes: {problem}")
+
+    async def _start_peer(self, peer: PeerClient, request: LoadRequest, args: Any) -> None:
+        """Ask the worker panel to start node rank 1 with the same model and options, then this node joins."""
+        os.environ.update(node_environment(self.settings))  # the interfaces this node's vLLM binds and dials
+        self._detail = f"starting the worker node at {peer.url}"
+        launch = WorkerLaunch(
+            model_path=str(args.model),
+            options={k: v for k, v in request.options.items() if k not in ("nnodes", "alias")},
+            served_name=str(args.served_model_name[0]),
+            nnodes=args.nnodes,
+            node_rank=1,
+            master_addr=args.master_addr,
+            master_port=args.master_port,
+            timeout_s=args.distributed_timeout_seconds,
+        )
+        self._peer = peer
+        status = await peer.start(launch)
+        self._log.append(f"[panel] worker node at {peer.url}: {status.state} (pid {status.pid})")
+
+    async def _stop_peer(self) -> None:
+        peer, self._peer = self._peer, None
+        watch, self._peer_watch = self._peer_watch, None
+        if watch is not None and watch is not asyncio.current_task():
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        if peer is None:
+            return
+        try:
+            await peer.stop()
+            self._log.append(f"[panel] worker node at {peer.url} stopped")
+        except EngineFailure as exc:
+            self._log.append(f"[panel] could not stop the worker node: {exc.message}")
+
+    async def _peer_trouble(self, peer: PeerClient) -> str:
+        """Wait until the worker's node fails, stops, or its panel is silent for health_deadline_s; say why."""
+        interval = max(0.1, self.settings.health_interval_s)
+        deadline = max(interval, self.settings.health_deadline_s)
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                worker = (await peer.health()).worker
+            except EngineFailure as exc:
+                if time.monotonic() - last_ok >= deadline:
+                    return f"the worker panel did not answer for {time.monotonic() - last_ok:.0f} s: {exc.message}"
+                continue
+            if worker is None or worker.state in ("error", "idle"):
+                why = worker.error if worker is not None and worker.error else "the worker's node is not running"
+                return f"the worker node at {peer.url} failed: {why}"
+            last_ok = time.monotonic()
+
+    async def _watch_peer(self, peer: PeerClient) -> None:
+        """While loaded across nodes: a worker that fails turns this engine into an error, with its last lines."""
+        message = await self._peer_trouble(peer)
+        if self._peer is peer and self._state in (EngineState.LOADED, EngineState.ERROR):
+            self._log.append(f"[panel] {message.splitlines()[0]}")
+            self._set(EngineState.ERROR, model=self._model, error=f"{message}\nUnload and load again.", detail=None)
+
     # --- unloading --------------------------------------------------------------------
 
     async def _free(self) -> None:
         """Shut the AsyncLLM down (the engine core child exits) and give its memory back."""
         loaded, self._loaded, self._asleep = self._loaded, None, None
+        await self._stop_peer()
         if loaded is None:
             await self._stop_tail()
             return
@@ -559,7 +677,7 @@ def load_phase(line: str, after: int = -1) -> tuple[int, str] | None:
     return None
 
 
-def _prepare_environment() -> bool:
+def prepare_environment() -> bool:
     """Environment vLLM reads at import: spawn for the engine core, a CPU KV cache size. True on CPU."""
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     from vllm.platforms import current_platform

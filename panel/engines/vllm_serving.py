@@ -40,7 +40,7 @@ OWNED_ARGS: dict[str, str] = {
     "ssl_ciphers": "TLS belongs in front of the panel",
     "enable_ssl_refresh": "TLS belongs in front of the panel",
     "root_path": "the panel serves vLLM's API on its own port",
-    "headless": "multi-node serving is not supported by this panel yet",
+    "headless": "the panel starts the worker node itself: load with nnodes 2 and a peer configured",
     "api_server_count": "the panel runs one API front end in its own process",
     "grpc": "the panel serves the HTTP API",
     "grpc_port": "the panel serves the HTTP API",
@@ -57,6 +57,10 @@ OWNED_ARGS: dict[str, str] = {
 }
 # Arguments whose value may name a file or folder: it must lie inside the model roots.
 PATH_ARGS = ("tokenizer", "chat_template", "config", "generation_config", "hf_config_path", "allowed_local_media_path")
+# Multi-node arguments: the panel sets them from its peer settings (panel/engines/multinode.py), never a request.
+NODE_ARGS = frozenset(
+    {"nnodes", "node_rank", "master_addr", "master_port", "distributed_executor_backend", "distributed_timeout_seconds"}
+)
 # The panel's defaults where the user says nothing (vLLM's own otherwise).
 PANEL_DEFAULTS: dict[str, Any] = {"dtype": "bfloat16", "max_model_len": 8192, "disable_log_stats": True}
 
@@ -147,9 +151,17 @@ def parse_serve_args(
     for dest in given:
         if dest in OWNED_ARGS:
             raise BadRequestError(f"vLLM argument --{dest.replace('_', '-')} is not allowed: {OWNED_ARGS[dest]}")
-        if dest.startswith("data_parallel") or dest in {"nnodes", "node_rank", "master_addr", "master_port"}:
-            raise BadRequestError(f"--{dest.replace('_', '-')}: multi-node serving is not supported by this panel yet")
+        if dest.startswith("data_parallel"):
+            raise BadRequestError(f"--{dest.replace('_', '-')}: data parallel serving is not supported by this panel")
+        if dest in NODE_ARGS:
+            raise BadRequestError(
+                f"--{dest.replace('_', '-')} is set by the panel from its peer settings: load with nnodes 2 instead"
+            )
     args = parser.parse_args(argv)
+    if on_cpu and "enforce_eager" not in options and "enforce_eager" not in given and args.pipeline_parallel_size > 1:
+        # vLLM's CPU backend allocates a later pipeline stage's buffers only in its compile warm-up, so eager mode
+        # fails at the first request there (AssertionError in sync_and_gather_intermediate_tensors, vLLM 0.32)
+        args.enforce_eager = False
     # what the parser set, not only what was typed (a --flag.key form, an expansion): owned ones stay default
     for dest in OWNED_ARGS:
         if dest not in {"model", "model_tag"} and getattr(args, dest, None) != parser.get_default(dest):

@@ -10,6 +10,7 @@ from panel import library
 from panel.services import Services
 from panel.ui.common import load_message, status_markdown, unload_message
 from panel.ui.guard import actor_of, requires_role
+from panel.ui.nodes import build_nodes_section
 from panel.ui.residents import build_residents, fit_line
 from panel.ui.vllm_section import build_vllm_section
 
@@ -74,6 +75,7 @@ def build_engines(services: Services) -> dict[str, Any]:
                 elem_id="llama-log",
             )
     vllm = build_vllm_section(services)
+    build_nodes_section(services)
 
     def form_options(ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, name: str) -> dict[str, Any]:
         options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}

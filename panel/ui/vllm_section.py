@@ -25,6 +25,9 @@ KV_CACHE_DTYPES = ("auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2")
 QUANTIZATIONS = ["auto", "fp8", "mxfp4", "awq", "gptq", "bitsandbytes", "compressed-tensors", "modelopt"]
 
 
+NODE_CHOICES = ("this machine", "this machine + worker")
+
+
 def hf_choices(services: Services) -> list[tuple[str, str]]:
     """(label, path) for every HF model folder in the library, Mistral-format folders included."""
     roots = services.settings.all_model_roots
@@ -45,6 +48,9 @@ def load_options(
     max_seqs: Any,
     trust: bool,
     extra: str = "",
+    nodes: str = NODE_CHOICES[0],
+    pipeline: Any = None,
+    tensor: Any = None,
 ) -> dict[str, Any]:
     """The form's values as load options (`vllm serve` argument names); 'auto' and empty fields are left for vLLM
     to decide; `extra` is more `vllm serve` arguments as typed (--tool-call-parser hermes ...)."""
@@ -65,6 +71,12 @@ def load_options(
         options["max_num_seqs"] = max_seqs
     if extra and extra.strip():
         options["extra_args"] = extra.strip()
+    if nodes == NODE_CHOICES[1]:
+        options["nnodes"] = 2
+    if pipeline not in (None, "", 0, 1):
+        options["pipeline_parallel_size"] = int(pipeline)
+    if tensor not in (None, "", 0, 1):
+        options["tensor_parallel_size"] = int(tensor)
     return options
 
 
@@ -121,6 +133,10 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
                 eager = gr.Radio(TRISTATE, value="auto", label="Enforce eager (auto: on for CPU)")
                 prefix = gr.Radio(TRISTATE, value="auto", label="Prefix caching")
                 trust = gr.Checkbox(value=False, label="Trust remote code")
+            with gr.Row():
+                nodes = gr.Radio(list(NODE_CHOICES), value=NODE_CHOICES[0], label="Nodes", elem_id="vllm-nodes")
+                pipeline = gr.Number(value=1, label="Pipeline parallel", precision=0, elem_id="vllm-pp")
+                tensor = gr.Number(value=1, label="Tensor parallel", precision=0, elem_id="vllm-tp")
             extra_args = gr.Textbox(
                 label="Extra arguments (any `vllm serve` argument, checked by vLLM's own parser)",
                 placeholder="--enable-auto-tool-choice --tool-call-parser hermes --reasoning-parser deepseek_r1",
@@ -159,9 +175,14 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
         max_seqs: Any,
         trust: bool,
         extra: str,
+        nodes: str,
+        pipeline: Any,
+        tensor: Any,
         request: gr.Request,
     ) -> str:
-        options = load_options(dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra)
+        options = load_options(
+            dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra, nodes, pipeline, tensor
+        )
         return await load_message(manager, "vllm", path, options, actor_of(request))
 
     @requires_role(services, "operator")
@@ -190,7 +211,10 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     def on_vllm_refresh_click() -> Any:
         return gr.update(choices=hf_choices(services))
 
-    inputs = [model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra_args]
+    inputs = [
+        *(model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra_args),
+        *(nodes, pipeline, tensor),
+    ]
     load_btn.click(lambda: "⏳ loading… (vLLM can take minutes)", outputs=message, queue=False).then(
         on_vllm_load_click, inputs, message, concurrency_limit=None
     )

@@ -1,0 +1,61 @@
+"""The /node routes two panels use to run one model together (panel/engines/multinode.py). They accept only the
+shared peer key (PANEL_PEER_KEY), never a user's API key or login: the gate leaves them to this check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+
+from panel.auth import UnauthorizedError
+from panel.engines.base import ConflictError, ForbiddenError
+from panel.engines.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
+from panel.engines.node_worker import NodeWorker
+from panel.services import Services
+
+router = APIRouter(prefix="/node")
+
+
+def install_node(app: FastAPI, services: Services) -> None:
+    """The /node routes; a panel with role "worker" also gets the worker that runs vLLM's headless node."""
+    if services.settings.role == "worker":
+        services.extra["node_worker"] = NodeWorker(services.settings)
+    app.include_router(router)
+
+
+def require_peer(request: Request) -> None:
+    settings = request.app.state.settings
+    if not settings.peer_key:
+        raise ForbiddenError("this panel has no peer key (PANEL_PEER_KEY): its /node routes are closed")
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not key_matches(token.strip(), settings.peer_key):
+        raise UnauthorizedError("the /node routes need the peer key both panels share (Authorization: Bearer …)")
+
+
+def _worker(request: Request) -> NodeWorker:
+    worker = request.app.state.services.extra.get("node_worker")
+    if worker is None:
+        raise ConflictError("this panel is not a worker node: start it with PANEL_ROLE=worker")
+    return worker
+
+
+@router.get("/health", dependencies=[Depends(require_peer)])
+async def node_health(request: Request, model: str | None = Query(default=None, max_length=4096)) -> NodeHealth:
+    worker = request.app.state.services.extra.get("node_worker")
+    return local_health(request.app.state.settings, worker.status() if worker else None, model)
+
+
+@router.post("/start", dependencies=[Depends(require_peer)])
+async def node_start(request: Request, launch: WorkerLaunch) -> WorkerStatus:
+    return await _worker(request).start(launch)
+
+
+@router.post("/stop", dependencies=[Depends(require_peer)])
+async def node_stop(request: Request) -> WorkerStatus:
+    return await _worker(request).stop()
+
+
+@router.get("/logs", dependencies=[Depends(require_peer)])
+async def node_logs(request: Request, n: int = Query(default=200, ge=1, le=5000)) -> dict[str, Any]:
+    return {"lines": _worker(request).logs(n)}

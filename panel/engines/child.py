@@ -1,0 +1,113 @@
+"""A supervised child process: its own process group, dies with the panel, output kept in a ring, an exit we did
+not ask for reported, stopped with SIGTERM → grace → SIGKILL of the whole group."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+
+class ChildProcess:
+    """One process started by the panel. `on_exit(code)` is called when it exits without `stop()` asking."""
+
+    def __init__(self, label: str, log_lines: int, on_exit: Callable[[int], None] | None = None) -> None:
+        self.label = label
+        self.log: collections.deque[str] = collections.deque(maxlen=log_lines)
+        self._on_exit = on_exit
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc is not None else None
+
+    def tail(self, n: int = 15) -> list[str]:
+        return list(self.log)[-n:]
+
+    async def start(self, argv: list[str], env: dict[str, str]) -> None:
+        self.log.append("[panel] $ " + " ".join(argv))
+        self._stopping = False
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # own process group: one signal reaches its workers too
+            preexec_fn=die_with_parent,
+            env=env,
+        )
+        self._reader = asyncio.create_task(self._read_output(self._proc))
+        self._watcher = asyncio.create_task(self._watch(self._proc))
+
+    async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # over-long line: skip it
+                continue
+            if not line:
+                return
+            self.log.append(line.decode("utf-8", errors="replace").replace("\x00", "").rstrip())
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._reader), timeout=1.0)
+        if self._stopping or proc is not self._proc:
+            return
+        self.log.append(f"[panel] {self.label} exited unexpectedly with code {code}")
+        signal_group(proc.pid, signal.SIGKILL)  # its workers go with it
+        if self._on_exit is not None:
+            self._on_exit(code)
+
+    async def stop(self, grace_s: float) -> None:
+        """SIGTERM the process group, wait `grace_s`, SIGKILL the group, reap."""
+        proc, self._stopping = self._proc, True
+        if proc is not None and proc.returncode is None:
+            signal_group(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=grace_s)
+            except asyncio.TimeoutError:
+                self.log.append(f"[panel] {self.label} ignored SIGTERM; sending SIGKILL")
+                signal_group(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(proc.wait(), timeout=10)
+        if proc is not None:
+            signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
+        for task in (self._watcher, self._reader):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._proc, self._watcher, self._reader = None, None, None
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it if the panel dies without stopping it (kill -9)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

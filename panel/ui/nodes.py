@@ -1,0 +1,74 @@
+"""Engines tab, Nodes: this machine and its peer for loads across two workstations (panel/engines/multinode.py):
+role, versions, device, free memory, the worker's node state and log tail, when each last answered."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from panel.engines.multinode import NodeHealth, PeerClient, local_health
+from panel.library import human_size
+from panel.services import Services
+
+
+async def node_healths(services: Services) -> list[NodeHealth]:
+    settings = services.settings
+    worker = services.extra.get("node_worker")
+    nodes = [local_health(settings, worker.status() if worker is not None else None, None)]
+    if settings.peer_url and settings.peer_key:
+        nodes.append(await PeerClient(settings).try_health())
+    return nodes
+
+
+def nodes_markdown(nodes: list[NodeHealth], configured_peer: bool) -> str:
+    rows = [
+        "| node | role | reachable | vLLM | torch | device | free memory | worker node | last answer |",
+        "|---" * 9 + "|",
+    ]
+    for node in nodes:
+        worker = node.worker
+        state = f"{worker.state}" + (f" (pid {worker.pid})" if worker and worker.pid else "") if worker else "–"
+        age = f"{time.time() - node.heartbeat:.0f} s ago" if node.heartbeat else "–"
+        free = human_size(node.free_memory_bytes) if node.free_memory_bytes is not None else "–"
+        rows.append(
+            f"| {node.url or 'this machine'} | {node.role} | {'yes' if node.reachable else '**no**'} | "
+            f"{node.vllm_version or '–'} | {node.torch_version or '–'} | {node.device or '–'} | {free} | "
+            f"{state} | {age} |"
+        )
+    out = "\n".join(rows)
+    for node in nodes:
+        if node.error:
+            out += f"\n\n❌ {node.url}: {node.error}"
+        if node.worker and node.worker.error:
+            out += f"\n\n❌ worker node: {node.worker.error}"
+        if node.interfaces:
+            out += "\n\ninterfaces: " + ", ".join(f"`{k}={v}`" for k, v in node.interfaces.items())
+    if not configured_peer and all(n.role != "worker" for n in nodes):
+        out += (
+            "\n\nNo peer configured. To run one model across two workstations start the second panel with "
+            "`PANEL_ROLE=worker` and set `PANEL_PEER_URL` and `PANEL_PEER_KEY` here (docs/multi-node.md)."
+        )
+    return out
+
+
+def worker_log(services: Services, n: int = 30) -> str:
+    worker = services.extra.get("node_worker")
+    return "\n".join(worker.logs(n)) if worker is not None else ""
+
+
+def build_nodes_section(services: Services) -> dict[str, Any]:
+    import gradio as gr
+
+    configured = bool(services.settings.peer_url and services.settings.peer_key)
+    with gr.Accordion("Nodes (one model across two workstations)", open=services.settings.role == "worker"):
+        table = gr.Markdown("", elem_id="nodes-table")
+        refresh = gr.Button("↻ Check nodes", size="sm", elem_id="nodes-refresh")
+        log = gr.Textbox(
+            "", lines=6, max_lines=12, label="worker node log", interactive=False, elem_id="nodes-worker-log"
+        )
+
+    async def on_nodes_refresh_click() -> tuple[str, str]:
+        return nodes_markdown(await node_healths(services), configured), worker_log(services)
+
+    refresh.click(on_nodes_refresh_click, outputs=[table, log], concurrency_limit=None)
+    return {"table": table, "refresh": refresh, "log": log, "on_refresh": on_nodes_refresh_click}
