@@ -9,6 +9,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MIN_PEER_KEY_CHARS = 24  # the /node routes are not throttled: a key too long to guess is the guard
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -102,6 +103,11 @@ class Settings:
                 values[key] = _convert(key, value) if isinstance(value, str) else value
         if values.get("role", "panel") not in ("panel", "worker"):
             raise ValueError(f"PANEL_ROLE must be panel or worker, not {values['role']!r}")
+        if values.get("peer_key") and len(values["peer_key"]) < MIN_PEER_KEY_CHARS:
+            raise ValueError(
+                f"PANEL_PEER_KEY must be at least {MIN_PEER_KEY_CHARS} characters "
+                '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
         return replace(cls(), **values)
 
 

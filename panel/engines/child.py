@@ -77,6 +77,12 @@ class ChildProcess:
         if self._on_exit is not None:
             self._on_exit(code)
 
+    def kill(self) -> None:
+        """SIGKILL the group now (hung, stopped); its exit is not reported as unexpected."""
+        self._stopping = True
+        if self._proc is not None:
+            signal_group(self._proc.pid, signal.SIGKILL)
+
     async def stop(self, grace_s: float) -> None:
         """SIGTERM the process group, wait `grace_s`, SIGKILL the group, reap."""
         proc, self._stopping = self._proc, True

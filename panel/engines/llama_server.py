@@ -4,14 +4,12 @@ wait, logs, stop, crash watch)."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import glob
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -32,7 +30,7 @@ from panel.engines.base import (
     NotFoundError,
     Resident,
 )
-from panel.engines.child import die_with_parent, signal_group
+from panel.engines.child import ChildProcess
 from panel.engines.llama_args import has_flag, known_flags, validate_extra_args
 from panel.settings import Settings
 
@@ -100,12 +98,9 @@ class LlamaChild:
         self.since = time.time()
         self.error: str | None = None
         self.detail: str | None = "starting llama-server"
-        self._proc: asyncio.subprocess.Process | None = None
+        self._child = ChildProcess("llama-server", settings.log_lines, on_exit=self._exited)
+        self._log = self._child.log
         self._port: int | None = None
-        self._stopping = False
-        self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
-        self._reader: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         # the child's own key, held only here: its port answers nothing without it (issue 13), so local processes
@@ -123,7 +118,7 @@ class LlamaChild:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+        return self._child.pid if self._child.running else None
 
     def resident(self) -> Resident:
         pid = self.pid
@@ -176,21 +171,8 @@ class LlamaChild:
         raise EngineFailure(last_error)
 
     async def _start_process(self, port: int) -> None:
-        argv = self.build_argv(port)
-        self._log.append("[panel] $ " + " ".join(argv))
-        self._stopping = False
         self._port = port
-        self._proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # own process group
-            preexec_fn=die_with_parent,
-            env=child_environment(self._key),
-        )
-        self._reader = asyncio.create_task(self._read_output(self._proc))
-        self._watcher = asyncio.create_task(self._watch(self._proc))
+        await self._child.start(self.build_argv(port), child_environment(self._key))
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(self.settings.request_timeout_s, connect=10.0),
@@ -198,28 +180,11 @@ class LlamaChild:
             headers=self.auth_headers,
         )
 
-    async def _read_output(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except (ValueError, asyncio.LimitOverrunError):  # over-long line: skip it
-                continue
-            if not line:
-                return
-            self._log.append(line.decode("utf-8", errors="replace").rstrip())
-
-    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
-        """Notice the child exiting at any time; an exit we did not ask for is an error (of this model only)."""
-        code = await proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._reader), timeout=1.0)
-        if self._stopping or proc is not self._proc:
-            return
-        tail = "\n".join(self.logs(15))
-        self._log.append(f"[panel] llama-server exited unexpectedly with code {code}")
+    def _exited(self, code: int) -> None:
+        """The child exited without being asked: an error of this model only (while loading, the health wait says
+        so itself)."""
         if self.state is EngineState.LOADED:
+            tail = "\n".join(self.logs(15))
             self._set(
                 EngineState.ERROR,
                 error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}",
@@ -233,10 +198,10 @@ class LlamaChild:
         interval = max(0.1, self.settings.health_interval_s)
         deadline = max(interval, self.settings.health_deadline_s)
         last_ok = time.monotonic()
-        while self.state is EngineState.LOADED and self._client is not None and self._proc is not None:
+        while self.state is EngineState.LOADED and self._client is not None and self._child.running:
             await asyncio.sleep(interval)
-            client, proc = self._client, self._proc
-            if client is None or proc is None or self.state is not EngineState.LOADED:
+            client = self._client
+            if client is None or not self._child.running or self.state is not EngineState.LOADED:
                 return
             try:
                 if (await client.get("/health", timeout=min(interval * 2, deadline))).status_code < 500:
@@ -253,25 +218,23 @@ class LlamaChild:
                 f"Load the model again. Last log lines:\n{tail}"
             )
             self._log.append(f"[panel] no answer to /health for {silent:.0f} s; killing the process group")
-            self._stopping = True
             self._set(EngineState.ERROR, error=message, detail=None)
-            signal_group(proc.pid, signal.SIGKILL)
+            self._child.kill()
             return
 
     async def _wait_healthy(self) -> None:
         """Poll /health until ready, under a deadline, failing fast if the child exits."""
-        assert self._proc is not None and self._client is not None
+        assert self._client is not None
         deadline = time.monotonic() + self.settings.load_timeout_s
         last = "no answer yet"
         while time.monotonic() < deadline:
-            if self._proc.returncode is not None:
+            code = self._child.returncode
+            if code is not None:
                 await asyncio.sleep(0.2)  # let the reader drain the last lines
                 tail = "\n".join(self.logs(15))
                 if any(m in tail.lower() for m in PORT_COLLISION_MARKERS):
                     raise _PortCollision(f"port {self._port} was already in use")
-                raise EngineFailure(
-                    f"llama-server exited with code {self._proc.returncode} while loading. Last log lines:\n{tail}"
-                )
+                raise EngineFailure(f"llama-server exited with code {code} while loading. Last log lines:\n{tail}")
             try:
                 resp = await self._client.get("/health", timeout=2.0)
                 if resp.status_code == 200:
@@ -284,28 +247,17 @@ class LlamaChild:
         raise EngineFailure(f"llama-server was not healthy within {self.settings.load_timeout_s:.0f} s (last: {last})")
 
     async def stop(self) -> None:
-        """SIGTERM the process group, wait a grace period, SIGKILL the group, reap."""
-        proc, self._stopping = self._proc, True
+        """Close the client, end the health watch, stop the process group (SIGTERM → grace → SIGKILL)."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if proc is not None and proc.returncode is None:
-            signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=self.settings.stop_grace_s)
-            except asyncio.TimeoutError:
-                self._log.append("[panel] llama-server ignored SIGTERM; sending SIGKILL")
-                signal_group(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(proc.wait(), timeout=10)
-        if proc is not None:
-            signal_group(proc.pid, signal.SIGKILL)  # grandchildren left in the group
-        for task in (self._health, self._watcher, self._reader):
-            if task is not None and not task.done() and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        self._proc, self._watcher, self._reader, self._port, self._health = None, None, None, None, None
+        health, self._health = self._health, None
+        if health is not None and not health.done() and health is not asyncio.current_task():
+            health.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await health
+        await self._child.stop(self.settings.stop_grace_s)
+        self._port = None
 
     def _set(self, state: EngineState, *, error: str | None, detail: str | None) -> None:
         self.state, self.error, self.detail = state, error, detail
@@ -345,11 +297,10 @@ class LlamaChild:
     async def _broken(self, exc: Exception) -> str:
         """Why a call broke: a dead child is told apart from a network error (the exit may be reaped a moment
         after the connection drops, so look for up to a second)."""
-        proc = self._proc
         deadline = time.monotonic() + 1.0
-        while proc is not None and proc.returncode is None and time.monotonic() < deadline:
+        while self._child.running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if proc is None or proc.returncode is not None:
+        if not self._child.running:
             return "llama-server died during the request"
         return f"connection to llama-server failed: {exc!r}"
 

@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from panel import __version__
-from panel.engines.base import BadRequestError, EngineFailure
+from panel.engines.base import BadRequestError, EngineFailure, PanelError
 from panel.settings import Settings
 
 PEER_TIMEOUT_S = 10.0
@@ -164,7 +164,7 @@ def _model_present(settings: Settings, model_path: str) -> bool:
 
     try:
         path = within_roots(Path(model_path), settings.all_model_roots)
-    except BadRequestError:
+    except PanelError:  # outside this node's model folders, or not a usable path
         return False
     return (path / "config.json").is_file() if path.is_dir() else path.is_file()
 
@@ -245,8 +245,8 @@ class PeerClient:
                 )
         except httpx.HTTPError as exc:
             raise EngineFailure(f"the worker panel at {self.url} did not answer: {type(exc).__name__} {exc}") from None
-        if resp.status_code in (401, 403):
-            raise EngineFailure(f"the worker panel at {self.url} refused the peer key (HTTP {resp.status_code})")
+        if resp.status_code == 401:
+            raise EngineFailure(f"the worker panel at {self.url} refused the peer key: {_error_text(resp)}")
         if resp.status_code >= 400:
             raise EngineFailure(f"the worker panel at {self.url} answered HTTP {resp.status_code}: {_error_text(resp)}")
         return resp.json()

@@ -685,6 +685,9 @@ def prepare_environment() -> bool:
     on_cpu = bool(current_platform.is_cpu())
     if on_cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+        # compiled loads (pipeline stages on CPU) reuse vLLM's compile cache only without AOT compile here: its saved
+        # artefacts fail to load on vllm-cpu 0.32 ("'function' object has no attribute 'finalize_loading'")
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     return on_cpu
 
 

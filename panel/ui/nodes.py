@@ -14,9 +14,11 @@ from panel.services import Services
 async def node_healths(services: Services) -> list[NodeHealth]:
     settings = services.settings
     worker = services.extra.get("node_worker")
+    vllm = services.manager.get("vllm").status() if "vllm" in services.manager.engines else None
+    model = vllm.model if vllm is not None else None  # is the head's vLLM model present on the worker?
     nodes = [local_health(settings, worker.status() if worker is not None else None, None)]
     if settings.peer_url and settings.peer_key:
-        nodes.append(await PeerClient(settings).try_health())
+        nodes.append(await PeerClient(settings).try_health(model))
     return nodes
 
 
@@ -33,7 +35,7 @@ def nodes_markdown(nodes: list[NodeHealth], configured_peer: bool) -> str:
         rows.append(
             f"| {node.url or 'this machine'} | {node.role} | {'yes' if node.reachable else '**no**'} | "
             f"{node.vllm_version or '–'} | {node.torch_version or '–'} | {node.device or '–'} | {free} | "
-            f"{state} | {age} |"
+            f"{_present(node)} | {state} | {age} |"
         )
     out = "\n".join(rows)
     for node in nodes:
@@ -51,9 +53,12 @@ def nodes_markdown(nodes: list[NodeHealth], configured_peer: bool) -> str:
     return out
 
 
-def worker_log(services: Services, n: int = 30) -> str:
-    worker = services.extra.get("node_worker")
-    return "\n".join(worker.logs(n)) if worker is not None else ""
+def worker_log(nodes: list[NodeHealth]) -> str:
+    """The worker node's last lines: this machine's when it is the worker, else the peer's."""
+    for node in nodes:
+        if node.worker is not None and node.worker.log_tail:
+            return "\n".join(node.worker.log_tail)
+    return ""
 
 
 def build_nodes_section(services: Services) -> dict[str, Any]:
@@ -68,7 +73,14 @@ def build_nodes_section(services: Services) -> dict[str, Any]:
         )
 
     async def on_nodes_refresh_click() -> tuple[str, str]:
-        return nodes_markdown(await node_healths(services), configured), worker_log(services)
+        nodes = await node_healths(services)
+        return nodes_markdown(nodes, configured), worker_log(nodes)
 
     refresh.click(on_nodes_refresh_click, outputs=[table, log], concurrency_limit=None)
     return {"table": table, "refresh": refresh, "log": log, "on_refresh": on_nodes_refresh_click}
+
+
+def _present(node: NodeHealth) -> str:
+    if node.model_present is None:
+        return "–"
+    return "yes" if node.model_present else "**no**"

@@ -40,3 +40,12 @@ def test_progress_line_shows_phase_and_failure_reason() -> None:
     failed = progress_markdown({"status": "error", "error": "vLLM load failed: Model architectures ['X']\nmore"})
     assert "Model architectures ['X']" in failed and "more" not in failed
     assert "idle" in progress_markdown({"status": "idle"})
+
+
+def test_the_form_asks_for_two_nodes_and_a_split() -> None:
+    from panel.ui.vllm_section import NODE_CHOICES
+
+    form = load_options("bfloat16", 0.9, 4096, "auto", "auto", "auto", "auto", None, False, "", NODE_CHOICES[1], 2, 1)
+    assert form["nnodes"] == 2 and form["pipeline_parallel_size"] == 2 and "tensor_parallel_size" not in form
+    single = load_options("bfloat16", 0.9, 4096, "auto", "auto", "auto", "auto", None, False, "", NODE_CHOICES[0])
+    assert "nnodes" not in single and "pipeline_parallel_size" not in single
