@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -178,3 +179,10 @@ def browser() -> Iterator[object]:
         )
         yield browser
         browser.close()
+
+
+def open_tab(page: Any, base_url: str, name: str) -> None:
+    """Open the panel's UI in `page` and switch to the tab called `name`."""
+    page.goto(base_url + "/")
+    page.get_by_role("tab", name=name).wait_for(timeout=30_000)
+    page.get_by_role("tab", name=name).click()

@@ -8,6 +8,7 @@ killed, the reload, the unload.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import secrets
 import signal
@@ -22,7 +23,7 @@ import pytest
 
 from panel.engines.base import BadRequestError
 from panel.engines.multinode import NodeHealth, NodePlan, parallel_problem, peer_problem
-from tests.conftest import MODELS_DIR, PanelProcess, free_port, run_panel
+from tests.conftest import MODELS_DIR, PanelProcess, free_port, open_tab, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 KEY = "peer-" + secrets.token_hex(16)
@@ -269,9 +270,7 @@ def test_unload_stops_the_worker_node(head: PanelProcess, worker: PanelProcess) 
 def test_the_engines_tab_shows_both_nodes(head: PanelProcess, browser: Any) -> None:
     page = browser.new_page()
     try:
-        page.goto(head.base_url + "/")
-        page.get_by_role("tab", name="Engines").wait_for(timeout=30_000)
-        page.get_by_role("tab", name="Engines").click()
+        open_tab(page, head.base_url, "Engines")
         page.get_by_text("Nodes (one model across two workstations)").click()
         page.locator("#nodes-refresh").click()
         table = page.locator("#nodes-table")
@@ -280,3 +279,19 @@ def test_the_engines_tab_shows_both_nodes(head: PanelProcess, browser: Any) -> N
         assert text.count("yes") >= 2 and "worker" in text and "idle" in text, text  # both reachable
     finally:
         page.close()
+
+
+def test_the_worker_node_dying_while_loading_fails_the_load(head: PanelProcess, worker: PanelProcess) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load, head, {**OPTIONS, "nnodes": 2, "pipeline_parallel_size": 2})
+        deadline = time.monotonic() + 120
+        while not (pid := worker_state(worker)["pid"]):
+            assert time.monotonic() < deadline and not pending.done(), worker_state(worker)
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        resp = pending.result(timeout=120)
+    print(f"\nworker node killed while loading: load failed after {time.monotonic() - killed:.1f} s")
+    message = resp.json()["error"]["message"]
+    assert resp.status_code >= 500 and "worker node" in message and "exited" in message, resp.text
+    assert vllm_status(head)["status"] == "error"
