@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -42,13 +44,18 @@ class ChildProcess:
     async def start(self, argv: list[str], env: dict[str, str]) -> None:
         self.log.append("[panel] $ " + " ".join(argv))
         self._stopping = False
+        setpriv = _setpriv()
         self._proc = await asyncio.create_subprocess_exec(
+            *([setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []),
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # own process group: one signal reaches its workers too
-            preexec_fn=die_with_parent,
+            # the parent-death signal is set by util-linux's setpriv, which then execs the child: no Python runs
+            # between fork and exec while the panel's download and vLLM threads hold locks (preexec_fn is unsafe
+            # with threads); only where setpriv is missing does the old preexec_fn remain
+            preexec_fn=None if setpriv else die_with_parent,
             env=env,
         )
         self._reader = asyncio.create_task(self._read_output(self._proc))
@@ -103,6 +110,12 @@ class ChildProcess:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         self._proc, self._watcher, self._reader = None, None, None
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv, which sets the parent-death signal and execs the command (Linux only)."""
+    return shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
 def signal_group(pid: int, sig: signal.Signals) -> None:
