@@ -142,6 +142,7 @@ class VllmFitOptions:
     gpu_memory_utilization: float = 0.9
     kv_cache_space_gib: float | None = None  # CPU only (VLLM_CPU_KVCACHE_SPACE); None: vLLM's own default
     dtype: str = "auto"
+    nodes: int = 1  # a load across two workstations keeps about half the weights on each
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> VllmFitOptions:
@@ -155,6 +156,7 @@ class VllmFitOptions:
             gpu_memory_utilization=_as_float(options.get("gpu_memory_utilization"), 0.9),
             kv_cache_space_gib=_as_float(space, 0.0) if space.strip() else None,
             dtype=str(options.get("dtype") or "auto").lower(),
+            nodes=max(1, _as_int(options.get("nnodes"), 1)),
         )
 
 
@@ -450,14 +452,15 @@ def estimate_vllm(model_dir: str | Path, options: VllmFitOptions, device: Device
     KV cache together; that share is the figure. On the CPU it is weights + the KV cache space + the runtime.
     """
     shape = read_hf_shape(Path(model_dir), options.dtype)
-    weights = shape.weights_bytes
+    weights = shape.weights_bytes // options.nodes  # this node's share of a load across nodes
     per_token = 2 * shape.n_layer * shape.n_kv_heads * shape.head_dim * shape.dtype_bytes
     max_len = options.max_model_len or shape.max_position_embeddings
     space = options.kv_cache_space_gib
     if device.kind == "ram" and space is not None:
         kv, overhead = int(space * GiB), VLLM_CPU_RUNTIME_BYTES
         detail = (
-            f"weights {human_bytes(weights)} + KV cache {human_bytes(kv)} (VLLM_CPU_KVCACHE_SPACE"
+            f"{_share_note(options.nodes)}weights {human_bytes(weights)} + KV cache {human_bytes(kv)} "
+            "(VLLM_CPU_KVCACHE_SPACE"
             f"{_tokens_note(kv, per_token, max_len)}) + runtime {human_bytes(overhead)}"
         )
         return MemoryEstimate(weights, kv, overhead, detail)
@@ -473,11 +476,16 @@ def estimate_vllm(model_dir: str | Path, options: VllmFitOptions, device: Device
         return MemoryEstimate(weights, 0, overhead, detail)
     kv = share - weights - overhead
     detail = (
-        f"vLLM claims {options.gpu_memory_utilization:g} × {human_bytes(device.total_bytes)} {where} = "
+        f"{_share_note(options.nodes)}vLLM claims {options.gpu_memory_utilization:g} × "
+        f"{human_bytes(device.total_bytes)} {where} = "
         f"{human_bytes(share)}: weights {human_bytes(weights)} + runtime {human_bytes(overhead)} + KV cache "
         f"{human_bytes(kv)}{_tokens_note(kv, per_token, max_len)}"
     )
     return MemoryEstimate(weights, kv, overhead, detail)
+
+
+def _share_note(nodes: int) -> str:
+    return f"on this node (1/{nodes} of the weights; the worker holds the rest): " if nodes > 1 else ""
 
 
 def read_hf_shape(folder: Path, dtype: str = "auto") -> HfShape:

@@ -71,6 +71,15 @@ def test_a_peer_that_differs_is_named() -> None:
     assert "PANEL_ROLE=worker" in (peer_problem(head, worker.model_copy(update={"role": "panel"}), "/m") or "")
 
 
+def test_the_memory_estimate_counts_this_nodes_share() -> None:
+    from panel.memory_fit import DeviceMemory, VllmFitOptions, estimate_vllm
+
+    device = DeviceMemory(kind="unified", total_bytes=128 * 2**30, available_bytes=120 * 2**30)
+    one = estimate_vllm(HF_MODEL, VllmFitOptions.from_options({"max_model_len": 512}), device)
+    two = estimate_vllm(HF_MODEL, VllmFitOptions.from_options({"max_model_len": 512, "nnodes": 2}), device)
+    assert two.weights_bytes == one.weights_bytes // 2 and "1/2 of the weights" in two.detail
+
+
 def test_roles_and_short_peer_keys_are_refused_at_start() -> None:
     from panel.settings import Settings
 
