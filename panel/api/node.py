@@ -3,17 +3,21 @@ shared peer key (PANEL_PEER_KEY), never a user's API key or login: the gate leav
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import ValidationError
 
 from panel.auth import UnauthorizedError
-from panel.engines.base import ConflictError, ForbiddenError
+from panel.engines.base import BadRequestError, ConflictError, ForbiddenError
 from panel.engines.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
 from panel.engines.node_worker import NodeWorker
+from panel.limits import PayloadTooLargeError
 from panel.services import Services
 
 router = APIRouter(prefix="/node")
+MAX_START_BYTES = 256 * 1024
 
 
 def install_node(app: FastAPI, services: Services) -> None:
@@ -43,11 +47,22 @@ def _worker(request: Request) -> NodeWorker:
 @router.get("/health", dependencies=[Depends(require_peer)])
 async def node_health(request: Request, model: str | None = Query(default=None, max_length=4096)) -> NodeHealth:
     worker = request.app.state.services.extra.get("node_worker")
-    return local_health(request.app.state.settings, worker.status() if worker else None, model)
+    status = worker.status() if worker else None
+    return await asyncio.to_thread(local_health, request.app.state.settings, status, model)  # NVML, nvidia-smi
 
 
 @router.post("/start", dependencies=[Depends(require_peer)])
-async def node_start(request: Request, launch: WorkerLaunch) -> WorkerStatus:
+async def node_start(request: Request) -> WorkerStatus:
+    """The body is read only after the key was checked, and only up to MAX_START_BYTES."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_START_BYTES:
+            raise PayloadTooLargeError(f"a /node/start body is at most {MAX_START_BYTES} bytes")
+    try:
+        launch = WorkerLaunch.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        raise BadRequestError(f"not a worker launch: {exc.errors()[0].get('msg', exc)}") from None
     return await _worker(request).start(launch)
 
 

@@ -10,6 +10,7 @@ import functools
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -17,10 +18,17 @@ from collections.abc import Callable
 class ChildProcess:
     """One process started by the panel. `on_exit(code)` is called when it exits without `stop()` asking."""
 
-    def __init__(self, label: str, log_lines: int, on_exit: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        log_lines: int,
+        on_exit: Callable[[int], None] | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.label = label
         self.log: collections.deque[str] = collections.deque(maxlen=log_lines)
         self._on_exit = on_exit
+        self._on_line = on_line
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -70,7 +78,10 @@ class ChildProcess:
                 continue
             if not line:
                 return
-            self.log.append(line.decode("utf-8", errors="replace").replace("\x00", "").rstrip())
+            text = line.decode("utf-8", errors="replace").replace("\x00", "").rstrip()
+            self.log.append(text)
+            if self._on_line is not None:
+                self._on_line(text)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
@@ -114,8 +125,15 @@ class ChildProcess:
 
 @functools.cache
 def _setpriv() -> str | None:
-    """util-linux's setpriv, which sets the parent-death signal and execs the command (Linux only)."""
-    return shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    """util-linux's setpriv when it can set the parent-death signal (--pdeathsig: util-linux 2.33 on; Linux only)."""
+    binary = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if binary is None:
+        return None
+    try:
+        done = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return binary if "--pdeathsig" in done.stdout + done.stderr else None
 
 
 def signal_group(pid: int, sig: signal.Signals) -> None:

@@ -18,16 +18,17 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from panel import __version__
 from panel.engines.base import BadRequestError, EngineFailure, PanelError
 from panel.settings import Settings
 
 PEER_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 60.0  # a worker stopping its node waits its grace period, then SIGKILLs the group
 WorkerState = Literal["idle", "starting", "running", "error"]
 
 
@@ -84,6 +85,9 @@ class WorkerStatus(BaseModel):
     error: str | None = None
     detail: str | None = None
     log_tail: list[str] = Field(default_factory=list)
+
+
+_Reply = TypeVar("_Reply", bound=BaseModel)
 
 
 class NodeHealth(BaseModel):
@@ -243,18 +247,31 @@ class PeerClient:
                 resp = await client.request(
                     method, self.url + path, json=body, headers={"Authorization": f"Bearer {self._key}"}
                 )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise EngineFailure(f"the worker panel at {self.url} did not answer: {type(exc).__name__} {exc}") from None
         if resp.status_code == 401:
             raise EngineFailure(f"the worker panel at {self.url} refused the peer key: {_error_text(resp)}")
         if resp.status_code >= 400:
             raise EngineFailure(f"the worker panel at {self.url} answered HTTP {resp.status_code}: {_error_text(resp)}")
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:
+            raise EngineFailure(f"the worker panel at {self.url} answered something that is not JSON") from None
 
     async def health(self, model_path: str | None = None) -> NodeHealth:
-        path = "/node/health" + ("?" + httpx.QueryParams({"model": model_path}).__str__() if model_path else "")
-        health = NodeHealth.model_validate(await self._call("GET", path))
+        path = "/node/health" + ("?" + str(httpx.QueryParams({"model": model_path})) if model_path else "")
+        health = self._typed(NodeHealth, await self._call("GET", path))
         return health.model_copy(update={"url": self.url})
+
+    def _typed(self, model: type[_Reply], body: Any) -> _Reply:
+        """The worker's answer in its type; an answer of another shape (another panel version) is an EngineFailure."""
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise EngineFailure(
+                f"the worker panel at {self.url} answered in another shape (another panel version?): "
+                f"{exc.errors()[0].get('msg', exc)}"
+            ) from None
 
     async def try_health(self, model_path: str | None = None) -> NodeHealth:
         """The worker's health, or an unreachable entry saying why (for the Engines tab)."""
@@ -264,10 +281,12 @@ class PeerClient:
             return NodeHealth(url=self.url, role="worker", reachable=False, error=exc.message)
 
     async def start(self, launch: WorkerLaunch) -> WorkerStatus:
-        return WorkerStatus.model_validate(await self._call("POST", "/node/start", launch.model_dump()))
+        # a start first stops the node the worker may still run (its grace, then SIGKILL)
+        body = await self._call("POST", "/node/start", launch.model_dump(), timeout=STOP_TIMEOUT_S)
+        return self._typed(WorkerStatus, body)
 
     async def stop(self) -> WorkerStatus:
-        return WorkerStatus.model_validate(await self._call("POST", "/node/stop", {}, timeout=60.0))
+        return self._typed(WorkerStatus, await self._call("POST", "/node/stop", {}, timeout=STOP_TIMEOUT_S))
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from panel.engines.base import BadRequestError
+from panel.engines.base import BadRequestError, EngineFailure
 from panel.engines.child import ChildProcess
 from panel.engines.multinode import WorkerLaunch, WorkerState, WorkerStatus, node_environment
 from panel.engines.vllm_engine import load_phase
@@ -35,8 +35,6 @@ class NodeWorker:
 
     def status(self, lines: int = 15) -> WorkerStatus:
         child = self._child
-        if child is not None and self._state == "starting":
-            self._follow(child)
         return WorkerStatus(
             state=self._state,
             model_path=self._model,
@@ -56,14 +54,23 @@ class NodeWorker:
             raise BadRequestError(f"the worker has no model folder at {launch.model_path}")
         async with self._lock:
             await self._stop_child()
-            child = ChildProcess("vLLM worker node", self.settings.log_lines, on_exit=self._exited)
+            child = ChildProcess(
+                "vLLM worker node", self.settings.log_lines, on_exit=self._exited, on_line=self._follow
+            )
             spec = {"launch": launch.model_dump(), "roots": [str(r) for r in self.settings.all_model_roots]}
             fd, name = tempfile.mkstemp(prefix="panel-node-", suffix=".json")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mode 0600: the options may name private paths
                 json.dump(spec, fh)
             self._child = child
             self._set("starting", model=str(path), error=None, detail="starting vLLM's headless node")
-            await child.start([sys.executable, "-m", "panel.engines.vllm_node", name], child_environment(self.settings))
+            argv = [sys.executable, "-m", "panel.engines.vllm_node", name]
+            try:
+                await child.start(argv, child_environment(self.settings))
+            except OSError as exc:
+                Path(name).unlink(missing_ok=True)
+                self._child = None
+                self._set("error", model=str(path), error=f"could not start the worker's vLLM node: {exc}", detail=None)
+                raise EngineFailure(f"the worker could not start its vLLM node: {exc}") from None
         return self.status()
 
     async def stop(self) -> WorkerStatus:
@@ -90,15 +97,15 @@ class NodeWorker:
             detail=None,
         )
 
-    def _follow(self, child: ChildProcess) -> None:
-        """Move starting → running once the child's log says it joined; the load phase as the detail."""
-        for line in child.tail(50):
-            text = line.split(") ", 1)[-1]  # drop vLLM's "(Worker_PP1 pid=…) " prefix
-            found = load_phase(text)
-            if found:
-                self._detail = found[1]
-            if any(m in line.lower() for m in RUNNING_MARKERS):
-                self._state = "running"
+    def _follow(self, line: str) -> None:
+        """Each line of the child's log: starting → running once it says it joined; the load phase as the detail."""
+        if self._state not in ("starting", "running"):
+            return
+        found = load_phase(line.split(") ", 1)[-1])  # without vLLM's "(Worker_PP1 pid=…) " prefix
+        if found:
+            self._detail = found[1]
+        if self._state == "starting" and any(m in line.lower() for m in RUNNING_MARKERS):
+            self._state = "running"
 
     def _set(self, state: WorkerState, *, model: str | None, error: str | None, detail: str | None) -> None:
         self._state, self._model, self._error, self._detail = state, model, error, detail

@@ -562,7 +562,7 @@ class VllmEngine:
         """Before anything is stopped or started: the worker answers with the shared key, runs the same vLLM and
         torch, and has the model at the same path."""
         worker = await peer.health(str(args.model))
-        here = local_health(self.settings, None, None)
+        here = await asyncio.to_thread(local_health, self.settings, None, None)
         problem = peer_problem(here, worker, str(args.model))
         if problem:
             raise BadRequestError(f"cannot load across nodes: {problem}")
@@ -573,7 +573,11 @@ class VllmEngine:
         self._detail = f"starting the worker node at {peer.url}"
         launch = WorkerLaunch(
             model_path=str(args.model),
-            options={k: v for k, v in request.options.items() if k not in ("nnodes", "alias")},
+            options={
+                k: v
+                for k, v in mistral_options(request.model_path, request.options).items()
+                if k not in ("nnodes", "alias")
+            },
             served_name=str(args.served_model_name[0]),
             nnodes=args.nnodes,
             node_rank=1,
@@ -585,13 +589,17 @@ class VllmEngine:
         status = await peer.start(launch)
         self._log.append(f"[panel] worker node at {peer.url}: {status.state} (pid {status.pid})")
 
-    async def _stop_peer(self) -> None:
-        peer, self._peer = self._peer, None
+    async def _stop_peer_watch(self) -> None:
         watch, self._peer_watch = self._peer_watch, None
         if watch is not None and watch is not asyncio.current_task():
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watch
+
+    async def _stop_peer(self) -> None:
+        """Stop the worker's node (its process group); a worker that cannot be reached is logged, not raised."""
+        await self._stop_peer_watch()
+        peer, self._peer = self._peer, None
         if peer is None:
             return
         try:
@@ -630,9 +638,10 @@ class VllmEngine:
     async def _free(self) -> None:
         """Shut the AsyncLLM down (the engine core child exits) and give its memory back."""
         loaded, self._loaded, self._asleep = self._loaded, None, None
-        await self._stop_peer()
+        await self._stop_peer_watch()
         if loaded is None:
             await self._stop_tail()
+            await self._stop_peer()
             return
         self._detail = "ending requests in flight"
         await loaded.serving.drain(timeout_s=DRAIN_TIMEOUT_S)
@@ -645,6 +654,7 @@ class VllmEngine:
         await loop.run_in_executor(self._worker, _shutdown_llm, llm)
         del llm
         await loop.run_in_executor(self._worker, release_memory)
+        await self._stop_peer()  # after this node's share is shut down: requests in flight end first
         await self._stop_tail()
         self._log.append(f"[panel] vLLM shut down; process tree RSS {before:.0f} → {tree_rss_mib():.0f} MiB")
 

@@ -3,6 +3,7 @@ role, versions, device, free memory, the worker's node state and log tail, when 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,7 +17,8 @@ async def node_healths(services: Services) -> list[NodeHealth]:
     worker = services.extra.get("node_worker")
     vllm = services.manager.get("vllm").status() if "vllm" in services.manager.engines else None
     model = vllm.model if vllm is not None else None  # is the head's vLLM model present on the worker?
-    nodes = [local_health(settings, worker.status() if worker is not None else None, None)]
+    here = await asyncio.to_thread(local_health, settings, worker.status() if worker is not None else None, None)
+    nodes = [here]
     if settings.peer_url and settings.peer_key:
         nodes.append(await PeerClient(settings).try_health(model))
     return nodes

@@ -206,6 +206,9 @@ def test_the_worker_takes_control_calls_only_with_the_shared_key(worker: PanelPr
             assert resp.status_code == 401, (key, path, resp.text)
             assert "peer key" in resp.json()["error"]["message"]
         assert node(worker, "POST", "/node/stop", key=key, json={}).status_code == 401
+    assert node(worker, "POST", "/node/start", content=b"x" * 300_000).status_code == 413
+    bad = node(worker, "POST", "/node/start", json={**LAUNCH, "node_rank": 0})
+    assert bad.status_code == 400 and "not a worker launch" in bad.json()["error"]["message"], bad.text
     assert worker_state(worker)["state"] == "idle"  # nothing was started by the refused calls
     health = node(worker, "GET", "/node/health", params={"model": str(HF_MODEL)}).json()
     assert health["role"] == "worker" and health["model_present"] is True and health["torch_version"]
