@@ -1,5 +1,6 @@
 """The /node routes two panels use to run one model together (panel/engines/multinode.py). They accept only the
-shared peer key (PANEL_PEER_KEY), never a user's API key or login: the gate leaves them to this check."""
+shared peer key (PANEL_PEER_KEY), never a user's API key or login: the gate leaves them to this check, which
+answers 401 to anyone else (to everyone on a panel with no peer key)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import ValidationError
 
 from panel.auth import UnauthorizedError
-from panel.engines.base import BadRequestError, ConflictError, ForbiddenError
+from panel.engines.base import BadRequestError, ConflictError
 from panel.engines.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
 from panel.engines.node_worker import NodeWorker
 from panel.limits import PayloadTooLargeError
@@ -30,7 +31,7 @@ def install_node(app: FastAPI, services: Services) -> None:
 def require_peer(request: Request) -> None:
     settings = request.app.state.settings
     if not settings.peer_key:
-        raise ForbiddenError("this panel has no peer key (PANEL_PEER_KEY): its /node routes are closed")
+        raise UnauthorizedError("this panel has no peer key (PANEL_PEER_KEY): its /node routes accept no one")
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not key_matches(token.strip(), settings.peer_key):
