@@ -9,12 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from panel.auth import UnauthorizedError
 from panel.engines.base import BadRequestError, ConflictError
 from panel.engines.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
 from panel.engines.node_worker import NodeWorker
-from panel.limits import PayloadTooLargeError
+from panel.limits import PayloadTooLargeError, ScopeHeaders, send_error
 from panel.services import Services
 
 router = APIRouter(prefix="/node")
@@ -22,20 +23,46 @@ MAX_START_BYTES = 256 * 1024
 
 
 def install_node(app: FastAPI, services: Services) -> None:
-    """The /node routes; a panel with role "worker" also gets the worker that runs vLLM's headless node."""
+    """The /node routes behind the peer-key check; a panel with role "worker" also gets the worker that runs vLLM's
+    headless node."""
     if services.settings.role == "worker":
         services.extra["node_worker"] = NodeWorker(services.settings)
+    app.add_middleware(PeerKeyMiddleware, peer_key=services.settings.peer_key)
     app.include_router(router)
 
 
+def peer_refusal(authorization: str | None, peer_key: str | None) -> UnauthorizedError | None:
+    """Why a call to /node is refused (None when it carries the peer key)."""
+    if not peer_key:
+        return UnauthorizedError("this panel has no peer key (PANEL_PEER_KEY): its /node routes accept no one")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key_matches(token.strip(), peer_key):
+        return UnauthorizedError("the /node routes need the peer key both panels share (Authorization: Bearer …)")
+    return None
+
+
+class PeerKeyMiddleware:
+    """Every request under /node, whatever its method or path, is checked for the peer key before routing."""
+
+    def __init__(self, app: ASGIApp, peer_key: str | None) -> None:
+        self.app = app
+        self.peer_key = peer_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == "/node" or path.startswith("/node/"):
+            refusal = peer_refusal(ScopeHeaders(scope).get("authorization"), self.peer_key)
+            if refusal is not None:
+                await send_error(send, refusal)
+                return
+        await self.app(scope, receive, send)
+
+
 def require_peer(request: Request) -> None:
-    settings = request.app.state.settings
-    if not settings.peer_key:
-        raise UnauthorizedError("this panel has no peer key (PANEL_PEER_KEY): its /node routes accept no one")
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not key_matches(token.strip(), settings.peer_key):
-        raise UnauthorizedError("the /node routes need the peer key both panels share (Authorization: Bearer …)")
+    """The same check on each route, should the app ever be mounted without the middleware."""
+    refusal = peer_refusal(request.headers.get("authorization"), request.app.state.settings.peer_key)
+    if refusal is not None:
+        raise refusal
 
 
 def _worker(request: Request) -> NodeWorker:
