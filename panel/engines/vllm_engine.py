@@ -291,7 +291,7 @@ class VllmEngine:
         peer = PeerClient(self.settings) if request.options.get("nnodes", 1) > 1 else None
         args = await self._parse_args(request)
         if peer is not None:
-            await self._check_peer(peer, request, args)
+            await self._check_peer(peer, args)
         await self._free()
         self._set(EngineState.LOADING, model=request.model_path, error=None, detail="importing vLLM")
         self._options = dict(request.options)
@@ -558,7 +558,7 @@ class VllmEngine:
 
     # --- across two nodes --------------------------------------------------------------
 
-    async def _check_peer(self, peer: PeerClient, request: LoadRequest, args: Any) -> None:
+    async def _check_peer(self, peer: PeerClient, args: Any) -> None:
         """Before anything is stopped or started: the worker answers with the shared key, runs the same vLLM and
         torch, and has the model at the same path."""
         worker = await peer.health(str(args.model))
