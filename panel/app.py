@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from panel import __version__, api
-from panel.access import gradio_auth_kwargs, install_access
+from panel.access.routes import gradio_auth_kwargs, install_access
 from panel.api.gateway import Gateway
 from panel.api.node import install_node
 from panel.bench.api import install_bench
@@ -19,7 +19,7 @@ from panel.bench.share_api import install_share
 from panel.engines import default_engines
 from panel.engines.base import Engine, PanelError
 from panel.engines.manager import EngineManager
-from panel.hub_api import install_models
+from panel.models.routes import install_models
 from panel.services import Services
 from panel.settings import Settings
 

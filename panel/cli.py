@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Each feature package adds its own sub-command; imported lazily so `--help` stays fast."""
     registrars: list[Callable[[argparse._SubParsersAction], None]] = []
-    from panel.auth_cli import register as register_auth
+    from panel.access.cli import register as register_auth
 
     registrars.append(register_auth)
-    from panel.hub_cli import register as register_download
+    from panel.models.cli import register as register_download
 
     registrars.append(register_download)
     from panel.evals.cli import register as register_eval

@@ -13,9 +13,9 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, log_level: str = "info") -> int:
     import uvicorn
 
-    from panel.access import exposure_notice, exposure_problem
+    from panel.access.auth import AuthConfigError, load_users
+    from panel.access.routes import exposure_notice, exposure_problem
     from panel.app import create_app
-    from panel.auth import AuthConfigError, load_users
 
     try:
         users_configured = bool(load_users(settings))

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from panel.bench.client import RequestSpec, make_client, stream_request
 from panel.bench.suites import JAPANESE_PROMPT
 from panel.engines.base import LoadRequest
-from panel.engines.llama_server import LlamaServerEngine
+from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.settings import Settings
 
 TOLERANCE = 0.05

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi.testclient import TestClient
 
+from panel.access.auth import build_auth, hash_password, verify_password
 from panel.app import create_app
-from panel.auth import build_auth, hash_password, verify_password
-from panel.monitor import take_snapshot
+from panel.observability.monitor import take_snapshot
 from panel.settings import Settings
 
 

@@ -1,7 +1,8 @@
 """Measure the download path and the library scan on this machine, and print the figures.
 
-- download throughput through the real huggingface_hub client from the loopback Hub stand-in (tests/hub_server.py),
-  which shows what the panel's own bookkeeping (progress, staging, move into models/) costs beside the network;
+- download throughput through the real huggingface_hub client from the loopback Hub stand-in
+  (tests/models/hub_server.py), which shows what the panel's own bookkeeping (progress, staging, move into
+  models/) costs beside the network;
 - how often progress is reported, and how long a Cancel takes to stop a running transfer;
 - how long a library scan of the real models/ folder takes (GGUF headers, config.json, safetensors headers).
 
@@ -22,9 +23,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from panel import library  # noqa: E402
-from panel.hub import DownloadManager, HubConfig  # noqa: E402
+from panel.models.hub import DownloadManager, HubConfig  # noqa: E402
 from panel.settings import Settings  # noqa: E402
-from tests.hub_server import HubFile, HubRepo, HubServer  # noqa: E402
+from tests.models.hub_server import HubFile, HubRepo, HubServer  # noqa: E402
 
 
 def measure_download(size_mb: int, tmp: Path) -> None:

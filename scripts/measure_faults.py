@@ -22,7 +22,7 @@ FAULTS = [
     ("disk full while a result is written", "tests/test_faults.py::test_disk_full"),
     ("corrupt results files", "tests/test_faults.py::test_killed_mid_run"),
     ("64 chat users plus a benchmark", "tests/test_faults.py::test_sixty_four"),
-    ("25 wrong passwords / wrong API keys", "tests/test_throttle.py"),
+    ("25 wrong passwords / wrong API keys", "tests/access/test_throttle.py"),
     ("engine port called without the panel's key", "tests/engines/test_llama_server.py::test_load_generate"),
 ]
 

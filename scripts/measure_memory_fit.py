@@ -1,4 +1,4 @@
-"""Check panel/memory_fit.py against the real engines: for every GGUF under models/, start llama-server at each
+"""Check panel/engines/memory_fit.py against the real engines: for every GGUF under models/, start llama-server at each
 context size, wait until healthy, send one short completion, and compare the estimate with the process's VmRSS
 (and with the KV cache and compute buffer sizes llama-server logs). HF folders are estimated only, unless --vllm
 loads them on the vLLM engine in this process and compares with the RSS of the process tree. Asserts nothing.
@@ -27,9 +27,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from panel.engines.llama_server import find_llama_server  # noqa: E402
-from panel.library import scan  # noqa: E402
-from panel.memory_fit import (  # noqa: E402
+from panel.engines.llama_server.engine import find_llama_server  # noqa: E402
+from panel.engines.memory_fit import (  # noqa: E402
     LlamaFitOptions,
     MemoryEstimate,
     MiB,
@@ -38,6 +37,7 @@ from panel.memory_fit import (  # noqa: E402
     estimate_llama,
     estimate_vllm,
 )
+from panel.models.library import scan  # noqa: E402
 
 HEALTH_DEADLINE_S = 120.0
 LOG_KV = re.compile(r"llama_kv_cache: size =\s*([\d.]+) MiB")
@@ -102,7 +102,7 @@ def measure_llama(binary: str, model: Path, options: LlamaFitOptions, threads: i
 def measure_vllm(model: Path, max_model_len: int) -> int:
     """RSS of this process and its children with the model loaded on vLLM, minus the RSS before vLLM was imported."""
     from panel.engines.base import LoadRequest
-    from panel.engines.vllm_engine import VllmEngine, tree_rss_mib
+    from panel.engines.vllm.engine import VllmEngine, tree_rss_mib
     from panel.settings import Settings
 
     before = tree_rss_mib()

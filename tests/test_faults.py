@@ -266,10 +266,10 @@ print(json.dumps({{"ok": ok, "problem": journal.problem}}))
 
 def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(tmp_path: Path, llama_server_bin: str) -> None:
     dirs = tmp_path
-    from tests.test_auth import users_env
+    from tests.access.test_auth import users_env
 
     keys_settings = Settings.load({"data_dir": dirs / "data"}, env={})
-    from panel.auth import build_auth
+    from panel.access.auth import build_auth
 
     auth = build_auth(keys_settings)
     tokens = [auth.create_key(f"user{i}", "viewer", actor="test")[1] for i in range(64)]

@@ -19,8 +19,8 @@ def _modules_after(code: str) -> set[str]:
 
 def test_app_and_api_do_not_import_torch_or_vllm() -> None:
     loaded = _modules_after(
-        "import panel, panel.app, panel.api, panel.engines, panel.engines.vllm_engine, "
-        "panel.bench.runner, panel.evals.runner, panel.hub, panel.library, panel.monitor"
+        "import panel, panel.app, panel.api, panel.engines, panel.engines.vllm.engine, "
+        "panel.bench.runner, panel.evals.runner, panel.models.hub, panel.models.library, panel.observability.monitor"
     )
     assert not {"torch", "vllm", "transformers"} & loaded
 

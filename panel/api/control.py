@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from panel import __version__
-from panel.auth import require_api_role
+from panel.access.auth import require_api_role
 from panel.engines.manager import EngineManager
 
 router = APIRouter()
@@ -157,7 +157,7 @@ async def wake_model(body: SleepBody, request: Request) -> dict[str, Any]:
 async def list_models(request: Request) -> dict[str, Any]:
     """Resident models (what answers now), then the library's models marked loadable: a request naming one
     loads it first."""
-    from panel import library
+    from panel.models import library
 
     manager = get_manager(request)
     now = int(time.time())

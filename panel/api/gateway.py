@@ -15,7 +15,7 @@ from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USA
 from panel.api.tap import Observer, Outcome, Tap
 from panel.engines.base import BadRequestError, EngineCall, EngineReply, NotFoundError
 from panel.engines.manager import ENGINE_NAMES, EngineManager, NotResidentError, Target
-from panel.stats import StreamStats
+from panel.observability.stats import StreamStats
 
 
 @dataclass

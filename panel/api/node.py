@@ -1,4 +1,4 @@
-"""The /node routes two panels use to run one model together (panel/engines/multinode.py). They accept only the
+"""The /node routes two panels use to run one model together (panel/engines/vllm/multinode.py). They accept only the
 shared peer key (PANEL_PEER_KEY), never a user's API key or login: the gate leaves them to this check, which
 answers 401 to anyone else (to everyone on a panel with no peer key)."""
 
@@ -11,11 +11,11 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from panel.auth import UnauthorizedError
+from panel.access.auth import UnauthorizedError
+from panel.access.limits import PayloadTooLargeError, ScopeHeaders, send_error
 from panel.engines.base import BadRequestError, ConflictError
-from panel.engines.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
-from panel.engines.node_worker import NodeWorker
-from panel.limits import PayloadTooLargeError, ScopeHeaders, send_error
+from panel.engines.vllm.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
+from panel.engines.vllm.node_worker import NodeWorker
 from panel.services import Services
 
 router = APIRouter(prefix="/node")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from panel.engines.base import EngineReply, PanelError, TokenEvent, Usage
+from panel.observability.stats import StreamStats
 from panel.sse import error_message
-from panel.stats import StreamStats
 
 # Streamed event types that carry generated output, beside OpenAI chunks with choices:
 # the Responses API ("response.output_text.delta", "response.reasoning_text.delta", ...) and Anthropic messages.

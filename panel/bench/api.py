@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from panel.access.auth import require_api_role
 from panel.api import actor_of
-from panel.auth import require_api_role
 from panel.bench.runner import BenchmarkRunner, ModelTarget, plan_from
 from panel.bench.suites import MAX_CONCURRENCY, SUITES
 from panel.engines.base import BadRequestError

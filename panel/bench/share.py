@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
+from panel.access.limits import PayloadTooLargeError
 from panel.bench.store import COLUMNS, KEY_COLUMNS, TABLES, ResultStore, read_csv
 from panel.engines.base import BadRequestError
 from panel.files import safe_name
-from panel.limits import PayloadTooLargeError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Benchmark bundles over HTTP: GET /v1/bench/export downloads a model's runs as a .zip (viewer), POST
 /v1/bench/import adds another machine's bundle to this panel's results (operator; the raw zip as the body).
 
-The API gate in front (panel/limits.py) caps /v1 bodies at PANEL_MAX_BODY_BYTES (4 MiB), except on the import
+The API gate in front (panel/access/limits.py) caps /v1 bodies at PANEL_MAX_BODY_BYTES (4 MiB), except on the import
 route, whose cap is the bundle limit (registered below); a bundle over it is a 413."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from panel.access.auth import require_api_role
+from panel.access.limits import PayloadTooLargeError
 from panel.api import actor_of
-from panel.auth import require_api_role
 from panel.bench.share import MAX_BUNDLE_BYTES, ImportResult, audit_import, export_bundle, import_bundle
 from panel.bench.store import ResultStore
 from panel.engines.base import BadRequestError
-from panel.limits import PayloadTooLargeError
 
 router = APIRouter(prefix="/v1/bench")
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})

@@ -8,7 +8,7 @@ from panel.settings import Settings
 
 def default_engines(settings: Settings) -> dict[str, Engine]:
     """Both engines, constructed cheaply: nothing heavy is imported or started here."""
-    from panel.engines.llama_server import LlamaServerEngine
-    from panel.engines.unavailable import vllm_or_unavailable
+    from panel.engines.llama_server.engine import LlamaServerEngine
+    from panel.engines.vllm.unavailable import vllm_or_unavailable
 
     return {"llamacpp": LlamaServerEngine(settings), "vllm": vllm_or_unavailable(settings)}

@@ -26,11 +26,11 @@ from panel.engines.base import (
     Resident,
 )
 from panel.engines.residency import Holder, RoomPlan, plan_room
-from panel.model_paths import resolve_model_path
+from panel.models.paths import resolve_model_path
 from panel.settings import Settings
 
 if TYPE_CHECKING:
-    from panel.memory_fit import DeviceMemory, MemoryEstimate
+    from panel.engines.memory_fit import DeviceMemory, MemoryEstimate
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class EngineManager:
 
     def estimate(self, request: LoadRequest) -> MemoryEstimate | None:
         """What the model will need, from its files' metadata; None when it cannot be read (the load goes on)."""
-        from panel import memory_fit
+        from panel.engines import memory_fit
 
         try:
             if request.engine == "llamacpp":
@@ -269,7 +269,7 @@ class EngineManager:
         return out
 
     def _memory_view(self, holders: list[Holder]) -> MemoryView:
-        from panel.memory_fit import device_memory
+        from panel.engines.memory_fit import device_memory
 
         device: DeviceMemory = device_memory()
         used = sum(h.bytes for h in holders)
@@ -287,7 +287,7 @@ class EngineManager:
     def _suggestions(self, request: LoadRequest, plan: RoomPlan) -> list[str]:
         if plan.fits_ever or request.engine != "llamacpp":
             return []
-        from panel import memory_fit
+        from panel.engines import memory_fit
 
         try:
             options = memory_fit.LlamaFitOptions.from_options(request.options)
@@ -300,7 +300,7 @@ class EngineManager:
     ) -> tuple[str, ...]:
         """Evict idle models (LRU) until the load fits; wait while only busy models stand in the way; refuse a
         load that can never fit, or still does not after the deadline, saying by how much and what would."""
-        from panel.memory_fit import human_bytes
+        from panel.engines.memory_fit import human_bytes
 
         engine = self.get(request.engine)
         exclude = self._replaced(engine, name)
@@ -332,7 +332,7 @@ class EngineManager:
     def _no_room_message(
         self, request: LoadRequest, name: str, estimate: MemoryEstimate, view: MemoryView, plan: RoomPlan
     ) -> str:
-        from panel.memory_fit import human_bytes
+        from panel.engines.memory_fit import human_bytes
 
         short = estimate.total_bytes - max(plan.room_at_best, 0)
         where = f"the memory budget of {human_bytes(view.capacity_bytes)}" if view.budget_bytes else "memory"
@@ -570,7 +570,7 @@ class EngineManager:
 
     def library_entry(self, model: str, engine_name: str | None = None) -> Any:
         """The library model a name means (its name as listed, file or folder name, or path), or None."""
-        from panel import library
+        from panel.models import library
 
         if self._library is None or time.monotonic() - self._library[0] > LIBRARY_TTL_S:
             self._library = (time.monotonic(), library.scan(self.settings.all_model_roots))
@@ -721,7 +721,7 @@ class FitReport:
 
     def summary(self) -> str:
         """One line for the UI: the estimate and whether it fits now, after evictions, later, or never."""
-        from panel.memory_fit import human_bytes
+        from panel.engines.memory_fit import human_bytes
 
         if self.estimate is None or self.plan is None:
             return "memory estimate unavailable for this model"
@@ -766,7 +766,7 @@ def _counted(resident: Resident, slot: Slot | None) -> int:
 
 def page_cache_fraction(model_path: str) -> float | None:
     """Share of a model's weight files already in the page cache (mincore), so a load can be told cold or warm."""
-    from panel.pagecache import cached_fraction
+    from panel.engines.pagecache import cached_fraction
 
     path = Path(model_path)
     files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))

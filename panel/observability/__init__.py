@@ -1,1 +1,2 @@
-"""Observability: the request log (SQLite); metrics and the monitor move here in the house redesign."""
+"""What the panel measures about itself: live generation figures, Prometheus /metrics, the GPU and memory monitor,
+the request and load logs (SQLite)."""

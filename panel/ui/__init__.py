@@ -55,7 +55,7 @@ def _wire_models_to_engines(
     """The Models tab's "Load on its engine": switch to the Engines tab with that engine's picker filled in."""
     import gradio as gr
 
-    from panel import library
+    from panel.models import library
 
     pickers = {"llamacpp": engines["model"], "vllm": engines.get("vllm_model")}
     outputs = [tabs, models["message"]] + [p for p in pickers.values() if p is not None]

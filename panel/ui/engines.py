@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel import library
+from panel.models import library
 from panel.services import Services
 from panel.ui.common import load_message, status_markdown, unload_message
 from panel.ui.guard import actor_of, requires_role

@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from panel.audit import AuditLog
-from panel.auth import ROLES, ApiKey, Auth
+from panel.access.audit import AuditLog
+from panel.access.auth import ROLES, ApiKey, Auth
 from panel.engines.base import PanelError
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role

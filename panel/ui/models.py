@@ -8,9 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from panel import library
 from panel.engines.base import PanelError
-from panel.hub import DownloadManager, RepoListing, human_bytes, human_eta
+from panel.models import library
+from panel.models.hub import DownloadManager, RepoListing, human_bytes, human_eta
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
 from panel.ui.residents import fit_line

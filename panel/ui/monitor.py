@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from panel.monitor import Snapshot, take_snapshot
+from panel.observability.monitor import Snapshot, take_snapshot
 from panel.observability.request_log import COLUMNS, RequestFilter, RequestLog, RequestRow
 from panel.services import Services
 from panel.ui.guard import requires_role

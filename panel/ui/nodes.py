@@ -1,4 +1,4 @@
-"""Engines tab, Nodes: this machine and its peer for loads across two workstations (panel/engines/multinode.py):
+"""Engines tab, Nodes: this machine and its peer for loads across two workstations (panel/engines/vllm/multinode.py):
 role, versions, device, free memory, the worker's node state and log tail, when each last answered."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import asyncio
 import time
 from typing import Any
 
-from panel.engines.multinode import NodeHealth, PeerClient, local_health
-from panel.library import human_size
+from panel.engines.vllm.multinode import NodeHealth, PeerClient, local_health
+from panel.models.library import human_size
 from panel.services import Services
 
 

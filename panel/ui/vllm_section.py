@@ -8,9 +8,9 @@ from typing import Any
 
 import gradio as gr
 
-from panel import library
 from panel.engines.base import PanelError
-from panel.model_paths import display_path, list_model_paths
+from panel.models import library
+from panel.models.paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import load_message, unload_message
 from panel.ui.guard import actor_of, requires_role

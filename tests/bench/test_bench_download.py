@@ -12,7 +12,7 @@ import pytest
 
 from panel.bench.store import ResultStore
 from tests.conftest import PanelProcess, run_panel
-from tests.hub_server import HubFile, HubRepo, HubServer
+from tests.models.hub_server import HubFile, HubRepo, HubServer
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from panel.engines.base import BadRequestError
-from panel.engines.multinode import NodeHealth, NodePlan, parallel_problem, peer_problem
+from panel.engines.vllm.multinode import NodeHealth, NodePlan, parallel_problem, peer_problem
 from tests.conftest import MODELS_DIR, PanelProcess, free_port, open_tab, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
@@ -48,7 +48,7 @@ def test_the_split_is_checked_against_the_model() -> None:
 
 
 def test_the_plan_is_set_on_vllms_own_arguments_and_never_taken_from_a_request() -> None:
-    from panel.engines.vllm_serving import parse_serve_args
+    from panel.engines.vllm.serving import parse_serve_args
 
     roots = (MODELS_DIR.resolve(),)
     args = parse_serve_args(str(HF_MODEL), {"pipeline_parallel_size": 2}, [], "m", True, roots)
@@ -72,7 +72,7 @@ def test_a_peer_that_differs_is_named() -> None:
 
 
 def test_the_memory_estimate_counts_this_nodes_share() -> None:
-    from panel.memory_fit import DeviceMemory, VllmFitOptions, estimate_vllm
+    from panel.engines.memory_fit import DeviceMemory, VllmFitOptions, estimate_vllm
 
     device = DeviceMemory(kind="unified", total_bytes=128 * 2**30, available_bytes=120 * 2**30)
     one = estimate_vllm(HF_MODEL, VllmFitOptions.from_options({"max_model_len": 512}), device)
@@ -92,7 +92,7 @@ def test_roles_and_short_peer_keys_are_refused_at_start() -> None:
 
 
 def test_the_nodes_table_says_what_is_wrong() -> None:
-    from panel.engines.multinode import WorkerStatus
+    from panel.engines.vllm.multinode import WorkerStatus
     from panel.ui.nodes import nodes_markdown
 
     here = NodeHealth(role="panel", vllm_version="0.32.0", torch_version="2.13.0", heartbeat=time.time())
@@ -106,7 +106,7 @@ def test_the_nodes_table_says_what_is_wrong() -> None:
 
 
 def test_llama_rpc_without_an_rpc_build_is_explained(llama_server_bin: str) -> None:
-    from panel.engines.llama_args import known_flags, validate_extra_args
+    from panel.engines.llama_server.argv import known_flags, validate_extra_args
 
     flags = known_flags(llama_server_bin)
     if "--rpc" in flags:  # a binary built with -DGGML_RPC=ON takes it like any other flag

@@ -22,14 +22,14 @@ import psutil
 import pytest
 
 from panel.engines.base import BadRequestError
-from panel.engines.vllm_engine import (
+from panel.engines.vllm.engine import (
     clean_options,
     is_mistral_format,
     load_phase,
     mistral_options,
     short_vllm_error,
 )
-from panel.engines.vllm_serving import version_problem
+from panel.engines.vllm.serving import version_problem
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"

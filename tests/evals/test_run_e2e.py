@@ -17,7 +17,7 @@ import pytest
 
 from panel.api.gateway import Gateway
 from panel.engines.base import BadRequestError, ConflictError
-from panel.engines.llama_server import LlamaServerEngine
+from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
 from panel.evals.backends import GatewayBackend
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure

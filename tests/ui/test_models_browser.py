@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PanelProcess, run_panel
-from tests.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
+from tests.models.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 30_000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from panel.engines.vllm_engine import clean_options
-from panel.engines.vllm_serving import parse_serve_args
+from panel.engines.vllm.engine import clean_options
+from panel.engines.vllm.serving import parse_serve_args
 from panel.ui.vllm_section import load_options, progress_markdown
 from tests.conftest import MODELS_DIR
 

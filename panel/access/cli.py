@@ -1,0 +1,162 @@
+"""Sub-commands `python -m panel users ...` and `python -m panel keys ...`: manage who may use the panel."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from panel.access.auth import (
+    ROLES,
+    AuditHook,
+    AuthConfigError,
+    build_auth,
+    check_role,
+    hash_password,
+    make_user,
+    read_users_file,
+    users_path,
+    write_users_file,
+)
+from panel.engines.base import PanelError
+from panel.settings import Settings
+
+CLI_ACTOR = "cli"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    users = sub.add_parser("users", help="manage UI users (name, role, bcrypt-hashed password)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="add or update a user in the users file")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, required=True)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(func=_users_add)
+    remove = users_sub.add_parser("remove", help="remove a user from the users file")
+    remove.add_argument("name")
+    remove.set_defaults(func=_users_remove)
+    users_sub.add_parser("list", help="list users (file and PANEL_USERS)").set_defaults(func=_users_list)
+    hashing = users_sub.add_parser("hash", help="print a bcrypt hash for a PANEL_USERS entry")
+    hashing.add_argument("--password-stdin", action="store_true")
+    hashing.set_defaults(func=_users_hash)
+
+    keys = sub.add_parser("keys", help="manage API keys (Authorization: Bearer ...)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key; it is printed once, only its hash is kept")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=ROLES, required=True)
+    create.set_defaults(func=_keys_create)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=_keys_revoke)
+    keys_sub.add_parser("list", help="list keys (never the keys themselves)").set_defaults(func=_keys_list)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise PanelError("the passwords differ")
+    return first
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    return 2
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    path = users_path(settings)
+    try:
+        check_role(args.role)
+        users = read_users_file(path)
+        password_hash = hash_password(_read_password(args.password_stdin))
+        users[args.name] = make_user(args.name, args.role, password_hash, source="users add")
+    except (PanelError, AuthConfigError) as exc:
+        return _fail(exc)
+    write_users_file(path, users)
+    path.chmod(0o600)
+    _audit(settings, "user_add", args.name, {"role": args.role})
+    print(f"user {args.name} ({args.role}) saved in {path}; restart the panel to apply")
+    return 0
+
+
+def _users_remove(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    path = users_path(settings)
+    try:
+        users = read_users_file(path)
+    except AuthConfigError as exc:
+        return _fail(exc)
+    if users.pop(args.name, None) is None:
+        return _fail(ValueError(f"no user {args.name!r} in {path}"))
+    write_users_file(path, users)
+    _audit(settings, "user_remove", args.name, {})
+    print(f"user {args.name} removed from {path}; restart the panel to apply")
+    return 0
+
+
+def _users_list(_: argparse.Namespace) -> int:
+    try:
+        auth = build_auth(Settings.load())
+    except AuthConfigError as exc:
+        return _fail(exc)
+    for user in sorted(auth.users.values(), key=lambda u: u.name):
+        print(f"{user.name}\t{user.role}")
+    if not auth.users:
+        print("no users configured: the panel serves on loopback only")
+    return 0
+
+
+def _users_hash(args: argparse.Namespace) -> int:
+    try:
+        print(hash_password(_read_password(args.password_stdin)))
+    except PanelError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        key, token = build_auth(settings, audit=_audit_hook(settings)).create_key(args.name, args.role, CLI_ACTOR)
+    except (PanelError, AuthConfigError) as exc:
+        return _fail(exc)
+    print(f"id {key.id}  name {key.name}  role {key.role}", file=sys.stderr)
+    print("the key is shown once; only its hash is stored:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        key = build_auth(settings, audit=_audit_hook(settings)).revoke_key(args.key_id, CLI_ACTOR)
+    except (PanelError, AuthConfigError) as exc:
+        return _fail(exc)
+    print(f"revoked {key.id} ({key.name}, {key.role})")
+    return 0
+
+
+def _keys_list(_: argparse.Namespace) -> int:
+    try:
+        keys = build_auth(Settings.load()).list_keys()
+    except AuthConfigError as exc:
+        return _fail(exc)
+    for key in keys:
+        print(f"{key.id}\t{key.name}\t{key.role}\tby {key.created_by}")
+    if not keys:
+        print("no API keys")
+    return 0
+
+
+def _audit_hook(settings: Settings) -> AuditHook:
+    from panel.access.audit import AuditLog, audit_path
+
+    return AuditLog(audit_path(settings.data_dir)).record
+
+
+def _audit(settings: Settings, action: str, target: str, detail: dict[str, str]) -> None:
+    _audit_hook(settings)(CLI_ACTOR, action, target, detail)

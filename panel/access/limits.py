@@ -1,0 +1,282 @@
+"""The gate in front of the API: body size (413), who is asking (401/403), max_tokens (400), generations
+at once per user or key (429; not applied with no users configured: one local user). A plain ASGI middleware,
+so streamed answers keep their slot until the last byte.
+
+Which role a path needs at least (a route's own `require_api_role` may ask for more):
+  /health, /docs, /openapi.json and the UI        open (the UI has its own login)
+  POST on an engine API path (panel/api/paths.py: viewer
+  /v1/chat/completions, /v1/responses, /infill,
+  /tokenize, ...); any GET on /v1/*; GET /metrics
+  DELETE on /v1/*                                 admin
+  any other method on /v1/*                       operator
+The generation paths among them (GENERATION_PATHS) also take a generation slot and the max_tokens cap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from panel.access.auth import Principal, UnauthorizedError, authenticate, bearer_token, require
+from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
+from panel.engines.base import BadRequestError, PanelError
+from panel.services import Services
+
+if TYPE_CHECKING:
+    from panel.access.throttle import Throttle
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class PayloadTooLargeError(PanelError):
+    status_code = 413
+    error_type = "request_too_large"
+
+
+class RateLimitError(PanelError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
+class ThrottledError(RateLimitError):
+    """Too many wrong keys from one address: answered with Retry-After, the key not even looked at."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many invalid API keys from this address; try again in {max(1, round(retry_after_s))} s")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_concurrent_per_user: int
+    max_tokens: int
+    max_body_bytes: int
+
+
+def floor_role(method: str, path: str) -> str | None:
+    """The least role a request needs, or None when the path is open."""
+    if path == "/metrics" or path in FORWARDED_PATHS:
+        return "viewer"
+    if not path.startswith("/v1/"):
+        return None
+    if method in {"GET", "HEAD", "OPTIONS"}:
+        return "viewer"
+    return "admin" if method == "DELETE" else "operator"
+
+
+class GenerationSlots:
+    """Counts running generations per user; all calls happen on the event loop, so no lock is needed."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self.running: dict[str, int] = {}
+
+    def acquire(self, who: str, limit: int | None = None) -> None:
+        """Take a slot for `who`; `limit` overrides the per-user limit (a key made with its own)."""
+        cap = limit or self.per_user
+        have = self.running.get(who, 0)
+        if have >= cap:
+            raise RateLimitError(
+                f"{who} already has {have} generations running (the limit is {cap} per user); wait for one to finish"
+            )
+        self.running[who] = have + 1
+
+    def release(self, who: str) -> None:
+        left = self.running.get(who, 1) - 1
+        if left > 0:
+            self.running[who] = left
+        else:
+            self.running.pop(who, None)
+
+
+def check_max_tokens(body: bytes, limit: int) -> None:
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return  # the route's own validation answers malformed JSON
+    if not isinstance(data, dict):
+        return
+    for name in MAX_TOKENS_FIELDS:
+        value = _number(data.get(name))
+        if value is not None and (value > limit or value < 0):
+            raise BadRequestError(f"{name}={value:g} is over this panel's limit of {limit} tokens; ask for fewer")
+
+
+def _number(value: Any) -> float | None:
+    """A length as the engines would read it: 100, 1e6 and "100" alike (both engines coerce them)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class GateMiddleware:
+    """Applies Limits and the role floor to /v1/* and /metrics; passes everything else through untouched."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        services: Services,
+        limits: Limits,
+        slots: GenerationSlots,
+        key_throttle: Throttle | None = None,
+    ) -> None:
+        self.app = app
+        self.services = services
+        self.limits = limits
+        self.slots = slots
+        self.key_throttle = key_throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"].upper(), scope["path"]
+        need = floor_role(method, path)
+        if need is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = require(self._authenticate(scope), need)
+            body = await self._read_body(scope, receive, path) if method in BODY_METHODS else b""
+            generation = method == "POST" and path in GENERATION_PATHS
+            if generation:
+                check_max_tokens(body, self.limits.max_tokens)
+        except PanelError as exc:
+            self._count_refusal(exc)
+            await send_error(send, exc)
+            return
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["user"] = principal
+        replay = replay_body(body, receive) if method in BODY_METHODS else receive
+        if not generation:
+            await self.app(scope, replay, send)
+            return
+        await self._generate(scope, replay, send, principal)
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        """Who is asking; a key presented wrongly counts against the client's address (back-off, audit)."""
+        auth = self.services.extra.get("auth")
+        headers = ScopeHeaders(scope)
+        if self.key_throttle is None or auth is None or bearer_token(headers) is None:
+            return authenticate(auth, headers)
+        from panel.access.throttle import address_key, client_address
+
+        address = client_address(scope)
+        wait = self.key_throttle.retry_after(address_key(address))
+        if wait > 0:
+            raise ThrottledError(wait)
+        try:
+            principal = authenticate(auth, headers)
+        except UnauthorizedError:
+            lock = self.key_throttle.failed(address_key(address))
+            audit = self.services.extra.get("audit")
+            if audit is not None:
+                audit.record(address, "key_rejected", scope["path"], {"locked_s": round(lock)} if lock else {})
+            raise
+        self.key_throttle.succeeded(address_key(address))
+        return principal
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        if principal.via == "local":  # no users: one local user, nobody to share with; no per-user cap
+            await self.app(scope, receive, send)
+            return
+        try:
+            self.slots.acquire(principal.name, principal.max_concurrent)
+        except RateLimitError as exc:
+            self._count_refusal(exc)
+            await send_error(send, exc)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.slots.release(principal.name)
+
+    async def _read_body(self, scope: Scope, receive: Receive, path: str) -> bytes:
+        # an upload route may register a larger cap of its own (services.extra["body_limits"]: path → bytes)
+        limit = self.services.extra.get("body_limits", {}).get(path, self.limits.max_body_bytes)
+        return await read_body(scope, receive, limit)
+
+    def _count_refusal(self, exc: PanelError) -> None:
+        metrics = self.services.extra.get("metrics")
+        if metrics is not None:
+            metrics.observe_refusal(exc.status_code)
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused (413) past `limit` bytes, declared or sent."""
+    declared = ScopeHeaders(scope).get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is {int(declared)} bytes; the limit is {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # later calls wait for the client to disconnect, as usual
+
+    return replay
+
+
+class ScopeHeaders:
+    """Case-insensitive look-up in an ASGI scope's raw headers."""
+
+    def __init__(self, scope: Scope) -> None:
+        self._raw = scope.get("headers") or []
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self._raw:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return default
+
+
+async def send_error(send: Send, exc: PanelError) -> None:
+    body = json.dumps(exc.to_json()).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if exc.status_code == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="panel"'))
+    if isinstance(exc, ThrottledError):
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def limits_from(services: Services) -> Limits:
+    s = services.settings
+    return Limits(
+        max_concurrent_per_user=max(1, s.max_concurrent_per_user),
+        max_tokens=max(1, s.max_tokens_limit),
+        max_body_bytes=max(1024, s.max_body_bytes),
+    )

@@ -1,0 +1,206 @@
+"""Wires sharing-safety into one app: audit log, auth, metrics, the gate middleware, and the admin/monitor routes
+(/v1/admin/keys, /v1/audit, /v1/monitor). Also decides whether a host/share setting may start without users."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from panel.access.audit import AuditLog, audit_path
+from panel.access.auth import Auth, Principal, build_auth, require_api_role
+from panel.access.limits import GateMiddleware, GenerationSlots, limits_from
+from panel.access.throttle import LoginThrottleMiddleware, Throttle
+from panel.observability import metrics
+from panel.observability.load_log import LoadLog
+from panel.observability.metrics import PanelMetrics
+from panel.observability.request_log import RequestFilter, RequestLog
+from panel.services import Services
+from panel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def install_access(app: FastAPI, services: Services) -> None:
+    """Put audit, auth and metrics on services.extra, subscribe them to the manager, add the gate and routes.
+
+    Raises panel.access.auth.AuthConfigError when the users configuration is unreadable: better not start than run open.
+    """
+    audit = AuditLog(audit_path(services.settings.data_dir))
+    auth = build_auth(services.settings, audit=audit.record)
+    panel_metrics = PanelMetrics(services.manager)
+    services.extra["audit"] = audit
+    services.extra["metrics"] = panel_metrics
+    if auth.enabled:
+        services.extra["auth"] = auth  # panel/ui/guard.py: no "auth" entry means everyone is admin
+    services.extra["auth_store"] = auth  # keys can be listed/made even before users exist (CLI, tests)
+    services.manager.listeners += [audit.on_manager_action, panel_metrics.on_manager_action]
+    request_log = RequestLog(services.settings.data_dir / "requests.sqlite3", services.settings.request_log_max_rows)
+    services.extra["request_log"] = request_log
+    services.gateway.observers += [panel_metrics.observe_outcome, request_log.record]
+    load_log = LoadLog(request_log.path)  # the same database: loads beside requests
+    services.extra["load_log"] = load_log
+    services.manager.memory_of_loads = load_log
+    services.manager.load_listeners += [panel_metrics.observe_load, load_log.record]
+    limits = limits_from(services)
+    slots = GenerationSlots(limits.max_concurrent_per_user)
+    services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it
+    settings = services.settings
+    throttles = {
+        kind: Throttle(settings.login_free_failures, max_s=settings.login_backoff_max_s) for kind in ("login", "key")
+    }
+    app.add_middleware(GateMiddleware, services=services, limits=limits, slots=slots, key_throttle=throttles["key"])
+    if auth.enabled:
+        app.add_middleware(LoginThrottleMiddleware, throttle=throttles["login"], audit=audit.record)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(router)
+    app.include_router(metrics.router)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    """Framework errors (405, unparsable JSON, unknown path) in the API's error shape, not {"detail": ...}."""
+    assert isinstance(exc, StarletteHTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    if exc.status_code == 404:
+        kind = "not_found_error"
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONResponse(
+        {"error": {"message": message, "type": kind}},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def gradio_auth_kwargs(services: Services) -> dict[str, Any]:
+    """Login for the mounted UI when users are configured (gr.mount_gradio_app's auth=)."""
+    auth: Auth | None = services.extra.get("auth")
+    if auth is None:
+        return {}
+    return {"auth": auth.check_password_async, "auth_message": "LLM workstation panel: sign in"}
+
+
+# --- exposure ----------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(settings: Settings, users_configured: bool) -> str | None:
+    """Why this start would expose an open panel, or None when it is fine."""
+    if users_configured or settings.insecure:
+        return None
+    if settings.share:
+        return (
+            "refusing --share without users: anyone with the link could load, unload and download. "
+            "Configure users (PANEL_USERS or `python -m panel users add`) or pass --insecure"
+        )
+    if not is_loopback(settings.host):
+        return (
+            f"refusing to bind {settings.host} without users: anyone on the network could control the GPU. "
+            "Configure users (PANEL_USERS or `python -m panel users add`) or pass --insecure"
+        )
+    return None
+
+
+def exposure_notice(settings: Settings, users_configured: bool) -> str:
+    if users_configured:
+        return "sign-in required: users configured; the API takes 'Authorization: Bearer <key>'"
+    if settings.insecure and (settings.share or not is_loopback(settings.host)):
+        return "WARNING: --insecure: no users configured and the panel is reachable from outside; anyone can control it"
+    return f"no users configured: serving on {settings.host} only (loopback); configure users to share the panel"
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+class KeyBody(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: str = Field(pattern="^(viewer|operator|admin)$")
+
+
+def _auth_store(request: Request) -> Auth:
+    return request.app.state.services.extra["auth_store"]
+
+
+@router.get("/v1/admin/keys")
+async def list_keys(request: Request, _: Principal = Depends(require_api_role("admin"))) -> dict[str, Any]:
+    return {"keys": [k.public() for k in _auth_store(request).list_keys()]}
+
+
+@router.post("/v1/admin/keys")
+async def create_key(
+    body: KeyBody, request: Request, who: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    key, token = _auth_store(request).create_key(body.name, body.role, actor=who.name)
+    return {**key.public(), "key": token, "note": "shown once: store it now; only its hash is kept"}
+
+
+@router.delete("/v1/admin/keys/{key_id}")
+async def revoke_key(
+    key_id: str, request: Request, who: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    return {"revoked": _auth_store(request).revoke_key(key_id, actor=who.name).public()}
+
+
+@router.get("/v1/audit")
+async def audit_entries(
+    request: Request, n: int = 100, _: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    audit: AuditLog = request.app.state.services.extra["audit"]
+    entries = audit.recent(max(1, min(n, 5000)))
+    return {
+        "entries": [
+            {"time": e.when, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}
+            for e in entries
+        ]
+    }
+
+
+@router.get("/v1/requests", response_model=None)
+async def request_log_rows(
+    request: Request,
+    who: str | None = None,
+    model: str | None = None,
+    engine: str | None = None,
+    errors: bool = False,
+    limit: int = 200,
+    format: str = "json",
+    _: Principal = Depends(require_api_role("operator")),
+) -> Any:
+    """The request log, newest first, filtered; `format=csv` for a spreadsheet."""
+    import asyncio
+
+    from fastapi.responses import PlainTextResponse
+
+    log_: RequestLog = request.app.state.services.extra["request_log"]
+    where = RequestFilter(who=who, model=model, engine=engine, errors_only=errors, limit=limit)
+    if format == "csv":
+        text = await asyncio.to_thread(log_.csv, where)
+        headers = {"Content-Disposition": 'attachment; filename="requests.csv"'}
+        return PlainTextResponse(text, media_type="text/csv", headers=headers)
+    rows = await asyncio.to_thread(log_.rows, where)
+    return {"rows": [asdict(r) for r in rows]}
+
+
+@router.get("/v1/monitor")
+async def monitor_snapshot(request: Request, _: Principal = Depends(require_api_role("viewer"))) -> dict[str, Any]:
+    import asyncio
+
+    from panel.observability.monitor import take_snapshot
+
+    snap = await asyncio.to_thread(take_snapshot, request.app.state.manager)
+    return snap.to_json()

@@ -1,0 +1,167 @@
+"""llama-server's own flags, learnt from its `--help`, and the check of a user's extra arguments against them.
+
+The panel does not keep a hand-written list of llama-server's flags: it reads the installed binary's help once
+(every flag, its short and long names, how many values it takes and whether a value is a file), so a newer
+llama-server's flags work at once. The panel refuses only what it owns (where the child listens, which model,
+keys, downloads) and requires every file a flag names to lie inside the model roots, the same check as a
+model path. A flag the binary does not know is refused with that binary's name for the problem.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from panel.engines.base import BadRequestError, PanelError
+from panel.models.paths import user_path, within_roots
+
+HELP_TIMEOUT_S = 20.0
+
+# Flags the panel sets or must control itself: where the child listens, what it loads, who may call it.
+OWNED: dict[str, str] = {
+    "--host": "the panel picks a loopback address for the child",
+    "--port": "the panel picks a free loopback port for the child",
+    "--model": "choose the model with model_path",
+    "--path": "the panel does not serve static files from the child",
+    "--api-key": "the child is reachable only through the panel; give users API keys instead",
+    "--api-key-file": "the child is reachable only through the panel; give users API keys instead",
+    "--ssl-key-file": "TLS belongs in front of the panel, not between the panel and its child",
+    "--ssl-cert-file": "TLS belongs in front of the panel, not between the panel and its child",
+    "--models-dir": "the panel supervises one child per model",
+    "--models-preset": "the panel supervises one child per model",
+    "--models-max": "the panel supervises one child per model",
+    "--alias": "use the alias option",
+    "--log-file": "the panel keeps the child's log (Engines tab, /v1/engines/llamacpp/logs)",
+}
+# Download flags: models come into the roots through the Models tab, where they are checked and listed.
+DOWNLOAD_MARKERS = ("--hf-", "-url", "--docker-repo")
+PATH_HINTS = ("FNAME", "FILE", "PATH", "DIR")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One llama-server option: all its names, how many values follow it, which of them are paths."""
+
+    names: tuple[str, ...]
+    hints: tuple[str, ...]
+
+    @property
+    def n_values(self) -> int:
+        return len(self.hints)
+
+    def is_path(self, index: int) -> bool:
+        return any(h in self.hints[index].upper() for h in PATH_HINTS)
+
+    @property
+    def long_name(self) -> str:
+        return next((n for n in self.names if n.startswith("--")), self.names[0])
+
+
+def parse_help(text: str) -> dict[str, Flag]:
+    """All flags of llama-server's --help: '-m,    --model FNAME   help' → Flag(('-m', '--model'), ('FNAME',))."""
+    flags: dict[str, Flag] = {}
+    for line in text.splitlines():
+        if not line.startswith("-"):
+            continue
+        spec = re.split(r"\s{2,}", re.sub(r",\s+", ",", line.rstrip()), maxsplit=1)[0]
+        parts = spec.split(" ")
+        names = tuple(n for n in parts[0].split(",") if n.startswith("-"))
+        hints = tuple(p for p in parts[1:] if p)
+        if not names:
+            continue
+        flag = Flag(names=names, hints=hints)
+        for name in names:
+            flags.setdefault(name, flag)
+    return flags
+
+
+@functools.lru_cache(maxsize=8)
+def known_flags(binary: str) -> dict[str, Flag]:
+    """The flags of this llama-server binary, read from its --help once per binary."""
+    try:
+        out = subprocess.run(
+            [binary, "--help"], capture_output=True, text=True, timeout=HELP_TIMEOUT_S, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_help(out)
+
+
+def split_args(raw: Any) -> list[str]:
+    """extra_args as a list of strings: given as a list, or as one shell-quoted string."""
+    if raw in (None, "", []):
+        return []
+    if isinstance(raw, str):
+        try:
+            return shlex.split(raw)
+        except ValueError as exc:
+            raise BadRequestError(f"extra_args could not be parsed: {exc}") from None
+    if isinstance(raw, list) and all(isinstance(t, str) for t in raw):
+        return list(raw)
+    raise BadRequestError("extra_args must be a list of strings or one string")
+
+
+def validate_extra_args(raw: Any, flags: dict[str, Flag], roots: tuple[Path, ...]) -> list[str]:
+    """Check extra llama-server arguments against the binary's own flags; paths must lie inside the roots.
+
+    Returns the arguments with every path made absolute (resolved inside the roots)."""
+    tokens = split_args(raw)
+    if tokens and not flags:
+        raise BadRequestError("cannot check extra arguments: llama-server's --help could not be read")
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name, eq, inline = token.partition("=")
+        flag = flags.get(name)
+        if flag is None and name == "--rpc":
+            raise BadRequestError(
+                "--rpc (llama.cpp across machines, experimental) needs llama-server built with -DGGML_RPC=ON; "
+                "this one was built without it (docs/multi-node.md)"
+            )
+        if flag is None:
+            raise BadRequestError(
+                f"llama-server does not know the argument {name!r} (see `llama-server --help`; "
+                "values go after their flag, not on their own)"
+            )
+        for alias in flag.names:
+            if alias in OWNED:
+                raise BadRequestError(f"extra argument {name} is not allowed: {OWNED[alias]}")
+            if any(marker in alias for marker in DOWNLOAD_MARKERS):
+                raise BadRequestError(
+                    f"extra argument {name} is not allowed: download models with the Models tab, then load the file"
+                )
+        values = [inline] if eq else tokens[i + 1 : i + 1 + flag.n_values - (1 if eq else 0)]
+        if eq and flag.n_values != 1:
+            raise BadRequestError(f"extra argument {name} takes {flag.n_values} values, not name=value")
+        if len(values) < flag.n_values or any(v.startswith("--") for v in values):
+            want = " ".join(flag.hints)
+            count = "a value" if flag.n_values == 1 else f"{flag.n_values} values"
+            raise BadRequestError(f"extra argument {name} needs {count}: {name} {want}")
+        checked = [_checked_paths(flag, name, k, v, roots) if flag.is_path(k) else v for k, v in enumerate(values)]
+        out += [f"{name}={checked[0]}"] if eq else [name, *checked]
+        i += 1 + (0 if eq else flag.n_values)
+    return out
+
+
+def _checked_paths(flag: Flag, name: str, index: int, value: str, roots: tuple[Path, ...]) -> str:
+    """A path value (or comma-separated paths; 'FNAME:SCALE' pairs) with every path resolved inside the roots."""
+    scaled = ":" in flag.hints[index]
+    out = []
+    for item in value.split(","):
+        path, colon, rest = item.rpartition(":") if scaled else (item, "", "")
+        try:
+            resolved = str(within_roots(user_path(path), roots))
+        except PanelError as exc:
+            raise type(exc)(f"{name}: {exc.message.replace('model_path', 'the path')}") from None
+        out.append(resolved + colon + rest)
+    return ",".join(out)
+
+
+def has_flag(args: list[str], *names: str) -> bool:
+    return any(a.partition("=")[0] in names for a in args)

@@ -1,0 +1,662 @@
+"""Memory fit: estimate what loading a model will take (weights, KV cache, runtime) on llama-server or vLLM, and
+how much memory the device has free, so a load that cannot fit is refused with figures instead of an OOM kill.
+
+The llama.cpp figures follow llama.cpp's own allocation (KV cells × layers × heads × head size × type size) and
+were checked against a real llama-server's log and VmRSS; scripts/measure_memory_fit.py repeats that check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from panel.models.library import shard_paths
+from panel.models.paths import GGUF_MAGIC
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+# Bytes per element of llama.cpp's KV cache types (block size / elements per block for the quantized ones).
+KV_TYPE_BYTES = {
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q4_0": 18 / 32,
+    "q4_1": 20 / 32,
+    "q5_0": 22 / 32,
+    "q5_1": 24 / 32,
+    "iq4_nl": 18 / 32,
+}
+SMALLER_CACHE_TYPES = ("q8_0", "q4_0")  # what suggest_llama offers, in order of preference
+
+LLAMA_DEFAULT_UBATCH = 512  # llama-server's --ubatch-size default (--batch-size 2048 caps it)
+LLAMA_DEFAULT_BATCH = 2048
+LLAMA_CTX_PAD = 256  # llama.cpp pads n_ctx (and n_ctx per sequence) to a multiple of 256
+# llama-server's own memory besides weights, KV cache and compute buffer. Measured (VmRSS and /proc/PID/smaps of
+# llama-server 0.6.0-dev, CPU build, SmolLM2-135M with a 49,152-token vocabulary): about 20 MiB of shared
+# libraries and process, and a 20 MiB heap that is mostly the tokenizer (token texts, maps, BPE merges).
+LLAMA_PROCESS_BYTES = 20 * MiB
+LLAMA_HEAP_BYTES_PER_TOKEN = 400
+# CUDA context and cuBLAS workspace when layers go to a GPU: a typical figure, not measured on this machine.
+LLAMA_GPU_CONTEXT_BYTES = 400 * MiB
+# FlashAttention on the CPU keeps per-ubatch f16 copies of Q/K/V: about 6 floats × n_embd per token (measured
+# from the compute buffer sizes llama-server logs with --flash-attn on vs off).
+FLASH_ATTN_FLOATS_PER_EMBD = 6
+
+# vLLM on the CPU: what the process tree holds besides weights and the KV cache (torch, vLLM, engine core and
+# worker processes). Measured in docs/vllm.md: 3,450 MiB loaded − 25 MiB before import − 1 GiB KV cache − 257 MiB
+# weights ≈ 2.1 GiB.
+VLLM_CPU_RUNTIME_BYTES = 2150 * MiB
+# vLLM on a GPU: activation peak, CUDA graphs and the CUDA context inside the gpu_memory_utilization share.
+# A typical figure for small and mid-size models, not measured on this machine.
+VLLM_GPU_RUNTIME_BYTES = 1 * GiB
+DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8": 1, "float8": 1}
+
+GGUF_MAX_ARRAY_KEPT = 65_536  # numeric arrays up to this length are kept (per-layer values); longer ones skipped
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What a load will hold once the model is up, split for users; total_bytes is what must be free."""
+
+    weights_bytes: int
+    kv_bytes: int
+    overhead_bytes: int
+    detail: str  # one line for users
+    # Memory only long prompts touch: on the CPU, llama.cpp's attention-score buffer is reserved at load but its
+    # pages become resident only as prompts fill the context. Not in total_bytes; a caller may warn on it.
+    peak_extra_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.overhead_bytes
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.total_bytes + self.peak_extra_bytes
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Memory of the device a model would load onto."""
+
+    kind: str  # "gpu" (NVML), "unified" (GPU present, its memory is system RAM), "ram" (CPU only)
+    total_bytes: int
+    available_bytes: int  # NVML free for a discrete GPU; /proc/meminfo MemAvailable for unified and ram
+
+
+@dataclass(frozen=True)
+class LlamaFitOptions:
+    """The llama-server options that decide its memory."""
+
+    ctx_size: int  # 0: the model's trained context
+    parallel: int = 1
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    n_gpu_layers: int = 999
+    flash_attn: bool = False  # the panel passes --flash-attn off unless asked
+    ubatch_size: int = LLAMA_DEFAULT_UBATCH
+    kv_unified: bool = False  # llama-server leaves it off when --parallel is given, as the panel does
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> LlamaFitOptions:
+        """From the panel's validated llamacpp options; flags in extra_args win, as they come last on the argv."""
+        extra = [str(a) for a in options.get("extra_args") or []]
+        ctx = _flag_value(extra, "-c", "--ctx-size")
+        parallel = _flag_value(extra, "-np", "--parallel")
+        ngl = _flag_value(extra, "-ngl", "--n-gpu-layers", "--gpu-layers")
+        fa = _flag_value(extra, "-fa", "--flash-attn")
+        batch = _flag_value(extra, "-b", "--batch-size")
+        ubatch = _flag_value(extra, "-ub", "--ubatch-size")
+        unified = _last_of(extra, ("-kvu", "--kv-unified"), ("-no-kvu", "--no-kv-unified"))
+        return cls(
+            ctx_size=_as_int(ctx, _as_int(options.get("ctx_size"), 0)),
+            parallel=max(1, _as_int(parallel, _as_int(options.get("parallel"), 1))),
+            cache_type_k=(_flag_value(extra, "-ctk", "--cache-type-k") or "f16").lower(),
+            cache_type_v=(_flag_value(extra, "-ctv", "--cache-type-v") or "f16").lower(),
+            n_gpu_layers=_as_int(ngl, _as_int(options.get("n_gpu_layers"), 999)),
+            flash_attn=_on(fa) if fa is not None else bool(options.get("flash_attn")),
+            ubatch_size=max(1, min(_as_int(ubatch, LLAMA_DEFAULT_UBATCH), _as_int(batch, LLAMA_DEFAULT_BATCH))),
+            kv_unified=bool(unified),
+        )
+
+
+@dataclass(frozen=True)
+class VllmFitOptions:
+    """The vLLM options that decide its memory."""
+
+    max_model_len: int | None
+    gpu_memory_utilization: float = 0.9
+    kv_cache_space_gib: float | None = None  # CPU only (VLLM_CPU_KVCACHE_SPACE); None: vLLM's own default
+    dtype: str = "auto"
+    nodes: int = 1  # a load across two workstations keeps about half the weights on each
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> VllmFitOptions:
+        """From the panel's vLLM options and the environment the engine loads with (it sets the CPU KV space)."""
+        from panel.engines.vllm.engine import DEFAULT_CPU_KVCACHE_GIB
+
+        space = os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KVCACHE_GIB)
+        max_len = _as_int(options.get("max_model_len"), 0)
+        return cls(
+            max_model_len=max_len or None,
+            gpu_memory_utilization=_as_float(options.get("gpu_memory_utilization"), 0.9),
+            kv_cache_space_gib=_as_float(space, 0.0) if space.strip() else None,
+            dtype=str(options.get("dtype") or "auto").lower(),
+            nodes=max(1, _as_int(options.get("nnodes"), 1)),
+        )
+
+
+# --- llama.cpp --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GgufShape:
+    """What memory estimation reads from a GGUF header (all shards)."""
+
+    architecture: str
+    tensor_bytes: int
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: tuple[int, ...]  # per layer; 0 for a recurrent layer of a hybrid model
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    n_vocab: int
+    context_length: int
+    recurrent_state_bytes: int  # per sequence, all recurrent layers (Mamba/RWKV-style models)
+
+
+def estimate_llama(
+    model_path: str | Path, options: LlamaFitOptions, device: DeviceMemory | None = None
+) -> MemoryEstimate:
+    """Memory llama-server will hold for this GGUF with these options.
+
+    Without a device, or on "ram", or with n_gpu_layers 0: the process's resident memory on the CPU. On "gpu":
+    what goes to the GPU (offloaded layers, their KV cache, the whole compute buffer, the CUDA context). On
+    "unified": all of it, as GPU and CPU share the RAM.
+    """
+    return _estimate_llama_shape(read_gguf_shape(Path(model_path)), options, device)
+
+
+def _estimate_llama_shape(shape: GgufShape, options: LlamaFitOptions, device: DeviceMemory | None) -> MemoryEstimate:
+    n_ctx, n_ctx_attn = _llama_ctx(shape, options)
+    kv = _llama_kv_bytes(shape, options, n_ctx)
+    activations, scores = _llama_compute_bytes(shape, options, n_ctx_attn)
+    host = LLAMA_PROCESS_BYTES + shape.n_vocab * LLAMA_HEAP_BYTES_PER_TOKEN + shape.n_vocab * 4 * options.parallel
+    kv_label = f"KV cache {human_bytes(kv)} (ctx {n_ctx}, {_cache_label(options)})"
+    on_gpu = device is not None and device.kind in {"gpu", "unified"} and options.n_gpu_layers > 0
+    if not on_gpu:
+        overhead = host + activations
+        detail = (
+            f"weights {human_bytes(shape.tensor_bytes)} + {kv_label} + runtime {human_bytes(overhead)}; "
+            f"long prompts add up to {human_bytes(scores)} of compute buffer"
+            + ("" if options.flash_attn else " (flash_attn cuts it)")
+        )
+        return MemoryEstimate(shape.tensor_bytes, kv, overhead, detail, peak_extra_bytes=scores)
+    assert device is not None
+    compute = activations + scores
+    if device.kind == "unified":
+        weights, overhead = shape.tensor_bytes, host + compute + LLAMA_GPU_CONTEXT_BYTES
+    else:
+        layers = min(options.n_gpu_layers, shape.n_layer + 1)  # n_layer + 1: the output layer too
+        weights = shape.tensor_bytes * layers // (shape.n_layer + 1)
+        kv_layers = min(layers, shape.n_layer)
+        kv = kv * kv_layers // max(1, shape.n_layer)
+        where = "all layers" if layers > shape.n_layer else f"{kv_layers} of {shape.n_layer} layers"
+        kv_label = f"KV cache {human_bytes(kv)} (ctx {n_ctx}, {_cache_label(options)}, {where} on GPU)"
+        overhead = compute + LLAMA_GPU_CONTEXT_BYTES
+    detail = (
+        f"weights {human_bytes(weights)} + {kv_label} + compute buffer and CUDA context {human_bytes(overhead)}"
+        + (" (unified memory)" if device.kind == "unified" else "")
+    )
+    return MemoryEstimate(weights, kv, overhead, detail)
+
+
+def suggest_llama(
+    model_path: str | Path, options: LlamaFitOptions, room_bytes: int, device: DeviceMemory | None = None
+) -> list[str]:
+    """Changes that would make the load fit in room_bytes: the largest power-of-two ctx_size (≥ 512) with the
+    current cache types, and a smaller cache type at the requested ctx. [] when the load fits as it is or when
+    neither change is enough. A quantized V cache needs flash_attn in llama.cpp; callers may say so.
+    """
+    shape = read_gguf_shape(Path(model_path))
+
+    def fits(candidate: LlamaFitOptions) -> bool:
+        return _estimate_llama_shape(shape, candidate, device).total_bytes <= room_bytes
+
+    if fits(options):
+        return []
+    ctx = _requested_ctx(shape, options)
+    out: list[str] = []
+    size = 1 << (ctx.bit_length() - 1) if ctx >= 512 else 0
+    while size >= 512 and not fits(replace(options, ctx_size=size)):
+        size //= 2
+    if size >= 512:
+        out.append(f"ctx_size ≤ {size}")
+    current = max(_type_bytes(options.cache_type_k), _type_bytes(options.cache_type_v))
+    for cache_type in SMALLER_CACHE_TYPES:
+        if KV_TYPE_BYTES[cache_type] < current and fits(
+            replace(options, ctx_size=ctx, cache_type_k=cache_type, cache_type_v=cache_type)
+        ):
+            out.append(f"cache-type {cache_type}")
+            break
+    return out
+
+
+def _requested_ctx(shape: GgufShape, options: LlamaFitOptions) -> int:
+    """ctx_size as llama-server takes it: 0 means the model's trained context."""
+    return options.ctx_size if options.ctx_size > 0 else shape.context_length or 4096
+
+
+def _llama_ctx(shape: GgufShape, options: LlamaFitOptions) -> tuple[int, int]:
+    """(KV cells in all, cells one sequence attends over), padded as llama.cpp pads them."""
+    n_ctx = _pad(_requested_ctx(shape, options), LLAMA_CTX_PAD)
+    if options.kv_unified or options.parallel <= 1:
+        return n_ctx, n_ctx
+    per_seq = _pad(n_ctx // options.parallel, LLAMA_CTX_PAD)
+    return per_seq * options.parallel, per_seq
+
+
+def _llama_kv_bytes(shape: GgufShape, options: LlamaFitOptions, n_ctx: int) -> int:
+    """KV cache: n_ctx cells shared by all slots (--parallel splits them, it does not multiply them).
+
+    Sliding-window layers are counted at full size, as with --swa-full: an overestimate for SWA models.
+    """
+    k_bytes, v_bytes = _type_bytes(options.cache_type_k), _type_bytes(options.cache_type_v)
+    per_cell = sum(h * (shape.head_dim_k * k_bytes + shape.head_dim_v * v_bytes) for h in shape.n_head_kv)
+    return int(n_ctx * per_cell) + shape.recurrent_state_bytes * options.parallel
+
+
+def _llama_compute_bytes(shape: GgufShape, options: LlamaFitOptions, n_ctx_attn: int) -> tuple[int, int]:
+    """llama.cpp's compute buffer for one ubatch: (activations, attention scores).
+
+    Activations: the feed-forward and residual tensors of one ubatch. Scores: without flash attention the f32
+    KQ matrix of every head plus its mask, over the context one sequence attends to; with it only an f16 mask and
+    per-ubatch copies. Checked against the "compute buffer size" llama-server logs.
+    """
+    ub = options.ubatch_size
+    activations = ub * (2 * shape.n_ff + shape.n_embd) * 4
+    if options.flash_attn:
+        scores = n_ctx_attn * ub * 2 + ub * shape.n_embd * 4 * FLASH_ATTN_FLOATS_PER_EMBD
+    else:
+        scores = n_ctx_attn * ub * (shape.n_head + 1) * 4
+    return activations, scores
+
+
+def _cache_label(options: LlamaFitOptions) -> str:
+    k, v = options.cache_type_k, options.cache_type_v
+    return k if k == v else f"K {k}, V {v}"
+
+
+def _type_bytes(cache_type: str) -> float:
+    return KV_TYPE_BYTES.get(cache_type.lower(), 2.0)  # an unknown type: counted as f16
+
+
+# --- GGUF header ------------------------------------------------------------------------------
+
+
+def read_gguf_shape(path: Path) -> GgufShape:
+    """The model's shape from the GGUF header of every shard; tensor data is never read.
+
+    Raises ValueError (or OSError) for a file that is not a readable GGUF.
+    """
+    meta: dict[str, Any] = {}
+    tensor_bytes = 0
+    for shard in shard_paths(path):
+        shard_meta, shard_bytes = _read_gguf_header(shard)
+        meta = meta or shard_meta
+        tensor_bytes += shard_bytes
+    arch = str(meta.get("general.architecture") or "")
+
+    def get(key: str) -> Any:
+        return meta.get(f"{arch}.{key}")
+
+    n_layer = _as_int(get("block_count"), 0)
+    n_embd = _as_int(get("embedding_length"), 0)
+    n_head = _per_layer(get("attention.head_count"), n_layer)
+    heads = max(n_head) if n_head else 0
+    kv_raw = get("attention.head_count_kv")
+    n_head_kv = n_head if kv_raw is None else _per_layer(kv_raw, n_layer)
+    head_dim = n_embd // heads if heads else 0
+    return GgufShape(
+        architecture=arch,
+        tensor_bytes=tensor_bytes,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=heads,
+        n_head_kv=n_head_kv,
+        head_dim_k=_as_int(get("attention.key_length"), head_dim),
+        head_dim_v=_as_int(get("attention.value_length"), head_dim),
+        n_ff=max(_per_layer(get("feed_forward_length"), n_layer) or (0,)),
+        n_vocab=_as_int(get("vocab_size"), 0) or _as_int(meta.get("tokenizer.ggml.tokens"), 0),
+        context_length=_as_int(get("context_length"), 0),
+        recurrent_state_bytes=_recurrent_state_bytes(arch, meta, n_layer, n_head_kv),
+    )
+
+
+def _recurrent_state_bytes(arch: str, meta: dict[str, Any], n_layer: int, n_head_kv: tuple[int, ...]) -> int:
+    """Per-sequence state of Mamba-style layers (f32 conv + SSM state), an approximation of llama.cpp's r/s cache.
+
+    Layers without KV heads are the recurrent ones in a hybrid model; a pure SSM model has no attention at all.
+    """
+    inner = _as_int(meta.get(f"{arch}.ssm.inner_size"), 0)
+    if not inner:
+        return 0
+    state = _as_int(meta.get(f"{arch}.ssm.state_size"), 0)
+    conv = _as_int(meta.get(f"{arch}.ssm.conv_kernel"), 4)
+    layers = sum(1 for h in n_head_kv if h == 0) or n_layer
+    return layers * (inner * state + (conv - 1) * inner) * 4
+
+
+def _read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
+    """(metadata with scalars, strings and short numeric arrays; bytes of tensor data) from one GGUF file."""
+    import gguf
+
+    with path.open("rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise ValueError(f"{path.name} is not a GGUF file")
+        version, n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
+        if version < 2 or n_tensors > 1_000_000 or n_kv > 1_000_000:
+            raise ValueError(f"{path.name}: unsupported GGUF header (version {version})")
+        meta = {}
+        for _ in range(n_kv):
+            key = _read_str(fh)
+            (vtype,) = struct.unpack("<I", fh.read(4))
+            meta[key] = _read_value(fh, vtype)
+        total = 0
+        for _ in range(n_tensors):
+            _read_str(fh)
+            (n_dims,) = struct.unpack("<I", fh.read(4))
+            dims = struct.unpack(f"<{n_dims}Q", fh.read(8 * n_dims))
+            ttype, _offset = struct.unpack("<IQ", fh.read(12))
+            try:
+                block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
+            except (ValueError, KeyError):
+                raise ValueError(f"{path.name}: unknown tensor type {ttype}") from None
+            total += math.prod(dims) // block * type_size
+    return meta, total
+
+
+def _read_str(fh: BinaryIO) -> str:
+    (n,) = struct.unpack("<Q", fh.read(8))
+    if n > 1 << 24:
+        raise ValueError("GGUF string too long")
+    return fh.read(n).decode("utf-8", errors="replace")
+
+
+def _read_value(fh: BinaryIO, vtype: int) -> Any:
+    if vtype in _SCALARS:
+        fmt = _SCALARS[vtype]
+        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+    if vtype == _GGUF_STRING:
+        return _read_str(fh)
+    if vtype != _GGUF_ARRAY:
+        raise ValueError(f"unknown GGUF value type {vtype}")
+    etype, count = struct.unpack("<IQ", fh.read(12))
+    if etype in _SCALARS:
+        fmt = _SCALARS[etype]
+        size = struct.calcsize(fmt)
+        if count > GGUF_MAX_ARRAY_KEPT:
+            fh.seek(count * size, 1)
+            return count  # a long numeric array (token scores) stands for its length
+        return struct.unpack(f"<{count}{fmt[1:]}", fh.read(count * size))
+    for _ in range(count):
+        if etype == _GGUF_STRING:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            fh.seek(n, 1)
+        else:
+            _read_value(fh, etype)
+    return count  # an array of strings (the vocabulary) stands for its length
+
+
+def _per_layer(value: Any, n_layer: int) -> tuple[int, ...]:
+    if isinstance(value, tuple):
+        return tuple(int(v) for v in value[:n_layer]) if value else ()
+    return (_as_int(value, 0),) * n_layer
+
+
+# --- vLLM -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HfShape:
+    """What memory estimation reads from an HF folder."""
+
+    weights_bytes: int  # as loaded: safetensors sizes, rescaled when dtype changes an unquantized model
+    n_layer: int
+    n_kv_heads: int
+    head_dim: int
+    dtype_bytes: int
+    max_position_embeddings: int
+
+
+def estimate_vllm(model_dir: str | Path, options: VllmFitOptions, device: DeviceMemory) -> MemoryEstimate:
+    """Memory vLLM will take for this HF folder.
+
+    On a GPU (or unified memory) vLLM claims gpu_memory_utilization × device total for weights, activations and
+    KV cache together; that share is the figure. On the CPU it is weights + the KV cache space + the runtime.
+    """
+    shape = read_hf_shape(Path(model_dir), options.dtype)
+    weights = shape.weights_bytes // options.nodes  # this node's share of a load across nodes
+    per_token = 2 * shape.n_layer * shape.n_kv_heads * shape.head_dim * shape.dtype_bytes
+    max_len = options.max_model_len or shape.max_position_embeddings
+    space = options.kv_cache_space_gib
+    if device.kind == "ram" and space is not None:
+        kv, overhead = int(space * GiB), VLLM_CPU_RUNTIME_BYTES
+        detail = (
+            f"{_share_note(options.nodes)}weights {human_bytes(weights)} + KV cache {human_bytes(kv)} "
+            "(VLLM_CPU_KVCACHE_SPACE"
+            f"{_tokens_note(kv, per_token, max_len)}) + runtime {human_bytes(overhead)}"
+        )
+        return MemoryEstimate(weights, kv, overhead, detail)
+    # vLLM's CPU backend without a KV space claims its share of RAM the same way (vllm/v1/worker/cpu_worker.py).
+    overhead = VLLM_CPU_RUNTIME_BYTES if device.kind == "ram" else VLLM_GPU_RUNTIME_BYTES
+    share = int(options.gpu_memory_utilization * device.total_bytes)
+    where = "RAM" if device.kind == "ram" else "unified memory" if device.kind == "unified" else "GPU memory"
+    if weights + overhead >= share:
+        detail = (
+            f"weights {human_bytes(weights)} + runtime {human_bytes(overhead)} exceed vLLM's share "
+            f"{options.gpu_memory_utilization:g} × {human_bytes(device.total_bytes)} {where} = {human_bytes(share)}"
+        )
+        return MemoryEstimate(weights, 0, overhead, detail)
+    kv = share - weights - overhead
+    detail = (
+        f"{_share_note(options.nodes)}vLLM claims {options.gpu_memory_utilization:g} × "
+        f"{human_bytes(device.total_bytes)} {where} = "
+        f"{human_bytes(share)}: weights {human_bytes(weights)} + runtime {human_bytes(overhead)} + KV cache "
+        f"{human_bytes(kv)}{_tokens_note(kv, per_token, max_len)}"
+    )
+    return MemoryEstimate(weights, kv, overhead, detail)
+
+
+def _share_note(nodes: int) -> str:
+    return f"on this node (1/{nodes} of the weights; the worker holds the rest): " if nodes > 1 else ""
+
+
+def read_hf_shape(folder: Path, dtype: str = "auto") -> HfShape:
+    """The model's shape from config.json (text_config for multimodal models) and its safetensors sizes."""
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"no readable config.json in {folder}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is not a JSON object")
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+
+    def get(key: str) -> Any:
+        value = text.get(key)
+        return config.get(key) if value is None else value
+
+    n_head = _as_int(get("num_attention_heads"), 0)
+    hidden = _as_int(get("hidden_size"), 0)
+    stored = _dtype_name(get("torch_dtype") or get("dtype") or "float16")
+    target = stored if dtype in ("", "auto") else _dtype_name(dtype)
+    if dtype in ("", "auto") and stored == "float32":
+        target = "bfloat16"  # vLLM's auto dtype loads fp32 checkpoints in half precision
+    files = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    quantized = isinstance(config.get("quantization_config"), dict)
+    weights = files if quantized else files * DTYPE_BYTES.get(target, 2) // DTYPE_BYTES.get(stored, 2)
+    return HfShape(
+        weights_bytes=weights,
+        n_layer=_as_int(get("num_hidden_layers"), 0),
+        n_kv_heads=_as_int(get("num_key_value_heads"), 0) or n_head,
+        head_dim=_as_int(get("head_dim"), 0) or (hidden // n_head if n_head else 0),
+        dtype_bytes=DTYPE_BYTES.get(target, 2),
+        max_position_embeddings=_as_int(get("max_position_embeddings"), 0),
+    )
+
+
+def _dtype_name(raw: Any) -> str:
+    name = str(raw).lower().removeprefix("torch.")
+    return {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(name, name)
+
+
+def _tokens_note(kv: int, per_token: int, max_len: int) -> str:
+    if per_token <= 0:
+        return ""
+    tokens = kv // per_token
+    note = f", room for {tokens:,} tokens"
+    if max_len and tokens < max_len:
+        note += f" < max_model_len {max_len:,}: vLLM will refuse to start"
+    return note
+
+
+# --- the device -------------------------------------------------------------------------------
+
+
+def device_memory() -> DeviceMemory:
+    """The memory of the device models load onto: the first NVIDIA GPU through NVML when there is one, a GPU
+    sharing system RAM (GB10-class, NVML reports no memory of its own) as "unified", else the RAM. Never raises.
+    """
+    gpu = _nvml_memory()
+    if gpu is not None:
+        return gpu
+    return _meminfo("ram")
+
+
+def _nvml_memory() -> DeviceMemory | None:
+    try:
+        import pynvml
+    except Exception:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return None
+    try:
+        if pynvml.nvmlDeviceGetCount() < 1:
+            return None
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            total, free = int(info.total), int(info.free)
+        except Exception:
+            return _meminfo("unified")  # NotSupported: the GPU has no memory of its own
+        return DeviceMemory("gpu", total, free) if total > 0 else _meminfo("unified")
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def _meminfo(kind: str, path: Path = Path("/proc/meminfo")) -> DeviceMemory:
+    fields: dict[str, int] = {}
+    try:
+        for line in path.read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                fields[name] = int(parts[0]) * KiB
+    except OSError:
+        pass
+    total = fields.get("MemTotal", 0)
+    available = fields.get("MemAvailable", fields.get("MemFree", 0))
+    return DeviceMemory(kind, total, available)
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def human_bytes(n: int) -> str:
+    """1.2 GiB, 88 MiB, 512 KiB, 100 B."""
+    if n >= GiB:
+        return f"{n / GiB:.1f} GiB" if n < 1024 * GiB else f"{n / (1024 * GiB):.1f} TiB"
+    if n >= MiB:
+        return f"{round(n / MiB)} MiB"
+    if n >= KiB:
+        return f"{round(n / KiB)} KiB"
+    return f"{n} B"
+
+
+def _flag_value(args: list[str], *names: str) -> str | None:
+    """The value of the last of these flags in an argv, given as '--flag value' or '--flag=value'."""
+    found = None
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name not in names:
+            continue
+        if eq:
+            found = value
+        elif i + 1 < len(args) and not _is_flag(args[i + 1]):
+            found = args[i + 1]
+        else:
+            found = ""  # given without a value (-fa alone)
+    return found
+
+
+def _is_flag(arg: str) -> bool:
+    return arg.startswith("-") and not arg.lstrip("-").replace(".", "", 1).isdigit()
+
+
+def _on(value: str) -> bool:
+    """A flag value that turns a feature on; llama.cpp's "auto" turns flash attention on where the backend has it."""
+    return value.lower() in {"", "on", "auto", "1", "true"}
+
+
+def _last_of(args: list[str], on: tuple[str, ...], off: tuple[str, ...]) -> bool | None:
+    state = None
+    for arg in args:
+        if arg in on:
+            state = True
+        elif arg in off:
+            state = False
+    return state
+
+
+def _pad(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def _as_int(value: Any, default: int) -> int:
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _as_float(value: Any, default: float) -> float:
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default

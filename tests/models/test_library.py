@@ -1,0 +1,147 @@
+"""The model library: metadata read from real GGUF and safetensors files made here, engine choices, delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from panel.engines.base import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from panel.models import library
+from tests.models.hub_server import GGUF_PARAMS, HF_FOLDER_PARAMS, make_gguf, make_hf_folder
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, ...]:
+    models = (tmp_path / "models").resolve()
+    extra = (tmp_path / "more-models").resolve()
+    make_hf_folder(models / "tiny-hf")
+    make_gguf(models / "tiny-GGUF" / "tiny-Q4_K_M.gguf", file_type=15, context_length=8192)
+    make_gguf(models / "split" / "big-Q8_0-00001-of-00002.gguf", file_type=7)
+    make_gguf(models / "split" / "big-Q8_0-00002-of-00002.gguf", file_type=7)
+    make_gguf(models / "tiny-GGUF" / "mmproj-tiny-F16.gguf", file_type=1, arch="clip")
+    make_gguf(models / ".downloads" / "half" / "partial.gguf")  # staging: never listed
+    make_gguf(extra / "other.gguf", file_type=2, arch="qwen3", context_length=32768)
+    return models, extra
+
+
+def by_name(entries: list[library.LibraryEntry]) -> dict[str, library.LibraryEntry]:
+    return {e.name: e for e in entries}
+
+
+def test_scan_reads_metadata_from_real_files(roots: tuple[Path, ...]) -> None:
+    entries = by_name(library.scan(roots))
+    assert set(entries) == {
+        "models/tiny-hf",
+        "models/tiny-GGUF/tiny-Q4_K_M.gguf",
+        "models/split/big-Q8_0-00001-of-00002.gguf",
+        "models/tiny-GGUF/mmproj-tiny-F16.gguf",
+        "more-models/other.gguf",
+    }
+    hf = entries["models/tiny-hf"]
+    assert (hf.format, hf.engine, hf.architecture) == ("hf", "vllm", "LlamaForCausalLM")
+    assert (hf.parameters, hf.context_length, hf.quantization) == (HF_FOLDER_PARAMS, 2048, "BF16")
+    assert hf.size_bytes == sum(p.stat().st_size for p in (roots[0] / "tiny-hf").iterdir())
+    q4 = entries["models/tiny-GGUF/tiny-Q4_K_M.gguf"]
+    assert (q4.format, q4.engine, q4.architecture) == ("gguf", "llamacpp", "llama")
+    assert (q4.parameters, q4.context_length, q4.quantization) == (GGUF_PARAMS, 8192, "Q4_K_M")
+    split = entries["models/split/big-Q8_0-00001-of-00002.gguf"]
+    assert split.files == 2 and split.parameters == 2 * GGUF_PARAMS and split.quantization == "Q8_0"
+    assert split.size_bytes == sum(p.stat().st_size for p in (roots[0] / "split").iterdir())
+    assert entries["models/tiny-GGUF/mmproj-tiny-F16.gguf"].engine is None
+    other = entries["more-models/other.gguf"]
+    assert (other.architecture, other.context_length, other.quantization) == ("qwen3", 32768, "Q4_0")
+
+
+def test_the_embedded_model_reads_like_llama_cpp_says(embedded_model: Path) -> None:
+    entry = library.gguf_entry(embedded_model, (embedded_model.parent.resolve(),))
+    assert (entry.architecture, entry.quantization, entry.context_length) == ("llama", "Q4_1", 8192)
+    assert 130e6 < (entry.parameters or 0) < 140e6  # SmolLM2-135M
+
+
+def test_hf_quantization_configs(tmp_path: Path) -> None:
+    assert library.hf_quant_name({"quantization_config": {"quant_method": "fp8"}}) == "FP8"
+    assert library.hf_quant_name({"quantization_config": {"quant_method": "mxfp4"}}) == "MXFP4"
+    assert library.hf_quant_name({"quantization_config": {"quant_method": "awq", "bits": 4}}) == "AWQ 4-bit"
+    assert library.hf_quant_name({"quantization_config": {"quant_method": "gptq", "bits": 8}}) == "GPTQ 8-bit"
+    folder = tmp_path / "m" / "gemma"
+    make_hf_folder(folder)
+    text = {"max_position_embeddings": 32768}
+    config = {
+        "architectures": ["Gemma3nForConditionalGeneration"],
+        "text_config": text,
+        "quantization_config": {"quant_method": "fp8"},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    entry = library.hf_entry(folder, ((tmp_path / "m").resolve(),))
+    assert (entry.context_length, entry.quantization) == (32768, "FP8")
+
+
+def test_choices_per_engine(roots: tuple[Path, ...]) -> None:
+    gguf = [path for _, path in library.choices(roots, "llamacpp")]
+    assert str(roots[0] / "tiny-GGUF" / "tiny-Q4_K_M.gguf") in gguf
+    assert not any("mmproj" in p or "00002-of" in p or ".downloads" in p for p in gguf)
+    assert [path for _, path in library.choices(roots, "vllm")] == [str(roots[0] / "tiny-hf")]
+    label = dict((p, label) for label, p in library.choices(roots, "llamacpp"))[gguf[0]]
+    assert label.startswith("models/")
+
+
+def test_delete_refuses_outside_roots(roots: tuple[Path, ...], tmp_path: Path) -> None:
+    outside = tmp_path / "precious.gguf"
+    make_gguf(outside)
+    with pytest.raises(ForbiddenError, match="outside the model roots"):
+        library.delete_model(str(outside), roots)
+    with pytest.raises(ForbiddenError):
+        library.delete_model("../precious.gguf", roots)
+    with pytest.raises((ForbiddenError, NotFoundError)):
+        library.delete_model("models/../precious.gguf", roots)
+    (roots[0] / "sneaky.gguf").symlink_to(outside)
+    with pytest.raises(ForbiddenError):
+        library.delete_model(str(roots[0] / "sneaky.gguf"), roots)
+    with pytest.raises((ForbiddenError, NotFoundError)):
+        library.delete_model("models/sneaky.gguf", roots)
+    with pytest.raises(ForbiddenError, match="model root"):
+        library.delete_model(str(roots[0]), roots)
+    with pytest.raises(NotFoundError):
+        library.delete_model("models/nothing-here", roots)
+    (roots[0] / "notes.txt").write_text("x")
+    with pytest.raises(BadRequestError, match="not a model"):
+        library.delete_model("models/notes.txt", roots)
+    assert outside.is_file() and (roots[0] / "sneaky.gguf").is_symlink() and (roots[0] / "notes.txt").is_file()
+
+
+def test_delete_refuses_a_loaded_model(roots: tuple[Path, ...]) -> None:
+    target = roots[0] / "tiny-GGUF" / "tiny-Q4_K_M.gguf"
+    with pytest.raises(ConflictError, match="unload it first"):
+        library.delete_model("models/tiny-GGUF/tiny-Q4_K_M.gguf", roots, loaded=[str(target)])
+    assert target.is_file()
+
+
+def test_delete_removes_shards_and_folders(roots: tuple[Path, ...]) -> None:
+    gone = library.delete_model("models/split/big-Q8_0-00001-of-00002.gguf", roots)
+    assert len(gone) == 2 and not (roots[0] / "split").exists()
+    assert library.delete_model("models/tiny-hf", roots) == ["models/tiny-hf"]
+    assert not (roots[0] / "tiny-hf").exists()
+    names = {e.name for e in library.scan(roots)}
+    assert "models/tiny-hf" not in names and "models/tiny-GGUF/tiny-Q4_K_M.gguf" in names
+
+
+def test_mistral_format_folder_is_listed_for_vllm(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    root = (tmp_path / "models").resolve()
+    folder = root / "Mistral-Small"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps({"dim": 32, "n_layers": 1, "max_seq_len": 131072}))
+    import numpy as np
+
+    save_file({"tok_embeddings.weight": np.zeros((10, 32), dtype=np.float16)}, str(folder / "consolidated.safetensors"))
+    (entry,) = library.scan((root,))
+    assert (entry.name, entry.engine, entry.context_length, entry.parameters) == (
+        "models/Mistral-Small",
+        "vllm",
+        131072,
+        320,
+    )
+    assert entry.architecture == "Mistral (params.json)"

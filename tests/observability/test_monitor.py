@@ -1,0 +1,98 @@
+"""The monitor on this GPU-less machine, the GB10 unified-memory fallback, a real llama-server's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import shutil
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from panel.app import create_app
+from panel.engines import default_engines
+from panel.engines.manager import EngineManager
+from panel.observability.monitor import (
+    GpuReading,
+    Snapshot,
+    _fill_unified_memory,
+    parse_nvidia_smi,
+    read_gpus,
+    read_meminfo,
+    take_snapshot,
+)
+from panel.settings import Settings
+from panel.ui.monitor import format_snapshot, history_points
+
+# nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw
+# --format=csv,noheader,nounits as a GB10 (unified memory: memory not available) and an H100 print it
+GB10_ROW = "0, NVIDIA GB10, 3, [N/A], [N/A], 41, 11.52"
+H100_ROW = "0, NVIDIA H100 80GB HBM3, 97, 70123, 81559, 66, 512.30"
+
+
+def test_snapshot_without_a_gpu() -> None:
+    snap = take_snapshot()
+    assert snap.cpu_count >= 1 and 0 <= snap.cpu_percent <= 100 * snap.cpu_count
+    assert 0 < snap.ram_used_mib < snap.ram_total_mib
+    if shutil.which("nvidia-smi") is None:
+        assert snap.gpus == []
+        assert any("GPU readings are not available" in note for note in snap.notes)
+    text = format_snapshot(snap)
+    assert "**CPU**" in text and "source:" in text
+    assert {p["series"] for p in history_points(snap)} >= {"CPU", "RAM"}
+
+
+def test_nvidia_smi_rows_parse_with_not_available_fields() -> None:
+    gb10, h100 = parse_nvidia_smi(f"{GB10_ROW}\n{H100_ROW}\n")
+    assert gb10.name == "NVIDIA GB10" and gb10.util_percent == 3 and gb10.temperature_c == 41
+    assert gb10.mem_used_mib is None and gb10.mem_total_mib is None and gb10.mem_source == "n/a"
+    assert h100.mem_used_mib == 70123 and h100.mem_total_mib == 81559 and h100.mem_source == "nvidia-smi"
+    assert h100.power_w == 512.3
+
+
+def test_unified_memory_falls_back_and_says_so() -> None:
+    gpu = parse_nvidia_smi(GB10_ROW)[0]
+    _fill_unified_memory(gpu)  # torch has no CUDA here: /proc/meminfo
+    meminfo = read_meminfo()
+    assert gpu.mem_source == "/proc/meminfo, unified memory"
+    assert gpu.mem_total_mib == meminfo["MemTotal"] / 1024
+    assert 0 < gpu.mem_used_mib < gpu.mem_total_mib
+    assert "/proc/meminfo, unified memory" in format_snapshot(_snapshot_with(gpu))
+
+
+def _snapshot_with(gpu: GpuReading) -> Snapshot:
+    snap = take_snapshot()
+    snap.gpus = [gpu]
+    return snap
+
+
+def test_read_gpus_never_raises() -> None:
+    gpus, note = read_gpus()
+    assert isinstance(gpus, list)
+    assert gpus or note
+
+
+def test_engine_memory_of_a_real_llama_server(settings: Settings, embedded_model: Path) -> None:
+    async def scenario() -> None:
+        manager = EngineManager(settings, default_engines(settings))
+        try:
+            await manager.load("llamacpp", str(embedded_model), {})
+            snap = await asyncio.to_thread(take_snapshot, manager)
+            llama = next(e for e in snap.engines if e.engine == "llamacpp")
+            assert llama.pid and llama.model == embedded_model.name
+            assert llama.rss_mib is not None and llama.rss_mib > 50  # the 98 MB model is mapped in
+            assert llama.source == "psutil RSS of pid and children"
+            assert f"| llamacpp | {embedded_model.name} |" in format_snapshot(snap)
+        finally:
+            await manager.shutdown()
+
+    # a fresh thread: Playwright's sync API (a session fixture) may hold this thread's event loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result(timeout=300)
+
+
+def test_monitor_api(settings: Settings) -> None:
+    with TestClient(create_app(settings, with_ui=False)) as client:
+        body = client.get("/v1/monitor").json()
+    assert body["cpu_count"] >= 1 and body["ram_total_mib"] > 0
+    assert {e["engine"] for e in body["engines"]} >= {"llamacpp"}
