@@ -17,8 +17,9 @@ from panel.api.node import install_node
 from panel.bench.api import install_bench
 from panel.bench.share_api import install_share
 from panel.engines import default_engines
-from panel.engines.base import Engine, PanelError
+from panel.engines.base import Engine
 from panel.engines.manager import EngineManager
+from panel.errors import PanelError
 from panel.models.routes import install_models
 from panel.services import Services
 from panel.settings import Settings

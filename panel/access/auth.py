@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import Request
 
-from panel.engines.base import BadRequestError, ForbiddenError, NotFoundError, PanelError
+from panel.errors import BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError
 from panel.files import atomic_write_json
 from panel.settings import Settings
 
@@ -34,11 +34,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 KEY_PREFIX = "pnl"
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, not silently cut
-
-
-class UnauthorizedError(PanelError):
-    status_code = 401
-    error_type = "authentication_error"
 
 
 class AuthConfigError(ValueError):

@@ -18,7 +18,7 @@ from panel.access.auth import (
     users_path,
     write_users_file,
 )
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.settings import Settings
 
 CLI_ACTOR = "cli"

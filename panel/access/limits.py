@@ -20,9 +20,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from panel.access.auth import Principal, UnauthorizedError, authenticate, bearer_token, require
+from panel.access.auth import Principal, authenticate, bearer_token, require
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
-from panel.engines.base import BadRequestError, PanelError
+from panel.errors import (
+    BadRequestError,
+    PanelError,
+    PayloadTooLargeError,
+    RateLimitError,
+    ThrottledError,
+    UnauthorizedError,
+)
 from panel.services import Services
 
 if TYPE_CHECKING:
@@ -35,24 +42,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class PayloadTooLargeError(PanelError):
-    status_code = 413
-    error_type = "request_too_large"
-
-
-class RateLimitError(PanelError):
-    status_code = 429
-    error_type = "rate_limit_error"
-
-
-class ThrottledError(RateLimitError):
-    """Too many wrong keys from one address: answered with Retry-After, the key not even looked at."""
-
-    def __init__(self, retry_after_s: float) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(f"too many invalid API keys from this address; try again in {max(1, round(retry_after_s))} s")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from panel.access.limits import ASGIApp, Message, Receive, Scope, ScopeHeaders, Send, read_body, replay_body, send_error
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 
 MAX_KEYS = 50_000  # bounded memory under a spray of names and addresses
 FORGET_S = 3600.0

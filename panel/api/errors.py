@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
 from panel.api.tap import Observer, Outcome, Tap
-from panel.engines.base import BadRequestError, EngineCall, EngineReply, NotFoundError
-from panel.engines.manager import ENGINE_NAMES, EngineManager, NotResidentError, Target
+from panel.engines.base import EngineCall, EngineReply
+from panel.engines.manager import ENGINE_NAMES, EngineManager, Target
+from panel.errors import BadRequestError, NotFoundError, NotResidentError
 from panel.observability.stats import StreamStats
 
 

@@ -11,11 +11,10 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from panel.access.auth import UnauthorizedError
-from panel.access.limits import PayloadTooLargeError, ScopeHeaders, send_error
-from panel.engines.base import BadRequestError, ConflictError
+from panel.access.limits import ScopeHeaders, send_error
 from panel.engines.vllm.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
 from panel.engines.vllm.node_worker import NodeWorker
+from panel.errors import BadRequestError, ConflictError, PayloadTooLargeError, UnauthorizedError
 from panel.services import Services
 
 router = APIRouter(prefix="/node")

@@ -19,7 +19,7 @@ from panel.api.control import actor_of
 from panel.api.gateway import Gateway, Prepared
 from panel.api.paths import FORWARDED_PATHS
 from panel.api.tap import Tap
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 
 router = APIRouter()
 

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from panel.engines.base import EngineReply, PanelError, TokenEvent, Usage
+from panel.engines.base import EngineReply, TokenEvent, Usage
+from panel.errors import PanelError
 from panel.observability.stats import StreamStats
 from panel.sse import error_message
 

@@ -13,7 +13,7 @@ from panel.access.auth import require_api_role
 from panel.api import actor_of
 from panel.bench.runner import BenchmarkRunner, ModelTarget, plan_from
 from panel.bench.suites import MAX_CONCURRENCY, SUITES
-from panel.engines.base import BadRequestError
+from panel.errors import BadRequestError
 
 router = APIRouter(prefix="/v1/bench")
 

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 
 POLL_S = 2.0
 SERVER_START_S = 60.0
@@ -77,7 +77,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _settings(pairs: list[str]) -> dict[str, Any]:
-    from panel.engines.base import BadRequestError
+    from panel.errors import BadRequestError
 
     out: dict[str, Any] = {}
     for pair in pairs:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.bench.share import scrub_secrets
-from panel.engines.base import BadRequestError
+from panel.errors import BadRequestError
 
 EXPERIMENT = "panel-benchmarks"
 MAX_PARAM_CHARS = 500  # MLflow allows more; a long prompt says nothing as a param

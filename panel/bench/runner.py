@@ -27,7 +27,7 @@ from panel.bench.client import make_client
 from panel.bench.journal import Interrupted, RunJournal, interrupted_runs, missing, now_iso, recover_interrupted
 from panel.bench.store import ResultStore
 from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
-from panel.engines.base import BadRequestError, ConflictError, NotFoundError, PanelError
+from panel.errors import BadRequestError, ConflictError, NotFoundError, PanelError
 from panel.evals.runner import interrupted_evals, recover_interrupted_evals
 from panel.services import Services
 

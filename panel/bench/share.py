@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
-from panel.access.limits import PayloadTooLargeError
 from panel.bench.store import COLUMNS, KEY_COLUMNS, TABLES, ResultStore, read_csv
-from panel.engines.base import BadRequestError
+from panel.errors import BadRequestError, PayloadTooLargeError
 from panel.files import safe_name
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from panel.access.auth import require_api_role
-from panel.access.limits import PayloadTooLargeError
 from panel.api import actor_of
 from panel.bench.share import MAX_BUNDLE_BYTES, ImportResult, audit_import, export_bundle, import_bundle
 from panel.bench.store import ResultStore
-from panel.engines.base import BadRequestError
+from panel.errors import BadRequestError, PayloadTooLargeError
 
 router = APIRouter(prefix="/v1/bench")
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})

@@ -86,7 +86,7 @@ class SuiteConfig:
         )
 
     def validate(self) -> SuiteConfig:
-        from panel.engines.base import BadRequestError
+        from panel.errors import BadRequestError
 
         if not self.lengths or any(not 1 <= n <= 32768 for n in self.lengths):
             raise BadRequestError("output lengths must be whole numbers between 1 and 32768")

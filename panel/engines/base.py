@@ -1,4 +1,4 @@
-"""The one engine interface: states, load and generation requests, token events, error types."""
+"""The one engine interface: states, load and generation requests, token events."""
 
 from __future__ import annotations
 
@@ -15,63 +15,6 @@ class EngineState(str, enum.Enum):
     LOADED = "loaded"
     ERROR = "error"
     UNAVAILABLE = "unavailable"
-
-
-# --- errors the user can cause map to 4xx, errors we cause to 5xx -------------------------
-
-
-class PanelError(Exception):
-    """Base of every error the panel raises on purpose; carries an HTTP status and a type."""
-
-    status_code = 500
-    error_type = "server_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.error_type}}
-
-
-class BadRequestError(PanelError):
-    status_code = 400
-    error_type = "invalid_request_error"
-
-
-class ForbiddenError(PanelError):
-    status_code = 403
-    error_type = "permission_error"
-
-
-class NotFoundError(PanelError):
-    status_code = 404
-    error_type = "not_found_error"
-
-
-class ConflictError(PanelError):
-    """A second load while one runs, a generation on an engine with nothing loaded, a busy GPU."""
-
-    status_code = 409
-    error_type = "conflict_error"
-
-
-class InsufficientMemoryError(ConflictError):
-    """A load that cannot fit in the memory the panel may use, even after evicting every idle model."""
-
-    error_type = "insufficient_memory"
-
-
-class EngineFailure(PanelError):
-    """The engine itself failed (child crashed, load failed, stream broke)."""
-
-    status_code = 502
-    error_type = "engine_error"
-
-
-class EngineUnavailableError(PanelError):
-    status_code = 503
-    error_type = "engine_unavailable"
 
 
 # --- requests ---------------------------------------------------------------------------

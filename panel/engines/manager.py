@@ -14,18 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from panel.engines.base import (
+from panel.engines.base import Engine, EngineState, LoadRequest, Resident
+from panel.engines.residency import Holder, RoomPlan, plan_room
+from panel.errors import (
     BadRequestError,
     ConflictError,
-    Engine,
-    EngineState,
     EngineUnavailableError,
     InsufficientMemoryError,
-    LoadRequest,
     NotFoundError,
-    Resident,
+    NotResidentError,
 )
-from panel.engines.residency import Holder, RoomPlan, plan_room
 from panel.models.paths import resolve_model_path
 from panel.settings import Settings
 
@@ -115,14 +113,6 @@ class LoadMemory(Protocol):
     def last_load(self, name: str) -> tuple[str, dict[str, Any]] | None:
         """(model path, options) of the last successful load whose served name, file or folder is `name`."""
         ...
-
-
-class NotResidentError(NotFoundError):
-    """A request names a model that is not resident (it may be in the library: load on request)."""
-
-    def __init__(self, message: str, model: str) -> None:
-        super().__init__(message)
-        self.model = model
 
 
 # Called after each control action: (action, engine, detail). The audit log subscribes here.

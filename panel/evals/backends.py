@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from panel.api.gateway import Gateway
-from panel.engines.base import EngineUnavailableError, PanelError
+from panel.errors import EngineUnavailableError, PanelError
 from panel.sse import error_message
 
 

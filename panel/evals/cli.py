@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import BadRequestError, PanelError
+from panel.errors import BadRequestError, PanelError
 from panel.evals.suite import DEFAULT_SUITE, Suite, load_suite
 from panel.settings import Settings
 

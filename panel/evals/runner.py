@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from panel.api.gateway import Gateway
-from panel.engines.base import BadRequestError, ConflictError, NotFoundError
+from panel.errors import BadRequestError, ConflictError, NotFoundError
 from panel.evals.backends import Backend, GatewayBackend, Sampling
 from panel.evals.judge import is_self_judging, judge_case
 from panel.evals.scoring import CaseResult, grade_case, summarize

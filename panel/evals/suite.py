@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from panel.engines.base import BadRequestError
+from panel.errors import SuiteError
 from panel.evals.checks import CHECK_TYPES, parse_params
 from panel.settings import REPO_ROOT
 
@@ -19,10 +19,6 @@ SHIPPED_SUITES_DIR = REPO_ROOT / "assets" / "evals"
 DEFAULT_SUITE = SHIPPED_SUITES_DIR / "ja_instruction_29.yaml"
 MAX_SUITE_BYTES = 2_000_000
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-
-
-class SuiteError(BadRequestError):
-    """A suite file the user gave cannot be used; the message names the file and the case."""
 
 
 class GenParams(BaseModel):

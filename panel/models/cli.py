@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.models.hub import DownloadJob, DownloadManager, hub_config, human_bytes, human_eta
 from panel.settings import Settings
 

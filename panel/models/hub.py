@@ -23,7 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import BadRequestError, ConflictError, ForbiddenError, NotFoundError, PanelError
+from panel.errors import (
+    BadRequestError,
+    ConflictError,
+    DiskFullError,
+    ForbiddenError,
+    HubUnreachableError,
+    NotFoundError,
+    PanelError,
+)
 from panel.files import safe_name
 from panel.settings import Settings
 
@@ -43,16 +51,6 @@ QUANT_RE = re.compile(
 )
 # For safetensors repos these are duplicates or other frameworks' copies of the same weights.
 HF_IGNORE = ("*.gguf", "*.bin", "*.pth", "*.pt", "*.h5", "*.msgpack", "*.onnx", "*.ot", "original/*", "*.tflite")
-
-
-class HubUnreachableError(PanelError):
-    status_code = 502
-    error_type = "hub_unreachable"
-
-
-class DiskFullError(PanelError):
-    status_code = 507
-    error_type = "insufficient_storage"
 
 
 class DownloadCancelled(Exception):

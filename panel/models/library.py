@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from panel.engines.base import BadRequestError, ConflictError, ForbiddenError
+from panel.errors import BadRequestError, ConflictError, ForbiddenError
 from panel.models.paths import GGUF_MAGIC, display_path, user_path, within_roots
 
 if TYPE_CHECKING:

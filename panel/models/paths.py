@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from panel.engines.base import BadRequestError, ForbiddenError, NotFoundError
+from panel.errors import BadRequestError, ForbiddenError, NotFoundError
 
 GGUF_MAGIC = b"GGUF"
 

@@ -10,7 +10,7 @@ import gradio as gr
 
 from panel.bench.runner import BenchForm, BenchmarkRunner, RunState
 from panel.bench.suites import SUITES
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import EngineFailure, EngineState, PanelError, Resident
+from panel.engines.base import EngineState, Resident
+from panel.errors import EngineFailure, PanelError
 from panel.services import Services
 from panel.sse import error_message
 from panel.ui.guard import actor_of

@@ -6,8 +6,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import PanelError
 from panel.engines.manager import EngineManager
+from panel.errors import PanelError
 
 
 def status_markdown(status: dict[str, dict[str, Any]]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
 from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
 from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
 

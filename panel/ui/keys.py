@@ -9,7 +9,7 @@ import gradio as gr
 
 from panel.access.audit import AuditLog
 from panel.access.auth import ROLES, ApiKey, Auth
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
 

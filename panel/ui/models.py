@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.models import library
 from panel.models.hub import DownloadManager, RepoListing, human_bytes, human_eta
 from panel.services import Services

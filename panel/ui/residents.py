@@ -7,9 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import PanelError
 from panel.engines.manager import EngineManager
 from panel.engines.memory_fit import human_bytes
+from panel.errors import PanelError
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
 

@@ -13,7 +13,7 @@ import gradio as gr
 from panel.bench.share import audit_import, export_bundle, import_bundle
 from panel.bench.store import TABLES, ResultStore
 from panel.bench.views import ENGINES, export_csv, results_view
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.services import Services
 from panel.ui.guard import actor_of, requires_role
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import PanelError
+from panel.errors import PanelError
 from panel.models import library
 from panel.models.paths import display_path, list_model_paths
 from panel.services import Services

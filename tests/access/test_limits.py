@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from panel.access.auth import build_auth
-from panel.access.limits import GenerationSlots, RateLimitError, check_max_tokens, floor_role
+from panel.access.limits import GenerationSlots, check_max_tokens, floor_role
+from panel.errors import RateLimitError
 from panel.settings import Settings
 from tests.conftest import run_panel
 

@@ -12,7 +12,8 @@ import pytest
 
 from panel.access.limits import check_max_tokens
 from panel.api.tap import Outcome, Tap
-from panel.engines.base import BadRequestError, EngineFailure, EngineReply
+from panel.engines.base import EngineReply
+from panel.errors import BadRequestError, EngineFailure
 from panel.observability.stats import StreamStats
 
 

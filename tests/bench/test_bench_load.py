@@ -114,7 +114,7 @@ def test_closed_loop_keeps_n_in_flight_over_its_requests(mock_url: str) -> None:
 
 def test_a_prompts_file_becomes_the_dataset(tmp_path) -> None:
     from panel.bench.runner import BenchForm, plan_from_form
-    from panel.engines.base import BadRequestError
+    from panel.errors import BadRequestError
 
     lines = tmp_path / "mine.jsonl"
     lines.write_text('{"prompt": "日本の首都は？"}\n\n{"text": "Say hi."}\n', encoding="utf-8")

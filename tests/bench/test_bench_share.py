@@ -16,14 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from panel.access.auth import build_auth
-from panel.access.limits import PayloadTooLargeError
 from panel.app import create_app
 from panel.bench import share, share_api
 from panel.bench.mlflow_log import log_run_to_mlflow
 from panel.bench.share import export_bundle, import_bundle, is_secret_key
 from panel.bench.store import ResultStore
 from panel.bench.views import results_view
-from panel.engines.base import BadRequestError
+from panel.errors import BadRequestError, PayloadTooLargeError
 from panel.settings import Settings
 from tests.bench.test_bench_store import MODEL, row, save
 

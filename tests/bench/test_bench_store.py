@@ -12,7 +12,7 @@ from panel.bench import charts
 from panel.bench.runner import BenchPlan, parse_ints, parse_targets, plan_from
 from panel.bench.store import ResultStore, latest_speed
 from panel.bench.views import export_csv, results_view, table_rows
-from panel.engines.base import BadRequestError
+from panel.errors import BadRequestError
 
 MODEL = "/models/Tiny-1B.Q4_0.gguf"
 

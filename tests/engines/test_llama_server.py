@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from panel.api.gateway import Gateway
-from panel.engines.base import BadRequestError, ConflictError, EngineFailure, EngineState, ForbiddenError
+from panel.engines.base import EngineState
 from panel.engines.llama_server import engine as llama_server
 from panel.engines.llama_server.argv import parse_help
 from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
 from panel.engines.vllm.unavailable import UnavailableEngine
+from panel.errors import BadRequestError, ConflictError, EngineFailure, ForbiddenError
 
 
 def _manager(settings) -> EngineManager:

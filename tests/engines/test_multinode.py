@@ -21,8 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from panel.engines.base import BadRequestError
 from panel.engines.vllm.multinode import NodeHealth, NodePlan, parallel_problem, peer_problem
+from panel.errors import BadRequestError
 from tests.conftest import MODELS_DIR, PanelProcess, free_port, open_tab, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"

@@ -21,7 +21,6 @@ import httpx
 import psutil
 import pytest
 
-from panel.engines.base import BadRequestError
 from panel.engines.vllm.engine import (
     clean_options,
     is_mistral_format,
@@ -30,6 +29,7 @@ from panel.engines.vllm.engine import (
     short_vllm_error,
 )
 from panel.engines.vllm.serving import version_problem
+from panel.errors import BadRequestError
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"

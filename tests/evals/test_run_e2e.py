@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from panel.api.gateway import Gateway
-from panel.engines.base import BadRequestError, ConflictError
 from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
+from panel.errors import BadRequestError, ConflictError
 from panel.evals.backends import GatewayBackend
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
 from panel.evals.runner import EvalOptions, rate_quality, run_eval, run_eval_steps

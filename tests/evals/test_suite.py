@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from panel.errors import SuiteError
 from panel.evals.checks import CHECK_TYPES
-from panel.evals.suite import DEFAULT_SUITE, SuiteError, list_suites, load_suite
+from panel.evals.suite import DEFAULT_SUITE, list_suites, load_suite
 
 # Seed 001: format 3, length 2, word 2, language 1, structure 1, perspective 1, quantity 1, compound 1,
 # safety 6, persona 3, role-play 8 — 29 tests.

@@ -13,17 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panel.engines.base import BadRequestError, ForbiddenError, NotFoundError
-from panel.models.hub import (
-    STAGING_DIR,
-    DiskFullError,
-    DownloadManager,
-    HubConfig,
-    HubUnreachableError,
-    RepoFile,
-    group_gguf,
-    quant_of,
-)
+from panel.errors import BadRequestError, DiskFullError, ForbiddenError, HubUnreachableError, NotFoundError
+from panel.models.hub import STAGING_DIR, DownloadManager, HubConfig, RepoFile, group_gguf, quant_of
 from tests.models.hub_server import COMMIT, HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_TestSecretToken1234567890abcdef"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from panel.engines.base import BadRequestError, ConflictError, ForbiddenError, NotFoundError
+from panel.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from panel.models import library
 from tests.models.hub_server import GGUF_PARAMS, HF_FOLDER_PARAMS, make_gguf, make_hf_folder
 

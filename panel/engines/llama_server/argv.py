@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import BadRequestError, PanelError
+from panel.errors import BadRequestError, PanelError
 from panel.models.paths import user_path, within_roots
 
 HELP_TIMEOUT_S = 20.0

@@ -18,20 +18,10 @@ from typing import Any
 
 import httpx
 
-from panel.engines.base import (
-    BadRequestError,
-    ConflictError,
-    EngineCall,
-    EngineFailure,
-    EngineReply,
-    EngineState,
-    EngineStatus,
-    LoadRequest,
-    NotFoundError,
-    Resident,
-)
+from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.child import ChildProcess
 from panel.engines.llama_server.argv import has_flag, known_flags, validate_extra_args
+from panel.errors import BadRequestError, ConflictError, EngineFailure, NotFoundError
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)

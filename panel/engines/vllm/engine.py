@@ -21,18 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import (
-    BadRequestError,
-    ConflictError,
-    EngineCall,
-    EngineFailure,
-    EngineReply,
-    EngineState,
-    EngineStatus,
-    EngineUnavailableError,
-    LoadRequest,
-    Resident,
-)
+from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.llama_server.argv import split_args
 from panel.engines.vllm.multinode import (
     PeerClient,
@@ -50,6 +39,7 @@ from panel.engines.vllm.serving import (
     parse_serve_args,
     version_problem,
 )
+from panel.errors import BadRequestError, ConflictError, EngineFailure, EngineUnavailableError
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)

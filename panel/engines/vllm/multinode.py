@@ -24,7 +24,7 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError
 
 from panel import __version__
-from panel.engines.base import BadRequestError, EngineFailure, PanelError
+from panel.errors import BadRequestError, EngineFailure, PanelError
 from panel.settings import Settings
 
 PEER_TIMEOUT_S = 10.0

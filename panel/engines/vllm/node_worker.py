@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from panel.engines.base import BadRequestError, EngineFailure
 from panel.engines.child import ChildProcess
 from panel.engines.vllm.engine import load_phase
 from panel.engines.vllm.multinode import WorkerLaunch, WorkerState, WorkerStatus, node_environment
+from panel.errors import BadRequestError, EngineFailure
 from panel.models.paths import within_roots
 from panel.settings import Settings
 

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import BadRequestError, EngineFailure, EngineReply, PanelError
+from panel.engines.base import EngineReply
+from panel.errors import BadRequestError, EngineFailure, PanelError
 from panel.models.paths import user_path, within_roots
 
 log = logging.getLogger(__name__)

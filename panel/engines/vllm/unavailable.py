@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from panel.engines.base import (
-    EngineCall,
-    EngineReply,
-    EngineState,
-    EngineStatus,
-    EngineUnavailableError,
-    LoadRequest,
-    Resident,
-)
+from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
+from panel.errors import EngineUnavailableError
 from panel.settings import Settings
 
 
