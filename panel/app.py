@@ -1,4 +1,4 @@
-"""Composition root: settings → engines → manager → API routes and the Gradio UI on one FastAPI app."""
+"""Composition root: settings → engines → Services → API routes, the gate and the Gradio UI on one FastAPI app."""
 
 from __future__ import annotations
 
@@ -12,25 +12,21 @@ from fastapi import FastAPI
 
 from panel import __version__, api
 from panel.access.routes import gradio_auth_kwargs, install_access
-from panel.api.gateway import Gateway
-from panel.api.node import install_node
-from panel.bench.api import install_bench
-from panel.bench.share_api import install_share
+from panel.api import node
+from panel.bench import api as bench_api
+from panel.bench import share_api
 from panel.engines import default_engines
 from panel.engines.base import Engine
-from panel.engines.manager import EngineManager
 from panel.errors import PanelError
-from panel.models.routes import install_models
-from panel.services import Services
+from panel.models import routes as model_routes
+from panel.services import Services, build_services
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, with_ui: bool = True) -> FastAPI:
-    manager = EngineManager(settings, engines if engines is not None else default_engines(settings))
-    gateway = Gateway(manager, log_prompts=settings.request_log_prompts)
-    services = Services(settings=settings, manager=manager, gateway=gateway)
+    services = build_services(settings, engines if engines is not None else default_engines(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -39,15 +35,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
         try:
             yield
         finally:
-            if "bench" in services.extra:
-                await services.extra["bench"].shutdown()
-            if "downloads" in services.extra:  # stop transfers cleanly; finished files stay for a resume
-                await asyncio.to_thread(services.extra["downloads"].cancel_all, 5.0)
-            await manager.shutdown()
-            if "node_worker" in services.extra:
-                await services.extra["node_worker"].shutdown()
-            if "request_log" in services.extra:
-                await asyncio.to_thread(services.extra["request_log"].close)
+            await shutdown(services)
 
     app = FastAPI(
         title="panel",
@@ -56,15 +44,15 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
         description="LLM workstation panel: OpenAI-compatible and control API",
     )
     app.state.settings = settings
-    app.state.manager = manager
+    app.state.manager = services.manager
     app.state.services = services
     api.install_error_handlers(app)
     app.include_router(api.router)
-    install_access(app, services)  # audit, auth, limits, /metrics, keys
-    install_models(app, services)  # Hugging Face downloads and the model library (issue 4)
-    install_bench(app, services)  # benchmark runner and /v1/bench routes (issue 5)
-    install_share(app, services)  # benchmark bundles: export / import across machines
-    install_node(app, services)  # /node routes: two panels running one model (worker role, peer health)
+    install_access(app, services)  # the gate (auth, limits, login throttling), keys, audit, /metrics
+    app.include_router(model_routes.router)  # Hugging Face downloads and the model library
+    app.include_router(bench_api.router)
+    app.include_router(share_api.router)  # benchmark bundles: export / import across machines
+    node.install_node(app, services)  # /node routes behind the peer key: two panels running one model
     if with_ui:
         import gradio as gr
 
@@ -72,6 +60,17 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
 
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
     return app
+
+
+async def shutdown(services: Services) -> None:
+    """Stop in dependency order: runs and transfers first (finished files stay for a resume), then the engines, then
+    a worker's node, last the request log."""
+    await services.bench.shutdown()
+    await asyncio.to_thread(services.downloads.cancel_all, 5.0)
+    await services.manager.shutdown()
+    if services.node_worker is not None:
+        await services.node_worker.shutdown()
+    await asyncio.to_thread(services.request_log.close)
 
 
 async def autoload_default(services: Services) -> None:

@@ -104,7 +104,7 @@ def ask(url: str, model: str) -> float:
 def cold_warm(settings: Settings, model_a: Path, model_b: Path, options: dict, rounds: int) -> None:
     bg, url, app = serve(settings)
     try:
-        log = app.state.services.extra["load_log"]
+        log = app.state.services.load_log
         for _ in range(rounds):
             for path in (model_a, model_b):
                 drop_page_cache(path)
@@ -163,7 +163,7 @@ def swaps(settings: Settings, model_a: Path, model_b: Path, options: dict, round
             swap_times.append(ask(url, model_b.name))  # evicts A, loads B, answers
             resident_times.append(ask(url, model_b.name))
             swap_times.append(ask(url, model_a.name))
-        evictions = [r for r in app.state.services.extra["load_log"].rows(1000) if r.evicted]
+        evictions = [r for r in app.state.services.load_log.rows(1000) if r.evicted]
         print(f"\nswap between two models with a {budget_mb} MiB budget (one fits): {len(evictions)} evicting loads")
         print(
             f"request to a resident model: median {statistics.median(resident_times) * 1000:.0f} ms; "

@@ -331,6 +331,22 @@ def authenticate(auth: Auth | None, headers: Any) -> Principal:
     return principal
 
 
+def actor_of(request: Any) -> str:
+    """Who acts, for the audit log and result files: the signed-in user of a UI event (a gr.Request), the principal
+    the gate authenticated for an API call; without sign-in "ui" for the UI and the client address for the API."""
+    from starlette.requests import Request as HttpRequest
+
+    username = getattr(request, "username", None)
+    if username:
+        return str(username)
+    if not isinstance(request, HttpRequest):
+        return "ui"
+    user = getattr(request.state, "user", None)
+    if user is not None:
+        return str(getattr(user, "name", user))
+    return request.client.host if request.client else "local"
+
+
 def require(principal: Principal, need: str) -> Principal:
     if not role_allows(principal.role, need):
         raise ForbiddenError(f"{principal.name} has the {principal.role} role; this needs {need}")
@@ -345,7 +361,7 @@ def require_api_role(role: str) -> Callable[[Request], Awaitable[Principal]]:
         principal = getattr(request.state, "principal", None)
         if principal is None:  # the middleware did not run (a bare router in a test app)
             services = getattr(request.app.state, "services", None)
-            principal = authenticate(services.extra.get("auth") if services else None, request.headers)
+            principal = authenticate(services.users if services else None, request.headers)
             request.state.principal = principal
             request.state.user = principal
         return require(principal, role)

@@ -34,6 +34,7 @@ from panel.services import Services
 
 if TYPE_CHECKING:
     from panel.access.throttle import Throttle
+    from panel.settings import Settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -157,7 +158,7 @@ class GateMiddleware:
 
     def _authenticate(self, scope: Scope) -> Principal:
         """Who is asking; a key presented wrongly counts against the client's address (back-off, audit)."""
-        auth = self.services.extra.get("auth")
+        auth = self.services.users
         headers = ScopeHeaders(scope)
         if self.key_throttle is None or auth is None or bearer_token(headers) is None:
             return authenticate(auth, headers)
@@ -171,9 +172,8 @@ class GateMiddleware:
             principal = authenticate(auth, headers)
         except UnauthorizedError:
             lock = self.key_throttle.failed(address_key(address))
-            audit = self.services.extra.get("audit")
-            if audit is not None:
-                audit.record(address, "key_rejected", scope["path"], {"locked_s": round(lock)} if lock else {})
+            detail = {"locked_s": round(lock)} if lock else {}
+            self.services.audit.record(address, "key_rejected", scope["path"], detail)
             raise
         self.key_throttle.succeeded(address_key(address))
         return principal
@@ -194,14 +194,11 @@ class GateMiddleware:
             self.slots.release(principal.name)
 
     async def _read_body(self, scope: Scope, receive: Receive, path: str) -> bytes:
-        # an upload route may register a larger cap of its own (services.extra["body_limits"]: path → bytes)
-        limit = self.services.extra.get("body_limits", {}).get(path, self.limits.max_body_bytes)
+        limit = self.services.body_limits.get(path, self.limits.max_body_bytes)
         return await read_body(scope, receive, limit)
 
     def _count_refusal(self, exc: PanelError) -> None:
-        metrics = self.services.extra.get("metrics")
-        if metrics is not None:
-            metrics.observe_refusal(exc.status_code)
+        self.services.metrics.observe_refusal(exc.status_code)
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -262,8 +259,8 @@ async def send_error(send: Send, exc: PanelError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def limits_from(services: Services) -> Limits:
-    s = services.settings
+def limits_from(s: Settings) -> Limits:
+    """The gate's limits from the settings, each held to a sane floor."""
     return Limits(
         max_concurrent_per_user=max(1, s.max_concurrent_per_user),
         max_tokens=max(1, s.max_tokens_limit),

@@ -13,13 +13,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from panel.access.audit import AuditLog, audit_path
-from panel.access.auth import Auth, Principal, build_auth, require_api_role
-from panel.access.limits import GateMiddleware, GenerationSlots, limits_from
+from panel.access.audit import AuditLog
+from panel.access.auth import Auth, Principal, require_api_role
+from panel.access.limits import GateMiddleware, limits_from
 from panel.access.throttle import LoginThrottleMiddleware, Throttle
 from panel.observability import metrics
-from panel.observability.load_log import LoadLog
-from panel.observability.metrics import PanelMetrics
 from panel.observability.request_log import RequestFilter, RequestLog
 from panel.services import Services
 from panel.settings import Settings
@@ -30,36 +28,21 @@ router = APIRouter()
 
 
 def install_access(app: FastAPI, services: Services) -> None:
-    """Put audit, auth and metrics on services.extra, subscribe them to the manager, add the gate and routes.
-
-    Raises panel.access.auth.AuthConfigError when the users configuration is unreadable: better not start than run open.
-    """
-    audit = AuditLog(audit_path(services.settings.data_dir))
-    auth = build_auth(services.settings, audit=audit.record)
-    panel_metrics = PanelMetrics(services.manager)
-    services.extra["audit"] = audit
-    services.extra["metrics"] = panel_metrics
-    if auth.enabled:
-        services.extra["auth"] = auth  # panel/ui/guard.py: no "auth" entry means everyone is admin
-    services.extra["auth_store"] = auth  # keys can be listed/made even before users exist (CLI, tests)
-    services.manager.listeners += [audit.on_manager_action, panel_metrics.on_manager_action]
-    request_log = RequestLog(services.settings.data_dir / "requests.sqlite3", services.settings.request_log_max_rows)
-    services.extra["request_log"] = request_log
-    services.gateway.observers += [panel_metrics.observe_outcome, request_log.record]
-    load_log = LoadLog(request_log.path)  # the same database: loads beside requests
-    services.extra["load_log"] = load_log
-    services.manager.memory_of_loads = load_log
-    services.manager.load_listeners += [panel_metrics.observe_load, load_log.record]
-    limits = limits_from(services)
-    slots = GenerationSlots(limits.max_concurrent_per_user)
-    services.extra["generation_slots"] = slots  # the same per-user count, for a UI that wants to share it
+    """The gate (auth, limits, login throttling), framework errors in the API's shape, and the access routes."""
+    limits = limits_from(services.settings)
     settings = services.settings
     throttles = {
         kind: Throttle(settings.login_free_failures, max_s=settings.login_backoff_max_s) for kind in ("login", "key")
     }
-    app.add_middleware(GateMiddleware, services=services, limits=limits, slots=slots, key_throttle=throttles["key"])
-    if auth.enabled:
-        app.add_middleware(LoginThrottleMiddleware, throttle=throttles["login"], audit=audit.record)
+    app.add_middleware(
+        GateMiddleware,
+        services=services,
+        limits=limits,
+        slots=services.generation_slots,
+        key_throttle=throttles["key"],
+    )
+    if services.auth.enabled:
+        app.add_middleware(LoginThrottleMiddleware, throttle=throttles["login"], audit=services.audit.record)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(metrics.router)
@@ -81,7 +64,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 def gradio_auth_kwargs(services: Services) -> dict[str, Any]:
     """Login for the mounted UI when users are configured (gr.mount_gradio_app's auth=)."""
-    auth: Auth | None = services.extra.get("auth")
+    auth: Auth | None = services.users
     if auth is None:
         return {}
     return {"auth": auth.check_password_async, "auth_message": "LLM workstation panel: sign in"}
@@ -133,7 +116,7 @@ class KeyBody(BaseModel):
 
 
 def _auth_store(request: Request) -> Auth:
-    return request.app.state.services.extra["auth_store"]
+    return request.app.state.services.auth
 
 
 @router.get("/v1/admin/keys")
@@ -160,7 +143,7 @@ async def revoke_key(
 async def audit_entries(
     request: Request, n: int = 100, _: Principal = Depends(require_api_role("admin"))
 ) -> dict[str, Any]:
-    audit: AuditLog = request.app.state.services.extra["audit"]
+    audit: AuditLog = request.app.state.services.audit
     entries = audit.recent(max(1, min(n, 5000)))
     return {
         "entries": [
@@ -186,7 +169,7 @@ async def request_log_rows(
 
     from fastapi.responses import PlainTextResponse
 
-    log_: RequestLog = request.app.state.services.extra["request_log"]
+    log_: RequestLog = request.app.state.services.request_log
     where = RequestFilter(who=who, model=model, engine=engine, errors_only=errors, limit=limit)
     if format == "csv":
         text = await asyncio.to_thread(log_.csv, where)

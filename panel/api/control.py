@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from panel import __version__
-from panel.access.auth import require_api_role
+from panel.access.auth import actor_of, require_api_role
 from panel.engines.manager import EngineManager
 
 router = APIRouter()
@@ -20,14 +20,6 @@ router = APIRouter()
 
 def get_manager(request: Request) -> EngineManager:
     return request.app.state.manager
-
-
-def actor_of(request: Request) -> str:
-    """Who is acting, for the audit log: the authenticated user when auth is on, else the client address."""
-    user = getattr(request.state, "user", None)
-    if user is not None:
-        return str(getattr(user, "name", user))
-    return request.client.host if request.client else "local"
 
 
 # --- request models ---------------------------------------------------------------------

@@ -23,9 +23,7 @@ MAX_START_BYTES = 256 * 1024
 
 def install_node(app: FastAPI, services: Services) -> None:
     """The /node routes behind the peer-key check; a panel with role "worker" also gets the worker that runs vLLM's
-    headless node."""
-    if services.settings.role == "worker":
-        services.extra["node_worker"] = NodeWorker(services.settings)
+    headless node (Services.node_worker)."""
     app.add_middleware(PeerKeyMiddleware, peer_key=services.settings.peer_key)
     app.include_router(router)
 
@@ -58,7 +56,7 @@ class PeerKeyMiddleware:
 
 
 def _worker(request: Request) -> NodeWorker:
-    worker = request.app.state.services.extra.get("node_worker")
+    worker = request.app.state.services.node_worker
     if worker is None:
         raise ConflictError("this panel is not a worker node: start it with PANEL_ROLE=worker")
     return worker
@@ -66,7 +64,7 @@ def _worker(request: Request) -> NodeWorker:
 
 @router.get("/health")
 async def node_health(request: Request, model: str | None = Query(default=None, max_length=4096)) -> NodeHealth:
-    worker = request.app.state.services.extra.get("node_worker")
+    worker = request.app.state.services.node_worker
     status = worker.status() if worker else None
     return await asyncio.to_thread(local_health, request.app.state.settings, status, model)  # NVML, nvidia-smi
 

@@ -14,8 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from panel.access.auth import LOCAL, role_allows
-from panel.api.control import actor_of
+from panel.access.auth import LOCAL, actor_of, role_allows
 from panel.api.gateway import Gateway, Prepared
 from panel.api.paths import FORWARDED_PATHS
 from panel.api.tap import Tap

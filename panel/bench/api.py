@@ -9,8 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from panel.access.auth import require_api_role
-from panel.api import actor_of
+from panel.access.auth import actor_of, require_api_role
 from panel.bench.runner import BenchmarkRunner, ModelTarget, plan_from
 from panel.bench.suites import MAX_CONCURRENCY, SUITES
 from panel.errors import BadRequestError
@@ -40,7 +39,7 @@ class RunBody(BaseModel):
 
 
 def get_runner(request: Request) -> BenchmarkRunner:
-    return request.app.state.services.extra["bench"]
+    return request.app.state.services.bench
 
 
 @router.post("/runs", dependencies=[Depends(require_api_role("operator"))])
@@ -85,9 +84,3 @@ async def resume_run(run_id: str, request: Request) -> dict[str, Any]:
 async def latest_speed(request: Request) -> dict[str, Any]:
     """The latest single-stream and parallel tokens/s per model and engine, from the saved files."""
     return {"data": [dataclasses.asdict(s) for s in get_runner(request).store.latest_speed()]}
-
-
-def install_bench(app: Any, services: Any) -> None:
-    """Composition-root hook: the runner on services.extra["bench"] and these routes on the app."""
-    services.extra["bench"] = BenchmarkRunner(services)
-    app.include_router(router)

@@ -155,7 +155,7 @@ async def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
     serving = asyncio.create_task(server.serve())
     try:
         await _until_started(server, serving)
-        runner = app.state.services.extra["bench"]
+        runner = app.state.services.bench
         runner.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         state = runner.start(plan, actor="cli")
         print(f"benchmark {state.id} started ({len(targets)} model(s)); results under {settings.benchmarks_dir}")

@@ -1,4 +1,4 @@
-"""The benchmark service (Services.extra["bench"]): runs suites in the background, one run at a time, holding the
+"""The benchmark service (Services.bench): runs suites in the background, one run at a time, holding the
 GPU (manager.exclusive) so loads are refused and chat users see a notice; progress, cancel, results saved.
 
 Requests go through the panel's own OpenAI-compatible API on loopback, like any client's would. An unattended
@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from panel.bench import ceiling, environment
@@ -29,7 +29,12 @@ from panel.bench.store import ResultStore
 from panel.bench.suites import SUITES, Progress, SuiteConfig, SuiteOutcome, SuiteRunner
 from panel.errors import BadRequestError, ConflictError, NotFoundError, PanelError
 from panel.evals.runner import interrupted_evals, recover_interrupted_evals
-from panel.services import Services
+
+if TYPE_CHECKING:
+    from panel.access.auth import Auth
+    from panel.engines.manager import EngineManager
+    from panel.models.hub import DownloadManager
+    from panel.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +152,12 @@ class RunState:
 class BenchmarkRunner:
     """Starts, tracks and cancels benchmark runs; at most one at a time."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.store = ResultStore(services.settings.benchmarks_dir)
+    def __init__(self, settings: Settings, manager: EngineManager, downloads: DownloadManager, auth: Auth) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.downloads = downloads
+        self.auth = auth
+        self.store = ResultStore(settings.benchmarks_dir)
         self._runs: dict[str, RunState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.url: str | None = None  # where the panel's API answers, when not settings.host:port (the CLI)
@@ -167,7 +175,7 @@ class BenchmarkRunner:
     def base_url(self) -> str:
         if self.url:
             return self.url
-        s = self.services.settings
+        s = self.settings
         host = "127.0.0.1" if s.host in {"0.0.0.0", "::", "", "localhost"} else s.host
         return f"http://{'[' + host + ']' if ':' in host else host}:{s.port}"
 
@@ -177,12 +185,12 @@ class BenchmarkRunner:
 
     def start(self, plan: BenchPlan, actor: str = "local") -> RunState:
         """Validate and start a run in the background; refuses while another runs or the GPU is busy."""
-        plan.validate(self.services.settings.max_concurrent_per_user)
+        plan.validate(self.settings.max_concurrent_per_user)
         running = self.active()
         if running is not None:
             raise ConflictError(f"benchmark {running.id} is running; wait for it or cancel it first")
-        if self.services.manager.busy_reason:
-            raise ConflictError(f"busy: {self.services.manager.busy_reason}; try again when it finishes")
+        if self.manager.busy_reason:
+            raise ConflictError(f"busy: {self.manager.busy_reason}; try again when it finishes")
         if not plan.targets:
             self._current_model(plan.config.engine)  # fail now, not in the background, when nothing is loaded
         for target in plan.targets:
@@ -220,7 +228,7 @@ class BenchmarkRunner:
         path = str((env.get("model") or {}).get("path") or record.get("model"))
         targets = []
         config.engine = engine
-        if self.services.manager.loaded().get(engine) != path:  # not loaded now: load it as it was, unload after
+        if self.manager.loaded().get(engine) != path:  # not loaded now: load it as it was, unload after
             targets = [ModelTarget(path, engine, dict(env.get("load_options") or {}))]
         plan = BenchPlan(suites=suites, config=config, targets=targets, resume=record)
         state = self.start(plan, actor)
@@ -291,7 +299,7 @@ class BenchmarkRunner:
         if target is not None and target.url is not None:
             await self._measure_remote(state, target)  # nothing of this machine's GPU is used
             return
-        manager = self.services.manager
+        manager = self.manager
         path = await self._ensure_local(state, target) if target is not None else None  # downloads need no GPU
         what = Path(path).name if path else "the loaded model"
         async with manager.exclusive(f"benchmark {state.id} of {what}") as hold:
@@ -310,7 +318,7 @@ class BenchmarkRunner:
                         await asyncio.shield(unload)
 
     async def _measure(self, state: RunState, engine: str, model_path: str) -> None:
-        manager = self.services.manager
+        manager = self.manager
         # the served name: with several models resident on an engine, requests name the one measured
         config = dataclasses.replace(state.plan.config, engine=engine, model=manager.served_name(engine, model_path))
         env = environment.capture(
@@ -340,7 +348,7 @@ class BenchmarkRunner:
         state.current = f"{model} on {target or engine}"
         outcomes: list[SuiteOutcome] = []
         state.note("benchmark client's ceiling on this machine")
-        kept = await ceiling.current(self.services.settings.client_ceiling_file)
+        kept = await ceiling.current(self.settings.client_ceiling_file)
         env = {**env, "client_ceiling": kept.to_json() if kept else None}
         journal = self._journal(state, model, engine, env, config, target)
         status = "failed"
@@ -413,7 +421,7 @@ class BenchmarkRunner:
                 raise PanelError(message)
             return
         state.note(f"saved {journal.path}")
-        uri = self.services.settings.mlflow_tracking_uri
+        uri = self.settings.mlflow_tracking_uri
         if uri and journal.suites:
             self._log_to_mlflow(state, journal.record, uri)
 
@@ -429,7 +437,7 @@ class BenchmarkRunner:
     async def _offline(self, runner: SuiteRunner, engine_name: str) -> SuiteOutcome:
         """Offline batch throughput: batches handed straight to vLLM's AsyncLLM in this process (no HTTP), apart
         from the online suites. Other engines and remote targets have no such path: the suite says so."""
-        engine = self.services.manager.engines.get(engine_name)
+        engine = self.manager.engines.get(engine_name)
         batch = getattr(engine, "offline_batch", None)
         if batch is None:
             note = "offline batch throughput is measured on vLLM in this process only"
@@ -484,7 +492,7 @@ class BenchmarkRunner:
 
     def _current_model(self, engine: str | None) -> tuple[str, str]:
         """The engine to measure and its loaded model; 409 when nothing (or not the named engine) is loaded."""
-        loaded = self.services.manager.loaded()
+        loaded = self.manager.loaded()
         if engine:
             if engine not in loaded:
                 raise ConflictError(f"engine {engine} has no model loaded; load one first (Engines tab)")
@@ -498,28 +506,25 @@ class BenchmarkRunner:
     def _check_target(self, target: ModelTarget) -> None:
         """A target must be in the library, or be a Hugging Face repo id while downloads are available."""
         try:
-            self.services.manager.validate_load(target.engine, target.model, target.options)
+            self.manager.validate_load(target.engine, target.model, target.options)
         except (NotFoundError, BadRequestError):
             if not self._downloadable(target):
                 raise
 
     def _downloadable(self, target: ModelTarget) -> bool:
         return (
-            self.services.extra.get("downloads") is not None
-            and target.model.count("/") == 1
-            and not Path(target.model).suffix
-            and not target.model.startswith((".", "/"))
+            target.model.count("/") == 1 and not Path(target.model).suffix and not target.model.startswith((".", "/"))
         )
 
     async def _ensure_local(self, state: RunState, target: ModelTarget) -> str:
         """A library path for the target; a Hugging Face repo id is downloaded first when not in the library."""
-        manager = self.services.manager
+        manager = self.manager
         try:
             return manager.validate_load(target.engine, target.model, target.options).model_path
         except (NotFoundError, BadRequestError):
             if not self._downloadable(target):
                 raise
-        downloads = self.services.extra["downloads"]
+        downloads = self.downloads
         state.progress.step = f"downloading {target.model}"
         state.note(f"{target.model} is not in the library; downloading it")
         job = await asyncio.to_thread(
@@ -543,7 +548,7 @@ class BenchmarkRunner:
     @contextlib.asynccontextmanager
     async def _client(self, state: RunState, config: SuiteConfig) -> AsyncIterator[Any]:
         """One httpx client for the run; with users configured, a key of its own that is revoked after."""
-        auth = self.services.extra.get("auth")
+        auth = self.auth if self.auth.enabled else None
         key_id, token = None, None
         width = max([*config.concurrencies, 1])
         if auth is not None:  # its own concurrency cap: the per-user limit would 429 the parallel suites

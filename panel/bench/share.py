@@ -73,7 +73,7 @@ class ImportResult:
 
 
 def audit_import(audit: Any, actor: str, result: ImportResult) -> None:
-    """One audit line per import that added runs (audit: services.extra["audit"], may be None)."""
+    """One audit line per import that added runs (audit may be None)."""
     if audit is not None and result.imported:
         audit.record(actor, "bench_import", result.model, {"runs": len(result.imported), "from": result.machine})
 

@@ -14,18 +14,18 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from panel.access.auth import require_api_role
-from panel.api import actor_of
+from panel.access.auth import actor_of, require_api_role
 from panel.bench.share import MAX_BUNDLE_BYTES, ImportResult, audit_import, export_bundle, import_bundle
 from panel.bench.store import ResultStore
 from panel.errors import BadRequestError, PayloadTooLargeError
 
 router = APIRouter(prefix="/v1/bench")
+IMPORT_PATH = "/v1/bench/import"  # its body cap is MAX_BUNDLE_BYTES, not the gate's default
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "application/octet-stream"})
 
 
 def get_store(request: Request) -> ResultStore:
-    return request.app.state.services.extra["bench"].store
+    return request.app.state.services.bench.store
 
 
 @router.get("/export", dependencies=[Depends(require_api_role("viewer"))])
@@ -54,7 +54,7 @@ async def import_(request: Request) -> dict[str, Any]:
     if not body:
         raise BadRequestError("empty body: send the bundle (.zip) as the request body")
     result = await asyncio.to_thread(_import_bytes, get_store(request), bytes(body))
-    audit_import(request.app.state.services.extra.get("audit"), actor_of(request), result)
+    audit_import(request.app.state.services.audit, actor_of(request), result)
     return dataclasses.asdict(result)
 
 
@@ -69,10 +69,3 @@ def _import_bytes(store: ResultStore, data: bytes) -> ImportResult:
         path = Path(tmp) / "bundle.zip"
         path.write_bytes(data)
         return import_bundle(store, path)
-
-
-def install_share(app: Any, services: Any) -> None:
-    """Composition-root hook, after install_bench (it reads the runner's store): the bundle routes, and the import
-    route's own body cap for the gate (a bundle with its inline HTML report is megabytes)."""
-    services.extra.setdefault("body_limits", {})["/v1/bench/import"] = MAX_BUNDLE_BYTES
-    app.include_router(router)

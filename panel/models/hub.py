@@ -336,7 +336,7 @@ class HubConfig:
 
 
 class DownloadManager:
-    """Starts, tracks and cancels downloads; kept in Services.extra["downloads"]."""
+    """Starts, tracks and cancels downloads; Services.downloads."""
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config

@@ -399,7 +399,7 @@ def models_in_use(services: Services) -> list[str]:
 def delete_for(services: Services, raw: str, actor: str) -> list[str]:
     """Delete a model for a user (UI or API): root checks, loaded-model check, audit entry."""
     removed = delete_model(raw, services.settings.all_model_roots, models_in_use(services))
-    audit = services.extra.get("audit")
+    audit = services.audit
     if audit is not None:
         audit.record(actor, "model_delete", raw, {"removed": ", ".join(removed)})
     return removed

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from panel.access.auth import require_api_role
-from panel.api import actor_of
+from panel.access.auth import actor_of, require_api_role
 from panel.models import library
 from panel.models.hub import DownloadManager
 from panel.services import Services
@@ -34,7 +33,7 @@ def _services(request: Request) -> Services:
 
 
 def _downloads(request: Request) -> DownloadManager:
-    return _services(request).extra["downloads"]
+    return _services(request).downloads
 
 
 # --- downloads --------------------------------------------------------------------------
@@ -92,12 +91,3 @@ def list_library(request: Request) -> dict[str, Any]:
 def delete_from_library(path: str, request: Request) -> JSONResponse:
     removed = library.delete_for(_services(request), path, actor=actor_of(request))
     return JSONResponse({"status": "deleted", "removed": removed})
-
-
-def install_models(app: FastAPI, services: Services) -> None:
-    """Hugging Face downloads (Services.extra["downloads"]) and the library routes on the app."""
-    from panel.models.hub import hub_config
-
-    audit = services.extra.get("audit")
-    services.extra["downloads"] = DownloadManager(hub_config(services.settings, audit.record if audit else None))
-    app.include_router(router)

@@ -232,5 +232,5 @@ class _FoldedCollector:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    panel_metrics: PanelMetrics = request.app.state.services.extra["metrics"]
+    panel_metrics: PanelMetrics = request.app.state.services.metrics
     return Response(await panel_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -38,7 +38,7 @@ def gated_components(blocks: gr.Blocks) -> dict[int, str]:
 
 
 def whoami_markdown(services: Services, request: gr.Request | None) -> str:
-    if services.extra.get("auth") is None:
+    if services.users is None:
         return "🔓 no sign-in configured: this panel is served on loopback only"
     name = getattr(request, "username", None) or "?"
     role = current_role(services, request) or "no role"
@@ -54,7 +54,7 @@ def install_role_gating(blocks: gr.Blocks, services: Services, extra: dict[Any, 
     components = [blocks.blocks[block_id] for block_id in needs]
     # as each tab built it: page load gives allowed users exactly this back
     built = {c._id: (c.visible, getattr(c, "interactive", None)) for c in components}
-    if services.extra.get("auth") is not None:  # start hidden; page load reveals what the role allows
+    if services.users is not None:  # start hidden; page load reveals what the role allows
         for component in components:
             if isinstance(component, HIDDEN_KINDS):
                 component.visible = False

@@ -8,11 +8,12 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.bench.runner import BenchForm, BenchmarkRunner, RunState
 from panel.bench.suites import SUITES
 from panel.errors import PanelError
 from panel.services import Services
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 
 PROGRESS_POLL_S = 1.0
 ENGINE_AUTO = "loaded engine"
@@ -28,7 +29,7 @@ SUITE_LABELS = {
 
 
 def build_benchmarks(services: Services) -> dict[str, Any]:
-    runner: BenchmarkRunner = services.extra["bench"]
+    runner: BenchmarkRunner = services.bench
     gr.Markdown(
         "### Benchmarks\nEach run holds the GPU: loads are refused and chat users see that results are "
         "being measured. Results are saved under `benchmarks/<model>/` and drawn on the Results tab."

@@ -8,11 +8,11 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.engines.base import EngineState, Resident
 from panel.errors import EngineFailure, PanelError
 from panel.services import Services
 from panel.sse import error_message
-from panel.ui.guard import actor_of
 
 MODEL_AUTO = "auto"
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
@@ -83,7 +83,7 @@ def build_chat(services: Services) -> dict[str, Any]:
         yield display, clean, "", "⏳ waiting for the first token…"
         tap = None
         # the same per-user count as the API (with users configured): a chat tab is not a way around the limit
-        slots, user = services.extra.get("generation_slots"), getattr(request, "username", None)
+        slots, user = services.generation_slots, getattr(request, "username", None)
         held = False
         try:
             if slots is not None and user:

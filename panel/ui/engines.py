@@ -6,10 +6,11 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.models import library
 from panel.services import Services
 from panel.ui.common import load_message, status_markdown, unload_message
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 from panel.ui.nodes import build_nodes_section
 from panel.ui.residents import build_residents, fit_line
 from panel.ui.vllm_section import build_vllm_section

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.errors import PanelError
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
 from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
@@ -147,7 +148,7 @@ def build_evals_section(services: Services) -> dict[str, Any]:
         if not path or value in (None, ""):
             return "❌ choose a result and a rating first"
         try:
-            rate_quality(settings.benchmarks_dir, path, int(value), _user(request))
+            rate_quality(settings.benchmarks_dir, path, int(value), actor_of(request))
         except PanelError as exc:
             return f"❌ {exc.message}"
         return f"✅ rated {value}/3"
@@ -178,10 +179,6 @@ def build_evals_section(services: Services) -> dict[str, Any]:
 
 def _sample_choices(services: Services) -> list[tuple[str, str]]:
     return [(f"{s['model']} · {s['engine']}", s["path"]) for s in quality_samples(services.settings.benchmarks_dir)]
-
-
-def _user(request: Any) -> str:
-    return str(getattr(request, "username", None) or "local")
 
 
 SORT_KEYS = {"pass rate": 2, "single-stream tok/s": 4, "total tok/s @64": 5, "model": 0}

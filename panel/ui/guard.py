@@ -6,7 +6,7 @@ Wrap every control handler (load, unload, download, delete, benchmark, key manag
     async def on_load_click(..., request: gr.Request) -> str: ...
 
 The wrapped handler must take a `request: gr.Request` parameter (Gradio fills it). When no users are
-configured (services.extra has no "auth"), every action is allowed, as on a loopback-only panel.
+configured (Services.users is None), every action is allowed, as on a loopback-only panel.
 """
 
 from __future__ import annotations
@@ -16,27 +16,17 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from panel.access.auth import role_allows
 from panel.services import Services
-
-ROLES = ("viewer", "operator", "admin")
-
-
-def role_allows(have: str | None, need: str) -> bool:
-    return have in ROLES and ROLES.index(have) >= ROLES.index(need)
 
 
 def current_role(services: Services, request: Any) -> str | None:
     """The role of the user behind a Gradio request; 'admin' when auth is off."""
-    auth = services.extra.get("auth")
+    auth = services.users
     if auth is None:
         return "admin"
     username = getattr(request, "username", None)
     return auth.role_of(username) if username else None
-
-
-def actor_of(request: Any) -> str:
-    """Who acts, for the audit log: the logged-in user, else 'ui'."""
-    return str(getattr(request, "username", None) or "ui")
 
 
 def refusal(need: str) -> str:

@@ -8,13 +8,14 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.errors import PanelError
 from panel.services import Services
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 
 
 def build_interrupted(services: Services) -> dict[str, Any]:
-    runner = services.extra["bench"]
+    runner = services.bench
     settings = services.settings
 
     def listing() -> tuple[str, Any]:

@@ -8,17 +8,17 @@ from typing import Any
 import gradio as gr
 
 from panel.access.audit import AuditLog
-from panel.access.auth import ROLES, ApiKey, Auth
+from panel.access.auth import ROLES, ApiKey, Auth, actor_of
 from panel.errors import PanelError
 from panel.services import Services
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 
 AUDIT_ROWS = 50
 
 
 def build_admin(services: Services) -> dict[str, Any]:
-    auth: Auth = services.extra["auth_store"]
-    audit: AuditLog = services.extra["audit"]
+    auth: Auth = services.auth
+    audit: AuditLog = services.audit
 
     gr.Markdown("### API keys\nScripts send `Authorization: Bearer <key>`. A key is shown once; only its hash is kept.")
     keys_md = gr.Markdown("", elem_id="admin-keys")

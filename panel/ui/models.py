@@ -8,11 +8,12 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.errors import PanelError
 from panel.models import library
 from panel.models.hub import DownloadManager, RepoListing, human_bytes, human_eta
 from panel.services import Services
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line
 
 PROGRESS_POLL_S = 1.0
@@ -22,7 +23,7 @@ ALL_FILES = "__all__"
 
 
 def build_models(services: Services) -> dict[str, Any]:
-    downloads: DownloadManager = services.extra["downloads"]
+    downloads: DownloadManager = services.downloads
     roots = services.settings.all_model_roots
 
     gr.Markdown("### Download from Hugging Face")

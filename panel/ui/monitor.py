@@ -42,7 +42,7 @@ def build_monitor(services: Services) -> dict[str, Any]:
 
 def build_request_log(services: Services) -> dict[str, Any]:
     """The request log (SQLite): newest generations first, filterable, downloadable as CSV. Operators and up."""
-    request_log: RequestLog | None = services.extra.get("request_log")
+    request_log: RequestLog | None = services.request_log
     gr.Markdown("### Request log")
     with gr.Row():
         who = gr.Textbox(label="User or key", scale=2, elem_id="reqlog-who")

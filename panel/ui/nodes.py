@@ -14,7 +14,7 @@ from panel.services import Services
 
 async def node_healths(services: Services) -> list[NodeHealth]:
     settings = services.settings
-    worker = services.extra.get("node_worker")
+    worker = services.node_worker
     vllm = services.manager.get("vllm").status() if "vllm" in services.manager.engines else None
     model = vllm.model if vllm is not None else None  # is the head's vLLM model present on the worker?
     here = await asyncio.to_thread(local_health, settings, worker.status() if worker is not None else None, None)

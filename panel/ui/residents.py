@@ -7,11 +7,12 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.engines.manager import EngineManager
 from panel.engines.memory_fit import human_bytes
 from panel.errors import PanelError
 from panel.services import Services
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 
 POLL_S = 1.5
 COLUMNS = ["model", "engine", "state", "memory", "estimate", "in flight", "idle", "TTL", "pinned"]

@@ -10,12 +10,13 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.bench.share import audit_import, export_bundle, import_bundle
 from panel.bench.store import TABLES, ResultStore
 from panel.bench.views import ENGINES, export_csv, results_view
 from panel.errors import PanelError
 from panel.services import Services
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 
 CHART_PAIRS = (
     ("single_stream", "roofline"),
@@ -120,7 +121,7 @@ def _share_section(services: Services, store: ResultStore, folders: list[str]) -
             result = import_bundle(store, Path(bundle))
         except PanelError as exc:
             return f"❌ {exc.message}"
-        audit_import(services.extra.get("audit"), actor_of(request), result)
+        audit_import(services.audit, actor_of(request), result)
         return f"✅ {result.message()}"
 
     def on_import_done() -> Any:
@@ -140,7 +141,7 @@ def _share_section(services: Services, store: ResultStore, folders: list[str]) -
 
 def _loads_section(services: Services) -> dict[str, Any] | None:
     """Swap cost as data: every load's time to ready (cold or warm page cache) and its first answer's TTFT."""
-    load_log = services.extra.get("load_log")
+    load_log = services.load_log
     if load_log is None:
         return None
     from panel.observability.load_charts import TABLE_HEADERS, load_table, time_to_ready_figure

@@ -8,12 +8,13 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import actor_of
 from panel.errors import PanelError
 from panel.models import library
 from panel.models.paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import load_message, unload_message
-from panel.ui.guard import actor_of, requires_role
+from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line
 
 POLL_S = 1.5

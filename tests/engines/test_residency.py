@@ -203,7 +203,7 @@ def test_request_for_a_library_model_loads_it_with_keepalives_and_remembered_opt
         assert text.startswith(f": loading {GGUF}"), "an SSE comment keeps the client waiting while it loads"
         assert "data: [DONE]" in text and '"content"' in text
         assert GGUF in panel.resident()
-        loads = panel.app.state.services.extra["load_log"].rows()
+        loads = panel.app.state.services.load_log.rows()
         assert loads[0].ok and loads[0].actor.endswith("(on request)") and loads[0].first_ttft_ms > 0
         metrics = httpx.get(panel.url + "/metrics", timeout=10).text
         assert "panel_model_load_seconds_count" in metrics and "panel_first_ttft_after_load_seconds_count" in metrics
@@ -268,7 +268,7 @@ def test_memory_budget_evicts_lru_idle_never_the_streaming_or_pinned_one_and_wai
         panel.load("c")
         assert set(panel.resident()) == {"a", "c"}, "the idle one went, not the one streaming"
         assert not streaming.done(), "the stream went on through the load"
-        loads = panel.app.state.services.extra["load_log"].rows()
+        loads = panel.app.state.services.load_log.rows()
         assert loads[0].name == "c" and loads[0].evicted == "b"
 
         # pinned: c is pinned and now least recently used; a load must take a, which is idle once its stream ends
@@ -316,7 +316,7 @@ def test_mixed_traffic_over_two_models_in_the_request_log(settings: Settings) ->
         oa.completions.create(model="left", prompt="One,", max_tokens=3)
         list(oa.completions.create(model="right", prompt="One,", max_tokens=4, stream=True))
         oa.chat.completions.create(model="right", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
-        request_log = panel.app.state.services.extra["request_log"]
+        request_log = panel.app.state.services.request_log
         request_log.flush()
         rows = httpx.get(panel.url + "/v1/requests", timeout=10).json()["rows"]
         assert [(r["model"], r["path"], r["completion_tokens"]) for r in rows] == [

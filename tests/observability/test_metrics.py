@@ -108,5 +108,5 @@ def test_refusals_are_counted(settings: Settings) -> None:
     with TestClient(app) as client:
         assert client.get("/v1/status").status_code == 401
         assert client.get("/metrics").status_code == 401  # /metrics needs a viewer key when users are configured
-        metrics = app.state.services.extra["metrics"]
+        metrics = app.state.services.metrics
         assert metrics.registry.get_sample_value("panel_refused_requests_total", {"status": "401"}) == 2

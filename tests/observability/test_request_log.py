@@ -85,7 +85,7 @@ def test_mixed_traffic_lands_in_the_log_and_survives_a_restart(app_client: TestC
     assert app_client.post("/v1/completions", json={"prompt": "One,", "max_tokens": 4}).status_code == 200
     assert app_client.post("/v1/chat/completions", json={"messages": "x"}).status_code == 400  # the engine's 400
     assert app_client.post("/tokenize", json={"content": "hi"}).status_code == 200  # not a generation: not logged
-    app_client.app.state.services.extra["request_log"].flush()
+    app_client.app.state.services.request_log.flush()
     rows = app_client.get("/v1/requests", params={"limit": 50}).json()["rows"]
     assert [(r["path"], r["status"]) for r in rows] == [
         ("/v1/chat/completions", 400),
@@ -101,7 +101,7 @@ def test_mixed_traffic_lands_in_the_log_and_survives_a_restart(app_client: TestC
     assert all(r["prompt"] is None for r in rows), "no prompt text unless the operator turns it on"
     text = app_client.get("/v1/requests", params={"format": "csv", "errors": "true"}).text
     assert text.splitlines()[0].startswith("time,who,model") and len(text.splitlines()) == 2
-    app_client.app.state.services.extra["request_log"].close()
+    app_client.app.state.services.request_log.close()
     again = RequestLog(settings.data_dir / "requests.sqlite3")
     assert len(again.rows()) == 4
     again.close()
