@@ -11,8 +11,9 @@ from typing import Any
 
 import gradio as gr
 
+from panel.access.auth import ROLES, role_allows
 from panel.services import Services
-from panel.ui.guard import ROLES, current_role, role_allows
+from panel.ui.guard import current_role
 
 HIDDEN_KINDS = (gr.Button, gr.UploadButton, gr.Tab)  # hidden when not allowed; other inputs are disabled
 
