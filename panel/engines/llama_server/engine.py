@@ -20,6 +20,7 @@ import httpx
 
 from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.child import ChildProcess
+from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.llama_server.argv import has_flag, known_flags, validate_extra_args
 from panel.errors import BadRequestError, ConflictError, EngineFailure, NotFoundError
 from panel.settings import Settings
@@ -84,10 +85,8 @@ class LlamaChild:
         self.name = name
         self.model = model
         self.options = dict(options)
-        self.state = EngineState.LOADING
-        self.since = time.time()
-        self.error: str | None = None
-        self.detail: str | None = "starting llama-server"
+        self.life = Lifecycle(f"llama-server {name}", EngineState.LOADING, ENGINE_TRANSITIONS, model=model)
+        self.life.detail = "starting llama-server"
         self._child = ChildProcess("llama-server", settings.log_lines, on_exit=self._exited)
         self._log = self._child.log
         self._port: int | None = None
@@ -116,13 +115,13 @@ class LlamaChild:
             engine="llamacpp",
             name=self.name,
             model=self.model,
-            state=self.state,
-            since=self.since,
+            state=self.life.state,
+            since=self.life.since,
             options=dict(self.options),
             pid=pid,
-            error=self.error,
-            detail=self.detail,
-            memory_bytes=rss_bytes(pid) if pid is not None and self.state is EngineState.LOADED else None,
+            error=self.life.error,
+            detail=self.life.detail,
+            memory_bytes=rss_bytes(pid) if pid is not None and self.life.state is EngineState.LOADED else None,
         )
 
     def logs(self, n: int = 200) -> list[str]:
@@ -150,14 +149,14 @@ class LlamaChild:
             except BaseException as exc:
                 await self.stop()
                 message = exc.message if isinstance(exc, EngineFailure) else f"load failed: {exc!r}"
-                self._set(EngineState.ERROR, error=message, detail=None)
+                self.life.move(EngineState.ERROR, error=message)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise EngineFailure(message) from None
-            self._set(EngineState.LOADED, error=None, detail=f"port {port}")
+            self.life.move(EngineState.LOADED, detail=f"port {port}")
             self._health = asyncio.create_task(self._keep_healthy(), name=f"llama-health-{self.name}")
             return
-        self._set(EngineState.ERROR, error=last_error, detail=None)
+        self.life.move(EngineState.ERROR, error=last_error)
         raise EngineFailure(last_error)
 
     async def _start_process(self, port: int) -> None:
@@ -173,12 +172,10 @@ class LlamaChild:
     def _exited(self, code: int) -> None:
         """The child exited without being asked: an error of this model only (while loading, the health wait says
         so itself)."""
-        if self.state is EngineState.LOADED:
+        if self.life.state is EngineState.LOADED:
             tail = "\n".join(self.logs(15))
-            self._set(
-                EngineState.ERROR,
-                error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}",
-                detail=None,
+            self.life.move(
+                EngineState.ERROR, error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}"
             )
 
     async def _keep_healthy(self) -> None:
@@ -188,10 +185,10 @@ class LlamaChild:
         interval = max(0.1, self.settings.health_interval_s)
         deadline = max(interval, self.settings.health_deadline_s)
         last_ok = time.monotonic()
-        while self.state is EngineState.LOADED and self._client is not None and self._child.running:
+        while self.life.state is EngineState.LOADED and self._client is not None and self._child.running:
             await asyncio.sleep(interval)
             client = self._client
-            if client is None or not self._child.running or self.state is not EngineState.LOADED:
+            if client is None or not self._child.running or self.life.state is not EngineState.LOADED:
                 return
             try:
                 if (await client.get("/health", timeout=min(interval * 2, deadline))).status_code < 500:
@@ -208,7 +205,7 @@ class LlamaChild:
                 f"Load the model again. Last log lines:\n{tail}"
             )
             self._log.append(f"[panel] no answer to /health for {silent:.0f} s; killing the process group")
-            self._set(EngineState.ERROR, error=message, detail=None)
+            self.life.move(EngineState.ERROR, error=message)
             self._child.kill()
             return
 
@@ -230,7 +227,8 @@ class LlamaChild:
                 if resp.status_code == 200:
                     return
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                self.detail = "loading model" if resp.status_code == 503 else self.detail
+                if resp.status_code == 503:
+                    self.life.detail = "loading model"
             except httpx.HTTPError as exc:
                 last = repr(exc)
             await asyncio.sleep(0.25)
@@ -249,18 +247,14 @@ class LlamaChild:
         await self._child.stop(self.settings.stop_grace_s)
         self._port = None
 
-    def _set(self, state: EngineState, *, error: str | None, detail: str | None) -> None:
-        self.state, self.error, self.detail = state, error, detail
-        self.since = time.time()
-
     # --- the engine's own API ---------------------------------------------------------
 
     async def open(self, call: EngineCall) -> EngineReply:
         """Send the request to llama-server as it is and hand its answer back as the bytes arrive."""
         client = self._client
-        if self.state is not EngineState.LOADED or client is None:
-            why = f": {self.error.splitlines()[0]}" if self.error else ""
-            raise ConflictError(f"{self.name} on llamacpp is not loaded (it is {self.state.value}{why})")
+        if self.life.state is not EngineState.LOADED or client is None:
+            why = f": {self.life.error.splitlines()[0]}" if self.life.error else ""
+            raise ConflictError(f"{self.name} on llamacpp is not loaded (it is {self.life.state.value}{why})")
         request = client.build_request(
             call.method, call.path, content=call.body, headers={"content-type": "application/json"}
         )
@@ -335,9 +329,9 @@ class LlamaServerEngine:
         children = list(self.children.values())
         latest = self.children.get(self._latest or "")
         for state in (EngineState.LOADED, EngineState.LOADING, EngineState.ERROR):
-            if latest is not None and latest.state is state:
+            if latest is not None and latest.life.state is state:
                 return latest
-            found = [c for c in children if c.state is state]
+            found = [c for c in children if c.life.state is state]
             if found:
                 return found[-1]
         return self._failed
@@ -350,13 +344,13 @@ class LlamaServerEngine:
             return EngineStatus(name=self.name, status=EngineState.IDLE, process_alive=False)
         return EngineStatus(
             name=self.name,
-            status=child.state,
+            status=child.life.state,
             model=child.model,
             pid=child.pid,
             process_alive=child.pid is not None,
-            since=child.since,
-            error=child.error,
-            detail=child.detail,
+            since=child.life.since,
+            error=child.life.error,
+            detail=child.life.detail,
             options=dict(child.options),
         )
 
@@ -418,7 +412,7 @@ class LlamaServerEngine:
             raise EngineFailure(self._missing or "llama-server not found")
         name = self.name_for(request)
         old = self.children.get(name)
-        if old is not None and old.state is EngineState.LOADING:
+        if old is not None and old.life.state is EngineState.LOADING:
             raise ConflictError(f"{name} is already loading on llamacpp")
         if old is not None:
             await old.stop()

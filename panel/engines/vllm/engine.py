@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
+from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.llama_server.argv import split_args
 from panel.engines.vllm.multinode import (
     PeerClient,
@@ -189,12 +190,9 @@ class VllmEngine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._missing = vllm_missing_reason()
-        self._state = EngineState.UNAVAILABLE if self._missing else EngineState.IDLE
-        self._since = time.time()
-        self._model: str | None = None
+        state = EngineState.UNAVAILABLE if self._missing else EngineState.IDLE
+        self._life = Lifecycle("vllm", state, ENGINE_TRANSITIONS, error=self._missing)
         self._options: dict[str, Any] = {}
-        self._error: str | None = self._missing
-        self._detail: str | None = None
         self._loaded: _Loaded | None = None
         self._asleep: int | None = None  # the sleep level while vLLM's sleep mode holds the model
         self._log: collections.deque[str] = collections.deque(maxlen=settings.log_lines)
@@ -215,14 +213,14 @@ class VllmEngine:
         self._notice_dead_engine()
         return EngineStatus(
             name=self.name,
-            status=self._state,
-            model=self._model,
+            status=self._life.state,
+            model=self._life.model,
             pid=os.getpid() if self._loaded else None,
             process_alive=self._loaded is not None,
-            since=self._since,
-            error=self._error,
+            since=self._life.since,
+            error=self._life.error,
             available=self._missing is None,
-            detail=self._detail,
+            detail=self._life.detail,
             options=dict(self._options),
         )
 
@@ -237,21 +235,22 @@ class VllmEngine:
 
     def residents(self) -> list[Resident]:
         self._notice_dead_engine()
-        if self._model is None or self._state not in (EngineState.LOADING, EngineState.LOADED, EngineState.ERROR):
+        model = self._life.model
+        if model is None or self._life.state not in (EngineState.LOADING, EngineState.LOADED, EngineState.ERROR):
             return []
         loaded = self._loaded
-        name = loaded.served_name if loaded is not None else str(self._options.get("alias") or Path(self._model).name)
+        name = loaded.served_name if loaded is not None else str(self._options.get("alias") or Path(model).name)
         return [
             Resident(
                 engine=self.name,
                 name=name,
-                model=self._model,
-                state=self._state,
-                since=self._since,
+                model=model,
+                state=self._life.state,
+                since=self._life.since,
                 options=dict(self._options),
                 pid=os.getpid() if loaded is not None else None,
-                error=self._error,
-                detail=self._detail,
+                error=self._life.error,
+                detail=self._life.detail,
                 memory_bytes=None,  # in the panel's own process: not separable from the rest
             )
         ]
@@ -259,13 +258,8 @@ class VllmEngine:
     def _notice_dead_engine(self) -> None:
         """An engine core that died on its own (killed, out of memory) turns a loaded engine into an error."""
         loaded = self._loaded
-        if self._state is EngineState.LOADED and loaded is not None and getattr(loaded.llm, "errored", False):
-            self._set(
-                EngineState.ERROR,
-                model=self._model,
-                detail=None,
-                error="vLLM's engine core died; unload and load again (see the log)",
-            )
+        if self._life.state is EngineState.LOADED and loaded is not None and getattr(loaded.llm, "errored", False):
+            self._life.move(EngineState.ERROR, error="vLLM's engine core died; unload and load again (see the log)")
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         return clean_options(options)
@@ -275,7 +269,7 @@ class VllmEngine:
     async def load(self, request: LoadRequest) -> None:
         if self._missing:
             raise EngineFailure(self._missing)
-        if self._state is EngineState.LOADING:
+        if self._life.state is EngineState.LOADING:
             raise ConflictError("vllm is already loading a model")
         # vLLM's own parser checks the arguments before the loaded model is touched: a typo keeps it serving
         peer = PeerClient(self.settings) if request.options.get("nnodes", 1) > 1 else None
@@ -283,7 +277,7 @@ class VllmEngine:
         if peer is not None:
             await self._check_peer(peer, args)
         await self._free()
-        self._set(EngineState.LOADING, model=request.model_path, error=None, detail="importing vLLM")
+        self._life.move(EngineState.LOADING, model=request.model_path, detail="importing vLLM")
         self._options = dict(request.options)
         self._log.clear()
         started = time.perf_counter()
@@ -297,7 +291,7 @@ class VllmEngine:
             await self._stop_tail()
             await self._stop_peer()
             message = self._failure_message(exc)
-            self._set(EngineState.ERROR, model=request.model_path, error=message, detail=None)
+            self._life.move(EngineState.ERROR, error=message)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if isinstance(exc, UnsupportedModelError):
@@ -306,14 +300,16 @@ class VllmEngine:
         seconds = time.perf_counter() - started
         self._log.append(f"[panel] loaded {request.model_path} in {seconds:.1f} s")
         across = f" across 2 nodes (worker {peer.url})" if peer is not None else ""
-        self._set(EngineState.LOADED, model=request.model_path, error=None, detail=f"loaded in {seconds:.1f} s{across}")
+        self._life.move(EngineState.LOADED, detail=f"loaded in {seconds:.1f} s{across}")
         if peer is not None:
             self._peer_watch = asyncio.create_task(self._watch_peer(peer), name="vllm-peer-watch")
 
     async def unload(self, name: str | None = None) -> None:
+        if self._missing:
+            return
         await self._free()
         self._options = {}
-        self._set(EngineState.IDLE, model=None, error=None, detail=None)
+        self._life.move(EngineState.IDLE, model=None)
 
     async def shutdown(self) -> None:
         await self._free()
@@ -331,8 +327,8 @@ class VllmEngine:
         from vllm import SamplingParams
 
         loaded = self._loaded
-        if self._state is not EngineState.LOADED or loaded is None:
-            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        if self._life.state is not EngineState.LOADED or loaded is None:
+            raise ConflictError(f"vllm has no model loaded (it is {self._life.state.value})")
         params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
         batch = uuid.uuid4().hex[:8]
 
@@ -350,14 +346,14 @@ class VllmEngine:
         """vLLM's sleep mode (level 1: weights to CPU memory, KV dropped; level 2: both dropped), where the
         platform has it and the model was loaded with --enable-sleep-mode; ConflictError saying why otherwise."""
         loaded = self._loaded
-        if self._state is not EngineState.LOADED or loaded is None:
-            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        if self._life.state is not EngineState.LOADED or loaded is None:
+            raise ConflictError(f"vllm has no model loaded (it is {self._life.state.value})")
         problem = sleep_problem(loaded.llm)
         if problem:
             raise ConflictError(problem)
         await loaded.llm.sleep(level)
         self._asleep = level
-        self._detail = f"asleep (level {level}); wake it to answer"
+        self._life.detail = f"asleep (level {level}); wake it to answer"
 
     async def wake(self) -> None:
         loaded = self._loaded
@@ -365,12 +361,12 @@ class VllmEngine:
             raise ConflictError("vllm is not asleep")
         await loaded.llm.wake_up()
         self._asleep = None
-        self._detail = "awake"
+        self._life.detail = "awake"
 
     async def open(self, call: EngineCall) -> EngineReply:
         loaded = self._loaded
-        if self._state is not EngineState.LOADED or loaded is None:
-            raise ConflictError(f"vllm has no model loaded (it is {self._state.value})")
+        if self._life.state is not EngineState.LOADED or loaded is None:
+            raise ConflictError(f"vllm has no model loaded (it is {self._life.state.value})")
         if self._asleep is not None:
             raise ConflictError(f"{loaded.served_name} on vllm is asleep (level {self._asleep}); wake it first")
         return await loaded.serving.open(call.path, call.method, call.body)
@@ -439,7 +435,7 @@ class VllmEngine:
             raise EngineFailure(f"vLLM did not finish loading within {self.settings.load_timeout_s:.0f} s") from None
         future.result()  # the build's own error, if it failed
         llm = box.pop()
-        self._detail = "starting vLLM's OpenAI server"
+        self._life.detail = "starting vLLM's OpenAI server"
         try:
             left = max(deadline - time.monotonic(), 10.0)
             app = await asyncio.wait_for(build_serving_app(llm, args), timeout=left)
@@ -459,12 +455,12 @@ class VllmEngine:
         self._log.append(f"[panel] vllm serve {engine_args.model} (args parsed by vLLM's own parser)")
         config_path = self._logging_config(log_file)
         engine_args.logging_config = LoggingConfig(pylogging_config_file=str(config_path))
-        self._detail = "reading the model config"
+        self._life.detail = "reading the model config"
         try:
             vllm_config = engine_args.create_engine_config()
         except (ValueError, TypeError, OSError) as exc:  # pydantic's ValidationError is a ValueError
             raise UnsupportedModelError(short_vllm_error(exc)) from None
-        self._detail = "starting the engine core"
+        self._life.detail = "starting the engine core"
         box.append(
             AsyncLLM.from_vllm_config(
                 vllm_config,
@@ -535,8 +531,8 @@ class VllmEngine:
                     continue
                 self._log.append(line.rstrip())
                 found = load_phase(line, reached)
-                if found and self._state is EngineState.LOADING:
-                    reached, self._detail = found
+                if found and self._life.state is EngineState.LOADING:
+                    reached, self._life.detail = found
 
     def _failure_message(self, exc: BaseException) -> str:
         """The reason a load failed; when vLLM only says 'see root cause above', add that root cause."""
@@ -560,7 +556,7 @@ class VllmEngine:
     async def _start_peer(self, peer: PeerClient, request: LoadRequest, args: Any) -> None:
         """Ask the worker panel to start node rank 1 with the same model and options, then this node joins."""
         os.environ.update(node_environment(self.settings))  # the interfaces this node's vLLM binds and dials
-        self._detail = f"starting the worker node at {peer.url}"
+        self._life.detail = f"starting the worker node at {peer.url}"
         launch = WorkerLaunch(
             model_path=str(args.model),
             options={
@@ -619,9 +615,9 @@ class VllmEngine:
     async def _watch_peer(self, peer: PeerClient) -> None:
         """While loaded across nodes: a worker that fails turns this engine into an error, with its last lines."""
         message = await self._peer_trouble(peer)
-        if self._peer is peer and self._state in (EngineState.LOADED, EngineState.ERROR):
+        if self._peer is peer and self._life.state in (EngineState.LOADED, EngineState.ERROR):
             self._log.append(f"[panel] {message.splitlines()[0]}")
-            self._set(EngineState.ERROR, model=self._model, error=f"{message}\nUnload and load again.", detail=None)
+            self._life.move(EngineState.ERROR, error=f"{message}\nUnload and load again.")
 
     # --- unloading --------------------------------------------------------------------
 
@@ -633,9 +629,9 @@ class VllmEngine:
             await self._stop_tail()
             await self._stop_peer()
             return
-        self._detail = "ending requests in flight"
+        self._life.detail = "ending requests in flight"
         await loaded.serving.drain(timeout_s=DRAIN_TIMEOUT_S)
-        self._detail = "shutting down"
+        self._life.detail = "shutting down"
         before = tree_rss_mib()
         llm = loaded.llm
         del loaded  # vLLM's app and its state hold the engine too: drop them before shutting it down
@@ -647,10 +643,6 @@ class VllmEngine:
         await self._stop_peer()  # after this node's share is shut down: requests in flight end first
         await self._stop_tail()
         self._log.append(f"[panel] vLLM shut down; process tree RSS {before:.0f} → {tree_rss_mib():.0f} MiB")
-
-    def _set(self, state: EngineState, *, model: str | None, error: str | None, detail: str | None) -> None:
-        self._state, self._model, self._error, self._detail = state, model, error, detail
-        self._since = time.time()
 
 
 def sleep_problem(llm: Any) -> str | None:

@@ -10,6 +10,7 @@ What both sides share lives here: the plan applied to vLLM's arguments, the type
 from __future__ import annotations
 
 import argparse
+import enum
 import hmac
 import importlib.metadata
 import json
@@ -18,7 +19,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError
@@ -29,7 +30,18 @@ from panel.settings import Settings
 
 PEER_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 60.0  # a worker stopping its node waits its grace period, then SIGKILLs the group
-WorkerState = Literal["idle", "starting", "running", "error"]
+
+
+class WorkerState(str, enum.Enum):
+    """The worker's headless node: idle, starting (until it says it joined the head), running, error."""
+
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ class WorkerLaunch(BaseModel):
 class WorkerStatus(BaseModel):
     """The worker's supervised `vllm serve --headless` child."""
 
-    state: WorkerState = "idle"
+    state: WorkerState = WorkerState.IDLE
     model_path: str | None = None
     pid: int | None = None
     since: float = Field(default_factory=time.time)

@@ -8,10 +8,10 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from panel.engines.child import ChildProcess
+from panel.engines.lifecycle import Lifecycle
 from panel.engines.vllm.engine import load_phase
 from panel.engines.vllm.multinode import WorkerLaunch, WorkerState, WorkerStatus, node_environment
 from panel.errors import BadRequestError, EngineFailure
@@ -21,27 +21,32 @@ from panel.settings import Settings
 # the child's log line that says it has joined the head's group and serves its layers
 RUNNING_MARKERS = ("headless multiproc executor", "starting to load model", "loading weights took")
 
+# a start replaces whatever node ran before; a stop always leaves it idle
+WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.IDLE: frozenset({WorkerState.STARTING, WorkerState.IDLE}),
+    WorkerState.STARTING: frozenset({WorkerState.RUNNING, WorkerState.ERROR, WorkerState.STARTING, WorkerState.IDLE}),
+    WorkerState.RUNNING: frozenset({WorkerState.ERROR, WorkerState.STARTING, WorkerState.IDLE}),
+    WorkerState.ERROR: frozenset({WorkerState.STARTING, WorkerState.IDLE}),
+}
+
 
 class NodeWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._child: ChildProcess | None = None
-        self._state: WorkerState = "idle"
-        self._model: str | None = None
-        self._error: str | None = None
-        self._detail: str | None = None
-        self._since = time.time()
+        self._life = Lifecycle("vLLM worker node", WorkerState.IDLE, WORKER_TRANSITIONS)
         self._lock = asyncio.Lock()
 
     def status(self, lines: int = 15) -> WorkerStatus:
         child = self._child
+        life = self._life
         return WorkerStatus(
-            state=self._state,
-            model_path=self._model,
+            state=life.state,
+            model_path=life.model,
             pid=child.pid if child is not None and child.running else None,
-            since=self._since,
-            error=self._error,
-            detail=self._detail,
+            since=life.since,
+            error=life.error,
+            detail=life.detail,
             log_tail=child.tail(lines) if child is not None else [],
         )
 
@@ -62,21 +67,21 @@ class NodeWorker:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mode 0600: the options may name private paths
                 json.dump(spec, fh)
             self._child = child
-            self._set("starting", model=str(path), error=None, detail="starting vLLM's headless node")
+            self._life.move(WorkerState.STARTING, model=str(path), detail="starting vLLM's headless node")
             argv = [sys.executable, "-m", "panel.engines.vllm.node", name]
             try:
                 await child.start(argv, child_environment(self.settings))
             except OSError as exc:
                 Path(name).unlink(missing_ok=True)
                 self._child = None
-                self._set("error", model=str(path), error=f"could not start the worker's vLLM node: {exc}", detail=None)
+                self._life.move(WorkerState.ERROR, error=f"could not start the worker's vLLM node: {exc}")
                 raise EngineFailure(f"the worker could not start its vLLM node: {exc}") from None
         return self.status()
 
     async def stop(self) -> WorkerStatus:
         async with self._lock:
             await self._stop_child()
-            self._set("idle", model=None, error=None, detail=None)
+            self._life.move(WorkerState.IDLE, model=None)
         return self.status()
 
     async def shutdown(self) -> None:
@@ -90,26 +95,20 @@ class NodeWorker:
     def _exited(self, code: int) -> None:
         child = self._child
         tail = "\n".join(child.tail(15)) if child is not None else ""
-        self._set(
-            "error",
-            model=self._model,
-            error=f"the worker's vLLM node exited (code {code}). Last log lines:\n{tail}",
-            detail=None,
-        )
+        message = f"the worker's vLLM node exited (code {code}). Last log lines:\n{tail}"
+        self._life.move(WorkerState.ERROR, error=message)
 
     def _follow(self, line: str) -> None:
         """Each line of the child's log: starting → running once it says it joined; the load phase as the detail."""
-        if self._state not in ("starting", "running"):
+        life = self._life
+        if life.state not in (WorkerState.STARTING, WorkerState.RUNNING):
             return
         found = load_phase(line.split(") ", 1)[-1])  # without vLLM's "(Worker_PP1 pid=…) " prefix
-        if found:
-            self._detail = found[1]
-        if self._state == "starting" and any(m in line.lower() for m in RUNNING_MARKERS):
-            self._state = "running"
-
-    def _set(self, state: WorkerState, *, model: str | None, error: str | None, detail: str | None) -> None:
-        self._state, self._model, self._error, self._detail = state, model, error, detail
-        self._since = time.time()
+        detail = found[1] if found else life.detail
+        if life.state is WorkerState.STARTING and any(m in line.lower() for m in RUNNING_MARKERS):
+            life.move(WorkerState.RUNNING, detail=detail)
+        else:
+            life.detail = detail
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
