@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from panel.engines.base import Engine
     from panel.engines.manager import EngineManager
     from panel.engines.vllm.node_worker import NodeWorker
-    from panel.models.hub import DownloadManager
+    from panel.models.downloads import DownloadManager
     from panel.observability.load_log import LoadLog
     from panel.observability.metrics import PanelMetrics
     from panel.observability.request_log import RequestLog
@@ -58,7 +58,7 @@ def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
     from panel.bench.share_api import IMPORT_PATH, MAX_BUNDLE_BYTES
     from panel.engines.manager import EngineManager
     from panel.engines.vllm.node_worker import NodeWorker
-    from panel.models.hub import DownloadManager, hub_config
+    from panel.models.downloads import DownloadManager, hub_config
     from panel.observability.load_log import LoadLog
     from panel.observability.metrics import PanelMetrics
     from panel.observability.request_log import RequestLog

@@ -22,8 +22,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from panel import library  # noqa: E402
-from panel.models.hub import DownloadManager, HubConfig  # noqa: E402
+from panel.models import library  # noqa: E402
+from panel.models.downloads import DownloadManager, HubConfig  # noqa: E402
 from panel.settings import Settings  # noqa: E402
 from tests.models.hub_server import HubFile, HubRepo, HubServer  # noqa: E402
 
@@ -36,7 +36,7 @@ def measure_download(size_mb: int, tmp: Path) -> None:
         job = manager.wait(manager.start("bench/blob").id, 600)
         elapsed = time.perf_counter() - t0
         assert job.status == "done", job.error
-        gaps = [b["t"] - a["t"] for a, b in zip(job.events, list(job.events)[1:], strict=False)]
+        gaps = [b.t - a.t for a, b in zip(job.events, list(job.events)[1:], strict=False)]
         print(
             f"download {size_mb} MB from loopback: {elapsed:.2f} s = {size_mb / elapsed:.0f} MB/s "
             f"({len(job.events)} progress updates, median gap {statistics.median(gaps) * 1000:.0f} ms)"

@@ -9,7 +9,9 @@ import time
 from typing import Any, TextIO
 
 from panel.errors import PanelError
-from panel.models.hub import DownloadJob, DownloadManager, hub_config, human_bytes, human_eta
+from panel.models.downloads import DownloadManager, hub_config
+from panel.models.hub import human_bytes, human_eta
+from panel.models.progress import DownloadJob
 from panel.settings import Settings
 
 REFRESH_S = 0.5

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from panel.access.auth import actor_of, require_api_role
 from panel.models import library
-from panel.models.hub import DownloadManager
+from panel.models.downloads import DownloadManager
 from panel.services import Services
 
 router = APIRouter()

@@ -11,7 +11,8 @@ import gradio as gr
 from panel.access.auth import actor_of
 from panel.errors import PanelError
 from panel.models import library
-from panel.models.hub import DownloadManager, RepoListing, human_bytes, human_eta
+from panel.models.downloads import DownloadManager
+from panel.models.hub import RepoListing, human_bytes, human_eta
 from panel.services import Services
 from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line

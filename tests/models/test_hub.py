@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from panel.errors import BadRequestError, DiskFullError, ForbiddenError, HubUnreachableError, NotFoundError
-from panel.models.hub import STAGING_DIR, DownloadManager, HubConfig, RepoFile, group_gguf, quant_of
+from panel.models.downloads import STAGING_DIR, DownloadManager, HubConfig
+from panel.models.hub import RepoFile, group_gguf, quant_of
 from tests.models.hub_server import COMMIT, HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_TestSecretToken1234567890abcdef"
@@ -137,7 +138,7 @@ def test_download_hf_repo_with_progress_lands_complete(
     assert job.status == "done", job.error
     assert seen_running is not None, "never saw a file part-way with a speed"
     assert seen_running["eta_s"] is not None and seen_running["eta_s"] > 0
-    big_events = [e["done"] for e in job.events if e["path"] == "model-big.safetensors"]
+    big_events = [e.done for e in job.events if e.path == "model-big.safetensors"]
     assert len(big_events) >= 3 and big_events == sorted(big_events)
     assert big_events[-1] == len(repo_files["big.safetensors"])
     target = tmp_path / "models" / "big"
