@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from panel.models.library import shard_paths
-from panel.models.paths import GGUF_MAGIC
+from panel.models.gguf import read_gguf
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -59,10 +56,6 @@ VLLM_CPU_RUNTIME_BYTES = 2150 * MiB
 # A typical figure for small and mid-size models, not measured on this machine.
 VLLM_GPU_RUNTIME_BYTES = 1 * GiB
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8": 1, "float8": 1}
-
-GGUF_MAX_ARRAY_KEPT = 65_536  # numeric arrays up to this length are kept (per-layer values); longer ones skipped
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -315,12 +308,8 @@ def read_gguf_shape(path: Path) -> GgufShape:
 
     Raises ValueError (or OSError) for a file that is not a readable GGUF.
     """
-    meta: dict[str, Any] = {}
-    tensor_bytes = 0
-    for shard in shard_paths(path):
-        shard_meta, shard_bytes = _read_gguf_header(shard)
-        meta = meta or shard_meta
-        tensor_bytes += shard_bytes
+    header = read_gguf(path)
+    meta, tensor_bytes = header.metadata, header.tensor_bytes()
     arch = str(meta.get("general.architecture") or "")
 
     def get(key: str) -> Any:
@@ -361,67 +350,6 @@ def _recurrent_state_bytes(arch: str, meta: dict[str, Any], n_layer: int, n_head
     conv = _as_int(meta.get(f"{arch}.ssm.conv_kernel"), 4)
     layers = sum(1 for h in n_head_kv if h == 0) or n_layer
     return layers * (inner * state + (conv - 1) * inner) * 4
-
-
-def _read_gguf_header(path: Path) -> tuple[dict[str, Any], int]:
-    """(metadata with scalars, strings and short numeric arrays; bytes of tensor data) from one GGUF file."""
-    import gguf
-
-    with path.open("rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise ValueError(f"{path.name} is not a GGUF file")
-        version, n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
-        if version < 2 or n_tensors > 1_000_000 or n_kv > 1_000_000:
-            raise ValueError(f"{path.name}: unsupported GGUF header (version {version})")
-        meta = {}
-        for _ in range(n_kv):
-            key = _read_str(fh)
-            (vtype,) = struct.unpack("<I", fh.read(4))
-            meta[key] = _read_value(fh, vtype)
-        total = 0
-        for _ in range(n_tensors):
-            _read_str(fh)
-            (n_dims,) = struct.unpack("<I", fh.read(4))
-            dims = struct.unpack(f"<{n_dims}Q", fh.read(8 * n_dims))
-            ttype, _offset = struct.unpack("<IQ", fh.read(12))
-            try:
-                block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
-            except (ValueError, KeyError):
-                raise ValueError(f"{path.name}: unknown tensor type {ttype}") from None
-            total += math.prod(dims) // block * type_size
-    return meta, total
-
-
-def _read_str(fh: BinaryIO) -> str:
-    (n,) = struct.unpack("<Q", fh.read(8))
-    if n > 1 << 24:
-        raise ValueError("GGUF string too long")
-    return fh.read(n).decode("utf-8", errors="replace")
-
-
-def _read_value(fh: BinaryIO, vtype: int) -> Any:
-    if vtype in _SCALARS:
-        fmt = _SCALARS[vtype]
-        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
-    if vtype == _GGUF_STRING:
-        return _read_str(fh)
-    if vtype != _GGUF_ARRAY:
-        raise ValueError(f"unknown GGUF value type {vtype}")
-    etype, count = struct.unpack("<IQ", fh.read(12))
-    if etype in _SCALARS:
-        fmt = _SCALARS[etype]
-        size = struct.calcsize(fmt)
-        if count > GGUF_MAX_ARRAY_KEPT:
-            fh.seek(count * size, 1)
-            return count  # a long numeric array (token scores) stands for its length
-        return struct.unpack(f"<{count}{fmt[1:]}", fh.read(count * size))
-    for _ in range(count):
-        if etype == _GGUF_STRING:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            fh.seek(n, 1)
-        else:
-            _read_value(fh, etype)
-    return count  # an array of strings (the vocabulary) stands for its length
 
 
 def _per_layer(value: Any, n_layer: int) -> tuple[int, ...]:

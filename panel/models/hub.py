@@ -21,15 +21,11 @@ from panel.errors import (
     NotFoundError,
     PanelError,
 )
+from panel.models.gguf import SHARD_RE, quant_of
 
 log = logging.getLogger(__name__)
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
-QUANT_RE = re.compile(
-    r"(?:^|[-_.])((?:UD-)?(?:I?Q\d(?:_[A-Z0-9]+)*|F16|BF16|F32|FP16|FP8|MXFP4(?:_MOE)?|TQ\d_\d))(?=[-_.]|$)",
-    re.IGNORECASE,
-)
 # For safetensors repos these are duplicates or other frameworks' copies of the same weights.
 HF_IGNORE = ("*.gguf", "*.bin", "*.pth", "*.pt", "*.h5", "*.msgpack", "*.onnx", "*.ot", "original/*", "*.tflite")
 
@@ -106,14 +102,6 @@ def list_repo(
         gated=bool(info.gated),
         private=bool(info.private),
     )
-
-
-def quant_of(filename: str) -> str | None:
-    """The quantization named in a GGUF file name (Q4_K_M, IQ2_XXS, Q8_0, BF16, MXFP4, …), upper-cased."""
-    stem = SHARD_RE.sub("", Path(filename).name)
-    stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
-    matches = QUANT_RE.findall(stem)
-    return matches[-1].upper() if matches else None
 
 
 def group_gguf(files: Iterable[RepoFile]) -> list[GgufGroup]:

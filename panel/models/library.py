@@ -12,16 +12,15 @@ import struct
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from panel.errors import BadRequestError, ConflictError, ForbiddenError
-from panel.models.paths import GGUF_MAGIC, display_path, user_path, within_roots
+from panel.models.gguf import is_later_shard, read_gguf, shard_paths
+from panel.models.paths import display_path, user_path, within_roots
 
 if TYPE_CHECKING:
     from panel.services import Services
 
-SHARD_SUFFIX = "-00001-of-"
-GGUF_MAX_HEADER_ITEMS = 1_000_000
 ENGINE_OF_FORMAT = {"gguf": "llamacpp", "hf": "vllm"}
 HF_MARKERS = ("config.json", "params.json")  # params.json: Mistral's own format, which vLLM also loads
 QUANT_METHODS = {
@@ -73,7 +72,7 @@ def scan(roots: Iterable[Path]) -> list[LibraryEntry]:
         if not root.is_dir():
             continue
         for path in sorted(_visible(root, "*.gguf")):
-            if _is_later_shard(path.name):
+            if is_later_shard(path.name):
                 continue
             entries.append(gguf_entry(path, roots))
         folders = {p.parent for name in HF_MARKERS for p in _visible(root, name)}
@@ -102,134 +101,33 @@ def _visible(root: Path, pattern: str) -> Iterable[Path]:
         yield path
 
 
-def _is_later_shard(name: str) -> bool:
-    lower = name.lower()
-    return "-of-" in lower and lower.endswith(".gguf") and _shard_index(lower) not in (None, 1)
-
-
-def _shard_index(name: str) -> int | None:
-    stem = name.removesuffix(".gguf")
-    parts = stem.rsplit("-", 3)
-    if len(parts) == 4 and parts[2] == "of" and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def shard_paths(first: Path) -> list[Path]:
-    """All files of a sharded GGUF given any shard (or just the file itself when not sharded)."""
-    stem = first.name.removesuffix(".gguf")
-    parts = stem.rsplit("-", 3)
-    if len(parts) != 4 or parts[2] != "of" or not parts[1].isdigit():
-        return [first]
-    total = parts[3]
-    found = [first.with_name(f"{parts[0]}-{i:0{len(parts[1])}d}-of-{total}.gguf") for i in range(1, int(total) + 1)]
-    return [p for p in found if p.is_file()]
-
-
 # --- GGUF -------------------------------------------------------------------------------
 
 
 def gguf_entry(path: Path, roots: tuple[Path, ...]) -> LibraryEntry:
     shards = shard_paths(path)
-    size = sum(p.stat().st_size for p in shards)
     entry = LibraryEntry(
         name=display_path(path, roots),
         path=str(path),
         format="gguf",
-        size_bytes=size,
+        size_bytes=sum(p.stat().st_size for p in shards),
         engine="llamacpp",
         files=len(shards),
     )
     try:
-        meta, params, dominant = read_gguf(path)
-        for other in shards[1:]:
-            params += read_gguf(other)[1]
+        header = read_gguf(path)
     except (OSError, ValueError, struct.error) as exc:
         entry.note = f"unreadable GGUF header: {exc}"
         return entry
+    meta = header.metadata
     arch = meta.get("general.architecture")
     entry.architecture = str(arch) if arch else None
-    entry.parameters = params or None
+    entry.parameters = header.n_params or None
     entry.context_length = _int(meta.get(f"{arch}.context_length"))
-    entry.quantization = gguf_quant_name(meta.get("general.file_type"), dominant)
+    entry.quantization = header.quantization
     if meta.get("general.type") == "mmproj" or "mmproj" in path.name.lower() or arch == "clip":
         entry.engine, entry.note = None, "vision projector (mmproj): give it with the model, not alone"
     return entry
-
-
-def gguf_quant_name(file_type: Any, dominant_tensor_type: int | None) -> str | None:
-    import gguf
-
-    if isinstance(file_type, int):
-        try:
-            return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").replace("GUESSED", "?")
-        except ValueError:
-            pass
-    if dominant_tensor_type is not None:
-        try:
-            return gguf.GGMLQuantizationType(dominant_tensor_type).name
-        except ValueError:
-            return None
-    return None
-
-
-def read_gguf(path: Path) -> tuple[dict[str, Any], int, int | None]:
-    """Scalar/string metadata, parameter count and the most common tensor type, read from the header only.
-
-    Arrays (the tokenizer vocab) are skipped rather than decoded, which keeps a library scan fast.
-    """
-    import gguf
-
-    with path.open("rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise ValueError("not a GGUF file")
-        version, n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
-        if version < 2 or n_tensors > GGUF_MAX_HEADER_ITEMS or n_kv > GGUF_MAX_HEADER_ITEMS:
-            raise ValueError(f"unsupported GGUF header (version {version})")
-        meta: dict[str, Any] = {}
-        for _ in range(n_kv):
-            key = _read_str(fh)
-            (vtype,) = struct.unpack("<I", fh.read(4))
-            meta[key] = _read_value(fh, gguf.GGUFValueType(vtype))
-        params, by_type = 0, {}
-        for _ in range(n_tensors):
-            _read_str(fh)
-            (n_dims,) = struct.unpack("<I", fh.read(4))
-            dims = struct.unpack(f"<{n_dims}Q", fh.read(8 * n_dims))
-            ttype, _offset = struct.unpack("<IQ", fh.read(12))
-            n = math.prod(dims)
-            params += n
-            by_type[ttype] = by_type.get(ttype, 0) + n
-    dominant = max(by_type, key=lambda t: by_type[t]) if by_type else None
-    return meta, params, dominant
-
-
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def _read_str(fh: BinaryIO) -> str:
-    (n,) = struct.unpack("<Q", fh.read(8))
-    if n > 1 << 24:
-        raise ValueError("GGUF string too long")
-    return fh.read(n).decode("utf-8", errors="replace")
-
-
-def _read_value(fh: BinaryIO, vtype: Any) -> Any:
-    code = int(vtype)
-    if code in _SCALARS:
-        fmt = _SCALARS[code]
-        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
-    if code == 8:
-        return _read_str(fh)
-    if code == 9:
-        (etype, count) = struct.unpack("<IQ", fh.read(12))
-        if etype in _SCALARS:
-            fh.seek(count * struct.calcsize(_SCALARS[etype]), 1)
-        else:
-            for _ in range(count):
-                _read_value(fh, etype)
-        return None  # arrays are not needed for the library
-    raise ValueError(f"unknown GGUF value type {code}")
 
 
 # --- HF folders -------------------------------------------------------------------------

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from panel.errors import BadRequestError, ForbiddenError, NotFoundError
-
-GGUF_MAGIC = b"GGUF"
+from panel.models.gguf import GGUF_MAGIC
 
 
 def display_path(path: Path, roots: tuple[Path, ...]) -> str:

@@ -15,7 +15,8 @@ import pytest
 
 from panel.errors import BadRequestError, DiskFullError, ForbiddenError, HubUnreachableError, NotFoundError
 from panel.models.downloads import STAGING_DIR, DownloadManager, HubConfig
-from panel.models.hub import RepoFile, group_gguf, quant_of
+from panel.models.gguf import quant_of
+from panel.models.hub import RepoFile, group_gguf
 from tests.models.hub_server import COMMIT, HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_TestSecretToken1234567890abcdef"
