@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from panel.services import Services
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from panel.ui.engines import EnginesTab
+    from panel.ui.models import ModelsTab
 
 CSS = """
 .panel-stats { font-size: 0.85em; opacity: 0.85; }
@@ -23,7 +29,7 @@ def build_ui(services: Services) -> Any:
     from panel.ui.chat import build_chat
     from panel.ui.engines import build_engines
     from panel.ui.keys import build_admin
-    from panel.ui.models import build_models, open_in_engines
+    from panel.ui.models import build_models
     from panel.ui.monitor import build_monitor
     from panel.ui.results import build_results
 
@@ -44,37 +50,28 @@ def build_ui(services: Services) -> Any:
                 build_monitor(services)
             with gr.Tab("Admin", id="admin") as admin_tab:
                 build_admin(services)
-        _wire_models_to_engines(services, tabs, models, engines, open_in_engines)
+        _wire_models_to_engines(services, tabs, models, engines)
         install_role_gating(blocks, services, {admin_tab: "admin"})  # last: sees every tab's guarded handlers
     return blocks
 
 
-def _wire_models_to_engines(
-    services: Services, tabs: Any, models: dict[str, Any], engines: dict[str, Any], open_in_engines: Any
-) -> None:
+def _wire_models_to_engines(services: Services, tabs: gr.Tabs, models: ModelsTab, engines: EnginesTab) -> None:
     """The Models tab's "Load on its engine": switch to the Engines tab with that engine's picker filled in."""
     import gradio as gr
 
-    from panel.models import library
+    from panel.ui.models import open_in_engines
 
-    pickers = {"llamacpp": engines["model"], "vllm": engines.get("vllm_model")}
-    outputs = [tabs, models["message"]] + [p for p in pickers.values() if p is not None]
+    pickers = engines.pickers
 
-    def on_open_click(path: str | None) -> list[Any]:
-        engine, note = open_in_engines(services, path)
-        if engine is None or pickers.get(engine) is None:
-            tab = gr.update()
-            note = note if engine is None else f"❌ no {engine} picker on the Engines tab in this build"
-        else:
-            tab = gr.Tabs(selected="engines")
-        roots = services.settings.all_model_roots
-        return [tab, note] + [
-            gr.update(value=path, choices=library.choices(roots, name)) if name == engine else gr.update()
-            for name, p in pickers.items()
-            if p is not None
-        ]
+    def on_models_open_click(path: str | None) -> list[Any]:
+        target = open_in_engines(services, path)
+        chosen = next((p for p in pickers if p.engine == target.engine), None)
+        tab = gr.update() if chosen is None else gr.Tabs(selected="engines")
+        fills = [gr.update(value=path, choices=p.choices()) if p is chosen else gr.update() for p in pickers]
+        return [tab, target.message, *fills]
 
-    models["open"].click(on_open_click, models["selected"], outputs)
+    outputs = [tabs, models.message, *(p.dropdown for p in pickers)]
+    models.open_button.click(on_models_open_click, models.selected, outputs)
 
 
 def ui_launch_kwargs() -> dict[str, Any]:

@@ -1,13 +1,48 @@
-"""Small formatting helpers shared by tabs: status badges, error text."""
+"""Small parts shared by the tabs: the engines' status table, load/unload lines, an engine's model picker."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+
 from panel.engines.manager import EngineManager
 from panel.errors import PanelError
+
+Choices = list[tuple[str, str]]  # (label, path) entries of a model dropdown
+
+
+@dataclass(frozen=True)
+class EnginePicker:
+    """One engine's model picker on the Engines tab: the dropdown and the (label, path) choices it offers, so the
+    Models tab's "Load on its engine" can fill it in."""
+
+    engine: str
+    dropdown: gr.Dropdown
+    choices: Callable[[], Choices]
+
+
+def model_picker(engine: str, choices: Callable[[], Choices], label: str, elem_id: str) -> EnginePicker:
+    """A model dropdown over `choices` (the first one chosen; a typed path is allowed too) and its refresh button."""
+    found = choices()
+    dropdown = gr.Dropdown(
+        choices=found,
+        value=found[0][1] if found else None,
+        label=label,
+        allow_custom_value=True,
+        elem_id=elem_id,
+    )
+    refresh = gr.Button("↻ Refresh list", size="sm")
+
+    def on_refresh_click() -> Any:
+        return gr.update(choices=choices())
+
+    refresh.click(on_refresh_click, outputs=dropdown)
+    return EnginePicker(engine, dropdown, choices)
 
 
 def status_markdown(status: dict[str, dict[str, Any]]) -> str:

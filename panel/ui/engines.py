@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -9,7 +10,7 @@ import gradio as gr
 from panel.access.auth import actor_of
 from panel.models import library
 from panel.services import Services
-from panel.ui.common import load_message, status_markdown, unload_message
+from panel.ui.common import EnginePicker, load_message, model_picker, status_markdown, unload_message
 from panel.ui.guard import requires_role
 from panel.ui.nodes import build_nodes_section
 from panel.ui.residents import build_residents, fit_line
@@ -18,7 +19,14 @@ from panel.ui.vllm_section import build_vllm_section
 STATUS_POLL_S = 1.5
 
 
-def build_engines(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EnginesTab:
+    """What the Engines tab offers the other tabs: each engine's model picker."""
+
+    pickers: tuple[EnginePicker, ...]
+
+
+def build_engines(services: Services) -> EnginesTab:
     manager, settings = services.manager, services.settings
     roots = settings.all_model_roots
 
@@ -31,15 +39,8 @@ def build_engines(services: Services) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("### llama.cpp (GGUF)")
-            choices = gguf_choices()
-            model = gr.Dropdown(
-                choices=choices,
-                value=choices[0][1] if choices else None,
-                label="Model (GGUF)",
-                allow_custom_value=True,
-                elem_id="llama-model",
-            )
-            refresh = gr.Button("↻ Refresh list", size="sm")
+            picker = model_picker("llamacpp", gguf_choices, "Model (GGUF)", "llama-model")
+            model = picker.dropdown
             with gr.Row():
                 ctx_size = gr.Number(value=settings.llama_ctx_size, label="Context size", precision=0)
                 parallel = gr.Number(value=settings.llama_parallel, label="Parallel slots", precision=0)
@@ -107,9 +108,6 @@ def build_engines(services: Services) -> dict[str, Any]:
     def on_timer_tick() -> tuple[str, str]:
         return status_markdown(manager.status()), "\n".join(manager.get("llamacpp").logs(60))
 
-    def on_refresh_click() -> Any:
-        return gr.update(choices=gguf_choices())
-
     form = [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args, alias]
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
         on_load_click, [*form, force], message, concurrency_limit=None
@@ -117,6 +115,5 @@ def build_engines(services: Services) -> dict[str, Any]:
     for box in form:  # the estimate follows the form, before any click
         box.change(on_form_change, form, estimate, show_progress="hidden", concurrency_limit=None)
     unload_btn.click(on_unload_click, outputs=message, concurrency_limit=None)
-    refresh.click(on_refresh_click, outputs=model)
     gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)
-    return {"status": status_md, "message": message, "model": model, "vllm_model": vllm["model"]}
+    return EnginesTab(pickers=(picker, vllm))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from panel.access.auth import actor_of
 from panel.errors import PanelError
 from panel.models import library
 from panel.models.downloads import DownloadManager
-from panel.models.hub import RepoListing, human_bytes, human_eta
+from panel.models.hub import RepoListing
 from panel.services import Services
 from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line
+from panel.units import human_bytes, human_eta, human_params
 
 PROGRESS_POLL_S = 1.0
 JOBS_SHOWN = 5
@@ -23,7 +25,24 @@ TABLE_HEADERS = ["model", "format", "size", "architecture", "parameters", "quant
 ALL_FILES = "__all__"
 
 
-def build_models(services: Services) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelsTab:
+    """The library's "Load on its engine" controls, wired to the Engines tab by the UI's composition."""
+
+    selected: gr.Dropdown
+    open_button: gr.Button
+    message: gr.Markdown
+
+
+@dataclass(frozen=True)
+class OpenTarget:
+    """Which engine loads a library model (None: none can), and the line that tells the user."""
+
+    engine: str | None
+    message: str
+
+
+def build_models(services: Services) -> ModelsTab:
     downloads: DownloadManager = services.downloads
     roots = services.settings.all_model_roots
 
@@ -114,7 +133,7 @@ def build_models(services: Services) -> dict[str, Any]:
 
     def on_selected_change(path: str | None) -> str:
         """The memory the model needs with its engine's default options, and whether it fits now."""
-        engine, _ = open_in_engines(services, path)
+        engine = open_in_engines(services, path).engine
         return fit_line(services.manager, engine, path, {}) if engine else ""
 
     def on_delete_click(path: str | None) -> tuple[Any, str]:
@@ -148,17 +167,19 @@ def build_models(services: Services) -> dict[str, Any]:
     confirm_btn.click(on_confirm_click, selected, library_msg).then(
         on_refresh_click, None, [table, selected, confirm_row]
     )
-    return {"selected": selected, "open": open_btn, "message": library_msg, "table": table}
+    return ModelsTab(selected=selected, open_button=open_btn, message=library_msg)
 
 
-def open_in_engines(services: Services, path: str | None) -> tuple[str | None, str]:
-    """Which engine loads the chosen model: ('llamacpp' | 'vllm' | None, a message for the user)."""
+def open_in_engines(services: Services, path: str | None) -> OpenTarget:
+    """Which engine loads the chosen model, and what to tell the user."""
     if not path:
-        return None, "choose a model first (click a row of the table)"
+        return OpenTarget(None, "choose a model first (click a row of the table)")
     entry = next((e for e in library.scan(services.settings.all_model_roots) if e.path == path), None)
     if entry is None or entry.engine is None:
-        return None, f"❌ {Path(path).name} cannot be loaded on its own" if entry else "❌ no such model any more"
-    return entry.engine, f"➡️ {Path(path).name} is filled in on the Engines tab ({entry.engine}): press Load"
+        return OpenTarget(
+            None, f"❌ {Path(path).name} cannot be loaded on its own" if entry else "❌ no such model any more"
+        )
+    return OpenTarget(entry.engine, f"➡️ {Path(path).name} is filled in on the Engines tab ({entry.engine}): press Load")
 
 
 # --- formatting -------------------------------------------------------------------------
@@ -169,9 +190,9 @@ def library_rows(roots: tuple[Path, ...]) -> list[list[Any]]:
         [
             e.name,
             e.format_label,
-            library.human_size(e.size_bytes),
+            human_bytes(e.size_bytes),
             e.architecture or "?",
-            library.human_params(e.parameters),
+            human_params(e.parameters),
             e.quantization or "?",
             e.context_length or "?",
             e.engine or "–",

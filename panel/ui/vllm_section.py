@@ -13,7 +13,7 @@ from panel.errors import PanelError
 from panel.models import library
 from panel.models.paths import display_path, list_model_paths
 from panel.services import Services
-from panel.ui.common import load_message, unload_message
+from panel.ui.common import EnginePicker, load_message, model_picker, unload_message
 from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line
 
@@ -94,21 +94,14 @@ def progress_markdown(status: dict[str, Any]) -> str:
     return "vLLM is idle: choose a model folder and press Load"
 
 
-def build_vllm_section(services: Services) -> dict[str, Any]:
+def build_vllm_section(services: Services) -> EnginePicker:
     manager = services.manager
     engine = manager.get("vllm")
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("### vLLM (Hugging Face folders)")
-            choices = hf_choices(services)
-            model = gr.Dropdown(
-                choices=choices,
-                value=choices[0][1] if choices else None,
-                label="Model (HF folder)",
-                allow_custom_value=True,
-                elem_id="vllm-model",
-            )
-            refresh = gr.Button("↻ Refresh list", size="sm")
+            picker = model_picker("vllm", lambda: hf_choices(services), "Model (HF folder)", "vllm-model")
+            model = picker.dropdown
             with gr.Row():
                 dtype = gr.Dropdown(list(DTYPES), value="bfloat16", label="dtype")
                 gpu_util = gr.Number(
@@ -209,9 +202,6 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
     def on_vllm_timer_tick() -> tuple[str, str]:
         return progress_markdown(engine.status().to_json()), "\n".join(engine.logs(LOG_LINES))
 
-    def on_vllm_refresh_click() -> Any:
-        return gr.update(choices=hf_choices(services))
-
     inputs = [
         *(model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra_args),
         *(nodes, pipeline, tensor),
@@ -231,6 +221,5 @@ def build_vllm_section(services: Services) -> dict[str, Any]:
         box.change(on_vllm_form_change, inputs, estimate, show_progress="hidden", concurrency_limit=None)
     sleep_btn.click(on_vllm_sleep_click, outputs=message, concurrency_limit=None)
     wake_btn.click(on_vllm_wake_click, outputs=message, concurrency_limit=None)
-    refresh.click(on_vllm_refresh_click, outputs=model)
     gr.Timer(POLL_S).tick(on_vllm_timer_tick, outputs=[progress, logs], show_progress="hidden", queue=False)
-    return {"model": model, "progress": progress, "message": message, "log": logs}
+    return picker

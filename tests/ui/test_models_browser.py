@@ -106,8 +106,8 @@ def test_download_then_open_on_engines_then_delete(panel: PanelProcess, browser,
 
 
 def test_an_hf_folder_opens_on_the_vllm_picker(panel: PanelProcess, browser) -> None:  # type: ignore[no-untyped-def]
-    """The other kind of model: "Load on its engine" with an HF folder fills the vLLM form (it once answered
-    "no vllm picker on the Engines tab in this build" because the section's picker was never handed over)."""
+    """The other kind of model: "Load on its engine" with an HF folder fills the vLLM form (no vLLM engine needed;
+    test_load_on_engine_browser.py loads it)."""
     page = browser.new_page()
     try:
         open_models_tab(page, panel)
