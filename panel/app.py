@@ -19,6 +19,8 @@ from panel.engines import default_engines
 from panel.engines.base import Engine
 from panel.errors import PanelError
 from panel.models import routes as model_routes
+from panel.observability import metrics
+from panel.observability import routes as observability_routes
 from panel.services import Services, build_services
 from panel.settings import Settings
 
@@ -48,7 +50,9 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.state.services = services
     api.install_error_handlers(app)
     app.include_router(api.router)
-    install_access(app, services)  # the gate (auth, limits, login throttling), keys, audit, /metrics
+    install_access(app, services)  # the gate (auth, limits, login throttling), keys, audit
+    app.include_router(observability_routes.router)  # the request log, the monitor
+    app.include_router(metrics.router)  # /metrics
     app.include_router(model_routes.router)  # Hugging Face downloads and the model library
     app.include_router(bench_api.router)
     app.include_router(share_api.router)  # benchmark bundles: export / import across machines

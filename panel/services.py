@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from panel.settings import Settings
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+
     from panel.access.audit import AuditLog
     from panel.access.auth import Auth
     from panel.access.limits import GenerationSlots
@@ -90,3 +92,8 @@ def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
         node_worker=NodeWorker(settings) if settings.role == "worker" else None,
         body_limits={IMPORT_PATH: MAX_BUNDLE_BYTES},  # a bundle with its inline HTML report is megabytes
     )
+
+
+def services_of(request: Request) -> Services:
+    """The app's services from inside a route (FastAPI keeps them on app.state, untyped)."""
+    return cast(Services, request.app.state.services)

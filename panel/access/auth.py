@@ -143,7 +143,8 @@ def parse_users_env(raw: str) -> dict[str, User]:
         parts = entry.split(":", 2)
         if len(parts) != 3:
             raise AuthConfigError(f"PANEL_USERS entry {entry.split(':', 1)[0]!r} is not name:role:bcrypt-hash")
-        users[parts[0]] = make_user(*parts, source="PANEL_USERS")
+        name, role, password_hash = parts
+        users[name] = make_user(name, role, password_hash, source="PANEL_USERS")
     return users
 
 
@@ -186,7 +187,7 @@ def write_users_file(path: Path, users: dict[str, User]) -> None:
 # --- the run-time object ------------------------------------------------------------------
 
 
-AuditHook = Callable[[str, str, str, dict[str, Any]], None]  # (actor, action, target, detail)
+AuditHook = Callable[[str, str, str, dict[str, Any]], object]  # (actor, action, target, detail); its return unused
 
 
 class Auth:

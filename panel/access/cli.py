@@ -24,7 +24,7 @@ from panel.settings import Settings
 CLI_ACTOR = "cli"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     users = sub.add_parser("users", help="manage UI users (name, role, bcrypt-hashed password)")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     add = users_sub.add_parser("add", help="add or update a user in the users file")

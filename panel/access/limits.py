@@ -244,7 +244,7 @@ class ScopeHeaders:
         wanted = name.lower().encode("latin-1")
         for key, value in self._raw:
             if key.lower() == wanted:
-                return value.decode("latin-1")
+                return bytes(value).decode("latin-1")
         return default
 
 

@@ -1,11 +1,10 @@
-"""Wires sharing-safety into one app: audit log, auth, metrics, the gate middleware, and the admin/monitor routes
-(/v1/admin/keys, /v1/audit, /v1/monitor). Also decides whether a host/share setting may start without users."""
+"""Access on one app: the gate middleware (auth, limits), login throttling, the admin routes (/v1/admin/keys,
+/v1/audit), and whether a host/share setting may start without users."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -17,9 +16,7 @@ from panel.access.audit import AuditLog
 from panel.access.auth import Auth, Principal, require_api_role
 from panel.access.limits import GateMiddleware, limits_from
 from panel.access.throttle import LoginThrottleMiddleware, Throttle
-from panel.observability import metrics
-from panel.observability.request_log import RequestFilter, RequestLog
-from panel.services import Services
+from panel.services import Services, services_of
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +42,6 @@ def install_access(app: FastAPI, services: Services) -> None:
         app.add_middleware(LoginThrottleMiddleware, throttle=throttles["login"], audit=services.audit.record)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
-    app.include_router(metrics.router)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -116,7 +112,7 @@ class KeyBody(BaseModel):
 
 
 def _auth_store(request: Request) -> Auth:
-    return request.app.state.services.auth
+    return services_of(request).auth
 
 
 @router.get("/v1/admin/keys")
@@ -143,7 +139,7 @@ async def revoke_key(
 async def audit_entries(
     request: Request, n: int = 100, _: Principal = Depends(require_api_role("admin"))
 ) -> dict[str, Any]:
-    audit: AuditLog = request.app.state.services.audit
+    audit: AuditLog = services_of(request).audit
     entries = audit.recent(max(1, min(n, 5000)))
     return {
         "entries": [
@@ -151,39 +147,3 @@ async def audit_entries(
             for e in entries
         ]
     }
-
-
-@router.get("/v1/requests", response_model=None)
-async def request_log_rows(
-    request: Request,
-    who: str | None = None,
-    model: str | None = None,
-    engine: str | None = None,
-    errors: bool = False,
-    limit: int = 200,
-    format: str = "json",
-    _: Principal = Depends(require_api_role("operator")),
-) -> Any:
-    """The request log, newest first, filtered; `format=csv` for a spreadsheet."""
-    import asyncio
-
-    from fastapi.responses import PlainTextResponse
-
-    log_: RequestLog = request.app.state.services.request_log
-    where = RequestFilter(who=who, model=model, engine=engine, errors_only=errors, limit=limit)
-    if format == "csv":
-        text = await asyncio.to_thread(log_.csv, where)
-        headers = {"Content-Disposition": 'attachment; filename="requests.csv"'}
-        return PlainTextResponse(text, media_type="text/csv", headers=headers)
-    rows = await asyncio.to_thread(log_.rows, where)
-    return {"rows": [asdict(r) for r in rows]}
-
-
-@router.get("/v1/monitor")
-async def monitor_snapshot(request: Request, _: Principal = Depends(require_api_role("viewer"))) -> dict[str, Any]:
-    import asyncio
-
-    from panel.observability.monitor import take_snapshot
-
-    snap = await asyncio.to_thread(take_snapshot, request.app.state.manager)
-    return snap.to_json()

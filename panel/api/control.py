@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from panel import __version__
 from panel.access.auth import actor_of, require_api_role
 from panel.engines.manager import EngineManager
+from panel.services import services_of
 
 router = APIRouter()
 
 
 def get_manager(request: Request) -> EngineManager:
-    return request.app.state.manager
+    return services_of(request).manager
 
 
 # --- request models ---------------------------------------------------------------------

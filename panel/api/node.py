@@ -15,7 +15,7 @@ from panel.access.limits import ScopeHeaders, send_error
 from panel.engines.vllm.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
 from panel.engines.vllm.node_worker import NodeWorker
 from panel.errors import BadRequestError, ConflictError, PayloadTooLargeError, UnauthorizedError
-from panel.services import Services
+from panel.services import Services, services_of
 
 router = APIRouter(prefix="/node")
 MAX_START_BYTES = 256 * 1024
@@ -56,7 +56,7 @@ class PeerKeyMiddleware:
 
 
 def _worker(request: Request) -> NodeWorker:
-    worker = request.app.state.services.node_worker
+    worker = services_of(request).node_worker
     if worker is None:
         raise ConflictError("this panel is not a worker node: start it with PANEL_ROLE=worker")
     return worker
@@ -64,9 +64,9 @@ def _worker(request: Request) -> NodeWorker:
 
 @router.get("/health")
 async def node_health(request: Request, model: str | None = Query(default=None, max_length=4096)) -> NodeHealth:
-    worker = request.app.state.services.node_worker
+    worker = services_of(request).node_worker
     status = worker.status() if worker else None
-    return await asyncio.to_thread(local_health, request.app.state.settings, status, model)  # NVML, nvidia-smi
+    return await asyncio.to_thread(local_health, services_of(request).settings, status, model)  # NVML, nvidia-smi
 
 
 @router.post("/start")

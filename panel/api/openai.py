@@ -19,6 +19,7 @@ from panel.api.gateway import Gateway, Prepared
 from panel.api.paths import FORWARDED_PATHS
 from panel.api.tap import Tap
 from panel.errors import PanelError
+from panel.services import services_of
 
 router = APIRouter()
 
@@ -60,7 +61,7 @@ async def forward(request: Request) -> Response:
     """Send the body to the routed engine; stream its answer back unchanged (status, content type, bytes).
     A library model that is not resident is loaded first: a streamed request gets SSE keep-alive comments while
     it waits, so clients and proxies do not time out."""
-    gateway: Gateway = request.app.state.services.gateway
+    gateway: Gateway = services_of(request).gateway
     principal = getattr(request.state, "principal", LOCAL)
     prepared = gateway.prepare(
         request.url.path, await request.body(), who=actor_of(request), can_load=role_allows(principal.role, "operator")

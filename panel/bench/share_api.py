@@ -18,6 +18,7 @@ from panel.access.auth import actor_of, require_api_role
 from panel.bench.share import MAX_BUNDLE_BYTES, ImportResult, audit_import, export_bundle, import_bundle
 from panel.bench.store import ResultStore
 from panel.errors import BadRequestError, PayloadTooLargeError
+from panel.services import services_of
 
 router = APIRouter(prefix="/v1/bench")
 IMPORT_PATH = "/v1/bench/import"  # its body cap is MAX_BUNDLE_BYTES, not the gate's default
@@ -25,7 +26,7 @@ ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed", "appli
 
 
 def get_store(request: Request) -> ResultStore:
-    return request.app.state.services.bench.store
+    return services_of(request).bench.store
 
 
 @router.get("/export", dependencies=[Depends(require_api_role("viewer"))])
@@ -54,7 +55,7 @@ async def import_(request: Request) -> dict[str, Any]:
     if not body:
         raise BadRequestError("empty body: send the bundle (.zip) as the request body")
     result = await asyncio.to_thread(_import_bytes, get_store(request), bytes(body))
-    audit_import(request.app.state.services.audit, actor_of(request), result)
+    audit_import(services_of(request).audit, actor_of(request), result)
     return dataclasses.asdict(result)
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from panel.access.auth import actor_of, require_api_role
 from panel.models import library
 from panel.models.downloads import DownloadManager
-from panel.services import Services
+from panel.services import Services, services_of
 
 router = APIRouter()
 
@@ -29,7 +29,7 @@ class DownloadBody(RepoBody):
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    return services_of(request)
 
 
 def _downloads(request: Request) -> DownloadManager:
