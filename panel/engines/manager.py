@@ -290,7 +290,7 @@ class EngineManager:
     ) -> tuple[str, ...]:
         """Evict idle models (LRU) until the load fits; wait while only busy models stand in the way; refuse a
         load that can never fit, or still does not after the deadline, saying by how much and what would."""
-        from panel.engines.memory_fit import human_bytes
+        from panel.units import human_memory
 
         engine = self.get(request.engine)
         exclude = self._replaced(engine, name)
@@ -308,12 +308,12 @@ class EngineManager:
                 if time.monotonic() >= deadline:
                     busy = ", ".join(h.name for h in plan.wait_for)
                     raise InsufficientMemoryError(
-                        f"{name} needs {human_bytes(estimate.total_bytes)} ({estimate.detail}); room would come "
+                        f"{name} needs {human_memory(estimate.total_bytes)} ({estimate.detail}); room would come "
                         f"only by unloading {busy}, which kept answering for {self.settings.load_wait_s:.0f} s"
                     )
                 self._waiting = (
                     f"{name} waits for {', '.join(h.name for h in plan.wait_for)} to finish answering "
-                    f"(needs {human_bytes(estimate.total_bytes)}, {human_bytes(max(plan.room, 0))} free)"
+                    f"(needs {human_memory(estimate.total_bytes)}, {human_memory(max(plan.room, 0))} free)"
                 )
                 await asyncio.sleep(WAIT_POLL_S)
         finally:
@@ -322,14 +322,14 @@ class EngineManager:
     def _no_room_message(
         self, request: LoadRequest, name: str, estimate: MemoryEstimate, view: MemoryView, plan: RoomPlan
     ) -> str:
-        from panel.engines.memory_fit import human_bytes
+        from panel.units import human_memory
 
         short = estimate.total_bytes - max(plan.room_at_best, 0)
-        where = f"the memory budget of {human_bytes(view.capacity_bytes)}" if view.budget_bytes else "memory"
+        where = f"the memory budget of {human_memory(view.capacity_bytes)}" if view.budget_bytes else "memory"
         pinned = [h.name for h in self._holders(self._replaced(self.get(request.engine), name)) if h.pinned]
         parts = [
-            f"{name} does not fit: it needs about {human_bytes(estimate.total_bytes)} ({estimate.detail}), "
-            f"{human_bytes(short)} more than {where} can give ({human_bytes(max(plan.room_at_best, 0))} even after "
+            f"{name} does not fit: it needs about {human_memory(estimate.total_bytes)} ({estimate.detail}), "
+            f"{human_memory(short)} more than {where} can give ({human_memory(max(plan.room_at_best, 0))} even after "
             "unloading every model that is not pinned)"
         ]
         if pinned:
@@ -711,12 +711,12 @@ class FitReport:
 
     def summary(self) -> str:
         """One line for the UI: the estimate and whether it fits now, after evictions, later, or never."""
-        from panel.engines.memory_fit import human_bytes
+        from panel.units import human_memory
 
         if self.estimate is None or self.plan is None:
             return "memory estimate unavailable for this model"
-        need = f"needs about **{human_bytes(self.estimate.total_bytes)}** ({self.estimate.detail})"
-        free = f"{human_bytes(self.memory.free_bytes)} free of {human_bytes(self.memory.capacity_bytes)}"
+        need = f"needs about **{human_memory(self.estimate.total_bytes)}** ({self.estimate.detail})"
+        free = f"{human_memory(self.memory.free_bytes)} free of {human_memory(self.memory.capacity_bytes)}"
         if self.plan.fits_now and not self.plan.evict:
             return f"✅ {need}; {free}"
         if self.plan.fits_now:

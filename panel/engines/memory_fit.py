@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.models.gguf import read_gguf
-
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
+from panel.units import GiB, KiB, MiB, human_memory
 
 # Bytes per element of llama.cpp's KV cache types (block size / elements per block for the quantized ones).
 KV_TYPE_BYTES = {
@@ -191,13 +188,13 @@ def _estimate_llama_shape(shape: GgufShape, options: LlamaFitOptions, device: De
     kv = _llama_kv_bytes(shape, options, n_ctx)
     activations, scores = _llama_compute_bytes(shape, options, n_ctx_attn)
     host = LLAMA_PROCESS_BYTES + shape.n_vocab * LLAMA_HEAP_BYTES_PER_TOKEN + shape.n_vocab * 4 * options.parallel
-    kv_label = f"KV cache {human_bytes(kv)} (ctx {n_ctx}, {_cache_label(options)})"
+    kv_label = f"KV cache {human_memory(kv)} (ctx {n_ctx}, {_cache_label(options)})"
     on_gpu = device is not None and device.kind in {"gpu", "unified"} and options.n_gpu_layers > 0
     if not on_gpu:
         overhead = host + activations
         detail = (
-            f"weights {human_bytes(shape.tensor_bytes)} + {kv_label} + runtime {human_bytes(overhead)}; "
-            f"long prompts add up to {human_bytes(scores)} of compute buffer"
+            f"weights {human_memory(shape.tensor_bytes)} + {kv_label} + runtime {human_memory(overhead)}; "
+            f"long prompts add up to {human_memory(scores)} of compute buffer"
             + ("" if options.flash_attn else " (flash_attn cuts it)")
         )
         return MemoryEstimate(shape.tensor_bytes, kv, overhead, detail, peak_extra_bytes=scores)
@@ -211,10 +208,10 @@ def _estimate_llama_shape(shape: GgufShape, options: LlamaFitOptions, device: De
         kv_layers = min(layers, shape.n_layer)
         kv = kv * kv_layers // max(1, shape.n_layer)
         where = "all layers" if layers > shape.n_layer else f"{kv_layers} of {shape.n_layer} layers"
-        kv_label = f"KV cache {human_bytes(kv)} (ctx {n_ctx}, {_cache_label(options)}, {where} on GPU)"
+        kv_label = f"KV cache {human_memory(kv)} (ctx {n_ctx}, {_cache_label(options)}, {where} on GPU)"
         overhead = compute + LLAMA_GPU_CONTEXT_BYTES
     detail = (
-        f"weights {human_bytes(weights)} + {kv_label} + compute buffer and CUDA context {human_bytes(overhead)}"
+        f"weights {human_memory(weights)} + {kv_label} + compute buffer and CUDA context {human_memory(overhead)}"
         + (" (unified memory)" if device.kind == "unified" else "")
     )
     return MemoryEstimate(weights, kv, overhead, detail)
@@ -387,9 +384,9 @@ def estimate_vllm(model_dir: str | Path, options: VllmFitOptions, device: Device
     if device.kind == "ram" and space is not None:
         kv, overhead = int(space * GiB), VLLM_CPU_RUNTIME_BYTES
         detail = (
-            f"{_share_note(options.nodes)}weights {human_bytes(weights)} + KV cache {human_bytes(kv)} "
+            f"{_share_note(options.nodes)}weights {human_memory(weights)} + KV cache {human_memory(kv)} "
             "(VLLM_CPU_KVCACHE_SPACE"
-            f"{_tokens_note(kv, per_token, max_len)}) + runtime {human_bytes(overhead)}"
+            f"{_tokens_note(kv, per_token, max_len)}) + runtime {human_memory(overhead)}"
         )
         return MemoryEstimate(weights, kv, overhead, detail)
     # vLLM's CPU backend without a KV space claims its share of RAM the same way (vllm/v1/worker/cpu_worker.py).
@@ -398,16 +395,16 @@ def estimate_vllm(model_dir: str | Path, options: VllmFitOptions, device: Device
     where = "RAM" if device.kind == "ram" else "unified memory" if device.kind == "unified" else "GPU memory"
     if weights + overhead >= share:
         detail = (
-            f"weights {human_bytes(weights)} + runtime {human_bytes(overhead)} exceed vLLM's share "
-            f"{options.gpu_memory_utilization:g} × {human_bytes(device.total_bytes)} {where} = {human_bytes(share)}"
+            f"weights {human_memory(weights)} + runtime {human_memory(overhead)} exceed vLLM's share "
+            f"{options.gpu_memory_utilization:g} × {human_memory(device.total_bytes)} {where} = {human_memory(share)}"
         )
         return MemoryEstimate(weights, 0, overhead, detail)
     kv = share - weights - overhead
     detail = (
         f"{_share_note(options.nodes)}vLLM claims {options.gpu_memory_utilization:g} × "
-        f"{human_bytes(device.total_bytes)} {where} = "
-        f"{human_bytes(share)}: weights {human_bytes(weights)} + runtime {human_bytes(overhead)} + KV cache "
-        f"{human_bytes(kv)}{_tokens_note(kv, per_token, max_len)}"
+        f"{human_memory(device.total_bytes)} {where} = "
+        f"{human_memory(share)}: weights {human_memory(weights)} + runtime {human_memory(overhead)} + KV cache "
+        f"{human_memory(kv)}{_tokens_note(kv, per_token, max_len)}"
     )
     return MemoryEstimate(weights, kv, overhead, detail)
 
@@ -520,17 +517,6 @@ def _meminfo(kind: str, path: Path = Path("/proc/meminfo")) -> DeviceMemory:
 
 
 # --- small helpers ----------------------------------------------------------------------------
-
-
-def human_bytes(n: int) -> str:
-    """1.2 GiB, 88 MiB, 512 KiB, 100 B."""
-    if n >= GiB:
-        return f"{n / GiB:.1f} GiB" if n < 1024 * GiB else f"{n / (1024 * GiB):.1f} TiB"
-    if n >= MiB:
-        return f"{round(n / MiB)} MiB"
-    if n >= KiB:
-        return f"{round(n / KiB)} KiB"
-    return f"{n} B"
 
 
 def _flag_value(args: list[str], *names: str) -> str | None:

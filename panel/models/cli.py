@@ -10,9 +10,9 @@ from typing import Any, TextIO
 
 from panel.errors import PanelError
 from panel.models.downloads import DownloadManager, hub_config
-from panel.models.hub import human_bytes, human_eta
 from panel.models.progress import DownloadJob
 from panel.settings import Settings
+from panel.units import human_bytes, human_eta
 
 REFRESH_S = 0.5
 BAR_WIDTH = 28

@@ -24,9 +24,10 @@ from huggingface_hub import constants as hf_constants
 
 from panel.errors import ConflictError, DiskFullError, NotFoundError
 from panel.files import safe_name
-from panel.models.hub import RepoFile, RepoListing, as_panel_error, human_bytes, list_repo, pick_files
+from panel.models.hub import RepoFile, RepoListing, as_panel_error, list_repo, pick_files
 from panel.models.progress import DownloadCancelled, DownloadJob, FileProgress, bar_class_for
 from panel.settings import Settings
+from panel.units import human_bytes
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from panel.errors import BadRequestError, ConflictError, ForbiddenError
 from panel.models.gguf import is_later_shard, read_gguf, shard_paths
 from panel.models.paths import display_path, user_path, within_roots
+from panel.units import human_bytes
 
 if TYPE_CHECKING:
     from panel.services import Services
@@ -86,7 +87,7 @@ def choices(roots: Iterable[Path], engine: str) -> list[tuple[str, str]]:
 
 
 def _short(entry: LibraryEntry) -> str:
-    bits = [human_size(entry.size_bytes)]
+    bits = [human_bytes(entry.size_bytes)]
     if entry.quantization:
         bits.append(entry.quantization)
     return ", ".join(bits)
@@ -267,26 +268,6 @@ def _remove_if_empty(folder: Path, roots: tuple[Path, ...]) -> None:
         return
     if all(p.name.startswith(".") for p in folder.iterdir()):
         shutil.rmtree(folder)
-
-
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
-
-
-def human_params(n: int | None) -> str:
-    if not n:
-        return "?"
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= div:
-            return f"{n / div:.1f}{unit}".replace(".0", "")
-    return str(n)
 
 
 def models_in_use(services: Services) -> list[str]:

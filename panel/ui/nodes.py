@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from panel.engines.vllm.multinode import NodeHealth, PeerClient, local_health
-from panel.models.library import human_size
 from panel.services import Services
+from panel.units import human_bytes
 
 
 async def node_healths(services: Services) -> list[NodeHealth]:
@@ -33,7 +33,7 @@ def nodes_markdown(nodes: list[NodeHealth], configured_peer: bool) -> str:
         worker = node.worker
         state = f"{worker.state}" + (f" (pid {worker.pid})" if worker and worker.pid else "") if worker else "–"
         age = f"{time.time() - node.heartbeat:.0f} s ago" if node.heartbeat else "–"
-        free = human_size(node.free_memory_bytes) if node.free_memory_bytes is not None else "–"
+        free = human_bytes(node.free_memory_bytes) if node.free_memory_bytes is not None else "–"
         rows.append(
             f"| {node.url or 'this machine'} | {node.role} | {'yes' if node.reachable else '**no**'} | "
             f"{node.vllm_version or '–'} | {node.torch_version or '–'} | {node.device or '–'} | {free} | "

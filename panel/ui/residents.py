@@ -9,10 +9,10 @@ import gradio as gr
 
 from panel.access.auth import actor_of
 from panel.engines.manager import EngineManager
-from panel.engines.memory_fit import human_bytes
 from panel.errors import PanelError
 from panel.services import Services
 from panel.ui.guard import requires_role
+from panel.units import human_memory
 
 POLL_S = 1.5
 COLUMNS = ["model", "engine", "state", "memory", "estimate", "in flight", "idle", "TTL", "pinned"]
@@ -21,8 +21,8 @@ COLUMNS = ["model", "engine", "state", "memory", "estimate", "in flight", "idle"
 def resident_rows(manager: EngineManager) -> list[list[Any]]:
     rows = []
     for r in manager.resident_view():
-        measured = human_bytes(r["memory_bytes"]) if r["memory_bytes"] else "–"
-        estimate = human_bytes(r["estimate_bytes"]) if r["estimate_bytes"] else "–"
+        measured = human_memory(r["memory_bytes"]) if r["memory_bytes"] else "–"
+        estimate = human_memory(r["estimate_bytes"]) if r["estimate_bytes"] else "–"
         ttl = f"{r['ttl_s']:.0f} s" if r["ttl_s"] else "never"
         state = r["state"] + (f" ({r['detail']})" if r["state"] != "loaded" and r["detail"] else "")
         idle = f"{r['idle_s']:.0f} s" if not r["in_flight"] else "answering"
@@ -34,10 +34,10 @@ def resident_rows(manager: EngineManager) -> list[list[Any]]:
 def memory_line(manager: EngineManager) -> str:
     view = manager.memory()
     kind = {"gpu": "GPU memory", "unified": "unified memory", "ram": "RAM"}.get(view.kind, view.kind)
-    budget = f" (budget {human_bytes(view.budget_bytes)})" if view.budget_bytes else ""
+    budget = f" (budget {human_memory(view.budget_bytes)})" if view.budget_bytes else ""
     line = (
-        f"**{kind}**: models hold {human_bytes(view.used_bytes)}; {human_bytes(view.free_bytes)} free for loads of "
-        f"{human_bytes(view.capacity_bytes)}{budget}"
+        f"**{kind}**: models hold {human_memory(view.used_bytes)}; {human_memory(view.free_bytes)} free for loads of "
+        f"{human_memory(view.capacity_bytes)}{budget}"
     )
     if manager.waiting:
         line += f" · ⏳ {manager.waiting}"

@@ -17,17 +17,15 @@ import pytest
 from panel.engines.memory_fit import (
     KV_TYPE_BYTES,
     DeviceMemory,
-    GiB,
     LlamaFitOptions,
-    MiB,
     VllmFitOptions,
     device_memory,
     estimate_llama,
     estimate_vllm,
-    human_bytes,
     read_gguf_shape,
     suggest_llama,
 )
+from panel.units import GiB, MiB, human_memory
 from tests.conftest import MODELS_DIR, free_port
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
@@ -149,7 +147,7 @@ def test_estimate_is_within_20_percent_of_real_rss(
     estimate = estimate_llama(embedded_model, options)
     rss = measure_llama_server_rss(llama_server_bin, embedded_model, options, tmp_path / "llama.log")
     error = estimate.total_bytes / rss - 1
-    assert abs(error) <= RSS_TOLERANCE, f"estimate {estimate.detail} vs VmRSS {human_bytes(rss)}: {error:+.1%}"
+    assert abs(error) <= RSS_TOLERANCE, f"estimate {estimate.detail} vs VmRSS {human_memory(rss)}: {error:+.1%}"
 
 
 def measure_llama_server_rss(binary: str, model: Path, options: LlamaFitOptions, log_path: Path) -> int:
@@ -239,7 +237,7 @@ def test_vllm_config_edge_cases(tmp_path: Path) -> None:
     assert f"room for {int(0.001 * GiB) // (2 * 2 * 1 * 128 * 2):,} tokens" in estimate.detail
 
 
-# --- device and formatting --------------------------------------------------------------------
+# --- the device --------------------------------------------------------------------
 
 
 def test_device_memory_always_answers() -> None:
@@ -273,11 +271,3 @@ def test_a_gpu_without_its_own_memory_is_unified(monkeypatch: pytest.MonkeyPatch
     assert device_memory() == DeviceMemory("gpu", 80 * GiB, 70 * GiB)
     nvml.nvmlInit = memory_info  # no driver: back to RAM
     assert device_memory().kind == "ram"
-
-
-def test_human_bytes() -> None:
-    assert human_bytes(88 * MiB) == "88 MiB"
-    assert human_bytes(int(1.2 * GiB)) == "1.2 GiB"
-    assert human_bytes(512 * 1024) == "512 KiB"
-    assert human_bytes(100) == "100 B"
-    assert human_bytes(2048 * GiB) == "2.0 TiB"
