@@ -1,13 +1,22 @@
-"""Reading OpenAI-style server-sent event streams: the one SSE loop the engines and the benchmark client share."""
+"""Reading OpenAI-style server-sent event streams: the one SSE loop the engines and the benchmark client share, and
+StreamChunk, the fields of one event's JSON the panel reads, parsed once where the JSON comes in."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from panel.engines.base import Usage
+
+# Streamed event types that carry generated output, beside OpenAI chunks with choices:
+# the Responses API ("response.output_text.delta", "response.reasoning_text.delta", ...) and Anthropic messages.
+DELTA_TYPES = ("content_block_delta",)
+OUTPUT_FIELDS = ("content", "reasoning_content", "reasoning", "tool_calls", "refusal")
 
 
 async def sse_json(resp: httpx.Response) -> AsyncIterator[tuple[float, dict[str, Any]]]:
@@ -35,3 +44,115 @@ def error_message(body: str | dict[str, Any]) -> str:
         return str(err.get("message", err)) if isinstance(err, dict) else str(err)
     except (json.JSONDecodeError, AttributeError):
         return str(body).strip()[:300]
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    """What one choice of a streamed chunk (its `delta`) or of a whole answer (its `message`) carried."""
+
+    index: int
+    text: str  # the answer's text: content, or a completion's `text`
+    reasoning: str
+    has_output: bool  # any text, reasoning, tool call or refusal: one generated token's event
+    finish_reason: str | None
+
+    @classmethod
+    def parse(cls, choice: dict[str, Any]) -> ChoiceDelta:
+        part = choice.get("delta")
+        fields = OUTPUT_FIELDS
+        if not isinstance(part, dict):
+            part, fields = choice.get("message"), OUTPUT_FIELDS[:-1]
+        if isinstance(part, dict):
+            text, reasoning = part.get("content"), part.get("reasoning_content") or part.get("reasoning")
+            has_output = any(part.get(k) for k in fields)
+        else:
+            text, reasoning, has_output = choice.get("text"), None, bool(choice.get("text"))
+        finish, index = choice.get("finish_reason"), choice.get("index")
+        return cls(
+            index=index if isinstance(index, int) else 0,
+            text=text if isinstance(text, str) else "",
+            reasoning=reasoning if isinstance(reasoning, str) else "",
+            has_output=has_output,
+            finish_reason=str(finish) if finish else None,
+        )
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One event of an OpenAI, Responses API or Anthropic stream (or a whole non-streamed answer), as the tap and
+    the Chat tab read it: generated output, token counts, finish reason, error."""
+
+    choices: tuple[ChoiceDelta, ...] = ()
+    has_choices: bool = False  # a non-empty `choices` list
+    usage_only: bool = False  # counts and an empty `choices`: the chunk `stream_options.include_usage` adds
+    usage: Usage | None = None  # OpenAI `usage`, Responses API `response.usage`, Anthropic `message.usage`
+    timings_usage: Usage | None = None  # llama-server's `timings` as counts
+    output_events: int = 0  # a Responses API or Anthropic delta event: one
+    finish_reason: str | None = None  # outside `choices`: Anthropic's stop_reason, the Responses API's status
+    error: str | None = None  # the message of an `error` field
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> StreamChunk:
+        raw_choices = data.get("choices")
+        usage = _usage(data)
+        kind = str(data.get("type") or "")
+        return cls(
+            choices=tuple(ChoiceDelta.parse(c) for c in raw_choices or [] if isinstance(c, dict)),
+            has_choices=bool(raw_choices),
+            usage_only=usage is not None and "choices" in data and not raw_choices,
+            usage=usage,
+            timings_usage=_timings_usage(data),
+            output_events=1 if kind.endswith(".delta") or kind in DELTA_TYPES else 0,
+            finish_reason=_other_finish(data),
+            error=error_message(data) if "error" in data else None,
+        )
+
+    @property
+    def text(self) -> str:
+        """The first choice's answer text in this chunk (the Chat tab asks for one choice)."""
+        return self.choices[0].text if self.choices else ""
+
+    @property
+    def reasoning(self) -> str:
+        return self.choices[0].reasoning if self.choices else ""
+
+
+def _usage(chunk: dict[str, Any]) -> Usage | None:
+    """OpenAI `usage`, a Responses API `response.usage`, Anthropic's usage; cached tokens from either shape or
+    llama-server's `timings.cache_n`."""
+    raw = chunk.get("usage")
+    if raw is None and isinstance(chunk.get("response"), dict):
+        raw = chunk["response"].get("usage")
+    if raw is None and isinstance(chunk.get("message"), dict):
+        raw = chunk["message"].get("usage")
+    if not isinstance(raw, dict):
+        return None
+    prompt = raw.get("prompt_tokens", raw.get("input_tokens")) or 0
+    completion = raw.get("completion_tokens", raw.get("output_tokens")) or 0
+    details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None and isinstance(chunk.get("timings"), dict):
+        cached = chunk["timings"].get("cache_n")
+    if cached is None:
+        cached = raw.get("cache_read_input_tokens")
+    return Usage(prompt_tokens=int(prompt), completion_tokens=int(completion), cached_tokens=cached)
+
+
+def _timings_usage(chunk: dict[str, Any]) -> Usage | None:
+    """llama-server's `timings` (on its last chunk, asked for or not) as token counts."""
+    timings = chunk.get("timings")
+    if not isinstance(timings, dict) or "predicted_n" not in timings:
+        return None
+    cached = timings.get("cache_n")
+    prompt = int(timings.get("prompt_n") or 0) + int(cached or 0)
+    return Usage(prompt_tokens=prompt, completion_tokens=int(timings["predicted_n"]), cached_tokens=cached)
+
+
+def _other_finish(chunk: dict[str, Any]) -> str | None:
+    """Finish reasons outside `choices`: Anthropic's stop_reason, the Responses API's status."""
+    delta = chunk.get("delta")
+    if isinstance(delta, dict) and delta.get("stop_reason"):
+        return str(delta["stop_reason"])
+    if chunk.get("type") == "response.completed" and isinstance(chunk.get("response"), dict):
+        return str(chunk["response"].get("status") or "completed")
+    return None

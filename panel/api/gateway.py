@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,12 +32,9 @@ class Prepared:
     engine_name: str | None
     model: str | None
     can_load: bool
+    stream: bool
     target: Target | None = None
     pending: str | None = None
-
-    @property
-    def stream(self) -> bool:
-        return self.request.get("stream") is True
 
 
 class Gateway:
@@ -69,7 +67,8 @@ class Gateway:
         model = request.get("model")
         if model is not None and not isinstance(model, str):
             raise BadRequestError("model must be a string")
-        prepared = Prepared(path, request, raw, changed, who, engine_name, model, can_load)
+        stream = request.get("stream") is True
+        prepared = Prepared(path, request, raw, changed, who, engine_name, model, stream, can_load)
         try:
             prepared.target = self.manager.route(engine_name, model)
         except NotResidentError as exc:
@@ -135,7 +134,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return request
 
 
-def _releasing(reply: EngineReply, release: Any) -> EngineReply:
+def _releasing(reply: EngineReply, release: Callable[[], None]) -> EngineReply:
     """The same reply whose close() also ends the manager's count of calls in flight (once)."""
     inner = reply.close
 

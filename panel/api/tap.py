@@ -14,16 +14,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from panel.engines.base import EngineReply, TokenEvent, Usage
+from panel.engines.base import EngineReply, TokenEvent
 from panel.errors import PanelError
 from panel.observability.stats import StreamStats
-from panel.sse import error_message
+from panel.sse import StreamChunk, error_message
 
-# Streamed event types that carry generated output, beside OpenAI chunks with choices:
-# the Responses API ("response.output_text.delta", "response.reasoning_text.delta", ...) and Anthropic messages.
-DELTA_TYPES = ("content_block_delta",)
 DONE = b"data: [DONE]\n\n"
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # the blank line that ends a server-sent event
 
@@ -52,8 +48,8 @@ Observer = Callable[[Outcome], None]
 
 
 class Tap:
-    """Forwards one engine reply, observing it. Iterate `raw()` (bytes for an HTTP client) or `chunks()` (parsed
-    JSON chunks for an in-process client), once. The reply is closed and observers told when iteration ends."""
+    """Forwards one engine reply, observing it. Iterate `raw()` (bytes for an HTTP client) or `chunks()` (each
+    event parsed, for an in-process client), once. The reply is closed and observers told when iteration ends."""
 
     def __init__(self, reply: EngineReply, outcome: Outcome, *, drop_usage: bool, observers: list[Observer]) -> None:
         self.reply = reply
@@ -71,7 +67,7 @@ class Tap:
         async for data, _ in self._run():
             yield data
 
-    async def chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def chunks(self) -> AsyncIterator[StreamChunk]:
         async for _, chunk in self._run():
             if chunk is not None:
                 yield chunk
@@ -80,7 +76,7 @@ class Tap:
         """The whole answer (a non-streamed reply is one document)."""
         return b"".join([data async for data in self.raw()])
 
-    async def _run(self) -> AsyncIterator[tuple[bytes, dict[str, Any] | None]]:
+    async def _run(self) -> AsyncIterator[tuple[bytes, StreamChunk | None]]:
         if self._used:
             raise RuntimeError("a tapped reply can be read once")
         self._used = True
@@ -107,7 +103,7 @@ class Tap:
             for observe in self.observers:
                 observe(self.outcome)
 
-    async def _events(self) -> AsyncIterator[tuple[bytes, dict[str, Any] | None]]:
+    async def _events(self) -> AsyncIterator[tuple[bytes, StreamChunk | None]]:
         buf = b""
         try:
             async for piece in self.reply.chunks:
@@ -124,16 +120,16 @@ class Tap:
             self._finished = True
         except PanelError as exc:
             self.outcome.error = exc.message
-            yield b"data: " + json.dumps(exc.to_json()).encode() + b"\n\n" + DONE, exc.to_json()
+            yield b"data: " + json.dumps(exc.to_json()).encode() + b"\n\n" + DONE, StreamChunk.parse(exc.to_json())
 
-    def _event(self, event: bytes) -> tuple[bytes, dict[str, Any] | None] | None:
-        """One event's bytes and JSON, observed; None for the one event the panel holds back."""
-        chunk = _event_json(event)
+    def _event(self, event: bytes) -> tuple[bytes, StreamChunk | None] | None:
+        """One event's bytes and parsed JSON, observed; None for the one event the panel holds back."""
+        chunk = _event_chunk(event)
         if chunk is None:
             return event, None
         return (event, chunk) if self._observe(chunk, time.perf_counter()) else None
 
-    async def _document(self) -> tuple[bytes, dict[str, Any] | None]:
+    async def _document(self) -> tuple[bytes, StreamChunk | None]:
         try:
             data = b"".join([piece async for piece in self.reply.chunks])
         except PanelError as exc:
@@ -149,105 +145,48 @@ class Tap:
             if self.reply.status != 200:
                 self.outcome.error = error_message(data.decode("utf-8", errors="replace"))
             return data, None
-        if self.reply.status != 200 or "error" in doc:
-            self.outcome.error = error_message(doc)
-            return data, doc
-        self._observe(doc, now, whole=True)
-        return data, doc
+        chunk = StreamChunk.parse(doc)
+        if self.reply.status != 200 or chunk.error is not None:
+            self.outcome.error = error_message(doc)  # an error body of any shape
+            return data, chunk
+        self._observe(chunk, now, whole=True)
+        return data, chunk
 
-    def _observe(self, chunk: dict[str, Any], now: float, whole: bool = False) -> bool:
+    def _observe(self, chunk: StreamChunk, now: float, whole: bool = False) -> bool:
         """Update the figures from one chunk (or a whole answer); False for a chunk to hold back."""
         out, stats = self.outcome, self.outcome.stats
-        if "error" in chunk and not chunk.get("choices"):
-            out.error = error_message(chunk)
+        if chunk.error is not None and not chunk.has_choices:
+            out.error = chunk.error
             return True
-        usage = _usage(chunk)
-        if usage is not None:
-            stats.usage = usage
+        if chunk.usage is not None:
+            stats.usage = chunk.usage
         elif stats.usage is None:
-            stats.usage = _timings_usage(chunk)
-        tokens = 0
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict):
-                continue
-            if _has_output(choice):
+            stats.usage = chunk.timings_usage
+        tokens = chunk.output_events
+        for choice in chunk.choices:
+            if choice.has_output:
                 tokens += 1
-                out.choices.add(int(choice.get("index") or 0))
-            if choice.get("finish_reason"):
-                out.finish_reason = choice["finish_reason"]
-        kind = str(chunk.get("type") or "")
-        if kind.endswith(".delta") or kind in DELTA_TYPES:
-            tokens += 1
-        out.finish_reason = _other_finish(chunk) or out.finish_reason
+                out.choices.add(choice.index)
+            if choice.finish_reason:
+                out.finish_reason = choice.finish_reason
+        out.finish_reason = chunk.finish_reason or out.finish_reason
         if whole:  # one document: no first-token time to tell, only the end and the engine's counts
             stats.last_t = now
         elif tokens:
             stats.add(TokenEvent(t=now, n_tokens=tokens))
-        usage_only = usage is not None and not chunk.get("choices") and "choices" in chunk
-        return not (self.drop_usage and usage_only)
+        return not (self.drop_usage and chunk.usage_only)
 
 
-def _event_json(event: bytes) -> dict[str, Any] | None:
-    """The JSON of an event's `data:` line (None for comments, [DONE], non-JSON)."""
+def _event_chunk(event: bytes) -> StreamChunk | None:
+    """An event's `data:` line parsed (None for comments, [DONE], non-JSON)."""
     for line in event.splitlines():
         if line.startswith(b"data:"):
             payload = line[5:].strip()
             if payload == b"[DONE]" or not payload:
                 return None
             try:
-                chunk = json.loads(payload)
+                data = json.loads(payload)
             except ValueError:
                 return None
-            return chunk if isinstance(chunk, dict) else None
-    return None
-
-
-def _has_output(choice: dict[str, Any]) -> bool:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        return any(delta.get(k) for k in ("content", "reasoning_content", "reasoning", "tool_calls", "refusal"))
-    message = choice.get("message")
-    if isinstance(message, dict):
-        return any(message.get(k) for k in ("content", "reasoning_content", "reasoning", "tool_calls"))
-    return bool(choice.get("text"))
-
-
-def _usage(chunk: dict[str, Any]) -> Usage | None:
-    """OpenAI `usage`, a Responses API `response.usage`, Anthropic's usage; cached tokens from either shape or
-    llama-server's `timings.cache_n`."""
-    raw = chunk.get("usage")
-    if raw is None and isinstance(chunk.get("response"), dict):
-        raw = chunk["response"].get("usage")
-    if raw is None and isinstance(chunk.get("message"), dict):
-        raw = chunk["message"].get("usage")
-    if not isinstance(raw, dict):
-        return None
-    prompt = raw.get("prompt_tokens", raw.get("input_tokens")) or 0
-    completion = raw.get("completion_tokens", raw.get("output_tokens")) or 0
-    details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if cached is None and isinstance(chunk.get("timings"), dict):
-        cached = chunk["timings"].get("cache_n")
-    if cached is None:
-        cached = raw.get("cache_read_input_tokens")
-    return Usage(prompt_tokens=int(prompt), completion_tokens=int(completion), cached_tokens=cached)
-
-
-def _timings_usage(chunk: dict[str, Any]) -> Usage | None:
-    """llama-server's `timings` (on its last chunk, asked for or not) as token counts."""
-    timings = chunk.get("timings")
-    if not isinstance(timings, dict) or "predicted_n" not in timings:
-        return None
-    cached = timings.get("cache_n")
-    prompt = int(timings.get("prompt_n") or 0) + int(cached or 0)
-    return Usage(prompt_tokens=prompt, completion_tokens=int(timings["predicted_n"]), cached_tokens=cached)
-
-
-def _other_finish(chunk: dict[str, Any]) -> str | None:
-    """Finish reasons outside `choices`: Anthropic's stop_reason, the Responses API's status."""
-    delta = chunk.get("delta")
-    if isinstance(delta, dict) and delta.get("stop_reason"):
-        return str(delta["stop_reason"])
-    if chunk.get("type") == "response.completed" and isinstance(chunk.get("response"), dict):
-        return str(chunk["response"].get("status") or "completed")
+            return StreamChunk.parse(data) if isinstance(data, dict) else None
     return None

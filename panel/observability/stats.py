@@ -56,17 +56,9 @@ class StreamStats:
     def final_usage(self, usage: Usage | None) -> Usage:
         return usage or self.usage or Usage(prompt_tokens=0, completion_tokens=self.tokens)
 
-    def timings(self) -> dict[str, float | int | None]:
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000, 2)
-
-        tps = self.decode_tps
-        return {
-            "ttft_ms": ms(self.ttft_s),
-            "e2e_ms": ms(self.e2e_s),
-            "completion_tokens": self.completion_tokens,
-            "tokens_per_s": None if tps is None else round(tps, 2),
-        }
+    def live_line(self, now: float) -> str:
+        """One line while the answer streams: tokens/s so far (from token arrival times) and the tokens seen."""
+        return f"streaming · {self.live_tps(now) or 0:.1f} tokens/s · {self.tokens} tokens"
 
     def summary(self) -> str:
         """One line for under a chat answer."""

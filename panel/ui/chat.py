@@ -12,7 +12,6 @@ from panel.access.auth import actor_of
 from panel.engines.base import EngineState, Resident
 from panel.errors import EngineFailure, PanelError
 from panel.services import Services
-from panel.sse import error_message
 
 MODEL_AUTO = "auto"
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
@@ -95,17 +94,15 @@ def build_chat(services: Services) -> dict[str, Any]:
                 raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")
             stats = tap.outcome.stats  # the same figures /metrics and the benchmarks read
             async for chunk in tap.chunks():
-                if "error" in chunk:
-                    raise EngineFailure(error_message(chunk))
-                delta = ((chunk.get("choices") or [{}])[0] or {}).get("delta") or {}
-                answer += delta.get("content") or ""
-                reasoning += delta.get("reasoning_content") or delta.get("reasoning") or ""
+                if chunk.error is not None:
+                    raise EngineFailure(chunk.error)
+                answer += chunk.text
+                reasoning += chunk.reasoning
                 now = time.perf_counter()
                 if now - last_paint >= LIVE_UPDATE_S:
                     last_paint = now
                     display[start:] = _assistant_messages(answer, reasoning, None)
-                    tps = stats.live_tps(now)
-                    yield display, clean, "", f"streaming · {tps or 0:.1f} tokens/s · {stats.tokens} tokens"
+                    yield display, clean, "", stats.live_line(now)
         except PanelError as exc:
             display[start:] = _assistant_messages(answer, reasoning, f"⚠️ {exc.message}")
             yield display, clean, "", f"❌ {exc.message}"

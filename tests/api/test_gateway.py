@@ -81,7 +81,26 @@ def test_the_usage_chunk_the_panel_asked_for_is_held_back_only_when_the_client_d
         reply, _ = _reply(STREAM)
         tap, _ = _tap(reply, drop_usage=True)
         chunks = [c async for c in tap.chunks()]
-        assert not any("usage" in c for c in chunks) and tap.outcome.stats.usage.prompt_tokens == 7
+        assert not any(c.usage for c in chunks) and tap.outcome.stats.usage.prompt_tokens == 7
+
+    asyncio.run(scenario())
+
+
+def test_in_process_readers_get_each_event_parsed_once() -> None:
+    """What the Chat tab reads: the answer's text and reasoning per chunk, and an error event's message."""
+
+    async def scenario() -> None:
+        reply, _ = _reply(STREAM)
+        tap, _ = _tap(reply)
+        chunks = [c async for c in tap.chunks()]
+        assert "".join(c.text for c in chunks) == "Hel" and "".join(c.reasoning for c in chunks) == "hmm"
+        assert [c.choices[0].finish_reason for c in chunks if c.choices] == [None] * 4 + ["tool_calls"]
+        assert chunks[-1].usage_only and chunks[-1].usage.cached_tokens == 5
+
+        reply, _ = _reply(_sse(_chunk({"content": "a"}))[:1], fail=True)
+        tap, _ = _tap(reply)
+        chunks = [c async for c in tap.chunks()]
+        assert chunks[0].text == "a" and chunks[-1].error == "llama-server died during the request"
 
     asyncio.run(scenario())
 

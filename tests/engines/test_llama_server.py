@@ -47,8 +47,8 @@ def test_load_generate_unload_stops_the_process_group(settings, embedded_model) 
         body = {"prompt": "Once upon", "max_tokens": 12, "ignore_eos": True, "stream": True}
         tap = await Gateway(manager).open("/v1/completions", body)
         chunks = [c async for c in tap.chunks()]
-        text = "".join(c["choices"][0]["text"] for c in chunks if c.get("choices"))
-        assert text and not any(c.get("usage") and not c.get("choices") for c in chunks), "no usage chunk unasked"
+        text = "".join(c.text for c in chunks)
+        assert text and not any(c.usage and not c.has_choices for c in chunks), "no usage chunk unasked"
         stats = tap.outcome.stats
         assert stats.usage.completion_tokens == 12 and stats.tokens == 12, "the tap counts what the engine reports"
         assert stats.ttft_s > 0 and stats.decode_tps > 0 and tap.outcome.finish_reason == "length"
