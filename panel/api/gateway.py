@@ -31,8 +31,8 @@ class Prepared:
     who: str
     engine_name: str | None
     model: str | None
-    can_load: bool
     stream: bool
+    can_load: bool
     target: Target | None = None
     pending: str | None = None
 
