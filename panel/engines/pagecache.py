@@ -1,4 +1,5 @@
-"""How much of a file is in the page cache (mincore(2) over a read-only map), to tell a cold load from a warm one."""
+"""How much of a file (or a model's weight files) is in the page cache (mincore(2) over a read-only map), to tell a
+cold load from a warm one."""
 
 from __future__ import annotations
 
@@ -52,3 +53,14 @@ def cached_fraction(paths: Iterable[Path]) -> float | None:
         r, t = cached_pages(path)
         resident, total = resident + r, total + t
     return resident / total if total else None
+
+
+def model_cached_fraction(model_path: str) -> float | None:
+    """Share of a model's weight files already in the page cache, so a load can be told cold or warm; None when
+    that cannot be read."""
+    path = Path(model_path)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    try:
+        return cached_fraction(files)
+    except OSError:
+        return None

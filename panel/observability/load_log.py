@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from panel.engines.manager import LoadRecord
+from panel.engines.records import LoadRecord
 
 log = logging.getLogger(__name__)
 

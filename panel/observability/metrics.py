@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request, Response
 
 from panel.api.tap import Outcome
 from panel.engines.base import EngineState
-from panel.engines.manager import EngineManager, LoadRecord
+from panel.engines.manager import EngineManager
+from panel.engines.records import LoadRecord
 from panel.observability.stats import StreamStats
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ import pytest
 
 from panel.app import create_app
 from panel.background import Background
-from panel.engines.manager import EngineManager, LoadRecord
+from panel.engines.manager import EngineManager
 from panel.engines.pagecache import cached_fraction
+from panel.engines.records import LoadRecord
 from panel.engines.residency import Holder, plan_room
 from panel.observability.load_log import LoadLog
 from panel.settings import Settings
