@@ -246,12 +246,13 @@ def _disk_full_without_mount(dirs: Path) -> None:
 import resource, json, sys
 from pathlib import Path
 from panel.bench.journal import RunJournal
+from panel.bench.record import RunRecord
 from panel.bench.store import ResultStore
 store = ResultStore(Path({str(dirs / "benchmarks")!r}))
-journal = RunJournal(store, "m", {{"run_id": "r1", "time": "t", "model": "m", "engine": "llamacpp"}})
+journal = RunJournal(store, "m", RunRecord("r1", "t", "m", "llamacpp"))
 assert journal.write("running")
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-journal.requests = {{"big": "x" * 100000}}  # written with the record: over the limit
+journal.record.requests = {{"big": "x" * 100000}}  # written with the record: over the limit
 ok = journal.finish("done")
 print(json.dumps({{"ok": ok, "problem": journal.problem}}))
 """

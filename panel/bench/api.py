@@ -10,9 +10,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from panel.access.auth import actor_of, require_api_role
-from panel.bench.runner import BenchmarkRunner, ModelTarget, plan_from
+from panel.bench.plan import ModelTarget, plan_from
+from panel.bench.runner import BenchmarkRunner
 from panel.bench.suites import MAX_CONCURRENCY, SUITES
 from panel.errors import BadRequestError
+from panel.services import services_of
 
 router = APIRouter(prefix="/v1/bench")
 
@@ -39,7 +41,7 @@ class RunBody(BaseModel):
 
 
 def get_runner(request: Request) -> BenchmarkRunner:
-    return request.app.state.services.bench
+    return services_of(request).bench
 
 
 @router.post("/runs", dependencies=[Depends(require_api_role("operator"))])

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from panel.bench.metrics import PER_SESSION_TARGET_TPS
+from panel.bench.record import RunRecord
 
 # Memory bandwidth (GB/s) by GPU name fragment, for the single-stream roofline (docs/benchmarks.md).
 BANDWIDTH_GB_S = {"GB10": 273.0, "H100": 3350.0, "H200": 4800.0}
@@ -288,17 +289,17 @@ def bandwidth_for(gpu_names: list[str]) -> float | None:
     return None
 
 
-def roofline_rows(single_rows: list[Row], runs: dict[str, dict[str, Any]], bandwidth_gb_s: float | None) -> list[Row]:
+def roofline_rows(single_rows: list[Row], runs: dict[str, RunRecord], bandwidth_gb_s: float | None) -> list[Row]:
     """Single-stream tokens/s as % of bandwidth / model bytes; the model size and GPU come from the run file.
 
-    `runs` maps run_id → run JSON. The bandwidth given wins; else it is looked up from the run's GPU name.
+    `runs` maps run_id → run record. The bandwidth given wins; else it is looked up from the run's GPU name.
     The weights' size stands in for the bytes read per token (KV-cache reads are left out: an upper bound).
     """
     out = []
     for r in single_rows:
-        env = (runs.get(str(r.get("run_id"))) or {}).get("environment") or {}
-        size = (env.get("model") or {}).get("size_bytes")
-        bw = bandwidth_gb_s or bandwidth_for([g.get("name", "") for g in env.get("gpus") or []])
+        run = runs.get(str(r.get("run_id")))
+        size = (run.environment.get("model") or {}).get("size_bytes") if run else None
+        bw = bandwidth_gb_s or bandwidth_for(run.gpu_names() if run else [])
         if not size or not bw or r.get("tokens_per_s") is None:
             continue
         ceiling = bw * 1e9 / size

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from panel.bench.runner import parse_ints, parse_targets
+    from panel.bench.form import parse_ints, parse_targets
     from panel.bench.suites import SUITES
 
     try:
@@ -134,7 +134,7 @@ async def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
     import uvicorn
 
     from panel.app import create_app
-    from panel.bench.runner import ModelTarget, plan_from
+    from panel.bench.plan import ModelTarget, plan_from
     from panel.settings import Settings
 
     width = max(body["concurrencies"]) if "parallel" in body["suites"] else 1

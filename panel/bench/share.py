@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
+from panel.bench.record import RunRecord
 from panel.bench.store import COLUMNS, KEY_COLUMNS, TABLES, ResultStore, read_csv
 from panel.errors import BadRequestError, PayloadTooLargeError
 from panel.files import safe_name
@@ -135,8 +136,8 @@ def _scrub_cell(value: Any) -> Any:
 def export_bundle(store: ResultStore, model: str, run_ids: list[str] | None, out_dir: Path) -> Path:
     """Write `<model>-<host>-<time>.zip` into out_dir with the chosen runs of a model (None: all of them)."""
     folder = safe_name(model)
-    records = [scrub_secrets(r) for r in _chosen_runs(store, folder, run_ids)]
-    ids = [str(r["run_id"]) for r in records]
+    records = [RunRecord.from_json(scrub_secrets(r.to_json())) for r in _chosen_runs(store, folder, run_ids)]
+    ids = [r.run_id for r in records]
     manifest = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -148,7 +149,7 @@ def export_bundle(store: ResultStore, model: str, run_ids: list[str] | None, out
     }
     members: dict[str, bytes] = {MANIFEST: _json_bytes(scrub_secrets(manifest))}
     for record in records:
-        members[f"runs/{safe_name(str(record['run_id']))}.json"] = _json_bytes(record)
+        members[f"runs/{safe_name(record.run_id)}.json"] = _json_bytes(record.to_json())
     wanted = set(ids)
     for table in TABLES:
         rows = [_scrub_row(r) for r in read_csv(store.model_dir(folder) / f"{table}.csv") if r.get("run_id") in wanted]
@@ -166,12 +167,11 @@ def export_bundle(store: ResultStore, model: str, run_ids: list[str] | None, out
     return path
 
 
-def _chosen_runs(store: ResultStore, folder: str, run_ids: list[str] | None) -> list[dict[str, Any]]:
+def _chosen_runs(store: ResultStore, folder: str, run_ids: list[str] | None) -> list[RunRecord]:
     """The model's runs (one per run id, oldest first), or the named ones; a missing model or run is a 400."""
-    by_id: dict[str, dict[str, Any]] = {}
+    by_id: dict[str, RunRecord] = {}
     for record in store.runs(folder):
-        if record.get("run_id") is not None:
-            by_id.setdefault(str(record["run_id"]), record)
+        by_id.setdefault(record.run_id, record)
     if not by_id:
         known = ", ".join(store.models()) or "none"
         raise BadRequestError(f"no saved benchmark runs for model {folder!r}; models with results: {known}")
@@ -183,12 +183,12 @@ def _chosen_runs(store: ResultStore, folder: str, run_ids: list[str] | None) -> 
     return [by_id[r] for r in dict.fromkeys(run_ids)]
 
 
-def _machine_identity(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _machine_identity(records: list[RunRecord]) -> dict[str, Any]:
     """This machine's hostname, with the host and GPU fields of the first run that recorded them."""
     identity: dict[str, Any] = {"hostname": platform.node() or "unknown"}
     for record in records:
-        env = record.get("environment") or {}
-        if isinstance(env, dict) and (env.get("host") or env.get("gpus")):
+        env = record.environment
+        if env.get("host") or env.get("gpus"):
             identity["host"] = env.get("host") or {}
             identity["gpus"] = [g.get("name") for g in env.get("gpus") or [] if isinstance(g, dict)]
             break
@@ -213,15 +213,15 @@ def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
 # --- report -----------------------------------------------------------------------------
 
 
-def report_html(store: ResultStore, folder: str, records: list[dict[str, Any]], manifest: dict[str, Any]) -> str:
+def report_html(store: ResultStore, folder: str, records: list[RunRecord], manifest: dict[str, Any]) -> str:
     """One HTML page: the Results charts for these runs (plotly.js inline once) and their rows as tables."""
     import plotly.io as pio
 
     from panel.bench.views import figures_for
 
-    wanted = {str(r["run_id"]) for r in records}
+    wanted = {r.run_id for r in records}
     rows = {t: [_scrub_row(r) for r in store.rows(t, [folder]) if str(r.get("run_id")) in wanted] for t in TABLES}
-    runs = {str(r["run_id"]): r for r in records}
+    runs = {r.run_id: r for r in records}
     figures = [fig for fig in figures_for(rows, runs).values() if len(fig.data)]
     charts = [
         pio.to_html(fig, full_html=False, include_plotlyjs=i == 0, default_width="100%")
@@ -266,16 +266,16 @@ def _gpu_text(gpus: list[Any]) -> str:
     return f" ({', '.join(names)})" if names else ""
 
 
-def _run_summary(record: dict[str, Any], hostname: str) -> list[Any]:
-    env = record.get("environment") or {}
+def _run_summary(record: RunRecord, hostname: str) -> list[Any]:
+    env = record.environment
     return [
-        record.get("run_id"),
-        record.get("time"),
-        record.get("engine"),
-        record.get("status"),
-        ", ".join(str(s) for s in record.get("suites") or []),
-        record.get(MACHINE) or (env.get("host") or {}).get("hostname") or hostname,
-        ", ".join(str(g.get("name")) for g in env.get("gpus") or [] if isinstance(g, dict)),
+        record.run_id,
+        record.time,
+        record.engine,
+        record.status,
+        ", ".join(record.suites),
+        record.machine or (env.get("host") or {}).get("hostname") or hostname,
+        ", ".join(record.gpu_names()),
         env.get("engine_version"),
     ]
 
@@ -299,16 +299,16 @@ def import_bundle(store: ResultStore, bundle: Path) -> ImportResult:
     tables = _tables(members, set(manifest["run_ids"]))
     folder = safe_name(manifest["model"])
     machine = _clean_text(manifest["machine"]["hostname"]) or "unknown"
-    present = {str(r.get("run_id")) for r in store.runs(folder)}
+    present = {r.run_id for r in store.runs(folder)}
     imported, skipped, n_rows, touched = [], [], 0, set()
     for run_id in manifest["run_ids"]:
         if run_id in present:
             skipped.append(run_id)
             continue
-        record = scrub_secrets(records[run_id])
-        run_machine = _clean_text(record.get(MACHINE)) or machine
-        record[MACHINE] = run_machine
-        record["imported"] = {
+        record = RunRecord.from_json(scrub_secrets(records[run_id]))
+        run_machine = _clean_text(record.machine) or machine
+        record.machine = run_machine
+        record.imported = {
             "from": machine,
             "bundle_created": manifest.get("created"),
             "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

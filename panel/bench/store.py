@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from panel.bench.record import RunRecord, Tables
 from panel.files import atomic_write_json, atomic_write_text, results_dir, safe_name
 
 log = logging.getLogger(__name__)
@@ -140,16 +141,15 @@ class ResultStore:
 
     # --- writing ----------------------------------------------------------------------
 
-    def save_run(self, model: str, record: dict[str, Any], tables: dict[str, list[dict[str, Any]]]) -> Path:
+    def save_run(self, model: str, record: RunRecord, tables: Tables) -> Path:
         """Write the run's JSON (never overwriting another) and append its rows to the CSV tables."""
         folder = self.model_dir(model)
-        run_id = str(record["run_id"])
-        path = folder / "runs" / f"{safe_name(run_id)}.json"
+        path = folder / "runs" / f"{safe_name(record.run_id)}.json"
         n = 1
         while path.exists():  # run ids are unique; this only guards a clock that went backwards
-            path = folder / "runs" / f"{safe_name(run_id)}-{n}.json"
+            path = folder / "runs" / f"{safe_name(record.run_id)}-{n}.json"
             n += 1
-        atomic_write_json(path, record)
+        atomic_write_json(path, record.to_json())
         for table, rows in tables.items():
             if rows:
                 self.append_rows(model, table, rows)
@@ -211,18 +211,15 @@ class ResultStore:
             log.warning("skipping unreadable results file %s: %s", path, reason)
         self.problems[str(path)] = reason
 
-    def runs(self, model: str) -> list[dict[str, Any]]:
-        """Every run JSON of a model, oldest first; unreadable files are skipped with a log line."""
+    def runs(self, model: str) -> list[RunRecord]:
+        """Every run file of a model, oldest first; unreadable files are skipped with a log line."""
         folder = self.model_dir(model) / "runs"
         out = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                record = RunRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 self._problem(path, exc)
-                continue
-            if not isinstance(record, dict):
-                self._problem(path, ValueError("not a run record"))
                 continue
             self.problems.pop(str(path), None)
             out.append(record)

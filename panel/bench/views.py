@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.bench import charts
+from panel.bench.record import RunRecord
 from panel.bench.store import COLUMNS, TABLES, ResultStore
 
 ENGINES = ("llamacpp", "vllm", "remote")  # remote: any OpenAI-compatible endpoint measured from here
@@ -37,7 +38,7 @@ def results_view(
     def rows(name: str) -> list[dict[str, Any]]:
         return charts.select(store.rows(name, chosen), None, engines or None, latest_only)
 
-    runs = {str(r.get("run_id")): r for m in chosen for r in store.runs(m)}
+    runs = {r.run_id: r for m in chosen for r in store.runs(m)}
     figures = figures_for({name: rows(name) for name in TABLES}, runs, bandwidth_gb_s)
     headers, data = table_rows(store, table, models, engines, latest_only)
     problems = "\n".join(f"- ⚠ could not read `{path}`: {why}" for path, why in sorted(store.problems.items()))
@@ -45,9 +46,9 @@ def results_view(
 
 
 def figures_for(
-    rows: dict[str, list[dict[str, Any]]], runs: dict[str, dict[str, Any]], bandwidth_gb_s: float | None = None
+    rows: dict[str, list[dict[str, Any]]], runs: dict[str, RunRecord], bandwidth_gb_s: float | None = None
 ) -> dict[str, Any]:
-    """Every chart from already chosen rows (table → rows; runs: run_id → run JSON, for the roofline)."""
+    """Every chart from already chosen rows (table → rows; runs: run_id → run record, for the roofline)."""
     single = rows.get("single_stream", [])
     return {
         "single_stream": charts.single_stream_figure(single),

@@ -118,12 +118,12 @@ def test_all_suites_write_files_with_exact_counts(bench_panel: PanelProcess, emb
     assert prefix["on"]["ttft_speedup"] > 0
 
     [record] = store.runs(model)
-    assert record["run_id"] == run_id and record["status"] == "done"
-    env = record["environment"]
+    assert record.run_id == run_id and record.status == "done"
+    env = record.environment
     assert env["engine"] == "llamacpp" and "version" in (env["engine_version"] or "")
     assert env["model"]["size_bytes"] == embedded_model.stat().st_size
     assert env["load_options"]["ctx_size"] == 2048 and env["host"]["memory_total_mib"] > 0
-    raw = record["requests"]["single_stream"]
+    raw = record.requests["single_stream"]
     # llama.cpp sends one chunk per token except where a token is part of a UTF-8 character (Japanese here)
     assert [req["completion_tokens"] for req in raw] == [8, 8, 16, 16]
     assert all(1 <= len(req["chunk_ms"]) <= req["completion_tokens"] for req in raw)

@@ -113,7 +113,7 @@ def test_closed_loop_keeps_n_in_flight_over_its_requests(mock_url: str) -> None:
 
 
 def test_a_prompts_file_becomes_the_dataset(tmp_path) -> None:
-    from panel.bench.runner import BenchForm, plan_from_form
+    from panel.bench.form import BenchForm, plan_from_form
     from panel.errors import BadRequestError
 
     lines = tmp_path / "mine.jsonl"

@@ -19,6 +19,7 @@ from panel.access.auth import build_auth
 from panel.app import create_app
 from panel.bench import share, share_api
 from panel.bench.mlflow_log import log_run_to_mlflow
+from panel.bench.record import RunRecord
 from panel.bench.share import export_bundle, import_bundle, is_secret_key
 from panel.bench.store import ResultStore
 from panel.bench.views import results_view
@@ -56,7 +57,7 @@ def save_full(store: ResultStore, run_id: str, time: str, engine: str = "llamacp
         for n, t in ((64, 50.0), (1024, 68.25))
     ]
     parallel = [row(run_id, time, engine, concurrency=n, total_tokens_per_s=t) for n, t in ((4, 200.0), (64, 1600.0))]
-    store.save_run(MODEL, record, {"single_stream": singles, "parallel": parallel})
+    store.save_run(MODEL, RunRecord.from_json(record), {"single_stream": singles, "parallel": parallel})
     return record
 
 
@@ -94,9 +95,9 @@ def test_export_then_import_on_a_second_machine(machine_a: ResultStore, tmp_path
     singles = second.rows("single_stream")
     assert {(r["run_id"], r.get("machine")) for r in singles} == {("local1", None), ("r1", "box-a"), ("r2", "box-a")}
     assert [r["tokens_per_s"] for r in singles if r["run_id"] == "r2"] == [50.0, 68.25]
-    runs = {r["run_id"]: r for r in second.runs(FOLDER)}
-    assert runs["r1"]["machine"] == "box-a" and runs["r1"]["imported"]["from"] == "box-a"
-    assert runs["r1"]["environment"]["gpus"] == [{"name": "NVIDIA GB10"}]
+    runs = {r.run_id: r for r in second.runs(FOLDER)}
+    assert runs["r1"].machine == "box-a" and runs["r1"].imported == {**runs["r1"].imported, "from": "box-a"}
+    assert runs["r1"].environment["gpus"] == [{"name": "NVIDIA GB10"}]
 
     # the machine is a comparison dimension: the latest run per model+engine+machine, labelled with it
     names = [t.name for t in results_view(second, None, None).figures["single_stream"].data]

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from panel.bench import charts
-from panel.bench.runner import BenchPlan, parse_ints, parse_targets, plan_from
+from panel.bench.form import parse_ints, parse_targets
+from panel.bench.plan import BenchPlan, plan_from
+from panel.bench.record import RunRecord
 from panel.bench.store import ResultStore, latest_speed
 from panel.bench.views import export_csv, results_view, table_rows
 from panel.errors import BadRequestError
@@ -22,7 +24,7 @@ def row(run_id: str, time: str, engine: str = "llamacpp", **values: object) -> d
 
 
 def save(store: ResultStore, run_id: str, time: str, engine: str = "llamacpp", size: int = 2_000_000_000) -> None:
-    record = {"run_id": run_id, "environment": {"model": {"size_bytes": size}, "gpus": [{"name": "NVIDIA GB10"}]}}
+    record = RunRecord(run_id, environment={"model": {"size_bytes": size}, "gpus": [{"name": "NVIDIA GB10"}]})
     store.save_run(
         MODEL,
         record,
@@ -99,7 +101,9 @@ def test_views_select_latest_export_csv_and_roofline(tmp_path: Path) -> None:
     roof = view.figures["roofline"].data[0]
     assert list(roof.y) == pytest.approx([100 * 50.0 / 136.5, 50.0])
     explicit = charts.roofline_rows(
-        store.rows("single_stream"), {"r1": {"environment": {"model": {"size_bytes": 1_000_000_000}}}}, 100.0
+        store.rows("single_stream"),
+        {"r1": RunRecord("r1", environment={"model": {"size_bytes": 1_000_000_000}})},
+        100.0,
     )
     assert [round(r["roofline_pct"], 2) for r in explicit] == [50.0, 68.25]  # only r1 has a known size
 
@@ -132,7 +136,7 @@ def test_plan_parsers_give_clear_messages() -> None:
 
 
 def test_the_tab_form_becomes_a_checked_plan() -> None:
-    from panel.bench.runner import BenchForm, plan_from_form
+    from panel.bench.form import BenchForm, plan_from_form
 
     plan = plan_from_form(["single_stream", "parallel"], BenchForm("llamacpp", "16, 32", "2 4", 64, 3, 16, 1, 2, 90))
     assert (plan.config.engine, plan.config.lengths, plan.config.concurrencies) == ("llamacpp", [16, 32], [2, 4])

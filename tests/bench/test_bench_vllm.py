@@ -70,9 +70,9 @@ def test_comparison_loads_measures_saves_and_unloads_vllm(vllm_panel: PanelProce
     assert [(r["batch_size"], r["output_tokens"]) for r in offline] == [(1, 8), (4, 32)]
     assert all(r["tokens_per_s"] > 0 and r["ms_per_token"] > 0 for r in offline)
     [record] = store.runs(HF_MODEL.name)
-    assert record["environment"]["engine_version"].startswith("vllm")
-    assert record["environment"]["load_options"]["max_model_len"] == 1024
-    assert Path(record["environment"]["model"]["path"]).name == HF_MODEL.name
+    assert record.environment["engine_version"].startswith("vllm")
+    assert record.load_options()["max_model_len"] == 1024
+    assert Path(record.model_path()).name == HF_MODEL.name
 
 
 def test_the_panel_suite_agrees_with_vllm_bench_serve_on_the_vllm_engine(vllm_panel: PanelProcess) -> None:

@@ -110,9 +110,9 @@ def test_a_rate_sweep_over_my_prompts_file_is_charted_as_goodput(loaded_panel: P
         rows = ResultStore(loaded_panel.log_path.parent / "benchmarks").rows("rate_sweep")
         assert [r["request_rate"] for r in rows][:1] == [2.0] and rows[0]["requests"] == 6, rows
         record = ResultStore(loaded_panel.log_path.parent / "benchmarks").runs(rows[0]["model"])[-1]
-        assert record["config"]["dataset"] == "prompts"
-        assert record["config"]["prompts"] == ["Name three colours.", "Say hello in French.", "Count to five."]
-        assert record["config"]["slo_ttft_ms"] == 5000 and record["config"]["rate_tokens"] == 8
+        assert record.config["dataset"] == "prompts"
+        assert record.config["prompts"] == ["Name three colours.", "Say hello in French.", "Count to five."]
+        assert record.config["slo_ttft_ms"] == 5000 and record.config["rate_tokens"] == 8
 
         page.get_by_role("tab", name="Results").click()
         page.locator("#results-refresh").click()
