@@ -1,5 +1,5 @@
 """Benchmarks tab: one click per suite and "Run all", editable lengths and concurrencies, live progress, cancel,
-an unattended comparison over a list of models, and the instruction-following section."""
+an unattended comparison over a list of models, and the instruction-following section (issue 6) when present."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from panel.bench.runner import BenchmarkRunner
 from panel.bench.suites import SUITES
 from panel.errors import PanelError
 from panel.services import Services
-from panel.ui.evals import build_evals_section
 from panel.ui.guard import requires_role
 
 PROGRESS_POLL_S = 1.0
@@ -31,7 +30,7 @@ SUITE_LABELS = {
 }
 
 
-def build_benchmarks(services: Services) -> None:
+def build_benchmarks(services: Services) -> dict[str, Any]:
     runner: BenchmarkRunner = services.bench
     gr.Markdown(
         "### Benchmarks\nEach run holds the GPU: loads are refused and chat users see that results are "
@@ -194,8 +193,25 @@ def build_benchmarks(services: Services) -> None:
     )
     cancel.click(on_cancel_click, None, message)
     gr.Timer(PROGRESS_POLL_S).tick(on_timer_tick, outputs=progress, show_progress="hidden", queue=False)
+    evals = _evals_section(services)
+    return {
+        "message": message,
+        "progress": progress,
+        "run_all": run_all,
+        "buttons": suite_buttons,
+        "cancel": cancel,
+        "evals": evals,
+    }
+
+
+def _evals_section(services: Services) -> dict[str, Any] | None:
+    """The instruction-following section from panel/ui/evals.py (issue 6), when that module is present."""
+    try:
+        from panel.ui.evals import build_evals_section
+    except ImportError:
+        return None
     with gr.Accordion("Instruction following", open=True):
-        build_evals_section(services)
+        return build_evals_section(services)
 
 
 def progress_markdown(runner: BenchmarkRunner) -> str:
