@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from panel import __version__
 from panel.access.auth import actor_of, require_api_role
+from panel.engines.base import VLLM, EngineName, engine_for_path
 from panel.engines.manager import EngineManager
 from panel.services import services_of
 
@@ -29,7 +30,7 @@ def get_manager(request: Request) -> EngineManager:
 class LoadBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     model_path: str = Field(min_length=1, max_length=4096)
-    engine: Literal["llamacpp", "vllm"] | None = None
+    engine: EngineName | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     force: bool = False  # load even if the memory estimate says it does not fit
     pinned: bool = False  # never evicted to make room, never unloaded for idleness
@@ -37,13 +38,13 @@ class LoadBody(BaseModel):
 
 
 class UnloadBody(BaseModel):
-    engine: Literal["llamacpp", "vllm"]
+    engine: EngineName
     model: str | None = Field(default=None, max_length=400)  # one resident model by name; none = all of them
 
 
 class PolicyBody(BaseModel):
     model: str = Field(min_length=1, max_length=400)
-    engine: Literal["llamacpp", "vllm"] | None = None
+    engine: EngineName | None = None
     pinned: bool | None = None
     ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)
 
@@ -51,12 +52,12 @@ class PolicyBody(BaseModel):
 class EstimateBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     model_path: str = Field(min_length=1, max_length=4096)
-    engine: Literal["llamacpp", "vllm"] | None = None
+    engine: EngineName | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class SleepBody(BaseModel):
-    engine: Literal["llamacpp", "vllm"] = "vllm"
+    engine: EngineName = VLLM
     level: Literal[1, 2] = 1
 
 
@@ -86,7 +87,7 @@ async def status(request: Request) -> dict[str, Any]:
 async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
     manager = get_manager(request)
     options = {**(body.model_extra or {}), **body.options}
-    engine = body.engine or _engine_for_path(body.model_path)
+    engine = body.engine or engine_for_path(body.model_path)
     state = await manager.load(
         engine,
         body.model_path,
@@ -115,7 +116,7 @@ async def model_policy(body: PolicyBody, request: Request) -> dict[str, Any]:
 async def estimate_model(body: EstimateBody, request: Request) -> dict[str, Any]:
     """What a load would need and whether it fits now, after evicting idle models, later or never."""
     manager = get_manager(request)
-    engine = body.engine or _engine_for_path(body.model_path)
+    engine = body.engine or engine_for_path(body.model_path)
     load = manager.validate_load(engine, body.model_path, {**(body.model_extra or {}), **body.options})
     report = manager.fit(load)
     plan = report.plan
@@ -190,7 +191,3 @@ async def list_models(request: Request) -> dict[str, Any]:
 async def engine_logs(engine: str, request: Request, n: int = 200, model: str | None = None) -> dict[str, Any]:
     lines = get_manager(request).get(engine).logs(max(1, min(n, 5000)), model=model)
     return {"engine": engine, "model": model, "lines": lines}
-
-
-def _engine_for_path(model_path: str) -> str:
-    return "llamacpp" if model_path.strip().lower().endswith(".gguf") else "vllm"

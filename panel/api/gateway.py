@@ -14,8 +14,8 @@ from typing import Any
 
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
 from panel.api.tap import Observer, Outcome, Tap
-from panel.engines.base import EngineCall, EngineReply
-from panel.engines.manager import ENGINE_NAMES, EngineManager
+from panel.engines.base import ENGINE_NAMES, EngineCall, EngineReply
+from panel.engines.manager import EngineManager
 from panel.engines.routing import Target
 from panel.errors import BadRequestError, NotFoundError, NotResidentError
 from panel.observability.stats import StreamStats

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from panel.engines.base import Engine
+from panel.engines.base import LLAMACPP, VLLM, Engine
 from panel.settings import Settings
 
 
@@ -11,4 +11,4 @@ def default_engines(settings: Settings) -> dict[str, Engine]:
     from panel.engines.llama_server.engine import LlamaServerEngine
     from panel.engines.vllm.unavailable import vllm_or_unavailable
 
-    return {"llamacpp": LlamaServerEngine(settings), "vllm": vllm_or_unavailable(settings)}
+    return {LLAMACPP: LlamaServerEngine(settings), VLLM: vllm_or_unavailable(settings)}

@@ -6,7 +6,17 @@ import enum
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
+
+EngineName = Literal["llamacpp", "vllm"]
+LLAMACPP: Final = "llamacpp"  # llama.cpp's llama-server, one child per model
+VLLM: Final = "vllm"  # vLLM in this process
+ENGINE_NAMES: Final[tuple[EngineName, ...]] = (LLAMACPP, VLLM)
+
+
+def engine_for_path(model_path: str) -> EngineName:
+    """The engine that loads a model path: llama.cpp a .gguf file, vLLM an HF folder."""
+    return LLAMACPP if model_path.strip().lower().endswith(".gguf") else VLLM
 
 
 class EngineState(str, enum.Enum):

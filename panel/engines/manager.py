@@ -32,7 +32,6 @@ from panel.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENGINE_NAMES = ("llamacpp", "vllm")
 MAX_TTL_S = 30 * 86400
 LOAD_HISTORY = 100
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from panel.engines import memory_fit
-from panel.engines.base import LoadRequest
+from panel.engines.base import LLAMACPP, LoadRequest
 from panel.engines.gpu import GpuLock
 from panel.engines.memory_fit import MemoryEstimate
 from panel.engines.records import FitReport, MemoryView, busy_too_long_message, no_room_message
@@ -49,7 +49,7 @@ class MemoryPolicy:
     def estimate(self, request: LoadRequest) -> MemoryEstimate | None:
         """What the model will need, from its files' metadata; None when it cannot be read (the load goes on)."""
         try:
-            if request.engine == "llamacpp":
+            if request.engine == LLAMACPP:
                 return memory_fit.estimate_llama(
                     request.model_path, memory_fit.LlamaFitOptions.from_options(request.options)
                 )
@@ -83,7 +83,7 @@ class MemoryPolicy:
         return FitReport(estimate, view, plan, self._suggestions(request, plan))
 
     def _suggestions(self, request: LoadRequest, plan: RoomPlan) -> list[str]:
-        if plan.fits_ever or request.engine != "llamacpp":
+        if plan.fits_ever or request.engine != LLAMACPP:
             return []
         try:
             options = memory_fit.LlamaFitOptions.from_options(request.options)

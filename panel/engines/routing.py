@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from panel.engines.base import Engine, EngineState
+from panel.engines.base import Engine, EngineState, engine_for_path
 from panel.engines.slots import Slots
 from panel.errors import BadRequestError, ConflictError, NotFoundError, NotResidentError
 from panel.models import library
@@ -107,9 +107,10 @@ class Router:
         NotFoundError when it names nothing loadable (on `engine_name`, if given)."""
         remembered = self.remembered(model)
         entry = self.library_entry(model, engine_name)
+        engine: str
         if remembered is not None and (entry is None or remembered[0] == entry.path):
             path, options = remembered
-            engine = "llamacpp" if path.lower().endswith(".gguf") else "vllm"
+            engine = engine_for_path(path)
         elif entry is not None and entry.engine is not None:
             path, options, engine = entry.path, {}, entry.engine
         else:
