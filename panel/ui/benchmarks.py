@@ -1,5 +1,5 @@
 """Benchmarks tab: one click per suite and "Run all", editable lengths and concurrencies, live progress, cancel,
-an unattended comparison over a list of models, and the instruction-following section (issue 6) when present."""
+an unattended comparison over a list of models, and the instruction-following section."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from panel.bench.runner import BenchmarkRunner
 from panel.bench.suites import SUITES
 from panel.errors import PanelError
 from panel.services import Services
+from panel.ui.evals import build_evals_section
 from panel.ui.guard import requires_role
 
 PROGRESS_POLL_S = 1.0
@@ -30,7 +31,7 @@ SUITE_LABELS = {
 }
 
 
-def build_benchmarks(services: Services) -> dict[str, Any]:
+def build_benchmarks(services: Services) -> None:
     runner: BenchmarkRunner = services.bench
     gr.Markdown(
         "### Benchmarks\nEach run holds the GPU: loads are refused and chat users see that results are "
@@ -193,25 +194,8 @@ def build_benchmarks(services: Services) -> dict[str, Any]:
     )
     cancel.click(on_cancel_click, None, message)
     gr.Timer(PROGRESS_POLL_S).tick(on_timer_tick, outputs=progress, show_progress="hidden", queue=False)
-    evals = _evals_section(services)
-    return {
-        "message": message,
-        "progress": progress,
-        "run_all": run_all,
-        "buttons": suite_buttons,
-        "cancel": cancel,
-        "evals": evals,
-    }
-
-
-def _evals_section(services: Services) -> dict[str, Any] | None:
-    """The instruction-following section from panel/ui/evals.py (issue 6), when that module is present."""
-    try:
-        from panel.ui.evals import build_evals_section
-    except ImportError:
-        return None
     with gr.Accordion("Instruction following", open=True):
-        return build_evals_section(services)
+        build_evals_section(services)
 
 
 def progress_markdown(runner: BenchmarkRunner) -> str:
@@ -228,9 +212,9 @@ def _state_markdown(state: RunState) -> str:
     elapsed = (state.finished or time.time()) - state.started
     lines = [
         f"{icon} **{state.id}** · {state.status} · {state.current or ''} · {elapsed:.0f} s",
-        f"step: **{p['step']}** · requests {p['requests_done']}/{p['requests_total']}"
-        f" · failed {p['requests_failed']} · in flight {p['in_flight']}"
-        f" · live {p['live_tokens_per_s']:.1f} tokens/s",
+        f"step: **{p.step}** · requests {p.requests_done}/{p.requests_total}"
+        f" · failed {p.requests_failed} · in flight {p.in_flight}"
+        f" · live {p.live_tokens_per_s:.1f} tokens/s",
     ]
     if state.error:
         lines.append(f"> ❌ {state.error}")

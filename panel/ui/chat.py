@@ -17,7 +17,7 @@ MODEL_AUTO = "auto"
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
 
 
-def build_chat(services: Services) -> dict[str, Any]:
+def build_chat(services: Services) -> None:
     manager = services.manager
 
     notice = gr.Markdown(chat_notice(manager.residents(), manager.busy_reason), elem_id="chat-notice")
@@ -130,7 +130,6 @@ def build_chat(services: Services) -> dict[str, Any]:
     stop.click(None, cancels=[send_event, submit_event])
     clear.click(lambda: ([], [], ""), outputs=[chatbot, history, live], queue=False)
     gr.Timer(3.0).tick(on_timer_tick, engine, [notice, engine], show_progress="hidden", queue=False)
-    return {"chatbot": chatbot, "live": live}
 
 
 def chat_notice(residents: list[Resident], busy_reason: str | None) -> str:

@@ -10,13 +10,23 @@ import gradio as gr
 from panel.access.auth import actor_of
 from panel.models import library
 from panel.services import Services
-from panel.ui.common import EnginePicker, load_message, model_picker, status_markdown, unload_message
+from panel.ui.common import (
+    EnginePicker,
+    engine_statuses,
+    load_message,
+    log_box,
+    model_picker,
+    shows_errors,
+    status_markdown,
+    unload_message,
+)
 from panel.ui.guard import requires_role
 from panel.ui.nodes import build_nodes_section
 from panel.ui.residents import build_residents, fit_line
 from panel.ui.vllm_section import build_vllm_section
 
 STATUS_POLL_S = 1.5
+LOG_LINES = 60
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,30 @@ class EnginesTab:
     pickers: tuple[EnginePicker, ...]
 
 
+@dataclass(frozen=True)
+class LlamaForm:
+    """The llama.cpp load form's values, in the order of its boxes after the model picker."""
+
+    ctx_size: int | None
+    parallel: int | None
+    n_gpu_layers: int | None
+    flash_attn: bool
+    extra_args: str
+    alias: str | None
+
+    def options(self) -> dict[str, Any]:
+        """As load options; without an alias the model is served under its file name."""
+        options = {
+            "ctx_size": self.ctx_size,
+            "parallel": self.parallel,
+            "n_gpu_layers": self.n_gpu_layers,
+            "flash_attn": self.flash_attn,
+            "extra_args": self.extra_args,
+        }
+        alias = (self.alias or "").strip()
+        return {**options, "alias": alias} if alias else options
+
+
 def build_engines(services: Services) -> EnginesTab:
     manager, settings = services.manager, services.settings
     roots = settings.all_model_roots
@@ -33,7 +67,7 @@ def build_engines(services: Services) -> EnginesTab:
     def gguf_choices() -> list[tuple[str, str]]:
         return library.choices(roots, "llamacpp")  # the Models tab's library: name, size, quantization
 
-    status_md = gr.Markdown(status_markdown(manager.status()), elem_id="engine-status")
+    status_md = gr.Markdown(status_markdown(engine_statuses(manager)), elem_id="engine-status")
     build_residents(services)
     message = gr.Markdown("", elem_id="engine-message")
     with gr.Row():
@@ -67,50 +101,30 @@ def build_engines(services: Services) -> EnginesTab:
                 unload_btn = gr.Button("Unload all llama.cpp models", elem_id="llama-unload")
         with gr.Column(scale=2):
             gr.Markdown("### llama-server log")
-            logs = gr.Textbox(
-                value="\n".join(manager.get("llamacpp").logs(60)),
-                lines=18,
-                max_lines=18,
-                label="recent lines",
-                autoscroll=True,
-                interactive=False,
-                elem_id="llama-log",
-            )
+            logs = log_box(manager.get("llamacpp").logs(LOG_LINES), "llama-log")
     vllm = build_vllm_section(services)
     build_nodes_section(services)
 
-    def form_options(ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, name: str) -> dict[str, Any]:
-        options = {"ctx_size": ctx, "parallel": par, "n_gpu_layers": ngl, "flash_attn": fa, "extra_args": extra}
-        return {**options, "alias": name.strip()} if name and name.strip() else options
-
     @requires_role(services, "operator")
-    async def on_load_click(
-        path: str | None,
-        ctx: Any,
-        par: Any,
-        ngl: Any,
-        fa: bool,
-        extra: str,
-        name: str,
-        forced: bool,
-        request: gr.Request,
-    ) -> str:
-        options = form_options(ctx, par, ngl, fa, extra, name)
+    @shows_errors
+    async def on_load_click(request: gr.Request, path: str | None, forced: bool, *values: Any) -> str:
+        options = LlamaForm(*values).options()
         return await load_message(manager, "llamacpp", path, options, actor_of(request), force=forced)
 
-    def on_form_change(path: str | None, ctx: Any, par: Any, ngl: Any, fa: bool, extra: str, name: str) -> str:
-        return fit_line(manager, "llamacpp", path, form_options(ctx, par, ngl, fa, extra, name))
+    def on_form_change(path: str | None, *values: Any) -> str:
+        return fit_line(manager, "llamacpp", path, LlamaForm(*values).options())
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_unload_click(request: gr.Request) -> str:
         return await unload_message(manager, "llamacpp", actor_of(request))
 
     def on_timer_tick() -> tuple[str, str]:
-        return status_markdown(manager.status()), "\n".join(manager.get("llamacpp").logs(60))
+        return status_markdown(engine_statuses(manager)), "\n".join(manager.get("llamacpp").logs(LOG_LINES))
 
     form = [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args, alias]
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
-        on_load_click, [*form, force], message, concurrency_limit=None
+        on_load_click, [model, force, *form[1:]], message, concurrency_limit=None
     ).then(on_form_change, form, estimate, show_progress="hidden")
     for box in form:  # the estimate follows the form, before any click
         box.change(on_form_change, form, estimate, show_progress="hidden", concurrency_limit=None)

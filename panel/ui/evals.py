@@ -15,6 +15,7 @@ from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality
 from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
 from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites
 from panel.services import Services
+from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
 
 ENGINES = ["llamacpp", "vllm"]
@@ -84,7 +85,7 @@ def samples_html(samples: list[dict[str, Any]]) -> str:
     return f"<p>「{prompt}」</p><div style='display:flex;gap:8px;flex-wrap:wrap'>{''.join(cols)}</div>"
 
 
-def build_evals_section(services: Services) -> dict[str, Any]:
+def build_evals_section(services: Services) -> None:
     """Benchmarks tab section: choose suite, engine, optional judge; progress; results; rate quality samples."""
     settings = services.settings
     gr.Markdown("### Instruction following (Japanese suite)")
@@ -144,21 +145,17 @@ def build_evals_section(services: Services) -> dict[str, Any]:
             yield f"❌ {exc.message}"
 
     @requires_role(services, "operator")
+    @shows_errors
     def on_rating_save_click(path: str | None, value: Any, request: gr.Request) -> str:
         if not path or value in (None, ""):
             return "❌ choose a result and a rating first"
-        try:
-            rate_quality(settings.benchmarks_dir, path, int(value), actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        rate_quality(settings.benchmarks_dir, path, int(value), actor_of(request))
         return f"✅ rated {value}/3"
 
     @requires_role(services, "operator")
+    @shows_errors
     def on_suite_upload(file: Any, request: gr.Request) -> str:
-        try:
-            target = install_user_suite(getattr(file, "name", file), settings.data_dir / "evals")
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        target = install_user_suite(getattr(file, "name", file), settings.data_dir / "evals")
         return f"✅ added suite `{target.name}`: choose it in the list"
 
     def on_suites_refresh() -> Any:
@@ -174,7 +171,6 @@ def build_evals_section(services: Services) -> dict[str, Any]:
     rate_btn.click(on_rating_save_click, [sample_pick, rating], rate_msg).then(
         on_samples_refresh, outputs=[samples, sample_pick]
     )
-    return {"status": status, "samples": samples, "run": run_btn, "upload": upload}
 
 
 def _sample_choices(services: Services) -> list[tuple[str, str]]:
@@ -192,7 +188,7 @@ def _table(services: Services, sort_by: str = "pass rate") -> tuple[dict[str, An
     return {"headers": headers, "data": body}, scatter_figure(rows)
 
 
-def build_leaderboard(services: Services) -> dict[str, Any]:
+def build_leaderboard(services: Services) -> None:
     """Results tab: leaderboard (model, engine, pass rate, grade, per-category rates, speed) and the scatter."""
     gr.Markdown("### Leaderboard: instruction following beside speed")
     with gr.Row():
@@ -212,4 +208,3 @@ def build_leaderboard(services: Services) -> dict[str, Any]:
 
     refresh.click(on_leaderboard_refresh, sort_by, [table, plot])
     sort_by.change(on_leaderboard_refresh, sort_by, [table, plot])
-    return {"table": table, "plot": plot, "refresh": refresh}

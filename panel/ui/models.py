@@ -15,6 +15,7 @@ from panel.models import library
 from panel.models.downloads import DownloadManager
 from panel.models.hub import RepoListing
 from panel.services import Services
+from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line
 from panel.units import human_bytes, human_eta, human_params
@@ -101,12 +102,10 @@ def build_models(services: Services) -> ModelsTab:
         )
 
     @requires_role(services, "operator")
+    @shows_errors
     def on_download_click(repo_id: str, rev: str, tok: str, files: str | None, folder: str, request: gr.Request) -> str:
         include = None if not files or files == ALL_FILES else files.split("\n")
-        try:
-            job = downloads.start(repo_id, rev, include, tok, folder or None, actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        job = downloads.start(repo_id, rev, include, tok, folder or None, actor=actor_of(request))
         return f"⬇️ downloading **{job.repo_id}** into `models/{job.name}/` ({len(job.files)} files)"
 
     @requires_role(services, "operator")
@@ -142,11 +141,9 @@ def build_models(services: Services) -> ModelsTab:
         return gr.update(visible=True), f"Delete **{Path(path).name}** from disk? This cannot be undone."
 
     @requires_role(services, "admin")
+    @shows_errors
     def on_confirm_click(path: str | None, request: gr.Request) -> str:
-        try:
-            removed = library.delete_for(services, path or "", actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        removed = library.delete_for(services, path or "", actor=actor_of(request))
         return "🗑 deleted " + ", ".join(f"`{p}`" for p in removed)
 
     list_btn.click(on_list_click, [repo, revision, token], [files_md, choice])

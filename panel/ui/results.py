@@ -1,6 +1,6 @@
 """Results tab: plotly charts of saved benchmark results, models and engines side by side, a table view with
-CSV download, bundles to share results across machines, and the quality leaderboard (issue 6) when present.
-Everything is read from benchmarks/."""
+CSV download, bundles to share results across machines, the model loads, interrupted runs and the quality
+leaderboard. Everything is read from benchmarks/ and the load log."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import gradio as gr
 from panel.access.auth import actor_of
 from panel.bench.share import audit_import, export_bundle, import_bundle
 from panel.bench.store import TABLES, ResultStore
-from panel.bench.views import ENGINES, export_csv, results_view
+from panel.bench.views import ENGINES, ResultsView, export_csv, results_view
 from panel.errors import PanelError
 from panel.services import Services
+from panel.ui.common import shows_errors
+from panel.ui.evals import build_leaderboard
 from panel.ui.guard import requires_role
+from panel.ui.interrupted import build_interrupted
 
 CHART_PAIRS = (
     ("single_stream", "roofline"),
@@ -26,7 +29,7 @@ CHART_PAIRS = (
 )
 
 
-def build_results(services: Services) -> dict[str, Any]:
+def build_results(services: Services) -> None:
     store = ResultStore(services.settings.benchmarks_dir)
     view = results_view(store, None, None)
     gr.Markdown("### Benchmark results\nSaved runs from `benchmarks/<model>/`; pick models and engines to compare.")
@@ -49,19 +52,20 @@ def build_results(services: Services) -> dict[str, Any]:
         table_pick = gr.Dropdown(list(TABLES), value="single_stream", label="Table", elem_id="results-table-pick")
         download = gr.DownloadButton("Download CSV", elem_id="results-download")
     table = gr.Dataframe(value=view.table, interactive=False, wrap=True, elem_id="results-table")
-    share = _share_section(services, store, view.models)
-    loads = _loads_section(services)
-    from panel.ui.interrupted import build_interrupted
+    imported = _share_section(services, store, view.models)
+    _loads_section(services)
+    build_interrupted(services)
+    build_leaderboard(services)
 
-    interrupted = build_interrupted(services)
-    leaderboard = _leaderboard(services)
+    def chosen_view(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> ResultsView:
+        return results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
 
-    def on_filters_change(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
-        view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
+    def on_filters_change(*filters: Any) -> list[Any]:
+        view = chosen_view(*filters)
         return [*(view.figures[name] for name in plots), view.table, view.problems]
 
-    def on_refresh_click(chosen: list[str], engs: list[str], every: bool, bw: float, which: str) -> list[Any]:
-        view = results_view(store, chosen, engs, latest_only=not every, bandwidth_gb_s=bw or None, table=which)
+    def on_refresh_click(*filters: Any) -> list[Any]:
+        view = chosen_view(*filters)
         return [gr.update(choices=view.models), *(view.figures[name] for name in plots), view.table, view.problems]
 
     def on_download_click(which: str, chosen: list[str], engs: list[str], every: bool) -> str:
@@ -73,20 +77,12 @@ def build_results(services: Services) -> dict[str, Any]:
     for trigger in (models.change, engines.change, every_run.change, bandwidth.submit, table_pick.change):
         trigger(on_filters_change, filters, outputs, show_progress="hidden")
     download.click(on_download_click, [table_pick, models, engines, every_run], download)
-    share["import"].then(on_refresh_click, filters, [models, *outputs], show_progress="hidden")
-    return {
-        "plots": plots,
-        "table": table,
-        "refresh": refresh,
-        "leaderboard": leaderboard,
-        "loads": loads,
-        "share": share,
-        "interrupted": interrupted,
-    }
+    imported.then(on_refresh_click, filters, [models, *outputs], show_progress="hidden")
 
 
-def _share_section(services: Services, store: ResultStore, folders: list[str]) -> dict[str, Any]:
-    """Export a model's runs as a bundle for another machine; import one (operator) to compare machines."""
+def _share_section(services: Services, store: ResultStore, folders: list[str]) -> Any:
+    """Export a model's runs as a bundle for another machine; import one (operator) to compare machines. Returns
+    the import's event, for the charts to follow it."""
     with gr.Accordion("Export / import", open=False, elem_id="results-share"):
         gr.Markdown(
             "A bundle (.zip) holds a model's runs, their rows, the machine they ran on and an HTML report. "
@@ -114,13 +110,11 @@ def _share_section(services: Services, store: ResultStore, folders: list[str]) -
         return str(path), f"bundle ready: `{path.name}`"
 
     @requires_role(services, "operator")
+    @shows_errors
     def on_import_click(bundle: str | None, request: gr.Request) -> str:
         if not bundle:
             return "choose a bundle (.zip) to import"
-        try:
-            result = import_bundle(store, Path(bundle))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        result = import_bundle(store, Path(bundle))
         audit_import(services.audit, actor_of(request), result)
         return f"✅ {result.message()}"
 
@@ -128,22 +122,12 @@ def _share_section(services: Services, store: ResultStore, folders: list[str]) -
         return gr.update(choices=store.models())
 
     export.click(on_export_click, model, [export, message])
-    done = import_btn.click(on_import_click, [upload], message).then(on_import_done, None, model)
-    return {
-        "model": model,
-        "export": export,
-        "upload": upload,
-        "import_button": import_btn,
-        "message": message,
-        "import": done,
-    }
+    return import_btn.click(on_import_click, [upload], message).then(on_import_done, None, model)
 
 
-def _loads_section(services: Services) -> dict[str, Any] | None:
+def _loads_section(services: Services) -> None:
     """Swap cost as data: every load's time to ready (cold or warm page cache) and its first answer's TTFT."""
     load_log = services.load_log
-    if load_log is None:
-        return None
     from panel.observability.load_charts import TABLE_HEADERS, load_table, time_to_ready_figure
 
     def current() -> tuple[Any, list[list[Any]]]:
@@ -156,13 +140,3 @@ def _loads_section(services: Services) -> dict[str, Any] | None:
     plot = gr.Plot(figure, elem_id="results-loads")
     table = gr.Dataframe(value=rows, headers=TABLE_HEADERS, interactive=False, wrap=True, elem_id="results-loads-table")
     refresh.click(current, None, [plot, table], show_progress="hidden")
-    return {"plot": plot, "table": table, "refresh": refresh}
-
-
-def _leaderboard(services: Services) -> dict[str, Any] | None:
-    """The instruction-following leaderboard from panel/ui/evals.py (issue 6), when that module is present."""
-    try:
-        from panel.ui.evals import build_leaderboard
-    except ImportError:
-        return None
-    return build_leaderboard(services)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from panel.access.auth import actor_of
-from panel.errors import PanelError
+from panel.engines.base import EngineState, EngineStatus
 from panel.models import library
 from panel.models.paths import display_path, list_model_paths
 from panel.services import Services
-from panel.ui.common import EnginePicker, load_message, model_picker, unload_message
+from panel.ui.common import EnginePicker, load_message, log_box, model_picker, shows_errors, unload_message
 from panel.ui.guard import requires_role
 from panel.ui.residents import fit_line
 
@@ -38,59 +39,63 @@ def hf_choices(services: Services) -> list[tuple[str, str]]:
     return found
 
 
-def load_options(
-    dtype: str,
-    gpu_util: Any,
-    max_len: Any,
-    quant: str,
-    eager: str,
-    prefix: str,
-    kv_dtype: str,
-    max_seqs: Any,
-    trust: bool,
-    extra: str = "",
-    nodes: str = NODE_CHOICES[0],
-    pipeline: Any = None,
-    tensor: Any = None,
-) -> dict[str, Any]:
-    """The form's values as load options (`vllm serve` argument names); 'auto' and empty fields are left for vLLM
-    to decide; `extra` is more `vllm serve` arguments as typed (--tool-call-parser hermes ...)."""
-    options: dict[str, Any] = {
-        "dtype": dtype,
-        "gpu_memory_utilization": gpu_util,
-        "max_model_len": max_len,
-        "kv_cache_dtype": kv_dtype,
-        "trust_remote_code": bool(trust),
-    }
-    if quant and quant != "auto":
-        options["quantization"] = quant
-    if eager != "auto":
-        options["enforce_eager"] = eager == "on"
-    if prefix != "auto":
-        options["enable_prefix_caching"] = prefix == "on"
-    if max_seqs not in (None, "", 0):
-        options["max_num_seqs"] = max_seqs
-    if extra and extra.strip():
-        options["extra_args"] = extra.strip()
-    if nodes == NODE_CHOICES[1]:
-        options["nnodes"] = 2
-    if pipeline not in (None, "", 0, 1):
-        options["pipeline_parallel_size"] = int(pipeline)
-    if tensor not in (None, "", 0, 1):
-        options["tensor_parallel_size"] = int(tensor)
-    return options
+@dataclass(frozen=True)
+class VllmForm:
+    """The vLLM load form's values, in the order of its boxes after the model picker."""
+
+    dtype: str
+    gpu_memory_utilization: float | None
+    max_model_len: int | None
+    quantization: str | None
+    enforce_eager: str  # TRISTATE
+    prefix_caching: str  # TRISTATE
+    kv_cache_dtype: str
+    max_num_seqs: int | None
+    trust_remote_code: bool
+    extra_args: str = ""
+    nodes: str = NODE_CHOICES[0]
+    pipeline_parallel: int | None = None
+    tensor_parallel: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        """As load options (`vllm serve` argument names); 'auto' and empty fields are left for vLLM to decide;
+        `extra_args` is more `vllm serve` arguments as typed (--tool-call-parser hermes ...)."""
+        options: dict[str, Any] = {
+            "dtype": self.dtype,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "max_model_len": self.max_model_len,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "trust_remote_code": bool(self.trust_remote_code),
+        }
+        if self.quantization and self.quantization != "auto":
+            options["quantization"] = self.quantization
+        if self.enforce_eager != "auto":
+            options["enforce_eager"] = self.enforce_eager == "on"
+        if self.prefix_caching != "auto":
+            options["enable_prefix_caching"] = self.prefix_caching == "on"
+        if self.max_num_seqs not in (None, "", 0):
+            options["max_num_seqs"] = self.max_num_seqs
+        if self.extra_args and self.extra_args.strip():
+            options["extra_args"] = self.extra_args.strip()
+        if self.nodes == NODE_CHOICES[1]:
+            options["nnodes"] = 2
+        if self.pipeline_parallel not in (None, "", 0, 1):
+            options["pipeline_parallel_size"] = int(self.pipeline_parallel)
+        if self.tensor_parallel not in (None, "", 0, 1):
+            options["tensor_parallel_size"] = int(self.tensor_parallel)
+        return options
 
 
-def progress_markdown(status: dict[str, Any]) -> str:
+def progress_markdown(status: EngineStatus) -> str:
     """One line on the vLLM engine: the load phase while loading, else the state and the reason of a failure."""
-    state = status.get("status")
-    if state == "loading":
-        elapsed = time.time() - (status.get("since") or time.time())
-        return f"⏳ **loading** — {status.get('detail') or 'starting'} ({elapsed:.0f} s)"
-    if state == "loaded":
-        return f"✅ **loaded** {Path(status.get('model') or '').name} — {status.get('detail') or ''}"
-    if state in ("error", "unavailable"):
-        return f"❌ **{state}**: {(status.get('error') or '').splitlines()[0] if status.get('error') else ''}"
+    state = status.status
+    if state is EngineState.LOADING:
+        elapsed = time.time() - (status.since or time.time())
+        return f"⏳ **loading** — {status.detail or 'starting'} ({elapsed:.0f} s)"
+    if state is EngineState.LOADED:
+        return f"✅ **loaded** {Path(status.model or '').name} — {status.detail or ''}"
+    if state in (EngineState.ERROR, EngineState.UNAVAILABLE):
+        return f"❌ **{state.value}**: {status.error.splitlines()[0] if status.error else ''}"
     return "vLLM is idle: choose a model folder and press Load"
 
 
@@ -142,65 +147,36 @@ def build_vllm_section(services: Services) -> EnginePicker:
                 sleep_btn = gr.Button("Sleep (level 1)", elem_id="vllm-sleep")
                 wake_btn = gr.Button("Wake", elem_id="vllm-wake")
             estimate = gr.Markdown("", elem_id="vllm-estimate")
-            progress = gr.Markdown(progress_markdown(engine.status().to_json()), elem_id="vllm-progress")
+            progress = gr.Markdown(progress_markdown(engine.status()), elem_id="vllm-progress")
             message = gr.Markdown("", elem_id="vllm-message")
         with gr.Column(scale=2):
             gr.Markdown("### vLLM log")
-            logs = gr.Textbox(
-                value="\n".join(engine.logs(LOG_LINES)),
-                lines=18,
-                max_lines=18,
-                label="recent lines",
-                autoscroll=True,
-                interactive=False,
-                elem_id="vllm-log",
-            )
+            logs = log_box(engine.logs(LOG_LINES), "vllm-log")
 
     @requires_role(services, "operator")
-    async def on_vllm_load_click(
-        path: str | None,
-        dtype: str,
-        gpu_util: Any,
-        max_len: Any,
-        quant: str,
-        eager: str,
-        prefix: str,
-        kv_dtype: str,
-        max_seqs: Any,
-        trust: bool,
-        extra: str,
-        nodes: str,
-        pipeline: Any,
-        tensor: Any,
-        request: gr.Request,
-    ) -> str:
-        options = load_options(
-            dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra, nodes, pipeline, tensor
-        )
-        return await load_message(manager, "vllm", path, options, actor_of(request))
+    @shows_errors
+    async def on_vllm_load_click(request: gr.Request, path: str | None, *values: Any) -> str:
+        return await load_message(manager, "vllm", path, VllmForm(*values).options(), actor_of(request))
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_vllm_unload_click(request: gr.Request) -> str:
         return await unload_message(manager, "vllm", actor_of(request))
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_vllm_sleep_click(request: gr.Request) -> str:
-        try:
-            seconds = await manager.sleep("vllm", 1, actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        seconds = await manager.sleep("vllm", 1, actor=actor_of(request))
         return f"😴 asleep after {seconds:.2f} s: weights in CPU memory, KV cache freed"
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_vllm_wake_click(request: gr.Request) -> str:
-        try:
-            seconds = await manager.wake("vllm", actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        seconds = await manager.wake("vllm", actor=actor_of(request))
         return f"awake after {seconds:.2f} s"
 
     def on_vllm_timer_tick() -> tuple[str, str]:
-        return progress_markdown(engine.status().to_json()), "\n".join(engine.logs(LOG_LINES))
+        return progress_markdown(engine.status()), "\n".join(engine.logs(LOG_LINES))
 
     inputs = [
         *(model, dtype, gpu_util, max_len, quant, eager, prefix, kv_dtype, max_seqs, trust, extra_args),
@@ -213,9 +189,8 @@ def build_vllm_section(services: Services) -> EnginePicker:
         on_vllm_unload_click, outputs=message, concurrency_limit=None
     )
 
-    def on_vllm_form_change(*values: Any) -> str:
-        path, rest = values[0], values[1:]
-        return fit_line(manager, "vllm", path, load_options(*rest)) if engine.status().available else ""
+    def on_vllm_form_change(path: str | None, *values: Any) -> str:
+        return fit_line(manager, "vllm", path, VllmForm(*values).options()) if engine.status().available else ""
 
     for box in (model, dtype, gpu_util, max_len, kv_dtype, extra_args):  # the estimate before the click
         box.change(on_vllm_form_change, inputs, estimate, show_progress="hidden", concurrency_limit=None)

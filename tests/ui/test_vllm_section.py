@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 
+from panel.engines.base import EngineState, EngineStatus
 from panel.engines.vllm.engine import clean_options
 from panel.engines.vllm.serving import parse_serve_args
-from panel.ui.vllm_section import load_options, progress_markdown
+from panel.ui.vllm_section import VllmForm, progress_markdown
 from tests.conftest import MODELS_DIR
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 
 
 def test_form_values_become_options_vllms_own_parser_accepts() -> None:
-    options = load_options("bfloat16", 0.85, 4096, "auto", "on", "auto", "auto", None, False)
+    options = VllmForm("bfloat16", 0.85, 4096, "auto", "on", "auto", "auto", None, False).options()
     assert options == {
         "dtype": "bfloat16",
         "gpu_memory_utilization": 0.85,
@@ -22,7 +23,9 @@ def test_form_values_become_options_vllms_own_parser_accepts() -> None:
         "trust_remote_code": False,
         "enforce_eager": True,
     }
-    form = load_options("float32", 0.5, 2048, "fp8", "auto", "off", "fp8", 8, True, "--max-num-batched-tokens 512")
+    form = VllmForm(
+        "float32", 0.5, 2048, "fp8", "auto", "off", "fp8", 8, True, "--max-num-batched-tokens 512"
+    ).options()
     clean = clean_options(form)
     assert clean["extra_args"] == ["--max-num-batched-tokens", "512"] and "enforce_eager" not in clean
     extra = clean.pop("extra_args")
@@ -35,17 +38,19 @@ def test_form_values_become_options_vllms_own_parser_accepts() -> None:
 
 
 def test_progress_line_shows_phase_and_failure_reason() -> None:
-    loading = progress_markdown({"status": "loading", "detail": "loading weights", "since": time.time() - 12})
-    assert "loading weights" in loading and "12 s" in loading
-    failed = progress_markdown({"status": "error", "error": "vLLM load failed: Model architectures ['X']\nmore"})
-    assert "Model architectures ['X']" in failed and "more" not in failed
-    assert "idle" in progress_markdown({"status": "idle"})
+    loading = EngineStatus("vllm", EngineState.LOADING, detail="loading weights", since=time.time() - 12)
+    assert "loading weights" in progress_markdown(loading) and "12 s" in progress_markdown(loading)
+    failed = EngineStatus("vllm", EngineState.ERROR, error="vLLM load failed: Model architectures ['X']\nmore")
+    assert "Model architectures ['X']" in progress_markdown(failed) and "more" not in progress_markdown(failed)
+    assert "idle" in progress_markdown(EngineStatus("vllm", EngineState.IDLE))
 
 
 def test_the_form_asks_for_two_nodes_and_a_split() -> None:
     from panel.ui.vllm_section import NODE_CHOICES
 
-    form = load_options("bfloat16", 0.9, 4096, "auto", "auto", "auto", "auto", None, False, "", NODE_CHOICES[1], 2, 1)
+    form = VllmForm(
+        "bfloat16", 0.9, 4096, "auto", "auto", "auto", "auto", None, False, "", NODE_CHOICES[1], 2, 1
+    ).options()
     assert form["nnodes"] == 2 and form["pipeline_parallel_size"] == 2 and "tensor_parallel_size" not in form
-    single = load_options("bfloat16", 0.9, 4096, "auto", "auto", "auto", "auto", None, False, "", NODE_CHOICES[0])
+    single = VllmForm("bfloat16", 0.9, 4096, "auto", "auto", "auto", "auto", None, False, "", NODE_CHOICES[0]).options()
     assert "nnodes" not in single and "pipeline_parallel_size" not in single
