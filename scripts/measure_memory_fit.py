@@ -1,7 +1,8 @@
-"""Check panel/engines/memory_fit.py against the real engines: for every GGUF under models/, start llama-server at each
-context size, wait until healthy, send one short completion, and compare the estimate with the process's VmRSS
-(and with the KV cache and compute buffer sizes llama-server logs). HF folders are estimated only, unless --vllm
-loads them on the vLLM engine in this process and compares with the RSS of the process tree. Asserts nothing.
+"""Check the memory fit (panel/engines/memory/) against the real engines: for every GGUF under models/, start
+llama-server at each context size, wait until healthy, send one short completion, and compare the estimate with the
+process's VmRSS (and with the KV cache and compute buffer sizes llama-server logs). HF folders are estimated only,
+unless --vllm loads them on the vLLM engine in this process and compares with the RSS of the process tree. Asserts
+nothing.
 
     python scripts/measure_memory_fit.py [--models models] [--ctx 2048,8192,16384] [--parallel 1]
         [--flash-attn] [--vllm]
@@ -28,16 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from panel.engines.llama_server.engine import find_llama_server  # noqa: E402
-from panel.engines.memory_fit import (  # noqa: E402
-    LlamaFitOptions,
-    MemoryEstimate,
-    MiB,
-    VllmFitOptions,
-    device_memory,
-    estimate_llama,
-    estimate_vllm,
-)
+from panel.engines.memory.device import device_memory  # noqa: E402
+from panel.engines.memory.estimate import MemoryEstimate  # noqa: E402
+from panel.engines.memory.llama_fit import LlamaFitOptions, estimate_llama  # noqa: E402
+from panel.engines.memory.vllm_fit import VllmFitOptions, estimate_vllm  # noqa: E402
 from panel.models.library import scan  # noqa: E402
+from panel.units import MiB  # noqa: E402
 
 HEALTH_DEADLINE_S = 120.0
 LOG_KV = re.compile(r"llama_kv_cache: size =\s*([\d.]+) MiB")

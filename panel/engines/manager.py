@@ -14,7 +14,7 @@ from typing import Any
 
 from panel.engines.base import Engine, EngineState, LoadRequest, Resident
 from panel.engines.gpu import GpuLock
-from panel.engines.memory_fit import MemoryEstimate
+from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory_policy import ActionListener, MemoryPolicy
 from panel.engines.pagecache import model_cached_fraction
 from panel.engines.records import FitReport, LoadRecord, MemoryView

@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from panel.engines import memory_fit
 from panel.engines.base import LLAMACPP, LoadRequest
 from panel.engines.gpu import GpuLock
-from panel.engines.memory_fit import MemoryEstimate
+from panel.engines.memory import llama_fit, vllm_fit
+from panel.engines.memory.device import device_memory
+from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.records import FitReport, MemoryView, busy_too_long_message, no_room_message
 from panel.engines.residency import Holder, RoomPlan, plan_room
 from panel.engines.slots import Key, Slots
@@ -50,11 +51,11 @@ class MemoryPolicy:
         """What the model will need, from its files' metadata; None when it cannot be read (the load goes on)."""
         try:
             if request.engine == LLAMACPP:
-                return memory_fit.estimate_llama(
-                    request.model_path, memory_fit.LlamaFitOptions.from_options(request.options)
+                return llama_fit.estimate_llama(
+                    request.model_path, llama_fit.LlamaFitOptions.from_options(request.options)
                 )
-            options = memory_fit.VllmFitOptions.from_options(request.options)
-            return memory_fit.estimate_vllm(request.model_path, options, memory_fit.device_memory())
+            options = vllm_fit.VllmFitOptions.from_options(request.options)
+            return vllm_fit.estimate_vllm(request.model_path, options, device_memory())
         except Exception as exc:  # a model the estimator does not know: say so in the log, load anyway
             log.warning("no memory estimate for %s: %s", request.model_path, exc)
             return None
@@ -64,7 +65,7 @@ class MemoryPolicy:
         return self._view(self.slots.holders(exclude or set()))
 
     def _view(self, holders: list[Holder]) -> MemoryView:
-        device = memory_fit.device_memory()
+        device = device_memory()
         used = sum(h.bytes for h in holders)
         budget = self.settings.memory_budget_mb * MIB if self.settings.memory_budget_mb > 0 else None
         # what the device has free now plus what our own models hold: all of it could be ours
@@ -86,8 +87,8 @@ class MemoryPolicy:
         if plan.fits_ever or request.engine != LLAMACPP:
             return []
         try:
-            options = memory_fit.LlamaFitOptions.from_options(request.options)
-            return memory_fit.suggest_llama(request.model_path, options, plan.room_at_best)
+            options = llama_fit.LlamaFitOptions.from_options(request.options)
+            return llama_fit.suggest_llama(request.model_path, options, plan.room_at_best)
         except Exception:
             return []
 

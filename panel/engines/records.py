@@ -7,7 +7,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from panel.engines.memory_fit import MemoryEstimate
+from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.residency import RoomPlan
 from panel.units import human_memory
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from panel.engines.base import Engine, EngineState, Resident
-from panel.engines.memory_fit import MemoryEstimate
+from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.records import LoadRecord
 from panel.engines.residency import Holder
 from panel.errors import NotFoundError

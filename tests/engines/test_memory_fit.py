@@ -1,4 +1,5 @@
-"""Memory fit: estimates from real GGUF / HF files, checked against a real llama-server's resident memory."""
+"""Memory fit (panel/engines/memory/): estimates from real GGUF / HF files, checked against a real llama-server's
+resident memory."""
 
 from __future__ import annotations
 
@@ -14,17 +15,15 @@ import httpx
 import numpy as np
 import pytest
 
-from panel.engines.memory_fit import (
+from panel.engines.memory.device import DeviceMemory, device_memory
+from panel.engines.memory.llama_fit import (
     KV_TYPE_BYTES,
-    DeviceMemory,
     LlamaFitOptions,
-    VllmFitOptions,
-    device_memory,
     estimate_llama,
-    estimate_vllm,
     read_gguf_shape,
     suggest_llama,
 )
+from panel.engines.memory.vllm_fit import VllmFitOptions, estimate_vllm
 from panel.units import GiB, MiB, human_memory
 from tests.conftest import MODELS_DIR, free_port
 
