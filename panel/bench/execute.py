@@ -24,7 +24,8 @@ from panel.bench.plan import ModelTarget
 from panel.bench.record import RunRecord, Tables
 from panel.bench.run_state import RunState
 from panel.bench.store import ResultStore
-from panel.bench.suites import SUITES, SuiteConfig, SuiteOutcome, SuiteRunner
+from panel.bench.suite_runner import SuiteRunner
+from panel.bench.suites import SUITES, SuiteConfig, SuiteOutcome
 from panel.bench.targets import TargetResolver
 from panel.errors import PanelError
 
@@ -216,35 +217,9 @@ class RunExecutor:
     ) -> SuiteOutcome:
         if suite == "parallel":
             return await runner.parallel(self._single_stream_reference(done, runner.config, model, engine))
-        if suite == "offline":
-            return await self._offline(runner, engine)
+        if suite == "offline":  # vLLM in this process only: batches straight to its AsyncLLM
+            return await runner.offline(getattr(self.manager.engines.get(engine), "offline_batch", None))
         return await getattr(runner, suite)()
-
-    async def _offline(self, runner: SuiteRunner, engine_name: str) -> SuiteOutcome:
-        """Offline batch throughput: batches handed straight to vLLM's AsyncLLM in this process (no HTTP), apart
-        from the online suites. Other engines and remote targets have no such path: the suite says so."""
-        engine = self.manager.engines.get(engine_name)
-        batch = getattr(engine, "offline_batch", None)
-        if batch is None:
-            note = "offline batch throughput is measured on vLLM in this process only"
-            return SuiteOutcome("offline", {"offline": []}, [], {"skipped": note})
-        cfg = runner.config
-        rows = []
-        for size in cfg.batch_sizes:
-            runner.progress.begin(f"offline batch {size} × {cfg.offline_tokens} tokens", size)
-            figures = await batch(cfg.prompt, int(size), cfg.offline_tokens)
-            runner.progress.requests_done += size
-            rows.append(
-                {
-                    "batch_size": size,
-                    "output_tokens": figures.output_tokens,
-                    "wall_s": figures.wall_s,
-                    "tokens_per_s": figures.tokens_per_s,
-                    "ms_per_token": figures.ms_per_token,
-                }
-            )
-        summary = {"tokens_per_s_by_batch": {row["batch_size"]: row["tokens_per_s"] for row in rows}}
-        return SuiteOutcome("offline", {"offline": rows}, [], summary)
 
     def _single_stream_reference(
         self, done: list[SuiteOutcome], config: SuiteConfig, model: str, engine: str

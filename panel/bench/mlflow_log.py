@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.bench.record import RunRecord
-from panel.bench.share import scrub_secrets
+from panel.bench.scrub import scrub_secrets
 from panel.errors import BadRequestError
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from panel.bench.plan import BenchPlan
-from panel.bench.suites import Progress
+from panel.bench.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RunState:
             "actor": self.actor,
             "targets": [t.public() for t in self.plan.targets],
             "config": dataclasses.asdict(self.plan.config),
-            "progress": self.progress.snapshot(),
+            "progress": dataclasses.asdict(self.progress.snapshot()),
             "started": self.started,
             "finished": self.finished,
             "error": self.error,

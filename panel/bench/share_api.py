@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from panel.access.auth import actor_of, require_api_role
-from panel.bench.share import MAX_BUNDLE_BYTES, ImportResult, audit_import, export_bundle, import_bundle
+from panel.bench.bundle import MAX_BUNDLE_BYTES
+from panel.bench.share import ImportResult, audit_import, export_bundle, import_bundle
 from panel.bench.store import ResultStore
 from panel.errors import BadRequestError, PayloadTooLargeError
 from panel.services import services_of

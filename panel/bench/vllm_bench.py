@@ -196,12 +196,12 @@ async def make_prompts(
 ) -> list[str]:
     """One prompt per request, each exactly workload.input_tokens on the server's own tokenizer."""
     from panel.bench.client import make_client
-    from panel.bench.suites import SuiteRunner
+    from panel.bench.workloads import Workload
 
     async with make_client(base_url, 2, timeout_s=600, api_key=api_key) as client:
-        runner = SuiteRunner(client, _config(model, workload, engine))
-        await runner.prepare(workload.requests)
-        return [runner.workload(1, i).prompt or "" for i in range(workload.requests)]
+        requests = Workload(client, _config(model, workload, engine))
+        await requests.prepare(workload.requests)
+        return [requests.request(1, i).prompt or "" for i in range(workload.requests)]
 
 
 async def panel_closed_loop(
@@ -214,12 +214,12 @@ async def panel_closed_loop(
 ) -> tuple[float, float, float]:
     """The panel's parallel suite on the workload: (output tokens/s, median TTFT ms, median TPOT ms)."""
     from panel.bench.client import make_client
-    from panel.bench.suites import SuiteRunner
+    from panel.bench.suite_runner import SuiteRunner
 
     async with make_client(base_url, workload.concurrency + 1, timeout_s=600, api_key=api_key) as client:
         runner = SuiteRunner(client, _config(model, workload, engine))
         if prompts:
-            runner.use_prompts(prompts)
+            runner.workload.use_prompts(prompts)
         outcome = await runner.parallel()
     [row] = outcome.tables["parallel"]
     if row["failed"]:

@@ -14,7 +14,9 @@ from panel.bench import metrics
 from panel.bench.arrivals import Arrivals
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
 from panel.bench.mock_sse import running_mock
-from panel.bench.suites import SuiteConfig, SuiteRunner
+from panel.bench.suite_runner import SuiteRunner
+from panel.bench.suites import SuiteConfig
+from panel.bench.workloads import Workload
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +141,13 @@ def test_a_prompts_file_becomes_the_dataset(tmp_path) -> None:
 
 def test_the_prompts_dataset_sends_each_prompt_in_turn() -> None:
     config = SuiteConfig(lengths=[4], repeats=3, dataset="prompts", prompts=["first", " ", "second"]).validate()
-    runner = SuiteRunner(None, config)  # type: ignore[arg-type]  # workload() builds requests, sends nothing
-    sent = [runner.workload(4, i) for i in range(3)]
+    requests = Workload(None, config)  # type: ignore[arg-type]  # request() builds requests, sends nothing
+    sent = [requests.request(4, i) for i in range(3)]
     assert [s.messages[0]["content"] for s in sent] == ["first", "second", "first"], "blank prompts skipped"
     assert all(s.max_tokens == 4 and s.path == "/v1/chat/completions" for s in sent)
-    random_spec = SuiteRunner(None, SuiteConfig(dataset="random"))  # type: ignore[arg-type]
+    random_spec = Workload(None, SuiteConfig(dataset="random"))  # type: ignore[arg-type]
     random_spec.use_prompts(["exactly n tokens"])
-    spec = random_spec.workload(8, 5)
+    spec = random_spec.request(8, 5)
     assert spec.prompt == "exactly n tokens" and spec.path == "/v1/completions", "random prompts go to completions"
 
 

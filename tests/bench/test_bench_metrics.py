@@ -99,7 +99,7 @@ def test_largest_concurrency_keeping_20_tokens_per_session() -> None:
 
 
 def test_an_early_stop_is_noted_in_the_row() -> None:
-    from panel.bench.suites import _short_note
+    from panel.bench.suite_runner import _short_note
 
     short = result(0.0, [0.1, 0.2], 908)
     short.finish_reason = "length"

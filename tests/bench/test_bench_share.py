@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 
 from panel.access.auth import build_auth
 from panel.app import create_app
-from panel.bench import share, share_api
+from panel.bench import bundle, share, share_api
 from panel.bench.mlflow_log import log_run_to_mlflow
 from panel.bench.record import RunRecord
-from panel.bench.share import export_bundle, import_bundle, is_secret_key
+from panel.bench.scrub import is_secret_key
+from panel.bench.share import export_bundle, import_bundle
 from panel.bench.store import ResultStore
 from panel.bench.views import results_view
 from panel.errors import BadRequestError, PayloadTooLargeError
@@ -181,7 +182,7 @@ def test_bad_bundles_are_refused(machine_a: ResultStore, tmp_path: Path, monkeyp
         with pytest.raises(BadRequestError, match=message):
             import_bundle(target, path)
     assert target.models() == []  # nothing written by a refused bundle
-    monkeypatch.setattr(share, "MAX_BUNDLE_BYTES", 1000)
+    monkeypatch.setattr(bundle, "MAX_BUNDLE_BYTES", 1000)
     path = tmp_path / "big.zip"
     path.write_bytes(_zip(good))
     with pytest.raises(PayloadTooLargeError, match="limit is 1000 bytes"):
