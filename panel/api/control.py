@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from panel import __version__
 from panel.access.auth import actor_of, require_api_role
-from panel.engines.base import VLLM, EngineName, engine_for_path
+from panel.engines.base import VLLM, EngineName
 from panel.engines.manager import EngineManager
+from panel.models.library import engine_for_path
 from panel.services import services_of
 
 router = APIRouter()

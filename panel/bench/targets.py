@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 from panel.bench.plan import ModelTarget
 from panel.bench.record import RunRecord
 from panel.errors import BadRequestError, ConflictError, NotFoundError
+from panel.models.library import GGUF, format_for_engine
 
 if TYPE_CHECKING:
     from panel.bench.run_state import RunState
     from panel.engines.manager import EngineManager
-    from panel.models.hub import DownloadManager
+    from panel.models.downloads import DownloadManager
 
 DOWNLOAD_TIMEOUT_S = 6 * 3600.0
 
@@ -75,7 +76,7 @@ class TargetResolver:
         if job.status != "done":
             raise ConflictError(f"download of {target.model} ended {job.status}: {job.error or ''}")
         folder = Path(job.target)
-        if self.manager.get(target.engine).model_kind() == "gguf":
+        if format_for_engine(target.engine) == GGUF:
             ggufs = sorted(folder.rglob("*.gguf"))
             if not ggufs:
                 raise BadRequestError(f"{target.model} has no .gguf file for llamacpp; pick one with include")

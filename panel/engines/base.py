@@ -14,11 +14,6 @@ VLLM: Final = "vllm"  # vLLM in this process
 ENGINE_NAMES: Final[tuple[EngineName, ...]] = (LLAMACPP, VLLM)
 
 
-def engine_for_path(model_path: str) -> EngineName:
-    """The engine that loads a model path: llama.cpp a .gguf file, vLLM an HF folder."""
-    return LLAMACPP if model_path.strip().lower().endswith(".gguf") else VLLM
-
-
 class EngineState(str, enum.Enum):
     IDLE = "idle"
     LOADING = "loading"

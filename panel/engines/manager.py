@@ -27,7 +27,7 @@ from panel.errors import (
     NotFoundError,
     NotResidentError,
 )
-from panel.models.paths import resolve_model_path
+from panel.models.library import resolve_for_engine
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class EngineManager:
         st = engine.status()
         if st.status is EngineState.UNAVAILABLE:
             raise EngineUnavailableError(f"engine {engine_name} is unavailable: {st.error}")
-        path = resolve_model_path(model_path, self.settings.all_model_roots, engine.model_kind())
+        path = resolve_for_engine(model_path, self.settings.all_model_roots, engine.name)
         clean = engine.validate_options(dict(options or {}))
         request = LoadRequest(engine=engine_name, model_path=str(path), options=clean)
         name = engine.name_for(request)

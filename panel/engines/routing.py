@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from panel.engines.base import Engine, EngineState, engine_for_path
+from panel.engines.base import Engine, EngineState
 from panel.engines.slots import Slots
 from panel.errors import BadRequestError, ConflictError, NotFoundError, NotResidentError
 from panel.models import library
-from panel.models.library import LibraryEntry
+from panel.models.library import LibraryEntry, engine_for_path
 from panel.settings import Settings
 
 LIBRARY_TTL_S = 5.0  # a request naming an unknown model rescans the library at most this often

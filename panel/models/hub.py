@@ -22,6 +22,7 @@ from panel.errors import (
     PanelError,
 )
 from panel.models.gguf import SHARD_RE, quant_of
+from panel.models.library import GGUF, HF
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class RepoListing:
             "commit": self.commit,
             "gated": self.gated,
             "private": self.private,
-            "format": "gguf" if self.is_gguf else "hf",
+            "format": GGUF if self.is_gguf else HF,
             "total_size": self.total_size,
             "files": [asdict(f) for f in self.files],
             "gguf_groups": [{**asdict(g), "files": list(g.files)} for g in self.gguf_groups],

@@ -1,6 +1,6 @@
-"""The local model library: scan the model roots for GGUF files and HF folders, read what each model is
-(architecture, parameters, quantization, context length, which engine loads it), offer engine pickers their
-choices, and delete a model — never anything outside the roots.
+"""The local model library: which engine loads what (llama.cpp GGUF files, vLLM Hugging Face folders), a scan of
+the model roots that reads what each model is (architecture, parameters, quantization, context length), the engine
+pickers' choices, a model path checked for an engine, and delete — never anything outside the roots.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from panel.engines.base import LLAMACPP, VLLM, EngineName
 from panel.errors import BadRequestError, ConflictError, ForbiddenError
-from panel.models.gguf import is_later_shard, read_gguf, shard_paths
+from panel.models.gguf import GGUF_MAGIC, is_later_shard, read_gguf, shard_paths
 from panel.models.paths import display_path, user_path, within_roots
 from panel.units import human_bytes
 
 if TYPE_CHECKING:
     from panel.services import Services
 
-ENGINE_OF_FORMAT = {"gguf": "llamacpp", "hf": "vllm"}
+GGUF, HF = "gguf", "hf"  # the model formats: a .gguf file (with its shards), a Hugging Face folder
+ENGINE_FOR_FORMAT: dict[str, EngineName] = {GGUF: LLAMACPP, HF: VLLM}
 HF_MARKERS = ("config.json", "params.json")  # params.json: Mistral's own format, which vLLM also loads
 QUANT_METHODS = {
     "fp8": "FP8",
@@ -42,7 +44,7 @@ class LibraryEntry:
 
     name: str  # as users see it: models/x/y.gguf
     path: str  # absolute
-    format: str  # gguf | hf
+    format: str  # GGUF | HF
     size_bytes: int
     architecture: str | None = None
     parameters: int | None = None
@@ -54,12 +56,54 @@ class LibraryEntry:
 
     @property
     def format_label(self) -> str:
-        if self.format == "gguf":
+        if self.format == GGUF:
             return "GGUF" if self.files == 1 else f"GGUF ({self.files} shards)"
         return "HF safetensors" if self.note != "no safetensors" else "HF (no safetensors)"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "format_label": self.format_label}
+
+
+# --- which engine loads what -------------------------------------------------------------
+
+
+def format_for_engine(engine: str) -> str:
+    """The model format an engine loads: GGUF files for llamacpp, HF folders for vllm."""
+    for fmt, name in ENGINE_FOR_FORMAT.items():
+        if name == engine:
+            return fmt
+    raise BadRequestError(f"unknown engine {engine!r}: one of {', '.join(ENGINE_FOR_FORMAT.values())}")
+
+
+def engine_for_path(model_path: str) -> EngineName:
+    """The engine that loads a model path: llama.cpp a .gguf file, vLLM an HF folder."""
+    return ENGINE_FOR_FORMAT[GGUF if model_path.strip().lower().endswith(".gguf") else HF]
+
+
+def is_hf_folder(path: Path) -> bool:
+    return any((path / name).is_file() for name in HF_MARKERS)
+
+
+def resolve_for_engine(raw: str, roots: tuple[Path, ...], engine: str) -> Path:
+    """A model path checked for an engine: inside the roots, a GGUF file for llamacpp, an HF folder for vllm."""
+    fmt = format_for_engine(engine)
+    path = within_roots(user_path(raw), roots)
+    if fmt == GGUF:
+        if path.is_dir():
+            ggufs = sorted(path.glob("*.gguf"))
+            hint = f" (it holds {ggufs[0].name}: choose the file)" if ggufs else ""
+            raise BadRequestError(f"{raw} is a folder; llama.cpp needs a .gguf file{hint}")
+        with path.open("rb") as fh:
+            if fh.read(4) != GGUF_MAGIC:
+                raise BadRequestError(f"{raw} is not a GGUF file (wrong magic bytes); llama.cpp loads GGUF only")
+        return path
+    if path.is_file():
+        if path.suffix == ".gguf":
+            raise BadRequestError(f"{raw} is a GGUF file; load it on the llamacpp engine, vLLM needs an HF folder")
+        raise BadRequestError(f"{raw} is a file; vLLM needs a model folder with config.json")
+    if not is_hf_folder(path):
+        raise BadRequestError(f"{raw} has no config.json (nor Mistral's params.json): not a Hugging Face model folder")
+    return path
 
 
 # --- scanning ---------------------------------------------------------------------------
@@ -110,9 +154,9 @@ def gguf_entry(path: Path, roots: tuple[Path, ...]) -> LibraryEntry:
     entry = LibraryEntry(
         name=display_path(path, roots),
         path=str(path),
-        format="gguf",
+        format=GGUF,
         size_bytes=sum(p.stat().st_size for p in shards),
-        engine="llamacpp",
+        engine=ENGINE_FOR_FORMAT[GGUF],
         files=len(shards),
     )
     try:
@@ -139,9 +183,9 @@ def hf_entry(folder: Path, roots: tuple[Path, ...]) -> LibraryEntry:
     entry = LibraryEntry(
         name=display_path(folder, roots),
         path=str(folder),
-        format="hf",
+        format=HF,
         size_bytes=sum(p.stat().st_size for p in files),
-        engine="vllm",
+        engine=ENGINE_FOR_FORMAT[HF],
         files=len(files),
     )
     marker = next(folder / name for name in HF_MARKERS if (folder / name).is_file())
@@ -255,7 +299,7 @@ def delete_model(raw: str, roots: tuple[Path, ...], loaded: Iterable[str] = ()) 
             p.unlink()
         _remove_if_empty(path.parent, roots)
         return [display_path(p, roots) for p in victims]
-    if not (path / "config.json").is_file() and not any(_visible(path, "*.gguf")):
+    if not is_hf_folder(path) and not any(_visible(path, "*.gguf")):
         raise BadRequestError(f"{raw} is not a model folder (no config.json and no GGUF file)")
     shown = display_path(path, roots)
     shutil.rmtree(path)
@@ -272,7 +316,7 @@ def _remove_if_empty(folder: Path, roots: tuple[Path, ...]) -> None:
 
 def models_in_use(services: Services) -> list[str]:
     """Paths an engine holds or is loading now; deleting them is refused."""
-    return [st["model"] for st in services.manager.status().values() if isinstance(st, dict) and st.get("model")]
+    return [st.model for st in services.manager.status().values() if st.model]
 
 
 def delete_for(services: Services, raw: str, actor: str) -> list[str]:

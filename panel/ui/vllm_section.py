@@ -10,9 +10,8 @@ from typing import Any
 import gradio as gr
 
 from panel.access.auth import actor_of
-from panel.engines.base import EngineState, EngineStatus
+from panel.engines.base import VLLM, EngineState, EngineStatus
 from panel.models import library
-from panel.models.paths import display_path, list_model_paths
 from panel.services import Services
 from panel.ui.common import EnginePicker, load_message, log_box, model_picker, shows_errors, unload_message
 from panel.ui.guard import requires_role
@@ -32,11 +31,7 @@ NODE_CHOICES = ("this machine", "this machine + worker")
 
 def hf_choices(services: Services) -> list[tuple[str, str]]:
     """(label, path) for every HF model folder in the library, Mistral-format folders included."""
-    roots = services.settings.all_model_roots
-    found = library.choices(roots, "vllm")
-    known = {path for _, path in found}
-    found += [(display_path(Path(p), roots), p) for p in list_model_paths(roots, "hf") if p not in known]
-    return found
+    return library.choices(services.settings.all_model_roots, VLLM)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,25 @@ def test_choices_per_engine(roots: tuple[Path, ...]) -> None:
     assert label.startswith("models/")
 
 
+def test_which_engine_loads_what(roots: tuple[Path, ...]) -> None:
+    assert (library.format_for_engine("llamacpp"), library.format_for_engine("vllm")) == (library.GGUF, library.HF)
+    assert library.engine_for_path("models/x/Y.GGUF") == "llamacpp" and library.engine_for_path("models/x") == "vllm"
+    with pytest.raises(BadRequestError, match="unknown engine"):
+        library.format_for_engine("tgi")
+    gguf = roots[0] / "tiny-GGUF" / "tiny-Q4_K_M.gguf"
+    assert library.resolve_for_engine("models/tiny-GGUF/tiny-Q4_K_M.gguf", roots, "llamacpp") == gguf
+    assert library.resolve_for_engine("models/tiny-hf", roots, "vllm") == roots[0] / "tiny-hf"
+    with pytest.raises(BadRequestError, match="choose the file"):
+        library.resolve_for_engine("models/tiny-GGUF", roots, "llamacpp")
+    with pytest.raises(BadRequestError, match="load it on the llamacpp engine"):
+        library.resolve_for_engine(str(gguf), roots, "vllm")
+    with pytest.raises(BadRequestError, match=r"no config\.json"):
+        library.resolve_for_engine("models/tiny-GGUF", roots, "vllm")
+    (roots[0] / "fake.gguf").write_bytes(b"nope")
+    with pytest.raises(BadRequestError, match="wrong magic"):
+        library.resolve_for_engine("models/fake.gguf", roots, "llamacpp")
+
+
 def test_delete_refuses_outside_roots(roots: tuple[Path, ...], tmp_path: Path) -> None:
     outside = tmp_path / "precious.gguf"
     make_gguf(outside)
