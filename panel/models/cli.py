@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from panel.errors import PanelError
 from panel.models.downloads import DownloadManager, hub_config
@@ -64,13 +64,13 @@ def follow(manager: DownloadManager, job: DownloadJob, out: TextIO) -> int:
     deadline = time.monotonic() + JOB_DEADLINE_S
     try:
         while job.active and time.monotonic() < deadline:
-            out.write("\r" + progress_line(job.to_json()))
+            out.write("\r" + progress_line(job))
             out.flush()
             time.sleep(REFRESH_S)
     except KeyboardInterrupt:
         manager.cancel(job.id)
         manager.wait(job.id, 30)
-    out.write("\r" + progress_line(job.to_json()) + "\n")
+    out.write("\r" + progress_line(job) + "\n")
     if job.status == "done":
         out.write(f"done: {job.target}\n")
         return 0
@@ -81,14 +81,14 @@ def follow(manager: DownloadManager, job: DownloadJob, out: TextIO) -> int:
     return 1
 
 
-def progress_line(state: dict[str, Any]) -> str:
-    fraction = float(state.get("fraction") or 0.0)
-    filled = int(fraction * BAR_WIDTH)
-    current = next((f for f in state["files"] if f["status"] == "downloading"), None)
-    name = current["path"] if current else state["status"]
-    files_done = sum(1 for f in state["files"] if f["status"] == "done")
+def progress_line(job: DownloadJob) -> str:
+    totals = job.totals()
+    filled = int(totals.fraction * BAR_WIDTH)
+    current = next((f for f in job.files if f.status == "downloading"), None)
+    name = current.path if current else job.status
+    files_done = sum(1 for f in job.files if f.status == "done")
     return (
-        f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {fraction * 100:5.1f}% "
-        f"{human_bytes(state['done'])}/{human_bytes(state['size'])} {human_bytes(state['speed_bps'])}/s "
-        f"ETA {human_eta(state['eta_s'])} ({files_done}/{len(state['files'])} files) {name[-40:]:<40}"
+        f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {totals.fraction * 100:5.1f}% "
+        f"{human_bytes(totals.done)}/{human_bytes(totals.size)} {human_bytes(totals.speed_bps)}/s "
+        f"ETA {human_eta(totals.eta_s)} ({files_done}/{len(job.files)} files) {name[-40:]:<40}"
     )

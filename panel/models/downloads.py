@@ -27,7 +27,7 @@ from panel.files import safe_name
 from panel.models.hub import RepoFile, RepoListing, as_panel_error, list_repo, pick_files
 from panel.models.progress import DownloadCancelled, DownloadJob, FileProgress, bar_class_for
 from panel.settings import Settings
-from panel.units import human_bytes
+from panel.units import MiB, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ STAGING_DIR = ".downloads"
 FINISHED_JOBS_KEPT = 50
 # huggingface_hub reads a body in DOWNLOAD_CHUNK_SIZE pieces (10 MiB) and takes no per-call chunk size. Progress and
 # cancel act once per chunk, so this process uses 1 MiB pieces: set once, here, for every huggingface_hub download.
-TRANSFER_CHUNK_BYTES = 1024 * 1024
+TRANSFER_CHUNK_BYTES = MiB
 hf_constants.DOWNLOAD_CHUNK_SIZE = min(hf_constants.DOWNLOAD_CHUNK_SIZE, TRANSFER_CHUNK_BYTES)
 
 
@@ -51,13 +51,10 @@ class HubConfig:
     audit: Callable[..., Any] | None = None  # AuditLog.record(actor, action, target, detail)
 
 
-def hub_config(
-    settings: Settings, audit: Callable[..., Any] | None = None, env: dict[str, str] | None = None
-) -> HubConfig:
-    """The download settings for an app or the CLI: token from settings (HF_TOKEN, .env), endpoint from HF_ENDPOINT."""
-    environ = os.environ if env is None else env
-    endpoint = (environ.get("HF_ENDPOINT") or "").rstrip("/") or None
-    return HubConfig(models_dir=settings.models_dir, token=settings.hf_token, endpoint=endpoint, audit=audit)
+def hub_config(settings: Settings, audit: Callable[..., Any] | None = None) -> HubConfig:
+    """The download settings for an app or the CLI: the token from settings (HF_TOKEN, .env); the endpoint is
+    huggingface_hub's own (HF_ENDPOINT, else huggingface.co)."""
+    return HubConfig(models_dir=settings.models_dir, token=settings.hf_token, audit=audit)
 
 
 class DownloadManager:

@@ -149,16 +149,20 @@ def _visible(root: Path, pattern: str) -> Iterable[Path]:
 # --- GGUF -------------------------------------------------------------------------------
 
 
-def gguf_entry(path: Path, roots: tuple[Path, ...]) -> LibraryEntry:
-    shards = shard_paths(path)
-    entry = LibraryEntry(
+def _entry(path: Path, roots: tuple[Path, ...], fmt: str, files: list[Path]) -> LibraryEntry:
+    """An entry before its metadata is read: name, format, size of its files, the engine for its format."""
+    return LibraryEntry(
         name=display_path(path, roots),
         path=str(path),
-        format=GGUF,
-        size_bytes=sum(p.stat().st_size for p in shards),
-        engine=ENGINE_FOR_FORMAT[GGUF],
-        files=len(shards),
+        format=fmt,
+        size_bytes=sum(p.stat().st_size for p in files),
+        engine=ENGINE_FOR_FORMAT[fmt],
+        files=len(files),
     )
+
+
+def gguf_entry(path: Path, roots: tuple[Path, ...]) -> LibraryEntry:
+    entry = _entry(path, roots, GGUF, shard_paths(path))
     try:
         header = read_gguf(path)
     except (OSError, ValueError, struct.error) as exc:
@@ -180,14 +184,7 @@ def gguf_entry(path: Path, roots: tuple[Path, ...]) -> LibraryEntry:
 
 def hf_entry(folder: Path, roots: tuple[Path, ...]) -> LibraryEntry:
     files = [p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts]
-    entry = LibraryEntry(
-        name=display_path(folder, roots),
-        path=str(folder),
-        format=HF,
-        size_bytes=sum(p.stat().st_size for p in files),
-        engine=ENGINE_FOR_FORMAT[HF],
-        files=len(files),
-    )
+    entry = _entry(folder, roots, HF, files)
     marker = next(folder / name for name in HF_MARKERS if (folder / name).is_file())
     try:
         config = json.loads(marker.read_text(encoding="utf-8"))
@@ -316,7 +313,7 @@ def _remove_if_empty(folder: Path, roots: tuple[Path, ...]) -> None:
 
 def models_in_use(services: Services) -> list[str]:
     """Paths an engine holds or is loading now; deleting them is refused."""
-    return [st.model for st in services.manager.status().values() if st.model]
+    return [st["model"] for st in services.manager.status().values() if isinstance(st, dict) and st.get("model")]
 
 
 def delete_for(services: Services, raw: str, actor: str) -> list[str]:

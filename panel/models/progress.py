@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,17 @@ class ProgressEvent:
     path: str
     done: int
     size: int | None
+
+
+@dataclass(frozen=True)
+class JobTotals:
+    """One job's progress over all its files."""
+
+    size: int
+    done: int
+    speed_bps: float
+    eta_s: float | None
+    fraction: float
 
 
 @dataclass
@@ -106,18 +117,18 @@ class DownloadJob:
                 f.status = "cancelled" if self.status == "cancelled" else "error"
         self.finished = time.time()
 
-    def totals(self) -> dict[str, Any]:
+    def totals(self) -> JobTotals:
         size = sum(f.size or 0 for f in self.files)
         done = sum(min(f.done, f.size) if f.size else f.done for f in self.files)
         speed = sum(f.speed_bps for f in self.files if f.status == "downloading")
         eta = (size - done) / speed if speed > 0 and size else None
-        return {
-            "size": size,
-            "done": done,
-            "speed_bps": round(speed, 1),
-            "eta_s": None if eta is None else round(eta, 1),
-            "fraction": round(done / size, 4) if size else (1.0 if self.status == "done" else 0.0),
-        }
+        return JobTotals(
+            size=size,
+            done=done,
+            speed_bps=round(speed, 1),
+            eta_s=None if eta is None else round(eta, 1),
+            fraction=round(done / size, 4) if size else (1.0 if self.status == "done" else 0.0),
+        )
 
     def to_json(self) -> dict[str, Any]:
         with self._lock:
@@ -134,7 +145,7 @@ class DownloadJob:
             "created": self.created,
             "finished": self.finished,
             "files": files,
-            **self.totals(),
+            **asdict(self.totals()),
         }
 
 

@@ -86,7 +86,6 @@ class LlamaFitOptions:
 class GgufShape:
     """What memory estimation reads from a GGUF header (all shards)."""
 
-    architecture: str
     tensor_bytes: int
     n_layer: int
     n_embd: int
@@ -246,7 +245,6 @@ def read_gguf_shape(path: Path) -> GgufShape:
     n_head_kv = n_head if kv_raw is None else _per_layer(kv_raw, n_layer)
     head_dim = n_embd // heads if heads else 0
     return GgufShape(
-        architecture=arch,
         tensor_bytes=tensor_bytes,
         n_layer=n_layer,
         n_embd=n_embd,
