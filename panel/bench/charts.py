@@ -8,7 +8,7 @@ label ("model · engine · machine · time") and the latest-run key, so the same
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import plotly.graph_objects as go
@@ -61,11 +61,53 @@ def _latest_key(row: Row) -> tuple[str, str, str]:
     return (str(row.get("model")), str(row.get("engine")), str(row.get("machine") or ""))
 
 
-def _groups(rows: list[Row]) -> dict[tuple[str, str, str, str], list[Row]]:
-    out: dict[tuple[str, str, str, str], list[Row]] = {}
+def _series(rows: list[Row], x_key: str | None = None) -> list[tuple[str, list[Row]]]:
+    """(label, rows) for each series (one model on one engine in one run), its rows sorted by x_key if given."""
+    groups: dict[tuple[str, str, str, str], list[Row]] = {}
     for r in rows:
-        out.setdefault(series_key(r), []).append(r)
-    return out
+        groups.setdefault(series_key(r), []).append(r)
+    ordered = [sorted(g, key=lambda r: r[x_key]) if x_key else g for g in groups.values()]
+    return [(label(group[0]), group) for group in ordered]
+
+
+def _line(
+    group: list[Row],
+    x_key: str,
+    y_key: str,
+    name: str,
+    custom: Callable[[Row], list[Any]] | None = None,
+    **trace: Any,
+) -> go.Scatter:
+    """One series as lines and markers; `custom` gives each point's customdata for the hover."""
+    if custom is not None:
+        trace["customdata"] = [custom(r) for r in group]
+    return go.Scatter(
+        x=[r[x_key] for r in group], y=[r.get(y_key) for r in group], mode="lines+markers", name=name, **trace
+    )
+
+
+def _xy_figure(
+    title: str,
+    rows: list[Row],
+    x_key: str,
+    y_key: str,
+    why_empty: str,
+    axes: tuple[dict[str, Any], dict[str, Any]],
+    custom: Callable[[Row], list[Any]] | None = None,
+    error: Callable[[Row], float] | None = None,
+    **trace: Any,
+) -> go.Figure:
+    """One line per series of y_key against x_key on one pair of axes (x ticks at the measured values)."""
+    rows = [r for r in rows if r.get(y_key) is not None]
+    if not rows:
+        return _empty(title, why_empty)
+    fig = go.Figure()
+    for name, group in _series(rows, x_key):
+        if error is not None:
+            trace["error_y"] = {"type": "data", "array": [error(r) for r in group], "visible": True}
+        fig.add_trace(_line(group, x_key, y_key, name, custom, **trace))
+    fig.update_layout(xaxis=axes[0], yaxis=axes[1])
+    return _style(fig, title, [r[x_key] for r in rows])
 
 
 def _style(fig: go.Figure, title: str, x_values: Iterable[Any] = ()) -> go.Figure:
@@ -95,27 +137,18 @@ def _empty(title: str, why: str) -> go.Figure:
 
 def single_stream_figure(rows: list[Row]) -> go.Figure:
     """Decode tokens/s against output length, one line per series."""
-    title = "Single-stream tokens/s vs output length"
-    rows = [r for r in rows if r.get("tokens_per_s") is not None]
-    if not rows:
-        return _empty(title, "no single-stream results yet")
-    fig = go.Figure()
-    for group in _groups(rows).values():
-        group = sorted(group, key=lambda r: r["output_tokens_requested"])
-        fig.add_trace(
-            go.Scatter(
-                x=[r["output_tokens_requested"] for r in group],
-                y=[r["tokens_per_s"] for r in group],
-                error_y={"type": "data", "array": [r.get("tokens_per_s_sd") or 0 for r in group], "visible": True},
-                customdata=[[r.get("repeats") or 1, "noisy machine" if r.get("noisy") else ""] for r in group],
-                hovertemplate="%{x} tokens: %{y:.1f} tokens/s ± %{error_y.array:.1f} (n=%{customdata[0]}) "
-                "%{customdata[1]}<extra></extra>",
-                mode="lines+markers",
-                name=label(group[0]),
-            )
-        )
-    fig.update_layout(xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "tokens/s"})
-    return _style(fig, title, [r["output_tokens_requested"] for r in rows])
+    return _xy_figure(
+        "Single-stream tokens/s vs output length",
+        rows,
+        "output_tokens_requested",
+        "tokens_per_s",
+        "no single-stream results yet",
+        ({"title": "output tokens", "type": "log"}, {"title": "tokens/s"}),
+        custom=lambda r: [r.get("repeats") or 1, "noisy machine" if r.get("noisy") else ""],
+        error=lambda r: r.get("tokens_per_s_sd") or 0,
+        hovertemplate="%{x} tokens: %{y:.1f} tokens/s ± %{error_y.array:.1f} (n=%{customdata[0]}) "
+        "%{customdata[1]}<extra></extra>",
+    )
 
 
 def goodput_figure(rate_rows: list[Row], parallel_rows: list[Row]) -> go.Figure:
@@ -128,49 +161,35 @@ def goodput_figure(rate_rows: list[Row], parallel_rows: list[Row]) -> go.Figure:
         return _empty(title, "no rate-sweep or parallel results with goodput yet")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("by request rate (open loop)", "by concurrency (closed loop)"))
     for col, rows_, x_key in ((1, rate_rows, "request_rate"), (2, parallel_rows, "concurrency")):
-        for group in _groups(rows_).values():
-            group = sorted(group, key=lambda r: r[x_key])
-            name = label(group[0])
-            fig.add_trace(
-                go.Scatter(
-                    x=[r[x_key] for r in group],
-                    y=[r["goodput_rps"] for r in group],
-                    customdata=[[r.get("slo_met_pct") or 0, r.get("slo") or ""] for r in group],
-                    hovertemplate="%{x}: goodput %{y:.2f} req/s, %{customdata[0]:.0f} % met the SLO "
-                    "%{customdata[1]}<extra></extra>",
-                    mode="lines+markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1 or not rate_rows,
-                ),
-                row=1,
-                col=col,
+        for name, group in _series(rows_, x_key):
+            line = _line(
+                group,
+                x_key,
+                "goodput_rps",
+                name,
+                lambda r: [r.get("slo_met_pct") or 0, r.get("slo") or ""],
+                hovertemplate="%{x}: goodput %{y:.2f} req/s, %{customdata[0]:.0f} % met the SLO "
+                "%{customdata[1]}<extra></extra>",
+                legendgroup=name,
+                showlegend=col == 1 or not rate_rows,
             )
+            fig.add_trace(line, row=1, col=col)
     fig.update_yaxes(title_text="good requests/s")
     return _style(fig, title)
 
 
 def offline_figure(rows: list[Row]) -> go.Figure:
     """Offline batch throughput (vLLM, no HTTP): output tokens/s against batch size."""
-    title = "Offline batch throughput (vLLM, no HTTP)"
-    rows = [r for r in rows if r.get("tokens_per_s") is not None]
-    if not rows:
-        return _empty(title, "no offline batch results yet (vLLM only)")
-    fig = go.Figure()
-    for group in _groups(rows).values():
-        group = sorted(group, key=lambda r: r["batch_size"])
-        fig.add_trace(
-            go.Scatter(
-                x=[r["batch_size"] for r in group],
-                y=[r["tokens_per_s"] for r in group],
-                customdata=[[r.get("ms_per_token")] for r in group],
-                hovertemplate="batch %{x}: %{y:.1f} tokens/s, %{customdata[0]:.2f} ms per token<extra></extra>",
-                mode="lines+markers",
-                name=label(group[0]),
-            )
-        )
-    fig.update_layout(xaxis={"title": "batch size", "type": "log"}, yaxis={"title": "output tokens/s"})
-    return _style(fig, title, [r["batch_size"] for r in rows])
+    return _xy_figure(
+        "Offline batch throughput (vLLM, no HTTP)",
+        rows,
+        "batch_size",
+        "tokens_per_s",
+        "no offline batch results yet (vLLM only)",
+        ({"title": "batch size", "type": "log"}, {"title": "output tokens/s"}),
+        custom=lambda r: [r.get("ms_per_token")],
+        hovertemplate="batch %{x}: %{y:.1f} tokens/s, %{customdata[0]:.2f} ms per token<extra></extra>",
+    )
 
 
 def parallel_figure(rows: list[Row]) -> go.Figure:
@@ -180,29 +199,10 @@ def parallel_figure(rows: list[Row]) -> go.Figure:
     if not rows:
         return _empty(title, "no parallel results yet")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("total tokens/s", "per-session tokens/s"))
-    for group in _groups(rows).values():
-        group = sorted(group, key=lambda r: r["concurrency"])
-        x = [r["concurrency"] for r in group]
-        name = label(group[0])
-        fig.add_trace(
-            go.Scatter(
-                x=x, y=[r["total_tokens_per_s"] for r in group], mode="lines+markers", name=name, legendgroup=name
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[r.get("per_session_tokens_per_s") for r in group],
-                mode="lines+markers",
-                name=name,
-                legendgroup=name,
-                showlegend=False,
-            ),
-            row=1,
-            col=2,
-        )
+    for name, group in _series(rows, "concurrency"):
+        fig.add_trace(_line(group, "concurrency", "total_tokens_per_s", name, legendgroup=name), row=1, col=1)
+        per_session = _line(group, "concurrency", "per_session_tokens_per_s", name, legendgroup=name, showlegend=False)
+        fig.add_trace(per_session, row=1, col=2)
     fig.add_hline(y=PER_SESSION_TARGET_TPS, line_dash="dash", annotation_text="20 tokens/s per session", row=1, col=2)
     fig.update_xaxes(title_text="concurrent streams", type="log")
     return _style(fig, title, [r["concurrency"] for r in rows])
@@ -216,8 +216,7 @@ def latency_figure(rows: list[Row], suite: str | None = None) -> go.Figure:
         return _empty(title, "no latency results yet")
     metrics = ["ttft", "itl", "tpot"]
     fig = make_subplots(rows=1, cols=3, subplot_titles=[m.upper() for m in metrics])
-    for group in _groups(rows).values():
-        name = label(group[0])
+    for name, group in _series(rows):
         for col, metric in enumerate(metrics, 1):
             mine = [r for r in group if r.get("metric") == metric]
             for pct, dash in (("p50_ms", "solid"), ("p90_ms", "dot"), ("p99_ms", "dash")):
@@ -267,8 +266,7 @@ def scenarios_figure(rows: list[Row]) -> go.Figure:
     if not rows:
         return _empty(title, "no scenario results yet")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("decode tokens/s", "mean TTFT (ms)"))
-    for group in _groups(rows).values():
-        name = label(group[0])
+    for name, group in _series(rows):
         x = [r["scenario"] for r in group]
         fig.add_trace(go.Bar(x=x, y=[r["tokens_per_s"] for r in group], name=name, legendgroup=name), row=1, col=1)
         fig.add_trace(
@@ -316,23 +314,13 @@ def roofline_rows(single_rows: list[Row], runs: dict[str, RunRecord], bandwidth_
 
 
 def roofline_figure(rows: list[Row]) -> go.Figure:
-    title = "Single-stream tokens/s as % of the memory-bandwidth roofline"
-    if not rows:
-        return _empty(title, "roofline unknown: no GPU bandwidth known for these runs (enter one) or no model size")
-    fig = go.Figure()
-    for group in _groups(rows).values():
-        group = sorted(group, key=lambda r: r["output_tokens_requested"])
-        fig.add_trace(
-            go.Scatter(
-                x=[r["output_tokens_requested"] for r in group],
-                y=[r["roofline_pct"] for r in group],
-                mode="lines+markers",
-                name=label(group[0]),
-                customdata=[[r["roofline_tokens_per_s"], r["bandwidth_gb_s"]] for r in group],
-                hovertemplate="%{y:.0f}% of %{customdata[0]:.0f} tokens/s at %{customdata[1]} GB/s",
-            )
-        )
-    fig.update_layout(
-        xaxis={"title": "output tokens", "type": "log"}, yaxis={"title": "% of roofline", "rangemode": "tozero"}
+    return _xy_figure(
+        "Single-stream tokens/s as % of the memory-bandwidth roofline",
+        rows,
+        "output_tokens_requested",
+        "roofline_pct",
+        "roofline unknown: no GPU bandwidth known for these runs (enter one) or no model size",
+        ({"title": "output tokens", "type": "log"}, {"title": "% of roofline", "rangemode": "tozero"}),
+        custom=lambda r: [r["roofline_tokens_per_s"], r["bandwidth_gb_s"]],
+        hovertemplate="%{y:.0f}% of %{customdata[0]:.0f} tokens/s at %{customdata[1]} GB/s",
     )
-    return _style(fig, title, [r["output_tokens_requested"] for r in rows])

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,24 +38,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
 class RunExecutor:
     """Runs one RunState to its end; the state says how it went (it never raises, even when cancelled)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        manager: EngineManager,
-        auth: Auth,
-        store: ResultStore,
-        targets: TargetResolver,
-        base_url: str,
-    ) -> None:
-        self.settings = settings
-        self.manager = manager
-        self.auth = auth
-        self.store = store
-        self.targets = targets
-        self.base_url = base_url  # where the panel's own API answers
+    settings: Settings
+    manager: EngineManager
+    auth: Auth
+    store: ResultStore
+    targets: TargetResolver
+    base_url: str  # where the panel's own API answers
 
     async def run(self, state: RunState) -> None:
         state.status = "running"

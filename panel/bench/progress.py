@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 LIVE_WINDOW_S = 3.0
 
@@ -47,11 +47,5 @@ class Progress:
         self.requests_total += requests
 
     def snapshot(self) -> ProgressSnapshot:
-        return ProgressSnapshot(
-            step=self.step,
-            requests_total=self.requests_total,
-            requests_done=self.requests_done,
-            requests_failed=self.requests_failed,
-            in_flight=self.in_flight,
-            live_tokens_per_s=round(self.live_tps(), 1),
-        )
+        counts = {f.name: getattr(self, f.name) for f in fields(ProgressSnapshot) if f.name != "live_tokens_per_s"}
+        return ProgressSnapshot(**counts, live_tokens_per_s=round(self.live_tps(), 1))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.engines.records import LoadRecord
+from panel.observability.sqlite_log import create_table, insert_sql, transaction
 
 log = logging.getLogger(__name__)
 
@@ -81,24 +82,14 @@ class LoadLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
-            db.execute(f"CREATE TABLE IF NOT EXISTS loads ({cols})")
-            db.execute("CREATE INDEX IF NOT EXISTS loads_time ON loads(time)")
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        create_table(path, "loads", COLUMNS, _TYPES)
 
     def record(self, record: LoadRecord) -> None:
         row = LoadRow.of(record)
-        marks = ", ".join("?" for _ in COLUMNS)
         values = [int(v) if isinstance(v, bool) else v for v in (getattr(row, c) for c in COLUMNS)]
         try:
-            with self._lock, self._connect() as db:
-                db.execute(f"INSERT OR REPLACE INTO loads ({', '.join(COLUMNS)}) VALUES ({marks})", values)
+            with self._lock, transaction(self.path) as db:
+                db.execute(insert_sql("loads", COLUMNS, verb="INSERT OR REPLACE"), values)
                 db.execute(
                     "DELETE FROM loads WHERE time < (SELECT time FROM loads ORDER BY time DESC LIMIT 1 OFFSET ?)",
                     (MAX_ROWS,),
@@ -107,7 +98,7 @@ class LoadLog:
             log.exception("load log: the load of %s could not be written", record.model)
 
     def rows(self, limit: int = 500) -> list[LoadRow]:
-        with self._connect() as db:
+        with transaction(self.path) as db:
             found = db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM loads ORDER BY time DESC LIMIT ?", (max(1, min(limit, MAX_ROWS)),)
             )
@@ -118,7 +109,7 @@ class LoadLog:
 
     def last_load(self, name: str) -> tuple[str, dict[str, Any]] | None:
         """(path, options) of the newest successful load served as `name` or of a file/folder called `name`."""
-        with self._connect() as db:
+        with transaction(self.path) as db:
             found = db.execute("SELECT name, model, options FROM loads WHERE ok = 1 ORDER BY time DESC LIMIT 1000")
             for served, model, options in found:
                 if name in (served, model, Path(model).name):

@@ -39,45 +39,34 @@ class PanelMetrics:
         self.manager = manager
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("engine", "model")
-        self.requests = Counter(
-            "panel_generation_requests", "Generation requests served", (*labels, "outcome"), registry=self.registry
+
+        def counter(name: str, doc: str, names: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, names, registry=self.registry)
+
+        def histogram(name: str, doc: str, names: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, names, buckets=buckets, registry=self.registry)
+
+        self.requests = counter("panel_generation_requests", "Generation requests served", (*labels, "outcome"))
+        self.completion_tokens = counter("panel_completion_tokens", "Tokens generated", labels)
+        self.prompt_tokens = counter("panel_prompt_tokens", "Prompt tokens processed", labels)
+        self.ttft = histogram("panel_ttft_seconds", "Time to first token", labels, TTFT_BUCKETS_S)
+        self.tpot = histogram("panel_tpot_seconds", "Time per output token after the first", labels, TPOT_BUCKETS_S)
+        self.load_seconds = histogram(
+            "panel_engine_load_duration_seconds", "Model load durations", ("engine", "outcome"), LOAD_BUCKETS_S
         )
-        self.completion_tokens = Counter("panel_completion_tokens", "Tokens generated", labels, registry=self.registry)
-        self.prompt_tokens = Counter("panel_prompt_tokens", "Prompt tokens processed", labels, registry=self.registry)
-        self.ttft = Histogram(
-            "panel_ttft_seconds", "Time to first token", labels, buckets=TTFT_BUCKETS_S, registry=self.registry
-        )
-        self.tpot = Histogram(
-            "panel_tpot_seconds",
-            "Time per output token after the first",
-            labels,
-            buckets=TPOT_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.load_seconds = Histogram(
-            "panel_engine_load_duration_seconds",
-            "Model load durations",
-            ("engine", "outcome"),
-            buckets=LOAD_BUCKETS_S,
-            registry=self.registry,
-        )
-        self.time_to_ready = Histogram(
+        self.time_to_ready = histogram(
             "panel_model_load_seconds",
             "Wall time from a load's start to the model answering, per model, cold or warm page cache",
             ("engine", "model", "cache", "outcome"),
-            buckets=LOAD_BUCKETS_S,
-            registry=self.registry,
+            LOAD_BUCKETS_S,
         )
-        self.first_ttft = Histogram(
+        self.first_ttft = histogram(
             "panel_first_ttft_after_load_seconds",
             "Time to first token of the first request a model answers after its load",
-            ("engine", "model"),
-            buckets=TTFT_BUCKETS_S,
-            registry=self.registry,
+            labels,
+            TTFT_BUCKETS_S,
         )
-        self.refused = Counter(
-            "panel_refused_requests", "Requests refused by the gate", ("status",), registry=self.registry
-        )
+        self.refused = counter("panel_refused_requests", "Requests refused by the gate", ("status",))
         self.registry.register(_StateCollector(manager))
         self._folded: list[Any] = []
         self.registry.register(_FoldedCollector(self))

@@ -20,6 +20,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from panel.api.tap import Outcome
+from panel.observability.sqlite_log import connect, create_table, insert_sql, transaction
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +95,11 @@ class RequestLog:
     def __init__(self, path: Path, max_rows: int = 100_000) -> None:
         self.path = path
         self.max_rows = max(100, max_rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
-            db.execute(f"CREATE TABLE IF NOT EXISTS requests (id INTEGER PRIMARY KEY AUTOINCREMENT, {cols})")
-            db.execute("CREATE INDEX IF NOT EXISTS requests_time ON requests(time)")
-            have = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-            for column in COLUMNS:  # a database from an older panel gains the newer columns
-                if column not in have:
-                    db.execute(f"ALTER TABLE requests ADD COLUMN {column} {_TYPES.get(column, 'TEXT')}")
+        create_table(path, "requests", COLUMNS, _TYPES, first="id INTEGER PRIMARY KEY AUTOINCREMENT")
         self._queue: queue.Queue[RequestRow | None] = queue.Queue()
         self._written = 0
         self._thread = threading.Thread(target=self._writer, name="panel-request-log", daemon=True)
         self._thread.start()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
 
     # --- writing -----------------------------------------------------------------------
 
@@ -131,7 +118,7 @@ class RequestLog:
         self._thread.join(timeout)
 
     def _writer(self) -> None:
-        db = self._connect()
+        db = connect(self.path)
         try:
             while True:
                 batch, stop, markers = self._take()
@@ -162,10 +149,9 @@ class RequestLog:
                 return batch, False, markers
 
     def _write(self, db: sqlite3.Connection, batch: list[RequestRow]) -> None:
-        marks = ", ".join("?" for _ in COLUMNS)
         try:
             with db:
-                db.executemany(f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({marks})", map(astuple, batch))
+                db.executemany(insert_sql("requests", COLUMNS), map(astuple, batch))
                 self._written += len(batch)
                 if self._written >= PRUNE_EVERY:
                     self._written = 0
@@ -190,7 +176,7 @@ class RequestLog:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(max(1, min(where.limit, 100_000)))
-        with self._connect() as db:
+        with transaction(self.path) as db:
             return [RequestRow(*row) for row in db.execute(sql, args)]
 
     def csv(self, where: RequestFilter | None = None) -> str:
