@@ -4,6 +4,7 @@ an unattended comparison over a list of models, and the instruction-following se
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -13,8 +14,8 @@ from panel.bench.form import BenchForm
 from panel.bench.run_state import RunState
 from panel.bench.runner import BenchmarkRunner
 from panel.bench.suites import SUITES
-from panel.errors import PanelError
 from panel.services import Services
+from panel.ui.common import shows_errors
 from panel.ui.evals import build_evals_section
 from panel.ui.guard import requires_role
 
@@ -118,7 +119,7 @@ def build_benchmarks(services: Services) -> None:
         )
         compare = gr.Button("Run comparison", variant="primary", elem_id="bench-compare")
 
-    form_fields: dict[str, Any] = {
+    form_boxes: dict[str, Any] = {  # BenchForm's field → the box that holds it
         "engine": engine,
         "lengths": lengths,
         "concurrencies": concurrencies,
@@ -141,53 +142,41 @@ def build_benchmarks(services: Services) -> None:
         "input_tokens": input_tokens,
         "prompts_file": prompts_file,
     }
-    settings_inputs = set(form_fields.values())  # a set: Gradio hands the handler one {component: value} dict
+    form_inputs = list(form_boxes.values())
 
-    def start(
-        suites: list[str],
-        values: dict[Any, Any],
-        request: gr.Request,
-        target_text: str | None = None,
-        key: str | None = None,
-    ) -> str:
-        typed = {name: values[component] for name, component in form_fields.items()}
-        typed["engine"] = None if typed["engine"] == ENGINE_AUTO else typed["engine"]
-        form = BenchForm(**typed, targets=target_text, api_key=key)
-        try:
-            state = runner.start_form(suites, form, actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
-        return f"▶️ started benchmark **{state.id}** ({', '.join(SUITE_LABELS[s] for s in state.plan.suites)})"
+    def form_of(values: tuple[Any, ...], targets: str | None = None, api_key: str | None = None) -> BenchForm:
+        form = BenchForm(**dict(zip(form_boxes, values, strict=True)), targets=targets, api_key=api_key)
+        return replace(form, engine=None) if form.engine == ENGINE_AUTO else form
 
     def suite_handler(suites: list[str]) -> Any:
         @requires_role(services, "operator")
-        async def on_suite_click(values: dict[Any, Any], request: gr.Request) -> str:
-            return start(suites, values, request)
+        @shows_errors
+        async def on_suite_click(request: gr.Request, *values: Any) -> str:
+            return start_benchmark(runner, suites, form_of(values), actor_of(request))
 
         return on_suite_click
 
     @requires_role(services, "operator")
-    async def on_compare_click(values: dict[Any, Any], request: gr.Request) -> str:
-        suites = list(values[compare_suites] or [])
-        return start(suites, values, request, target_text=values[targets] or "", key=values[remote_key] or None)
+    @shows_errors
+    async def on_compare_click(
+        request: gr.Request, suites: list[str] | None, target_text: str | None, key: str | None, *values: Any
+    ) -> str:
+        form = form_of(values, targets=target_text or "", api_key=key or None)
+        return start_benchmark(runner, list(suites or []), form, actor_of(request))
 
     @requires_role(services, "operator")
     async def on_cancel_click(request: gr.Request) -> str:
-        active = runner.active()
-        if active is None:
-            return "no benchmark is running"
-        runner.cancel(active.id)
-        return f"⏹ cancelling **{active.id}**; finished suites are saved"
+        return cancel_benchmark(runner)
 
     def on_timer_tick() -> str:
         return progress_markdown(runner)
 
     for suite, button in suite_buttons.items():
-        button.click(suite_handler([suite]), settings_inputs, message, concurrency_id="gpu", concurrency_limit=1)
-    run_all.click(suite_handler(list(SUITES)), settings_inputs, message, concurrency_id="gpu", concurrency_limit=1)
+        button.click(suite_handler([suite]), form_inputs, message, concurrency_id="gpu", concurrency_limit=1)
+    run_all.click(suite_handler(list(SUITES)), form_inputs, message, concurrency_id="gpu", concurrency_limit=1)
     compare.click(
         on_compare_click,
-        {*settings_inputs, targets, compare_suites, remote_key},
+        [compare_suites, targets, remote_key, *form_inputs],
         message,
         concurrency_id="gpu",
         concurrency_limit=1,
@@ -196,6 +185,21 @@ def build_benchmarks(services: Services) -> None:
     gr.Timer(PROGRESS_POLL_S).tick(on_timer_tick, outputs=progress, show_progress="hidden", queue=False)
     with gr.Accordion("Instruction following", open=True):
         build_evals_section(services)
+
+
+def start_benchmark(runner: BenchmarkRunner, suites: list[str], form: BenchForm, actor: str) -> str:
+    """Start a run of the suites with the form's settings and say which (a refusal raises: see shows_errors)."""
+    state = runner.start_form(suites, form, actor=actor)
+    return f"▶️ started benchmark **{state.id}** ({', '.join(SUITE_LABELS[s] for s in state.plan.suites)})"
+
+
+def cancel_benchmark(runner: BenchmarkRunner) -> str:
+    """Cancel the run that goes on (its finished suites are kept) and say so."""
+    active = runner.active()
+    if active is None:
+        return "no benchmark is running"
+    runner.cancel(active.id)
+    return f"⏹ cancelling **{active.id}**; finished suites are saved"
 
 
 def progress_markdown(runner: BenchmarkRunner) -> str:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import gradio as gr
 
 from panel.access.auth import actor_of
 from panel.engines.base import EngineState, Resident
-from panel.errors import EngineFailure, PanelError
 from panel.services import Services
+from panel.ui.chat_turn import ChatAsk, chat_turn
 
 MODEL_AUTO = "auto"
-LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
 
 
 def build_chat(services: Services) -> None:
@@ -48,7 +47,7 @@ def build_chat(services: Services) -> None:
     async def on_send_submit(
         message: str,
         display: list[dict[str, Any]],
-        clean: list[dict[str, Any]],
+        clean: list[dict[str, str]],
         model_name: str,
         system_prompt: str,
         max_new: float,
@@ -56,65 +55,25 @@ def build_chat(services: Services) -> None:
         topp: float,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
-        message = (message or "").strip()
-        if not message:
-            yield display, clean, "", "Type a message first."
-            return
-        limit = services.settings.max_tokens_limit
-        if not 0 < int(max_new or 0) <= limit:
-            yield display, clean, message, f"❌ max tokens must be between 1 and this panel's limit of {limit}"
-            return
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
-        messages += [*clean, {"role": "user", "content": message}]
-        display = [*display, {"role": "user", "content": message}]
-        start = len(display)  # the assistant turn (reasoning block + answer) occupies display[start:]
-        display += _assistant_messages("", "", None)
-        body = {
-            "messages": messages,
-            "max_tokens": int(max_new),
-            "temperature": temp,
-            "top_p": topp,
-            "stream": True,
-        }
-        if model_name and model_name != MODEL_AUTO:
-            body["model"] = model_name
-        answer, reasoning, last_paint = "", "", 0.0
-        yield display, clean, "", "⏳ waiting for the first token…"
-        tap = None
-        # the same per-user count as the API (with users configured): a chat tab is not a way around the limit
-        slots, user = services.generation_slots, getattr(request, "username", None)
-        held = False
-        try:
-            if slots is not None and user:
-                slots.acquire(str(user))
-                held = True
-            tap = await services.gateway.open("/v1/chat/completions", body, who=actor_of(request))
-            if not tap.stream:  # the engine refused: its own message
-                await tap.body()
-                raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")
-            stats = tap.outcome.stats  # the same figures /metrics and the benchmarks read
-            async for chunk in tap.chunks():
-                if chunk.error is not None:
-                    raise EngineFailure(chunk.error)
-                answer += chunk.text
-                reasoning += chunk.reasoning
-                now = time.perf_counter()
-                if now - last_paint >= LIVE_UPDATE_S:
-                    last_paint = now
-                    display[start:] = _assistant_messages(answer, reasoning, None)
-                    yield display, clean, "", stats.live_line(now)
-        except PanelError as exc:
-            display[start:] = _assistant_messages(answer, reasoning, f"⚠️ {exc.message}")
-            yield display, clean, "", f"❌ {exc.message}"
-            return
-        finally:
-            if tap is not None:  # Stop pressed or the browser gone: end the engine's request too
-                await tap.close()
-            if held and slots is not None:
-                slots.release(str(user))
-        display[start:] = _assistant_messages(answer, reasoning, stats.summary())
-        clean = [*clean, {"role": "user", "content": message}, {"role": "assistant", "content": answer}]
-        yield display, clean, "", stats.summary()
+        ask = ChatAsk(
+            message=(message or "").strip(),
+            history=clean,
+            system_prompt=system_prompt,
+            model=None if not model_name or model_name == MODEL_AUTO else model_name,
+            max_tokens=int(max_new or 0),
+            temperature=temp,
+            top_p=topp,
+        )
+        user = getattr(request, "username", None)
+        turn = [*display, {"role": "user", "content": ask.message}]
+        async with aclosing(chat_turn(services, ask, str(user) if user else None, actor_of(request))) as steps:
+            async for step in steps:
+                if not step.sent:
+                    yield display, clean, ask.message, step.line
+                    continue
+                shown = [*turn, *_assistant_messages(step.answer, step.reasoning, step.footer)]
+                said = [{"role": "user", "content": ask.message}, {"role": "assistant", "content": step.answer}]
+                yield shown, [*clean, *said] if step.finished else clean, "", step.line
 
     def on_timer_tick(current: str | None) -> tuple[str, Any]:
         names = manager.resident_names()

@@ -110,15 +110,11 @@ def build_models(services: Services) -> ModelsTab:
 
     @requires_role(services, "operator")
     def on_cancel_click(request: gr.Request) -> str:
-        active = [job for job in downloads.jobs() if job.active]
-        if not active:
-            return "no download is running"
-        job = downloads.cancel(active[0].id)
-        return f"⏹ cancelling **{job.repo_id}**; finished files are kept, start it again to resume"
+        return cancel_download(downloads)
 
     def on_timer_tick(seen: int) -> tuple[str, Any, Any, int]:
-        finished = sum(1 for job in downloads.jobs() if job.status == "done")
-        if finished == seen:
+        finished = finished_downloads(downloads)
+        if finished == seen:  # the library changes only when a download ends
             return progress_markdown(downloads), gr.update(), gr.update(), seen
         return progress_markdown(downloads), library_rows(roots), gr.update(choices=library_choices(roots)), finished
 
@@ -126,14 +122,11 @@ def build_models(services: Services) -> ModelsTab:
         return library_rows(roots), gr.update(choices=library_choices(roots)), gr.update(visible=False)
 
     def on_table_select(evt: gr.SelectData, rows: Any) -> Any:
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        values = rows.values.tolist() if hasattr(rows, "values") else rows
-        return gr.update(value=values[row][-1]) if 0 <= row < len(values) else gr.update()
+        path = path_in_row(evt.index, rows)
+        return gr.update() if path is None else gr.update(value=path)
 
     def on_selected_change(path: str | None) -> str:
-        """The memory the model needs with its engine's default options, and whether it fits now."""
-        engine = open_in_engines(services, path).engine
-        return fit_line(services.manager, engine, path, {}) if engine else ""
+        return fit_estimate(services, path)
 
     def on_delete_click(path: str | None) -> tuple[Any, str]:
         if not path:
@@ -177,6 +170,32 @@ def open_in_engines(services: Services, path: str | None) -> OpenTarget:
             None, f"❌ {Path(path).name} cannot be loaded on its own" if entry else "❌ no such model any more"
         )
     return OpenTarget(entry.engine, f"➡️ {Path(path).name} is filled in on the Engines tab ({entry.engine}): press Load")
+
+
+def fit_estimate(services: Services, path: str | None) -> str:
+    """The memory a library model needs with its engine's default options, and whether it fits now."""
+    engine = open_in_engines(services, path).engine
+    return fit_line(services.manager, engine, path, {}) if engine else ""
+
+
+def cancel_download(downloads: DownloadManager) -> str:
+    """Cancel the download that runs (finished files stay) and say so."""
+    active = [job for job in downloads.jobs() if job.active]
+    if not active:
+        return "no download is running"
+    job = downloads.cancel(active[0].id)
+    return f"⏹ cancelling **{job.repo_id}**; finished files are kept, start it again to resume"
+
+
+def finished_downloads(downloads: DownloadManager) -> int:
+    return sum(1 for job in downloads.jobs() if job.status == "done")
+
+
+def path_in_row(index: Any, rows: Any) -> str | None:
+    """The model path (last column) of the library table's row a click selected; None outside the rows."""
+    row = index[0] if isinstance(index, (list, tuple)) else index
+    values = rows.values.tolist() if hasattr(rows, "values") else rows
+    return values[row][-1] if 0 <= row < len(values) else None
 
 
 # --- formatting -------------------------------------------------------------------------

@@ -112,17 +112,22 @@ def _share_section(services: Services, store: ResultStore, folders: list[str]) -
     @requires_role(services, "operator")
     @shows_errors
     def on_import_click(bundle: str | None, request: gr.Request) -> str:
-        if not bundle:
-            return "choose a bundle (.zip) to import"
-        result = import_bundle(store, Path(bundle))
-        audit_import(services.audit, actor_of(request), result)
-        return f"✅ {result.message()}"
+        return import_recorded(services, store, bundle, actor_of(request))
 
     def on_import_done() -> Any:
         return gr.update(choices=store.models())
 
     export.click(on_export_click, model, [export, message])
     return import_btn.click(on_import_click, [upload], message).then(on_import_done, None, model)
+
+
+def import_recorded(services: Services, store: ResultStore, bundle: str | None, actor: str) -> str:
+    """Import a bundle's runs into the results and the audit log, and say what came in (a refusal raises)."""
+    if not bundle:
+        return "choose a bundle (.zip) to import"
+    result = import_bundle(store, Path(bundle))
+    audit_import(services.audit, actor, result)
+    return f"✅ {result.message()}"
 
 
 def _loads_section(services: Services) -> None:

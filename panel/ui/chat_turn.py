@@ -1,0 +1,98 @@
+"""One Chat-tab turn through the gateway: the user's message and settings in, the answer as it streams out with the
+tap's figures (tokens/s, TTFT, token counts), under the same per-user generation limit as an API call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from panel.api.tap import Tap
+from panel.errors import EngineFailure, PanelError
+from panel.services import Services
+
+LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
+CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class ChatAsk:
+    """What the user sends: the message, the conversation so far (role/content messages) and the settings."""
+
+    message: str
+    history: list[dict[str, str]]
+    system_prompt: str
+    model: str | None  # a resident model's name; None: the only one
+    max_tokens: int
+    temperature: float
+    top_p: float
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI chat request for the engine, streamed."""
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt.strip() else []
+        body: dict[str, Any] = {
+            "messages": [*system, *self.history, {"role": "user", "content": self.message}],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stream": True,
+        }
+        return body if self.model is None else {**body, "model": self.model}
+
+
+@dataclass(frozen=True)
+class ChatStep:
+    """The turn as it stands: the line under the chat and, once the message is sent, the answer so far."""
+
+    line: str
+    sent: bool = False  # False: refused before anything was sent (the message stays in the input box)
+    answer: str = ""
+    reasoning: str = ""
+    footer: str | None = None  # under the answer once it ended: its figures, or why it stopped
+    finished: bool = False  # the answer is whole: the turn joins the conversation
+
+
+async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str) -> AsyncIterator[ChatStep]:
+    """Send the turn and follow the answer. Close the iterator (contextlib.aclosing) to stop: the engine's request
+    ends and the user's generation slot is freed."""
+    limit = services.settings.max_tokens_limit
+    if not ask.message:
+        yield ChatStep("Type a message first.")
+        return
+    if not 0 < ask.max_tokens <= limit:
+        yield ChatStep(f"❌ max tokens must be between 1 and this panel's limit of {limit}")
+        return
+    yield ChatStep("⏳ waiting for the first token…", sent=True)
+    answer, reasoning, last_paint = "", "", 0.0
+    tap: Tap | None = None
+    # the same per-user count as the API (with users configured): a chat tab is not a way around the limit
+    slots, held = services.generation_slots, False
+    try:
+        if slots is not None and user:
+            slots.acquire(user)
+            held = True
+        tap = await services.gateway.open(CHAT_PATH, ask.body(), who=who)
+        if not tap.stream:  # the engine refused: its own message
+            await tap.body()
+            raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")
+        stats = tap.outcome.stats  # the same figures /metrics and the benchmarks read
+        async for chunk in tap.chunks():
+            if chunk.error is not None:
+                raise EngineFailure(chunk.error)
+            answer += chunk.text
+            reasoning += chunk.reasoning
+            now = time.perf_counter()
+            if now - last_paint >= LIVE_UPDATE_S:
+                last_paint = now
+                yield ChatStep(stats.live_line(now), True, answer, reasoning)
+    except PanelError as exc:
+        yield ChatStep(f"❌ {exc.message}", True, answer, reasoning, footer=f"⚠️ {exc.message}")
+        return
+    finally:
+        if tap is not None:  # Stop pressed or the browser gone: end the engine's request too
+            await tap.close()
+        if held and slots is not None and user:
+            slots.release(user)
+    summary = stats.summary()
+    yield ChatStep(summary, True, answer, reasoning, footer=summary, finished=True)
