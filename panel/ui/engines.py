@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from panel.access.auth import actor_of
+from panel.engines.base import LLAMACPP
 from panel.models import library
 from panel.services import Services
 from panel.ui.common import (
@@ -65,7 +66,7 @@ def build_engines(services: Services) -> EnginesTab:
     roots = settings.all_model_roots
 
     def gguf_choices() -> list[tuple[str, str]]:
-        return library.choices(roots, "llamacpp")  # the Models tab's library: name, size, quantization
+        return library.choices(roots, LLAMACPP)  # the Models tab's library: name, size, quantization
 
     status_md = gr.Markdown(status_markdown(engine_statuses(manager)), elem_id="engine-status")
     build_residents(services)
@@ -73,7 +74,7 @@ def build_engines(services: Services) -> EnginesTab:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("### llama.cpp (GGUF)")
-            picker = model_picker("llamacpp", gguf_choices, "Model (GGUF)", "llama-model")
+            picker = model_picker(LLAMACPP, gguf_choices, "Model (GGUF)", "llama-model")
             model = picker.dropdown
             with gr.Row():
                 ctx_size = gr.Number(value=settings.llama_ctx_size, label="Context size", precision=0)
@@ -93,7 +94,7 @@ def build_engines(services: Services) -> EnginesTab:
                 )
                 force = gr.Checkbox(value=False, label="Load even if the estimate says it does not fit")
             estimate = gr.Markdown(
-                fit_line(manager, "llamacpp", model.value, {"ctx_size": settings.llama_ctx_size}),
+                fit_line(manager, LLAMACPP, model.value, {"ctx_size": settings.llama_ctx_size}),
                 elem_id="llama-estimate",
             )
             with gr.Row():
@@ -101,7 +102,7 @@ def build_engines(services: Services) -> EnginesTab:
                 unload_btn = gr.Button("Unload all llama.cpp models", elem_id="llama-unload")
         with gr.Column(scale=2):
             gr.Markdown("### llama-server log")
-            logs = log_box(manager.get("llamacpp").logs(LOG_LINES), "llama-log")
+            logs = log_box(manager.get(LLAMACPP).logs(LOG_LINES), "llama-log")
     vllm = build_vllm_section(services)
     build_nodes_section(services)
 
@@ -109,18 +110,18 @@ def build_engines(services: Services) -> EnginesTab:
     @shows_errors
     async def on_load_click(request: gr.Request, path: str | None, forced: bool, *values: Any) -> str:
         options = LlamaForm(*values).options()
-        return await load_message(manager, "llamacpp", path, options, actor_of(request), force=forced)
+        return await load_message(manager, LLAMACPP, path, options, actor_of(request), force=forced)
 
     def on_form_change(path: str | None, *values: Any) -> str:
-        return fit_line(manager, "llamacpp", path, LlamaForm(*values).options())
+        return fit_line(manager, LLAMACPP, path, LlamaForm(*values).options())
 
     @requires_role(services, "operator")
     @shows_errors
     async def on_unload_click(request: gr.Request) -> str:
-        return await unload_message(manager, "llamacpp", actor_of(request))
+        return await unload_message(manager, LLAMACPP, actor_of(request))
 
     def on_timer_tick() -> tuple[str, str]:
-        return status_markdown(engine_statuses(manager)), "\n".join(manager.get("llamacpp").logs(LOG_LINES))
+        return status_markdown(engine_statuses(manager)), "\n".join(manager.get(LLAMACPP).logs(LOG_LINES))
 
     form = [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args, alias]
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(

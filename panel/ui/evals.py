@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 
 from panel.access.auth import actor_of
+from panel.engines.base import ENGINE_NAMES, LLAMACPP
 from panel.errors import PanelError
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
 from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
@@ -17,8 +18,6 @@ from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites
 from panel.services import Services
 from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
-
-ENGINES = ["llamacpp", "vllm"]
 
 
 def _suite_choices(services: Services) -> list[tuple[str, str]]:
@@ -97,9 +96,9 @@ def build_evals_section(services: Services) -> None:
             allow_custom_value=True,
             elem_id="eval-suite",
         )
-        engine = gr.Radio(ENGINES, value="llamacpp", label="Engine under test", elem_id="eval-engine")
+        engine = gr.Radio(list(ENGINE_NAMES), value=LLAMACPP, label="Engine under test", elem_id="eval-engine")
         judge_engine = gr.Dropdown(
-            ["none", *ENGINES], value="none", label="Judge (a loaded engine)", elem_id="eval-judge"
+            ["none", *ENGINE_NAMES], value="none", label="Judge (a loaded engine)", elem_id="eval-judge"
         )
         judge_url = gr.Textbox(label="…or judge URL (a second llama-server)", placeholder="http://127.0.0.1:8091")
         cap = gr.Number(value=0, precision=0, label="max tokens cap (0 = the suite's)", elem_id="eval-cap")

@@ -96,11 +96,11 @@ def progress_markdown(status: EngineStatus) -> str:
 
 def build_vllm_section(services: Services) -> EnginePicker:
     manager = services.manager
-    engine = manager.get("vllm")
+    engine = manager.get(VLLM)
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("### vLLM (Hugging Face folders)")
-            picker = model_picker("vllm", lambda: hf_choices(services), "Model (HF folder)", "vllm-model")
+            picker = model_picker(VLLM, lambda: hf_choices(services), "Model (HF folder)", "vllm-model")
             model = picker.dropdown
             with gr.Row():
                 dtype = gr.Dropdown(list(DTYPES), value="bfloat16", label="dtype")
@@ -151,23 +151,23 @@ def build_vllm_section(services: Services) -> EnginePicker:
     @requires_role(services, "operator")
     @shows_errors
     async def on_vllm_load_click(request: gr.Request, path: str | None, *values: Any) -> str:
-        return await load_message(manager, "vllm", path, VllmForm(*values).options(), actor_of(request))
+        return await load_message(manager, VLLM, path, VllmForm(*values).options(), actor_of(request))
 
     @requires_role(services, "operator")
     @shows_errors
     async def on_vllm_unload_click(request: gr.Request) -> str:
-        return await unload_message(manager, "vllm", actor_of(request))
+        return await unload_message(manager, VLLM, actor_of(request))
 
     @requires_role(services, "operator")
     @shows_errors
     async def on_vllm_sleep_click(request: gr.Request) -> str:
-        seconds = await manager.sleep("vllm", 1, actor=actor_of(request))
+        seconds = await manager.sleep(VLLM, 1, actor=actor_of(request))
         return f"😴 asleep after {seconds:.2f} s: weights in CPU memory, KV cache freed"
 
     @requires_role(services, "operator")
     @shows_errors
     async def on_vllm_wake_click(request: gr.Request) -> str:
-        seconds = await manager.wake("vllm", actor=actor_of(request))
+        seconds = await manager.wake(VLLM, actor=actor_of(request))
         return f"awake after {seconds:.2f} s"
 
     def on_vllm_timer_tick() -> tuple[str, str]:
@@ -185,7 +185,7 @@ def build_vllm_section(services: Services) -> EnginePicker:
     )
 
     def on_vllm_form_change(path: str | None, *values: Any) -> str:
-        return fit_line(manager, "vllm", path, VllmForm(*values).options()) if engine.status().available else ""
+        return fit_line(manager, VLLM, path, VllmForm(*values).options()) if engine.status().available else ""
 
     for box in (model, dtype, gpu_util, max_len, kv_dtype, extra_args):  # the estimate before the click
         box.change(on_vllm_form_change, inputs, estimate, show_progress="hidden", concurrency_limit=None)
