@@ -99,7 +99,8 @@ def measure_llama(binary: str, model: Path, options: LlamaFitOptions, threads: i
 def measure_vllm(model: Path, max_model_len: int) -> int:
     """RSS of this process and its children with the model loaded on vLLM, minus the RSS before vLLM was imported."""
     from panel.engines.base import LoadRequest
-    from panel.engines.vllm.engine import VllmEngine, tree_rss_mib
+    from panel.engines.procs import tree_rss_mib
+    from panel.engines.vllm.engine import VllmEngine
     from panel.settings import Settings
 
     before = tree_rss_mib()

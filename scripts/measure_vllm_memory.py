@@ -22,7 +22,9 @@ sys.path.insert(0, str(REPO_ROOT))
 from panel.api.gateway import Gateway  # noqa: E402
 from panel.engines.base import LoadRequest  # noqa: E402
 from panel.engines.manager import EngineManager  # noqa: E402
-from panel.engines.vllm.engine import VllmEngine, release_memory, tree_rss_mib  # noqa: E402
+from panel.engines.procs import tree_rss_mib  # noqa: E402
+from panel.engines.vllm.engine import VllmEngine  # noqa: E402
+from panel.engines.vllm.teardown import release_memory  # noqa: E402
 from panel.settings import Settings  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]

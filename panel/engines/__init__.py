@@ -9,6 +9,6 @@ from panel.settings import Settings
 def default_engines(settings: Settings) -> dict[str, Engine]:
     """Both engines, constructed cheaply: nothing heavy is imported or started here."""
     from panel.engines.llama_server.engine import LlamaServerEngine
-    from panel.engines.vllm.unavailable import vllm_or_unavailable
+    from panel.engines.vllm.engine import VllmEngine
 
-    return {LLAMACPP: LlamaServerEngine(settings), VLLM: vllm_or_unavailable(settings)}
+    return {LLAMACPP: LlamaServerEngine(settings), VLLM: VllmEngine(settings)}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.engines.manager import EngineManager
+from panel.engines.procs import tree_rss_mib
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ def engine_memory(manager: EngineManager) -> list[EngineMemory]:
             readings = [EngineMemory(engine=name, model=(st.model or "").rsplit("/", 1)[-1] or None, pid=st.pid)]
         for reading in readings:
             if reading.pid:
-                reading.rss_mib = process_tree_rss_mib(reading.pid)
+                reading.rss_mib = tree_rss_mib(reading.pid)
                 reading.source = "psutil RSS of pid and children" if reading.rss_mib is not None else "process gone"
             kv = getattr(engine, "kv_cache_usage", None)
             if callable(kv):
@@ -259,18 +260,3 @@ def vllm_kv_cache_usage() -> float | None:
     except Exception:  # a foreign collector must not break the monitor
         return None
     return None
-
-
-def process_tree_rss_mib(pid: int) -> float | None:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return None
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total / 2**20

@@ -18,14 +18,12 @@ from panel.engines.llama_server import engine as llama_server
 from panel.engines.llama_server.argv import parse_help
 from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
-from panel.engines.vllm.unavailable import UnavailableEngine
+from panel.engines.vllm.engine import VllmEngine
 from panel.errors import BadRequestError, ConflictError, EngineFailure, ForbiddenError
 
 
 def _manager(settings) -> EngineManager:
-    return EngineManager(
-        settings, {"llamacpp": LlamaServerEngine(settings), "vllm": UnavailableEngine("vllm", "not in this test", "hf")}
-    )
+    return EngineManager(settings, {"llamacpp": LlamaServerEngine(settings), "vllm": VllmEngine(settings)})
 
 
 def _pid_exists(pid: int) -> bool:
@@ -40,8 +38,8 @@ def test_load_generate_unload_stops_the_process_group(settings, embedded_model) 
     async def scenario() -> None:
         manager = _manager(settings)
         state = await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
-        assert state["status"] == "loaded" and state["process_alive"]
-        pid = state["pid"]
+        assert state.status is EngineState.LOADED and state.process_alive
+        pid = state.pid
         assert os.getpgid(pid) == pid, "the child leads its own process group"
         engine = manager.get("llamacpp")
         body = {"prompt": "Once upon", "max_tokens": 12, "ignore_eos": True, "stream": True}
@@ -135,8 +133,8 @@ def test_port_collision_is_retried_on_another_port(settings, embedded_model, mon
         async def scenario() -> None:
             manager = _manager(settings)
             state = await manager.load("llamacpp", str(embedded_model), {})
-            assert state["status"] == "loaded"
-            assert state["detail"] != f"port {busy_port}"
+            assert state.status is EngineState.LOADED
+            assert state.detail != f"port {busy_port}"
             assert any("was taken; retrying" in line for line in manager.get("llamacpp").logs())
             await manager.shutdown()
 
@@ -149,7 +147,8 @@ def test_crash_while_loaded_is_noticed_without_a_request(settings, embedded_mode
     async def scenario() -> None:
         manager = _manager(settings)
         state = await manager.load("llamacpp", str(embedded_model), {})
-        os.kill(state["pid"], signal.SIGKILL)
+        assert state.pid is not None
+        os.kill(state.pid, signal.SIGKILL)
         engine = manager.get("llamacpp")
         for _ in range(100):
             if engine.status().status is EngineState.ERROR:
@@ -256,7 +255,7 @@ def test_exclusive_holder_loads_while_others_are_refused(settings, embedded_mode
         async with manager.exclusive("benchmark test") as hold:
             assert manager.busy_reason == "benchmark test"
             state = await hold.load("llamacpp", str(embedded_model), {"parallel": 1})
-            assert state["status"] == "loaded"
+            assert state.status is EngineState.LOADED
             with pytest.raises(ConflictError, match="benchmark test"):
                 await manager.load("llamacpp", str(embedded_model), {})
             with pytest.raises(ConflictError, match="benchmark test"):
@@ -280,7 +279,7 @@ def test_a_stopped_child_turns_error_within_the_health_deadline_and_a_reload_wor
     async def scenario() -> None:
         manager = _manager(quick)
         state = await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
-        pid = state["pid"]
+        pid = state.pid
         engine = manager.get("llamacpp")
         os.kill(pid, signal.SIGSTOP)
         stopped = time.monotonic()

@@ -21,13 +21,9 @@ import httpx
 import psutil
 import pytest
 
-from panel.engines.vllm.engine import (
-    clean_options,
-    is_mistral_format,
-    load_phase,
-    mistral_options,
-    short_vllm_error,
-)
+from panel.engines.vllm.failures import short_vllm_error
+from panel.engines.vllm.logs import load_phase
+from panel.engines.vllm.options import clean_options, is_mistral_format, mistral_options
 from panel.engines.vllm.serving import version_problem
 from panel.errors import BadRequestError
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel

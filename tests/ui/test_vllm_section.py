@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from panel.engines.base import EngineState, EngineStatus
-from panel.engines.vllm.engine import clean_options
+from panel.engines.vllm.options import clean_options
 from panel.engines.vllm.serving import parse_serve_args
 from panel.ui.vllm_section import VllmForm, progress_markdown
 from tests.conftest import MODELS_DIR

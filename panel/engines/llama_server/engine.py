@@ -22,6 +22,7 @@ from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatu
 from panel.engines.child import ChildProcess
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.llama_server.argv import has_flag, known_flags, validate_extra_args
+from panel.engines.procs import rss_bytes
 from panel.errors import BadRequestError, ConflictError, EngineFailure, NotFoundError
 from panel.settings import Settings
 
@@ -491,17 +492,6 @@ def child_environment(key: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_OWNED}
     env["LLAMA_API_KEY"] = key
     return env
-
-
-def rss_bytes(pid: int) -> int | None:
-    """Resident memory (VmRSS) of a process from /proc; None when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 class _PortCollision(Exception):

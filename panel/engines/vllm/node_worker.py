@@ -12,7 +12,7 @@ from pathlib import Path
 
 from panel.engines.child import ChildProcess
 from panel.engines.lifecycle import Lifecycle
-from panel.engines.vllm.engine import load_phase
+from panel.engines.vllm.logs import load_phase
 from panel.engines.vllm.multinode import WorkerLaunch, WorkerState, WorkerStatus, node_environment
 from panel.errors import BadRequestError, EngineFailure
 from panel.models.paths import within_roots

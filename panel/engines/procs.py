@@ -1,0 +1,34 @@
+"""What a process (and the processes it started) holds in memory, read from the OS."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+
+def tree_rss_mib(pid: int | None = None) -> float | None:
+    """Resident memory of a process (this one by default) and all its children, in MiB; None when it is gone."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid or os.getpid())
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total / 2**20
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory (VmRSS) of one process from /proc; None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
