@@ -92,8 +92,7 @@ class DownloadManager:
         return job
 
     def get(self, job_id: str) -> DownloadJob:
-        job = self._jobs.get(job_id)
-        if job is None:
+        if (job := self._jobs.get(job_id)) is None:
             raise NotFoundError(f"no download with id {job_id}")
         return job
 

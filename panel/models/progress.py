@@ -61,14 +61,9 @@ class FileProgress:
         self.eta_s = remaining / self.speed_bps if self.speed_bps > 0 and self.size else None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "size": self.size,
-            "done": self.done,
-            "status": self.status,
-            "speed_bps": round(self.speed_bps, 1),
-            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
-        }
+        eta = None if self.eta_s is None else round(self.eta_s, 1)
+        shown = {"path": self.path, "size": self.size, "done": self.done, "status": self.status}
+        return {**shown, "speed_bps": round(self.speed_bps, 1), "eta_s": eta}
 
 
 @dataclass
