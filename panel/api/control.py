@@ -68,7 +68,8 @@ class SleepBody(BaseModel):
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     manager = get_manager(request)
-    return {"status": "ok", "version": __version__, "engines": {k: v["status"] for k, v in manager.status().items()}}
+    engines = {name: st.status.value for name, st in manager.status().items()}
+    return {"status": "ok", "version": __version__, "engines": engines}
 
 
 @router.get("/v1/status")
@@ -76,10 +77,10 @@ async def status(request: Request) -> dict[str, Any]:
     """Each engine's state (the model its status speaks for), every resident model with its memory, requests in
     flight, idle time, TTL and pin, and the memory the residency policy works with."""
     manager = get_manager(request)
-    out: dict[str, Any] = manager.status()
+    out: dict[str, Any] = {name: st.to_json() for name, st in manager.status().items()}
     out["busy"] = manager.busy_reason
     out["waiting"] = manager.waiting
-    out["resident"] = manager.resident_view()
+    out["resident"] = [row.to_json() for row in manager.resident_view()]
     out["memory"] = manager.memory().to_json()
     return out
 
@@ -98,19 +99,19 @@ async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
         pinned=body.pinned,
         ttl_s=body.ttl_s,
     )
-    return {"status": "success", "engine": engine, "model": state["model"], "state": state}
+    return {"status": "success", "engine": engine, "model": state.model, "state": state.to_json()}
 
 
 @router.post("/v1/models/unload", dependencies=[Depends(require_api_role("operator"))])
 async def unload_model(body: UnloadBody, request: Request) -> dict[str, Any]:
     state = await get_manager(request).unload(body.engine, actor=actor_of(request), model=body.model)
-    return {"status": "success", "engine": body.engine, "model": body.model, "state": state}
+    return {"status": "success", "engine": body.engine, "model": body.model, "state": state.to_json()}
 
 
 @router.post("/v1/models/policy", dependencies=[Depends(require_api_role("operator"))])
 async def model_policy(body: PolicyBody, request: Request) -> dict[str, Any]:
     """Pin or unpin a resident model, or set its idle TTL."""
-    return get_manager(request).set_policy(body.model, body.engine, pinned=body.pinned, ttl_s=body.ttl_s)
+    return get_manager(request).set_policy(body.model, body.engine, pinned=body.pinned, ttl_s=body.ttl_s).to_json()
 
 
 @router.post("/v1/models/estimate")

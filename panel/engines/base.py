@@ -102,8 +102,10 @@ class TokenEvent:
 # --- status -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineStatus:
+    """One engine's state, speaking for the model it loaded last: what /v1/status and the Engines tab show."""
+
     name: str
     status: EngineState
     model: str | None = None

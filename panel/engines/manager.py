@@ -8,16 +8,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from panel.engines.base import Engine, EngineState, LoadRequest, Resident
+from panel.engines.base import Engine, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.gpu import GpuLock
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory_policy import ActionListener, MemoryPolicy
 from panel.engines.pagecache import model_cached_fraction
-from panel.engines.records import FitReport, LoadRecord, MemoryView
+from panel.engines.records import FitReport, LoadRecord, MemoryView, ResidentView
 from panel.engines.routing import LoadMemory, Router, Target
 from panel.engines.slots import Slot, Slots
 from panel.errors import (
@@ -67,8 +66,9 @@ class EngineManager:
     def get(self, name: str) -> Engine:
         return self._slots.engine(name)
 
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {name: engine.status().to_json() for name, engine in self.engines.items()}
+    def status(self) -> dict[str, EngineStatus]:
+        """Each engine's state, by engine name."""
+        return {name: engine.status() for name, engine in self.engines.items()}
 
     def loaded(self) -> dict[str, str]:
         """engine name → the model its status speaks for (the latest loaded), for engines that can answer now."""
@@ -95,24 +95,9 @@ class EngineManager:
         """API calls being answered, per engine."""
         return self._slots.in_flight()
 
-    def resident_view(self) -> list[dict[str, Any]]:
+    def resident_view(self) -> list[ResidentView]:
         """Every resident model with the panel's policy figures: the list /v1/status and the Engines tab show."""
-        now = time.monotonic()
-        out = []
-        for resident in self.residents():
-            slot = self._slots.get((resident.engine, resident.name))
-            estimate = slot.estimate if slot else None
-            row = asdict(resident)
-            row["state"] = resident.state.value
-            row["in_flight"] = slot.in_flight if slot else 0
-            row["idle_s"] = round(now - slot.last_used, 1) if slot and not slot.in_flight else 0.0
-            row["ttl_s"] = slot.ttl_s if slot else 0.0
-            row["pinned"] = slot.pinned if slot else False
-            row["estimate_bytes"] = estimate.total_bytes if estimate else None
-            row["estimate"] = estimate.detail if estimate else None
-            row["counted_bytes"] = self._slots.counted(resident)
-            out.append(row)
-        return out
+        return self._slots.view()
 
     def memory(self) -> MemoryView:
         return self._memory.view()
@@ -162,24 +147,24 @@ class EngineManager:
         force: bool = False,
         pinned: bool | None = None,
         ttl_s: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> EngineStatus:
         """Load a model beside the resident ones (on vLLM: replacing its one model), making room first.
         Refuses while another load or a benchmark holds the engines; `force` skips the memory check."""
         request = self.validate_load(engine_name, model_path, options or {})
         async with self._gpu.hold(f"loading {Path(request.model_path).name} on {engine_name}"):
             await self._load_held(request, actor, force=force, pinned=pinned, ttl_s=ttl_s)
-        return self.get(engine_name).status().to_json()
+        return self.get(engine_name).status()
 
-    async def unload(self, engine_name: str, actor: str = "local", model: str | None = None) -> dict[str, Any]:
+    async def unload(self, engine_name: str, actor: str = "local", model: str | None = None) -> EngineStatus:
         """Unload one resident model by name, or every model of the engine."""
         self.get(engine_name)
         async with self._gpu.hold(f"unloading {model or engine_name}"):
             await self._unload_held(engine_name, actor, model)
-        return self.get(engine_name).status().to_json()
+        return self.get(engine_name).status()
 
     def set_policy(
         self, model: str, engine_name: str | None = None, *, pinned: bool | None = None, ttl_s: float | None = None
-    ) -> dict[str, Any]:
+    ) -> ResidentView:
         """Pin or unpin a resident model, or set its idle TTL (0 = never)."""
         slot = self._slots.named(model, engine_name)
         if ttl_s is not None:
@@ -189,7 +174,7 @@ class EngineManager:
         if pinned is not None:
             slot.pinned = bool(pinned)
         self._notify("policy", slot.engine, {"model": slot.name, "pinned": slot.pinned, "ttl_s": slot.ttl_s})
-        return next(r for r in self.resident_view() if (r["engine"], r["name"]) == (slot.engine, slot.name))
+        return next(r for r in self.resident_view() if (r.resident.engine, r.resident.name) == slot.key)
 
     async def sleep(self, engine_name: str, level: int, actor: str = "local") -> float:
         """Put the engine's model to sleep (vLLM sleep mode); seconds it took. ConflictError where unsupported."""
@@ -370,11 +355,11 @@ class GpuHold:
 
     async def load(
         self, engine_name: str, model_path: str, options: dict[str, Any] | None = None, actor: str = "local"
-    ) -> dict[str, Any]:
+    ) -> EngineStatus:
         request = self._manager.validate_load(engine_name, model_path, options or {})
         await self._manager._load_held(request, actor)
-        return self._manager.get(engine_name).status().to_json()
+        return self._manager.get(engine_name).status()
 
-    async def unload(self, engine_name: str, actor: str = "local", model: str | None = None) -> dict[str, Any]:
+    async def unload(self, engine_name: str, actor: str = "local", model: str | None = None) -> EngineStatus:
         await self._manager._unload_held(engine_name, actor, model)
-        return self._manager.get(engine_name).status().to_json()
+        return self._manager.get(engine_name).status()

@@ -1,4 +1,5 @@
-"""What the manager reports: each load's record, the memory the policy sees, and a load's fit with its wording."""
+"""What the manager reports: each load's record, each resident model's policy figures, the memory the policy sees,
+and a load's fit with its wording."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from panel.engines.base import Resident
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.residency import RoomPlan
 from panel.units import human_memory
@@ -38,6 +40,33 @@ class LoadRecord:
     @property
     def warm(self) -> bool | None:
         return None if self.cached_fraction is None else self.cached_fraction >= WARM_FRACTION
+
+
+@dataclass(frozen=True)
+class ResidentView:
+    """One resident model with the panel's policy figures: a row of /v1/status's list and the Engines tab's table."""
+
+    resident: Resident
+    in_flight: int  # API calls it is answering
+    idle_s: float  # since its last call ended; 0 while answering
+    ttl_s: float  # idle seconds before it is unloaded; 0 = never
+    pinned: bool
+    estimate_bytes: int | None
+    estimate_detail: str | None  # what the estimate is made of
+    counted_bytes: int  # what the memory policy counts for it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self.resident),
+            "state": self.resident.state.value,
+            "in_flight": self.in_flight,
+            "idle_s": self.idle_s,
+            "ttl_s": self.ttl_s,
+            "pinned": self.pinned,
+            "estimate_bytes": self.estimate_bytes,
+            "estimate": self.estimate_detail,
+            "counted_bytes": self.counted_bytes,
+        }
 
 
 @dataclass(frozen=True)

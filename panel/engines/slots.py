@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from panel.engines.base import Engine, EngineState, Resident
 from panel.engines.memory.estimate import MemoryEstimate
-from panel.engines.records import LoadRecord
+from panel.engines.records import LoadRecord, ResidentView
 from panel.engines.residency import Holder
 from panel.errors import NotFoundError
 
@@ -117,6 +117,27 @@ class Slots:
                 slot.last_used = time.monotonic()
 
         return end
+
+    def view(self) -> list[ResidentView]:
+        """Every resident model with the panel's policy figures."""
+        now = time.monotonic()
+        out = []
+        for resident in self.residents():
+            slot = self._by_key.get((resident.engine, resident.name))
+            estimate = slot.estimate if slot else None
+            out.append(
+                ResidentView(
+                    resident,
+                    in_flight=slot.in_flight if slot else 0,
+                    idle_s=round(now - slot.last_used, 1) if slot and not slot.in_flight else 0.0,
+                    ttl_s=slot.ttl_s if slot else 0.0,
+                    pinned=slot.pinned if slot else False,
+                    estimate_bytes=estimate.total_bytes if estimate else None,
+                    estimate_detail=estimate.detail if estimate else None,
+                    counted_bytes=self.counted(resident),
+                )
+            )
+        return out
 
     # --- memory -------------------------------------------------------------------------
 

@@ -313,7 +313,7 @@ def _remove_if_empty(folder: Path, roots: tuple[Path, ...]) -> None:
 
 def models_in_use(services: Services) -> list[str]:
     """Paths an engine holds or is loading now; deleting them is refused."""
-    return [st["model"] for st in services.manager.status().values() if isinstance(st, dict) and st.get("model")]
+    return [st.model for st in services.manager.status().values() if st.model]
 
 
 def delete_for(services: Services, raw: str, actor: str) -> list[str]:

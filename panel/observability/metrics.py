@@ -192,8 +192,9 @@ class _StateCollector:
             "panel_model_requests_in_flight", "Requests each resident model is answering", labels=["engine", "model"]
         )
         for row in self.manager.resident_view():
-            resident.add_metric([row["engine"], row["name"], row["state"]], float(row["counted_bytes"]))
-            in_flight.add_metric([row["engine"], row["name"]], float(row["in_flight"]))
+            r = row.resident
+            resident.add_metric([r.engine, r.name, r.state.value], float(row.counted_bytes))
+            in_flight.add_metric([r.engine, r.name], float(row.in_flight))
         yield from (state, loaded, last, resident, in_flight)
 
     def describe(self) -> Iterable[Any]:

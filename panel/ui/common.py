@@ -111,7 +111,7 @@ async def load_message(
 ) -> str:
     """Load through the manager and say so, as a line for the UI (a refusal raises: see shows_errors)."""
     state = await manager.load(engine, path or "", options, actor=actor, force=force)
-    return f"✅ loaded **{Path(state['model']).name}** on {ENGINE_LABELS.get(engine, engine)}"
+    return f"✅ loaded **{Path(state.model or '').name}** on {ENGINE_LABELS.get(engine, engine)}"
 
 
 async def unload_message(manager: EngineManager, engine: str, actor: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from panel.access.auth import actor_of
+from panel.engines.base import EngineState
 from panel.engines.manager import EngineManager
 from panel.errors import PanelError
 from panel.services import Services
@@ -20,14 +21,15 @@ COLUMNS = ["model", "engine", "state", "memory", "estimate", "in flight", "idle"
 
 def resident_rows(manager: EngineManager) -> list[list[Any]]:
     rows = []
-    for r in manager.resident_view():
-        measured = human_memory(r["memory_bytes"]) if r["memory_bytes"] else "–"
-        estimate = human_memory(r["estimate_bytes"]) if r["estimate_bytes"] else "–"
-        ttl = f"{r['ttl_s']:.0f} s" if r["ttl_s"] else "never"
-        state = r["state"] + (f" ({r['detail']})" if r["state"] != "loaded" and r["detail"] else "")
-        idle = f"{r['idle_s']:.0f} s" if not r["in_flight"] else "answering"
-        pinned = "📌" if r["pinned"] else ""
-        rows.append([r["name"], r["engine"], state, measured, estimate, r["in_flight"], idle, ttl, pinned])
+    for row in manager.resident_view():
+        r = row.resident
+        measured = human_memory(r.memory_bytes) if r.memory_bytes else "–"
+        estimate = human_memory(row.estimate_bytes) if row.estimate_bytes else "–"
+        ttl = f"{row.ttl_s:.0f} s" if row.ttl_s else "never"
+        state = r.state.value + (f" ({r.detail})" if r.state is not EngineState.LOADED and r.detail else "")
+        idle = f"{row.idle_s:.0f} s" if not row.in_flight else "answering"
+        pinned = "📌" if row.pinned else ""
+        rows.append([r.name, r.engine, state, measured, estimate, row.in_flight, idle, ttl, pinned])
     return rows
 
 
@@ -98,8 +100,8 @@ def build_residents(services: Services) -> dict[str, Any]:
             row = manager.set_policy(name or "", pinned=pinned, ttl_s=ttl_s)
         except PanelError as exc:
             return f"❌ {exc.message}"
-        ttl_text = f"{row['ttl_s']:.0f} s" if row["ttl_s"] else "never"
-        return f"**{row['name']}**: {'pinned' if row['pinned'] else 'not pinned'}, idle TTL {ttl_text}"
+        ttl_text = f"{row.ttl_s:.0f} s" if row.ttl_s else "never"
+        return f"**{row.resident.name}**: {'pinned' if row.pinned else 'not pinned'}, idle TTL {ttl_text}"
 
     @requires_role(services, "operator")
     async def on_pin_click(name: str | None, request: gr.Request) -> str:
