@@ -28,7 +28,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from panel.engines.llama_server.engine import find_llama_server  # noqa: E402
+from panel.engines.llama_server.binary import find_llama_server  # noqa: E402
 from panel.engines.memory.device import device_memory  # noqa: E402
 from panel.engines.memory.estimate import MemoryEstimate  # noqa: E402
 from panel.engines.memory.llama_fit import LlamaFitOptions, estimate_llama  # noqa: E402

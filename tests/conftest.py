@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from panel.engines.llama_server.engine import find_llama_server
+from panel.engines.llama_server.binary import find_llama_server
 from panel.settings import DEFAULT_MODEL_FILE, REPO_ROOT, Settings
 
 MODELS_DIR = REPO_ROOT / "models"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from panel.api.gateway import Gateway
-from panel.engines.base import EngineState
-from panel.engines.llama_server import engine as llama_server
-from panel.engines.llama_server.argv import parse_help
+from panel.engines.base import EngineState, LoadRequest
+from panel.engines.llama_server import supervisor
+from panel.engines.llama_server.argv import build_argv, parse_help
 from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
 from panel.engines.vllm.engine import VllmEngine
@@ -126,8 +126,8 @@ def test_port_collision_is_retried_on_another_port(settings, embedded_model, mon
     taken.listen()
     busy_port = taken.getsockname()[1]
     ports = iter([busy_port])
-    real_free_port = llama_server._free_port
-    monkeypatch.setattr(llama_server, "_free_port", lambda: next(ports, None) or real_free_port())
+    real_free_port = supervisor.free_port
+    monkeypatch.setattr(supervisor, "free_port", lambda: next(ports, None) or real_free_port())
     try:
 
         async def scenario() -> None:
@@ -202,14 +202,14 @@ def test_option_validation_and_argv(settings, embedded_model, tmp_path) -> None:
         }
     )
     assert clean["ctx_size"] == 8192 and clean["flash_attn"] is True
-    argv = engine.build_argv(str(embedded_model), clean, 5555)
+    request = LoadRequest("llamacpp", str(embedded_model), clean)
+    argv = build_argv(engine.binary, request.model_path, clean, 5555, engine.name_for(request))
     assert argv[argv.index("--port") + 1] == "5555" and argv[argv.index("--n-gpu-layers") + 1] == "0"
     assert argv[-6:] == ["--threads", "2", "--no-warmup", "--cache-type-k=q8_0", "--chat-template-file", str(template)]
     assert "--jinja" in argv, "the model's own Jinja template (tools, reasoning) is on by default"
     assert argv[argv.index("--alias") + 1] == embedded_model.name, "the child answers with the file name"
-    assert "--jinja" not in engine.build_argv(
-        str(embedded_model), engine.validate_options({"extra_args": "--no-jinja"}), 1
-    )
+    no_jinja = engine.validate_options({"extra_args": "--no-jinja"})
+    assert "--jinja" not in build_argv(engine.binary, str(embedded_model), no_jinja, 1, embedded_model.name)
     assert engine.validate_options({})["n_gpu_layers"] == 999, "GPU layers default to all"
     # a path-valued flag with a relative path is resolved inside the roots; outside them it is refused
     relative = engine.validate_options({"extra_args": ["--mmproj", embedded_model.name]})["extra_args"]

@@ -1,4 +1,5 @@
-"""llama-server's own flags, learnt from its `--help`, and the check of a user's extra arguments against them.
+"""llama-server's command line: its own flags, learnt from its `--help`, the check of a user's extra arguments
+against them, and the argv the panel starts a child with.
 
 The panel does not keep a hand-written list of llama-server's flags: it reads the installed binary's help once
 (every flag, its short and long names, how many values it takes and whether a value is a file), so a newer
@@ -165,3 +166,32 @@ def _checked_paths(flag: Flag, name: str, index: int, value: str, roots: tuple[P
 
 def has_flag(args: list[str], *names: str) -> bool:
     return any(a.partition("=")[0] in names for a in args)
+
+
+def build_argv(binary: str, model_path: str, options: dict[str, Any], port: int, name: str) -> list[str]:
+    """llama-server's command line for one model: the panel's owned flags, then the user's extra flags."""
+    argv = [
+        binary,
+        "--model",
+        model_path,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(options["ctx_size"]),
+        "--parallel",
+        str(options["parallel"]),
+        "--n-gpu-layers",
+        str(options["n_gpu_layers"]),
+        "--flash-attn",
+        "on" if options["flash_attn"] else "off",
+        "--metrics",
+    ]
+    if "threads" in options:
+        argv += ["--threads", str(options["threads"])]
+    argv += ["--alias", name]  # the name it answers with
+    extra = list(options.get("extra_args", []))
+    if not has_flag(extra, "--jinja", "--no-jinja"):
+        argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
+    return argv + extra

@@ -1,0 +1,68 @@
+"""llama.cpp load options checked: the panel's own (context, slots, GPU layers, flash attention, threads, alias)
+and the user's extra llama-server arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from panel.engines.llama_server.argv import known_flags, validate_extra_args
+from panel.errors import BadRequestError
+from panel.settings import Settings
+
+KNOWN = frozenset({"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"})
+
+
+def validate_options(options: dict[str, Any], settings: Settings, binary: str | None) -> dict[str, Any]:
+    """Cleaned options, with the settings' defaults; BadRequestError naming the first bad one."""
+    unknown = set(options) - KNOWN
+    if unknown:
+        raise BadRequestError(
+            f"unknown llamacpp option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN))}"
+        )
+    clean: dict[str, Any] = {
+        "ctx_size": _int_option(options, "ctx_size", settings.llama_ctx_size, 0, 1_048_576),
+        "parallel": _int_option(options, "parallel", settings.llama_parallel, 1, 256),
+        "n_gpu_layers": _int_option(options, "n_gpu_layers", 999, 0, 999),
+        "flash_attn": _bool_option(options, "flash_attn", False),
+        "extra_args": validate_extra_args(
+            options.get("extra_args"), known_flags(binary or ""), settings.all_model_roots
+        ),
+    }
+    if 0 < clean["ctx_size"] < 128:
+        raise BadRequestError(
+            f"ctx_size must be 0 (the model's own) or between 128 and 1048576, got {clean['ctx_size']}"
+        )
+    if options.get("threads") not in (None, ""):
+        clean["threads"] = _int_option(options, "threads", 1, 1, 1024)
+    alias = str(options.get("alias") or "").strip()
+    if alias:
+        if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
+            raise BadRequestError("alias must be one line of at most 200 characters")
+        clean["alias"] = alias
+    return clean
+
+
+def _int_option(options: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    raw = options.get(key, default)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(float(raw)) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or (isinstance(raw, float) and raw != int(raw)):
+        raise BadRequestError(f"{key} must be a whole number, got {raw!r}")
+    if not low <= value <= high:
+        raise BadRequestError(f"{key} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool_option(options: dict[str, Any], key: str, default: bool) -> bool:
+    raw = options.get(key, default)
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in {"true", "false", "1", "0", "on", "off"}:
+        return raw.lower() in {"true", "1", "on"}
+    if raw is None:
+        return default
+    raise BadRequestError(f"{key} must be true or false, got {raw!r}")
