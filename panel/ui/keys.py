@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import gradio as gr
 
 from panel.access.audit import AuditLog
 from panel.access.auth import ROLES, ApiKey, Auth, actor_of
-from panel.errors import PanelError
 from panel.services import Services
+from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
 
 AUDIT_ROWS = 50
 
 
-def build_admin(services: Services) -> dict[str, Any]:
+def build_admin(services: Services) -> None:
     auth: Auth = services.auth
     audit: AuditLog = services.audit
 
@@ -35,19 +34,15 @@ def build_admin(services: Services) -> dict[str, Any]:
     audit_md = gr.Markdown("", elem_id="admin-audit")
 
     @requires_role(services, "admin")
+    @shows_errors
     def on_create_click(key_name: str, key_role: str, request: gr.Request) -> str:
-        try:
-            key, token = auth.create_key((key_name or "").strip(), key_role, actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        key, token = auth.create_key((key_name or "").strip(), key_role, actor=actor_of(request))
         return f"✅ key **{key.id}** ({key.name}, {key.role}) — copy it now, it is not shown again:\n\n`{token}`"
 
     @requires_role(services, "admin")
+    @shows_errors
     def on_revoke_click(ident: str, request: gr.Request) -> str:
-        try:
-            key = auth.revoke_key((ident or "").strip(), actor=actor_of(request))
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        key = auth.revoke_key((ident or "").strip(), actor=actor_of(request))
         return f"key {key.id} ({key.name}) revoked"
 
     @requires_role(services, "admin")
@@ -65,7 +60,6 @@ def build_admin(services: Services) -> dict[str, Any]:
         on_audit_refresh, None, audit_md
     )
     list_btn.click(on_keys_refresh, None, keys_md).then(on_audit_refresh, None, audit_md)
-    return {"keys": keys_md, "audit": audit_md, "message": message, "refresh": list_btn}
 
 
 def format_keys(keys: list[ApiKey]) -> str:
