@@ -25,16 +25,26 @@ class EngineState(str, enum.Enum):
 # --- requests ---------------------------------------------------------------------------
 
 
+class EngineOptions(Protocol):
+    """One engine's validated load options, typed by that engine (LlamaOptions, VllmOptions)."""
+
+    @property
+    def alias(self) -> str | None:
+        """The name to serve the model under, if not its file or folder name."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as a user could give them again: what the load log and /v1/status keep and show."""
+        ...
+
+
 @dataclass(frozen=True)
 class LoadRequest:
-    """A validated request to load one model on one engine.
-
-    `options` holds engine-specific, already validated options (ctx_size, n_gpu_layers, dtype, ...).
-    """
+    """A validated request to load one model on one engine, with the options that engine's validate_options made."""
 
     engine: str
     model_path: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: EngineOptions
 
 
 @dataclass(frozen=True)
@@ -156,8 +166,8 @@ class Engine(Protocol):
         """The newest log lines: of one resident model by served name, or of the model the status speaks for."""
         ...
 
-    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Return cleaned options or raise BadRequestError naming the bad one."""
+    def validate_options(self, options: dict[str, Any]) -> EngineOptions:
+        """The user's raw options checked and typed, or BadRequestError naming the bad one."""
         ...
 
     def model_kind(self) -> str:

@@ -233,7 +233,7 @@ class EngineManager:
             estimate_bytes=estimate.total_bytes if estimate else None,
             evicted=evicted,
             actor=actor,
-            options=dict(request.options),
+            options=request.options.to_json(),
         )
         started = time.perf_counter()
         try:

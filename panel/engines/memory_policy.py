@@ -52,9 +52,9 @@ class MemoryPolicy:
         try:
             if request.engine == LLAMACPP:
                 return llama_fit.estimate_llama(
-                    request.model_path, llama_fit.LlamaFitOptions.from_options(request.options)
+                    request.model_path, llama_fit.LlamaFitOptions.from_options(request.options.to_json())
                 )
-            options = vllm_fit.VllmFitOptions.from_options(request.options)
+            options = vllm_fit.VllmFitOptions.from_options(request.options.to_json())
             return vllm_fit.estimate_vllm(request.model_path, options, device_memory())
         except Exception as exc:  # a model the estimator does not know: say so in the log, load anyway
             log.warning("no memory estimate for %s: %s", request.model_path, exc)
@@ -87,7 +87,7 @@ class MemoryPolicy:
         if plan.fits_ever or request.engine != LLAMACPP:
             return []
         try:
-            options = llama_fit.LlamaFitOptions.from_options(request.options)
+            options = llama_fit.LlamaFitOptions.from_options(request.options.to_json())
             return llama_fit.suggest_llama(request.model_path, options, plan.room_at_best)
         except Exception:
             return []

@@ -201,7 +201,8 @@ def test_option_validation_and_argv(settings, embedded_model, tmp_path) -> None:
             "extra_args": f"--threads 2 --no-warmup --cache-type-k=q8_0 --chat-template-file {template}",
         }
     )
-    assert clean["ctx_size"] == 8192 and clean["flash_attn"] is True
+    assert clean.ctx_size == 8192 and clean.flash_attn is True
+    assert engine.validate_options(clean.to_json()) == clean, "options kept as JSON (the load log) load the same again"
     request = LoadRequest("llamacpp", str(embedded_model), clean)
     argv = build_argv(engine.binary, request.model_path, clean, 5555, engine.name_for(request))
     assert argv[argv.index("--port") + 1] == "5555" and argv[argv.index("--n-gpu-layers") + 1] == "0"
@@ -210,12 +211,12 @@ def test_option_validation_and_argv(settings, embedded_model, tmp_path) -> None:
     assert argv[argv.index("--alias") + 1] == embedded_model.name, "the child answers with the file name"
     no_jinja = engine.validate_options({"extra_args": "--no-jinja"})
     assert "--jinja" not in build_argv(engine.binary, str(embedded_model), no_jinja, 1, embedded_model.name)
-    assert engine.validate_options({})["n_gpu_layers"] == 999, "GPU layers default to all"
+    assert engine.validate_options({}).n_gpu_layers == 999, "GPU layers default to all"
     # a path-valued flag with a relative path is resolved inside the roots; outside them it is refused
-    relative = engine.validate_options({"extra_args": ["--mmproj", embedded_model.name]})["extra_args"]
-    assert relative == ["--mmproj", str(embedded_model)]
-    lora = engine.validate_options({"extra_args": ["--lora-scaled", f"{embedded_model.name}:0.5"]})["extra_args"]
-    assert lora == ["--lora-scaled", f"{embedded_model}:0.5"]
+    relative = engine.validate_options({"extra_args": ["--mmproj", embedded_model.name]}).extra_args
+    assert relative == ("--mmproj", str(embedded_model))
+    lora = engine.validate_options({"extra_args": ["--lora-scaled", f"{embedded_model.name}:0.5"]}).extra_args
+    assert lora == ("--lora-scaled", f"{embedded_model}:0.5")
     outside = tmp_path / "draft.gguf"
     outside.write_bytes(b"GGUF")
     with pytest.raises(ForbiddenError, match=r"--model-draft: .*outside the model roots"):

@@ -23,7 +23,7 @@ import pytest
 
 from panel.engines.vllm.failures import short_vllm_error
 from panel.engines.vllm.logs import load_phase
-from panel.engines.vllm.options import clean_options, is_mistral_format, mistral_options
+from panel.engines.vllm.options import is_mistral_format, mistral_options, parse_options
 from panel.engines.vllm.serving import version_problem
 from panel.errors import BadRequestError
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel
@@ -37,16 +37,24 @@ CHAT = [{"role": "user", "content": "What is the capital of France? Answer in on
 
 
 def test_option_shapes_are_checked_and_meaning_is_left_to_vllm() -> None:
-    clean = clean_options({"max_model_len": 2048, "enforce_eager": True, "extra_args": "--tool-call-parser hermes"})
-    assert clean == {"max_model_len": 2048, "enforce_eager": True, "extra_args": ["--tool-call-parser", "hermes"]}
-    assert clean_options({"quantization": "", "alias": " smol "}) == {"alias": "smol"}
+    clean = parse_options({"max_model_len": 2048, "enforce_eager": True, "extra_args": "--tool-call-parser hermes"})
+    assert clean.serve == {"max_model_len": 2048, "enforce_eager": True}
+    assert clean.extra_args == ("--tool-call-parser", "hermes") and clean.alias is None and clean.nnodes == 1
+    assert clean.to_json() == {
+        "max_model_len": 2048,
+        "enforce_eager": True,
+        "extra_args": ["--tool-call-parser", "hermes"],
+    }
+    smol = parse_options({"quantization": "", "alias": " smol ", "nnodes": "2"})
+    assert smol.alias == "smol" and smol.nnodes == 2 and smol.to_json() == {"alias": "smol", "nnodes": 2}
+    assert parse_options(smol.to_json()) == smol, "options kept as JSON (the load log) load the same again"
     for bad, word in [
         ({"Max-Model-Len": 1}, "vllm serve"),
         ({"extra_args": "'unterminated"}, "could not be parsed"),
         ({"dtype": object()}, "dtype"),
     ]:
         with pytest.raises(BadRequestError, match=word):
-            clean_options(bad)
+            parse_options(bad)
 
 
 def test_mistral_format_sets_mistral_modes(tmp_path: Path) -> None:

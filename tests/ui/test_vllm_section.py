@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from panel.engines.base import EngineState, EngineStatus
-from panel.engines.vllm.options import clean_options
+from panel.engines.vllm.options import parse_options
 from panel.engines.vllm.serving import parse_serve_args
 from panel.ui.vllm_section import VllmForm, progress_markdown
 from tests.conftest import MODELS_DIR
@@ -26,10 +26,10 @@ def test_form_values_become_options_vllms_own_parser_accepts() -> None:
     form = VllmForm(
         "float32", 0.5, 2048, "fp8", "auto", "off", "fp8", 8, True, "--max-num-batched-tokens 512"
     ).options()
-    clean = clean_options(form)
-    assert clean["extra_args"] == ["--max-num-batched-tokens", "512"] and "enforce_eager" not in clean
-    extra = clean.pop("extra_args")
-    args = parse_serve_args(str(HF_MODEL), clean, extra, "smol", on_cpu=True, roots=(MODELS_DIR.resolve(),))
+    clean = parse_options(form)
+    assert clean.extra_args == ("--max-num-batched-tokens", "512") and "enforce_eager" not in clean.serve
+    roots = (MODELS_DIR.resolve(),)
+    args = parse_serve_args(str(HF_MODEL), clean.serve, list(clean.extra_args), "smol", on_cpu=True, roots=roots)
     assert args.dtype == "float32" and args.max_model_len == 2048 and args.quantization == "fp8"
     assert args.enable_prefix_caching is False and args.max_num_seqs == 8 and args.trust_remote_code is True
     assert args.max_num_batched_tokens == 512 and args.kv_cache_dtype == "fp8"

@@ -16,10 +16,13 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from panel.errors import BadRequestError, PanelError
 from panel.models.paths import user_path, within_roots
+
+if TYPE_CHECKING:
+    from panel.engines.llama_server.options import LlamaOptions
 
 HELP_TIMEOUT_S = 20.0
 
@@ -168,7 +171,7 @@ def has_flag(args: list[str], *names: str) -> bool:
     return any(a.partition("=")[0] in names for a in args)
 
 
-def build_argv(binary: str, model_path: str, options: dict[str, Any], port: int, name: str) -> list[str]:
+def build_argv(binary: str, model_path: str, options: LlamaOptions, port: int, name: str) -> list[str]:
     """llama-server's command line for one model: the panel's owned flags, then the user's extra flags."""
     argv = [
         binary,
@@ -179,19 +182,19 @@ def build_argv(binary: str, model_path: str, options: dict[str, Any], port: int,
         "--port",
         str(port),
         "--ctx-size",
-        str(options["ctx_size"]),
+        str(options.ctx_size),
         "--parallel",
-        str(options["parallel"]),
+        str(options.parallel),
         "--n-gpu-layers",
-        str(options["n_gpu_layers"]),
+        str(options.n_gpu_layers),
         "--flash-attn",
-        "on" if options["flash_attn"] else "off",
+        "on" if options.flash_attn else "off",
         "--metrics",
     ]
-    if "threads" in options:
-        argv += ["--threads", str(options["threads"])]
+    if options.threads is not None:
+        argv += ["--threads", str(options.threads)]
     argv += ["--alias", name]  # the name it answers with
-    extra = list(options.get("extra_args", []))
+    extra = list(options.extra_args)
     if not has_flag(extra, "--jinja", "--no-jinja"):
         argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
     return argv + extra

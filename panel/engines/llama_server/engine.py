@@ -8,7 +8,7 @@ from typing import Any
 
 from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.llama_server.binary import MISSING, find_llama_server
-from panel.engines.llama_server.options import validate_options
+from panel.engines.llama_server.options import LlamaOptions, validate_options
 from panel.engines.llama_server.supervisor import LlamaChild
 from panel.errors import ConflictError, EngineFailure, NotFoundError
 from panel.settings import Settings
@@ -71,7 +71,7 @@ class LlamaServerEngine:
             since=child.life.since,
             error=child.life.error,
             detail=child.life.detail,
-            options=dict(child.options),
+            options=child.options.to_json(),
         )
 
     def logs(self, n: int = 200, model: str | None = None) -> list[str]:
@@ -88,11 +88,11 @@ class LlamaServerEngine:
         child = self._primary()
         return child.auth_headers if child is not None else {}
 
-    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+    def validate_options(self, options: dict[str, Any]) -> LlamaOptions:
         return validate_options(options, self.settings, self.binary)
 
     def name_for(self, request: LoadRequest) -> str:
-        return str(request.options.get("alias") or Path(request.model_path).name)
+        return request.options.alias or Path(request.model_path).name
 
     # --- Engine protocol: control -----------------------------------------------------
 
@@ -106,7 +106,7 @@ class LlamaServerEngine:
             raise ConflictError(f"{name} is already loading on llamacpp")
         if old is not None:
             await old.stop()
-        child = LlamaChild(self.settings, self.binary, name, request.model_path, request.options)
+        child = LlamaChild(self.settings, self.binary, name, request.model_path, LlamaOptions.of(request.options))
         self.children.pop(name, None)
         self.children[name] = child  # newest last
         self._latest = name

@@ -3,8 +3,10 @@ and the user's extra llama-server arguments."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from panel.engines.base import EngineOptions
 from panel.engines.llama_server.argv import known_flags, validate_extra_args
 from panel.errors import BadRequestError
 from panel.settings import Settings
@@ -12,34 +14,60 @@ from panel.settings import Settings
 KNOWN = frozenset({"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"})
 
 
-def validate_options(options: dict[str, Any], settings: Settings, binary: str | None) -> dict[str, Any]:
-    """Cleaned options, with the settings' defaults; BadRequestError naming the first bad one."""
+@dataclass(frozen=True)
+class LlamaOptions:
+    """One llama-server child's checked options; `extra_args` has every path made absolute inside the roots."""
+
+    ctx_size: int  # 0: the model's own
+    parallel: int
+    n_gpu_layers: int = 999
+    flash_attn: bool = False
+    extra_args: tuple[str, ...] = ()
+    threads: int | None = None  # None: llama-server's own choice
+    alias: str | None = None
+
+    @classmethod
+    def of(cls, options: EngineOptions) -> LlamaOptions:
+        """A load request's options, which llamacpp's validate_options made."""
+        if not isinstance(options, cls):
+            raise TypeError(f"llamacpp was given {type(options).__name__}, not options it validated")
+        return options
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ctx_size": self.ctx_size,
+            "parallel": self.parallel,
+            "n_gpu_layers": self.n_gpu_layers,
+            "flash_attn": self.flash_attn,
+            "extra_args": list(self.extra_args),
+        }
+        if self.threads is not None:
+            out["threads"] = self.threads
+        if self.alias:
+            out["alias"] = self.alias
+        return out
+
+
+def validate_options(options: dict[str, Any], settings: Settings, binary: str | None) -> LlamaOptions:
+    """The user's options checked, with the settings' defaults; BadRequestError naming the first bad one."""
     unknown = set(options) - KNOWN
     if unknown:
         raise BadRequestError(
             f"unknown llamacpp option(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(KNOWN))}"
         )
-    clean: dict[str, Any] = {
-        "ctx_size": _int_option(options, "ctx_size", settings.llama_ctx_size, 0, 1_048_576),
-        "parallel": _int_option(options, "parallel", settings.llama_parallel, 1, 256),
-        "n_gpu_layers": _int_option(options, "n_gpu_layers", 999, 0, 999),
-        "flash_attn": _bool_option(options, "flash_attn", False),
-        "extra_args": validate_extra_args(
-            options.get("extra_args"), known_flags(binary or ""), settings.all_model_roots
-        ),
-    }
-    if 0 < clean["ctx_size"] < 128:
-        raise BadRequestError(
-            f"ctx_size must be 0 (the model's own) or between 128 and 1048576, got {clean['ctx_size']}"
-        )
-    if options.get("threads") not in (None, ""):
-        clean["threads"] = _int_option(options, "threads", 1, 1, 1024)
+    ctx_size = _int_option(options, "ctx_size", settings.llama_ctx_size, 0, 1_048_576)
+    parallel = _int_option(options, "parallel", settings.llama_parallel, 1, 256)
+    n_gpu_layers = _int_option(options, "n_gpu_layers", 999, 0, 999)
+    flash_attn = _bool_option(options, "flash_attn", False)
+    roots = settings.all_model_roots
+    extra_args = validate_extra_args(options.get("extra_args"), known_flags(binary or ""), roots)
+    if 0 < ctx_size < 128:
+        raise BadRequestError(f"ctx_size must be 0 (the model's own) or between 128 and 1048576, got {ctx_size}")
+    threads = _int_option(options, "threads", 1, 1, 1024) if options.get("threads") not in (None, "") else None
     alias = str(options.get("alias") or "").strip()
-    if alias:
-        if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
-            raise BadRequestError("alias must be one line of at most 200 characters")
-        clean["alias"] = alias
-    return clean
+    if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
+        raise BadRequestError("alias must be one line of at most 200 characters")
+    return LlamaOptions(ctx_size, parallel, n_gpu_layers, flash_attn, tuple(extra_args), threads, alias or None)
 
 
 def _int_option(options: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

@@ -9,7 +9,6 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
 
 import httpx
 
@@ -17,6 +16,7 @@ from panel.engines.base import EngineCall, EngineReply, EngineState, Resident
 from panel.engines.child import ChildProcess
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.llama_server.argv import build_argv
+from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.llama_server.passthrough import pass_through
 from panel.engines.procs import rss_bytes
 from panel.errors import ConflictError, EngineFailure
@@ -50,12 +50,12 @@ class LlamaChild:
     """One supervised llama-server serving one model: start with port retries, health wait under a deadline,
     log ring, crash watch (a crash is an error of this model only), process-group stop, the HTTP relay."""
 
-    def __init__(self, settings: Settings, binary: str, name: str, model: str, options: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, binary: str, name: str, model: str, options: LlamaOptions) -> None:
         self.settings = settings
         self.binary = binary
         self.name = name
         self.model = model
-        self.options = dict(options)
+        self.options = options
         self.life = Lifecycle(f"llama-server {name}", EngineState.LOADING, ENGINE_TRANSITIONS, model=model)
         self.life.detail = "starting llama-server"
         self._child = ChildProcess("llama-server", settings.log_lines, on_exit=self._exited)
@@ -88,7 +88,7 @@ class LlamaChild:
             model=self.model,
             state=self.life.state,
             since=self.life.since,
-            options=dict(self.options),
+            options=self.options.to_json(),
             pid=pid,
             error=self.life.error,
             detail=self.life.detail,

@@ -20,7 +20,7 @@ from panel.engines.vllm.failures import UnsupportedModelError, exception_text, f
 from panel.engines.vllm.logs import LoadLog, logging_config
 from panel.engines.vllm.multinode import head_plan, parallel_problem
 from panel.engines.vllm.offline import BatchFigures, offline_batch
-from panel.engines.vllm.options import clean_options, mistral_options
+from panel.engines.vllm.options import VllmOptions, parse_options
 from panel.engines.vllm.peer import WorkerNode
 from panel.engines.vllm.serving import ServeArgsError, ServingApp, build_serving_app, parse_serve_args, version_problem
 from panel.engines.vllm.teardown import release_memory, shutdown_late_llm, shutdown_llm, stop_output_handler
@@ -83,7 +83,7 @@ class VllmEngine:
         self._missing = vllm_missing_reason()
         state = EngineState.UNAVAILABLE if self._missing else EngineState.IDLE
         self._life = Lifecycle("vllm", state, ENGINE_TRANSITIONS, error=self._missing)
-        self._options: dict[str, Any] = {}
+        self._options: VllmOptions | None = None  # of the model loaded, loading or failed
         self._loaded: _Loaded | None = None
         self._asleep: int | None = None  # the sleep level while vLLM's sleep mode holds the model
         self._log = LoadLog(settings.log_lines)  # copies vLLM's log while a model is loading or loaded
@@ -109,7 +109,7 @@ class VllmEngine:
             error=self._life.error,
             available=self._missing is None,
             detail=self._life.detail,
-            options=dict(self._options),
+            options=self._options_json(),
         )
 
     def logs(self, n: int = 200, model: str | None = None) -> list[str]:
@@ -119,7 +119,10 @@ class VllmEngine:
         return True
 
     def name_for(self, request: LoadRequest) -> str:
-        return str(request.options.get("alias") or Path(request.model_path).name)
+        return request.options.alias or Path(request.model_path).name
+
+    def _options_json(self) -> dict[str, Any]:
+        return self._options.to_json() if self._options is not None else {}
 
     def residents(self) -> list[Resident]:
         self._notice_dead_engine()
@@ -127,7 +130,8 @@ class VllmEngine:
         if model is None or self._life.state not in (EngineState.LOADING, EngineState.LOADED, EngineState.ERROR):
             return []
         loaded = self._loaded
-        name = loaded.served_name if loaded is not None else str(self._options.get("alias") or Path(model).name)
+        alias = self._options.alias if self._options is not None else None
+        name = loaded.served_name if loaded is not None else alias or Path(model).name
         return [
             Resident(
                 engine=self.name,
@@ -135,7 +139,7 @@ class VllmEngine:
                 model=model,
                 state=self._life.state,
                 since=self._life.since,
-                options=dict(self._options),
+                options=self._options_json(),
                 pid=os.getpid() if loaded is not None else None,
                 error=self._life.error,
                 detail=self._life.detail,
@@ -149,8 +153,8 @@ class VllmEngine:
         if self._life.state is EngineState.LOADED and loaded is not None and getattr(loaded.llm, "errored", False):
             self._life.move(EngineState.ERROR, error="vLLM's engine core died; unload and load again (see the log)")
 
-    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        return clean_options(options)
+    def validate_options(self, options: dict[str, Any]) -> VllmOptions:
+        return parse_options(options)
 
     # --- Engine protocol: control -----------------------------------------------------
 
@@ -159,22 +163,23 @@ class VllmEngine:
             raise EngineFailure(self._missing)
         if self._life.state is EngineState.LOADING:
             raise ConflictError("vllm is already loading a model")
+        options = VllmOptions.of(request.options)
         # vLLM's own parser checks the arguments before the loaded model is touched: a typo keeps it serving
-        peer = WorkerNode(self.settings, self._log.lines) if request.options.get("nnodes", 1) > 1 else None
-        args = await self._parse_args(request)
+        peer = WorkerNode(self.settings, self._log.lines) if options.nnodes > 1 else None
+        args = await self._parse_args(request.model_path, options)
         if peer is not None:
             await peer.check(args)
         await self._free()
         self._life.move(EngineState.LOADING, model=request.model_path, detail="importing vLLM")
-        self._options = dict(request.options)
+        self._options = options
         started = time.perf_counter()
         log_file = self._log.start(self._on_phase)
         try:
             if peer is not None:
                 self._life.detail = f"starting the worker node at {peer.url}"
                 self._peer = peer
-                launch = mistral_options(request.model_path, request.options)
-                await peer.start(args, {k: v for k, v in launch.items() if k not in ("nnodes", "alias")})
+                launch = {**options.serve_args(request.model_path), "extra_args": list(options.extra_args or ())}
+                await peer.start(args, launch)
             self._loaded = await self._start(args, log_file)
         except BaseException as exc:
             await self._log.stop()
@@ -197,7 +202,7 @@ class VllmEngine:
         if self._missing:
             return
         await self._free()
-        self._options = {}
+        self._options = None
         self._life.move(EngineState.IDLE, model=None)
 
     async def shutdown(self) -> None:
@@ -251,13 +256,12 @@ class VllmEngine:
         if self._life.state is EngineState.LOADING:
             self._life.detail = phase
 
-    async def _parse_args(self, request: LoadRequest) -> argparse.Namespace:
+    async def _parse_args(self, model_path: str, options: VllmOptions) -> argparse.Namespace:
         """`vllm serve`'s Namespace for this load, from vLLM's own parser (in the worker: it imports vLLM)."""
-        options = dict(mistral_options(request.model_path, request.options))
-        extra = list(options.pop("extra_args", []))
-        served = options.pop("alias", None) or Path(request.model_path).name
-        nnodes = options.pop("nnodes", 1)
-        plan = head_plan(self.settings, nnodes) if nnodes > 1 else None
+        serve = options.serve_args(model_path)
+        extra = list(options.extra_args or ())
+        served = options.alias or Path(model_path).name
+        plan = head_plan(self.settings, options.nnodes) if options.nnodes > 1 else None
 
         def parse() -> argparse.Namespace:
             on_cpu = prepare_environment()
@@ -267,7 +271,7 @@ class VllmEngine:
             if problem:
                 raise EngineUnavailableError(problem)
             roots = self.settings.all_model_roots
-            args = parse_serve_args(request.model_path, options, extra, served, on_cpu, roots)
+            args = parse_serve_args(model_path, serve, extra, served, on_cpu, roots)
             if plan is not None:
                 problem = parallel_problem(
                     str(args.model), args.tensor_parallel_size, args.pipeline_parallel_size, plan.nnodes
