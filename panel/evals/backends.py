@@ -26,6 +26,16 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """What answers behind a backend: recorded with results, compared for self-judging."""
+
+    engine: str
+    model: str  # the file or folder name ("" when nothing is loaded)
+    model_path: str | None = None
+    url: str | None = None  # the server's base URL for an HTTP backend
+
+
+@dataclass(frozen=True)
 class Sampling:
     max_tokens: int
     temperature: float = 0.0
@@ -37,9 +47,7 @@ class Sampling:
 class Backend(Protocol):
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion: ...
 
-    async def identity(self) -> dict[str, Any]:
-        """{'engine', 'model', 'url'} of what answers: recorded with results, compared for self-judging."""
-        ...
+    async def identity(self) -> Identity: ...
 
 
 def model_label(model: str | None) -> str:
@@ -54,9 +62,9 @@ class GatewayBackend:
     def __init__(self, gateway: Gateway, engine: str, timeout_s: float = 300.0) -> None:
         self.gateway, self.engine, self.timeout_s = gateway, engine, timeout_s
 
-    async def identity(self) -> dict[str, Any]:
+    async def identity(self) -> Identity:
         status = self.gateway.manager.get(self.engine).status()
-        return {"engine": self.engine, "model": model_label(status.model), "model_path": status.model, "url": None}
+        return Identity(self.engine, model_label(status.model), status.model)
 
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
         body = _chat_body(messages, sampling, engine=self.engine, model=None)
@@ -105,7 +113,7 @@ class HttpBackend:
         self.engine, self.model, self.timeout_s = engine, model, timeout_s
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
-    async def identity(self) -> dict[str, Any]:
+    async def identity(self) -> Identity:
         import httpx
 
         model = self.model
@@ -118,7 +126,7 @@ class HttpBackend:
                     f"cannot reach {self.base_url} ({type(exc).__name__}): is the panel running? "
                     "Start it with `python -m panel serve`, or evaluate in-process with --model"
                 ) from None
-        return {"engine": self.engine or "http", "model": model_label(model), "model_path": model, "url": self.base_url}
+        return Identity(self.engine or "http", model_label(model), model, self.base_url)
 
     async def complete(self, messages: list[dict[str, str]], sampling: Sampling) -> Completion:
         import httpx

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def grade_responses(suite: Suite, responses: dict[str, str]) -> dict[str, Any]:
     return {
         "suite": suite.name,
         "cases": [r.to_json() for r in results],
-        "summary": summarize(suite, results),
+        "summary": summarize(suite, results).to_json(),
         "unknown_ids": sorted(i for i in responses if i not in known),
     }
 
@@ -122,10 +123,10 @@ def _rate(args: argparse.Namespace) -> int:
     from panel.evals.runner import rate_quality
 
     try:
-        data = rate_quality(_settings(args).benchmarks_dir, args.result, args.rating, args.rater)
+        sample = rate_quality(_settings(args).benchmarks_dir, args.result, args.rating, args.rater)
     except PanelError as exc:
         return _fail(exc.message)
-    print(json.dumps(data["quality_sample"], ensure_ascii=False, indent=2))
+    print(json.dumps(dataclasses.asdict(sample), ensure_ascii=False, indent=2))
     return 0
 
 

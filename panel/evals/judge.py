@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from panel.evals.backends import Backend, Sampling
+from panel.evals.backends import Backend, Identity, Sampling
 from panel.evals.checks import parse_json_answer
 from panel.evals.normalize import strip_reasoning
 from panel.evals.scoring import JudgeVerdict
@@ -77,7 +77,6 @@ async def judge_case(judge: Backend, case: Case, response: str, max_tokens: int 
     return parse_verdict(completion.text)
 
 
-def is_self_judging(tested: dict[str, Any], judge: dict[str, Any]) -> bool:
+def is_self_judging(tested: Identity, judge: Identity) -> bool:
     """Same model file/name answering and judging (on any engine or server): a quick look, never a ranking."""
-    a, b = (tested.get("model") or "").casefold(), (judge.get("model") or "").casefold()
-    return bool(a) and a == b
+    return bool(tested.model) and tested.model.casefold() == judge.model.casefold()

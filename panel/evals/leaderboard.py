@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from panel.bench.store import SpeedSummary, latest_speed
+from panel.evals.record import EvalRecord
 from panel.evals.runner import RESULT_PREFIX
+from panel.files import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -32,94 +34,67 @@ class LeaderboardRow:
     path: str = ""
 
 
-def iter_results(benchmarks_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def iter_results(benchmarks_dir: Path) -> list[tuple[Path, EvalRecord]]:
     """Every readable evaluation result under benchmarks/<model>/, oldest first; unreadable files are skipped."""
     out = []
     if not benchmarks_dir.is_dir():
         return out
     for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            out.append((path, EvalRecord.read(path)))
         except (OSError, ValueError) as exc:
             log.warning("skipping unreadable evaluation result %s: %s", path, exc)
-            continue
-        if isinstance(data, dict) and data.get("kind") == "eval" and isinstance(data.get("summary"), dict):
-            out.append((path, data))
-    out.sort(key=lambda item: (str(item[1].get("started_at", "")), item[0].name))
+    out.sort(key=lambda item: (item[1].started_at, item[0].name))
     return out
 
 
 def latest_results(
     benchmarks_dir: Path, suite: str | None = None, include_partial: bool = False
-) -> list[tuple[Path, dict[str, Any]]]:
+) -> list[tuple[Path, EvalRecord]]:
     """The newest full run per (model, engine, suite)."""
-    latest: dict[tuple[str, str, str], tuple[Path, dict[str, Any]]] = {}
-    for path, data in iter_results(benchmarks_dir):
-        if (suite and data.get("suite") != suite) or (data.get("partial") and not include_partial):
+    latest: dict[tuple[str, str, str], tuple[Path, EvalRecord]] = {}
+    for path, record in iter_results(benchmarks_dir):
+        if (suite and record.suite != suite) or (record.partial and not include_partial):
             continue
-        latest[(str(data.get("model")), str(data.get("engine")), str(data.get("suite")))] = (path, data)
+        latest[(record.model, record.engine, record.suite)] = (path, record)
     return list(latest.values())
 
 
-def speed_figures(benchmarks_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """(model, engine) → {'single_tps', 'total_tps_64', 'concurrency'} from the benchmark store; {} when none."""
-    try:
-        from panel.bench.store import latest_speed
-    except ImportError:
-        return {}
-    try:
-        summaries = latest_speed(benchmarks_dir)
-    except Exception:
-        log.exception("reading speed figures from %s failed", benchmarks_dir)
-        return {}
-    return {
-        (str(s.model), str(s.engine)): {
-            "single_tps": s.single_stream_tokens_per_s,
-            "total_tps_64": s.total_tokens_per_s,
-            "concurrency": s.concurrency,
-        }
-        for s in summaries
-    }
-
-
-def _speed_for(speeds: dict[tuple[str, str], dict[str, Any]], model: str, engine: str) -> dict[str, Any]:
-    if (model, engine) in speeds:
-        return speeds[(model, engine)]
-    from panel.files import safe_name
-
-    for (m, e), figures in speeds.items():
-        if e == engine and safe_name(m) == safe_name(model):
-            return figures
-    return {}
+def _speed_for(speeds: list[SpeedSummary], model: str, engine: str) -> SpeedSummary | None:
+    """The speed figures of this model on this engine; a model named by path matches its folder's name."""
+    exact = next((s for s in speeds if (s.model, s.engine) == (model, engine)), None)
+    return exact or next((s for s in speeds if s.engine == engine and safe_name(s.model) == safe_name(model)), None)
 
 
 def leaderboard_rows(benchmarks_dir: Path, suite: str | None = None) -> list[LeaderboardRow]:
     """One row per model and engine (latest run), best pass rate first."""
-    speeds = speed_figures(benchmarks_dir)
+    try:
+        speeds = latest_speed(benchmarks_dir)
+    except Exception:  # the ranking stands without speed figures
+        log.exception("reading speed figures from %s failed", benchmarks_dir)
+        speeds = []
     rows = []
-    for path, data in latest_results(benchmarks_dir, suite):
-        summary = data["summary"]
-        judge = data.get("judge")
-        judge_label = (
-            "none" if not judge else f"{judge.get('model')}" + (" (self)" if judge.get("self_judging") else "")
-        )
-        speed = _speed_for(speeds, str(data.get("model")), str(data.get("engine")))
+    for path, record in latest_results(benchmarks_dir, suite):
+        summary = record.summary
+        assert summary is not None  # EvalRecord.read refuses a result without one
+        judge = record.judge
+        speed = _speed_for(speeds, record.model, record.engine)
         rows.append(
             LeaderboardRow(
-                model=str(data.get("model")),
-                engine=str(data.get("engine")),
-                suite=str(data.get("suite")),
-                pass_rate=float(summary.get("pass_rate") or 0.0),
-                grade=str(summary.get("grade")),
-                passed=int(summary.get("passed") or 0),
-                n_cases=int(summary.get("n_cases") or 0),
-                categories={k: v.get("pass_rate") for k, v in (summary.get("categories") or {}).items()},
-                single_tps=speed.get("single_tps"),
-                total_tps_64=speed.get("total_tps_64"),
-                total_concurrency=speed.get("concurrency"),
-                judge=judge_label,
-                quality_rating=(data.get("quality_sample") or {}).get("rating"),
-                started_at=str(data.get("started_at", "")),
+                model=record.model,
+                engine=record.engine,
+                suite=record.suite,
+                pass_rate=summary.pass_rate,
+                grade=summary.grade,
+                passed=summary.passed,
+                n_cases=summary.n_cases,
+                categories={name: c.pass_rate for name, c in summary.categories.items()},
+                single_tps=speed.single_stream_tokens_per_s if speed else None,
+                total_tps_64=speed.total_tokens_per_s if speed else None,
+                total_concurrency=speed.concurrency if speed else None,
+                judge="none" if judge is None else judge.identity.model + (" (self)" if judge.self_judging else ""),
+                quality_rating=record.quality_sample.rating if record.quality_sample else None,
+                started_at=record.started_at,
                 path=str(path),
             )
         )
@@ -196,18 +171,18 @@ def scatter_figure(rows: list[LeaderboardRow]) -> Any:
 def quality_samples(benchmarks_dir: Path, suite: str | None = None) -> list[dict[str, Any]]:
     """The Japanese quality sample of each model's latest run, for reading side by side and rating."""
     out = []
-    for path, data in latest_results(benchmarks_dir, suite, include_partial=True):
-        sample = data.get("quality_sample")
-        if sample:
+    for path, record in latest_results(benchmarks_dir, suite, include_partial=True):
+        sample = record.quality_sample
+        if sample is not None:
             out.append(
                 {
-                    "model": data.get("model"),
-                    "engine": data.get("engine"),
+                    "model": record.model,
+                    "engine": record.engine,
                     "path": str(path),
-                    "prompt": sample.get("prompt"),
-                    "response": sample.get("response") or "",
-                    "error": sample.get("error"),
-                    "rating": sample.get("rating"),
+                    "prompt": sample.prompt,
+                    "response": sample.response or "",
+                    "error": sample.error,
+                    "rating": sample.rating,
                 }
             )
     return out

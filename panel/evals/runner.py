@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from panel.api.gateway import Gateway
 from panel.errors import BadRequestError, ConflictError, NotFoundError
-from panel.evals.backends import Backend, GatewayBackend, Sampling
+from panel.evals.backends import Backend, GatewayBackend, Identity, Sampling
 from panel.evals.judge import is_self_judging, judge_case
+from panel.evals.record import EvalRecord, JudgeUsed, QualitySample
 from panel.evals.scoring import CaseResult, grade_case, summarize
 from panel.evals.suite import Case, Suite
 from panel.files import atomic_write_json, results_dir
@@ -39,7 +39,7 @@ class EvalProgress:
     done: int
     total: int
     message: str
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None  # the last step's: the result document as saved (EvalRecord.to_json)
     path: Path | None = None
 
 
@@ -49,8 +49,8 @@ class _Run:
     target: Backend
     judge: Backend | None
     options: EvalOptions
-    tested: dict[str, Any] = field(default_factory=dict)
-    judge_id: dict[str, Any] | None = None
+    tested: Identity = field(default_factory=lambda: Identity("", ""))
+    judge_id: Identity | None = None
     cases_total: int = 0  # the cases this run covers (a resumed run's kept ones included)
 
 
@@ -87,21 +87,19 @@ async def run_eval_steps(
     run.cases_total = len(cases)
     kept: list[CaseResult] = []
     if resume is not None:
-        previous = json.loads(resume.read_text(encoding="utf-8"))
-        kept = [CaseResult.from_json(c) for c in previous.get("cases") or []]
+        kept = EvalRecord.read(resume).cases
         done_ids = {c.id for c in kept}
         cases = [c for c in cases if c.id not in done_ids]
     run.tested = await target.identity()
-    if not run.tested.get("model"):
-        where = f" at {run.tested['url']}" if run.tested.get("url") else ""
+    if not run.tested.model:
+        where = f" at {run.tested.url}" if run.tested.url else ""
         raise ConflictError(
-            f"no model is loaded on {run.tested.get('engine')}{where}: load one first "
-            "(Engines tab or POST /v1/models/load)"
+            f"no model is loaded on {run.tested.engine}{where}: load one first (Engines tab or POST /v1/models/load)"
         )
     if judge is not None:
         run.judge_id = await judge.identity()
     total = len(cases) + (1 if run.options.quality_sample and suite.quality_sample else 0)
-    reason = f"evaluating {run.tested['model']} with {suite.name}"
+    reason = f"evaluating {run.tested.model} with {suite.name}"
     guard = exclusive(reason) if exclusive else contextlib.nullcontext()
     started, results = time.time(), list(kept)
     path = resume or (result_path(benchmarks_dir, suite.name, run.tested) if benchmarks_dir is not None else None)
@@ -110,12 +108,12 @@ async def run_eval_steps(
             yield EvalProgress(i, total, f"{case.id} ({case.category})")
             results.append(await _run_case(run, case))
             if path is not None:  # each finished case on disk: a crash keeps it
-                atomic_write_json(path, _result_document(run, results, None, started, status="running"))
+                atomic_write_json(path, _result_record(run, results, None, started, status="running").to_json())
         quality = None
         if total > len(cases):
             yield EvalProgress(len(cases), total, "Japanese quality sample")
             quality = await _quality_sample(run)
-    result = _result_document(run, results, quality, started)
+    result = _result_record(run, results, quality, started).to_json()
     if path is not None:
         atomic_write_json(path, result)
     yield EvalProgress(total, total, "done", result=result, path=path)
@@ -151,76 +149,67 @@ async def _run_case(run: _Run, case: Case) -> CaseResult:
     return result
 
 
-async def _quality_sample(run: _Run) -> dict[str, Any]:
+async def _quality_sample(run: _Run) -> QualitySample:
     sample = run.suite.quality_sample
     assert sample is not None
     cap = run.options.max_tokens_cap
     sampling = Sampling(max_tokens=min(sample.max_tokens, cap) if cap else sample.max_tokens)
     completion = await run.target.complete([{"role": "user", "content": sample.prompt}], sampling)
-    return {
-        "prompt": sample.prompt,
-        "response": completion.text,
-        "error": completion.error,
-        "completion_tokens": completion.completion_tokens,
-        "rating": None,
-        "rated_by": None,
-        "rated_at": None,
-    }
+    return QualitySample(sample.prompt, completion.text, completion.error, completion.completion_tokens)
 
 
-def _result_document(
-    run: _Run, results: list[CaseResult], quality: dict[str, Any] | None, started: float, status: str = "done"
-) -> dict[str, Any]:
+def _result_record(
+    run: _Run, results: list[CaseResult], quality: QualitySample | None, started: float, status: str = "done"
+) -> EvalRecord:
     judge = None
     if run.judge_id is not None:
-        judge = {**run.judge_id, "self_judging": is_self_judging(run.tested, run.judge_id)}
-    return {
-        "kind": "eval",
-        "suite": run.suite.name,
-        "suite_version": run.suite.version,
-        "suite_path": run.suite.path,
-        "model": run.tested.get("model"),
-        "model_path": run.tested.get("model_path"),
-        "engine": run.tested.get("engine"),
-        "url": run.tested.get("url"),
-        "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 1),
-        "max_tokens_cap": run.options.max_tokens_cap,
-        "status": status,  # running (written after each case) → done; interrupted when the panel died meanwhile
-        "pid": os.getpid(),
-        "partial": bool(run.options.case_ids) or status != "done",
-        "judge": judge,
-        "summary": summarize(run.suite, results),
-        "cases_total": run.cases_total,
-        "cases": [r.to_json() for r in results],
-        "quality_sample": quality,
-    }
+        judge = JudgeUsed(run.judge_id, is_self_judging(run.tested, run.judge_id))
+    return EvalRecord(
+        suite=run.suite.name,
+        suite_version=run.suite.version,
+        suite_path=run.suite.path,
+        model=run.tested.model,
+        model_path=run.tested.model_path,
+        engine=run.tested.engine,
+        url=run.tested.url,
+        started_at=dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+        seconds=round(time.time() - started, 1),
+        max_tokens_cap=run.options.max_tokens_cap,
+        status=status,
+        pid=os.getpid(),
+        partial=bool(run.options.case_ids) or status != "done",
+        judge=judge,
+        summary=summarize(run.suite, results),
+        cases_total=run.cases_total,
+        cases=list(results),
+        quality_sample=quality,
+    )
 
 
-def result_path(benchmarks_dir: Path, suite: str, tested: dict[str, Any]) -> Path:
+def result_path(benchmarks_dir: Path, suite: str, tested: Identity) -> Path:
     """benchmarks/<model>/eval_<suite>_<engine>_<UTC time>.json; history is kept."""
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    name = f"{RESULT_PREFIX}{suite}_{tested.get('engine') or 'engine'}_{stamp}.json"
-    return results_dir(benchmarks_dir, tested.get("model") or "model") / name
+    name = f"{RESULT_PREFIX}{suite}_{tested.engine or 'engine'}_{stamp}.json"
+    return results_dir(benchmarks_dir, tested.model or "model") / name
 
 
-def save_result(benchmarks_dir: Path, result: dict[str, Any]) -> Path:
-    """Write a finished result document atomically under its own new name."""
-    path = result_path(benchmarks_dir, result["suite"], result)
-    atomic_write_json(path, result)
+def save_result(benchmarks_dir: Path, result: EvalRecord) -> Path:
+    """Write a finished result atomically under its own new name."""
+    path = result_path(benchmarks_dir, result.suite, Identity(result.engine, result.model))
+    atomic_write_json(path, result.to_json())
     return path
 
 
-def _results_with_status(benchmarks_dir: Path, status: str) -> list[tuple[Path, dict[str, Any]]]:
+def _results_with_status(benchmarks_dir: Path, status: str) -> list[tuple[Path, EvalRecord]]:
     """Evaluation result files (readable ones) whose status is `status`."""
     out = []
     for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")) if benchmarks_dir.is_dir() else []:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            record = EvalRecord.read(path)
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and data.get("status") == status:
-            out.append((path, data))
+        if record.status == status:
+            out.append((path, record))
     return out
 
 
@@ -228,17 +217,17 @@ def recover_interrupted_evals(benchmarks_dir: Path) -> list[Path]:
     """Evaluations left "running" by a panel that died: marked "interrupted" (their cases kept, off the
     leaderboard as partial) so that the Results tab lists them for a resume."""
     found = []
-    for path, data in _results_with_status(benchmarks_dir, "running"):
-        if data.get("pid") != os.getpid():
-            when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            data.update(status="interrupted", interrupted_at=when)
-            atomic_write_json(path, data)
+    for path, record in _results_with_status(benchmarks_dir, "running"):
+        if record.pid != os.getpid():
+            record.status = "interrupted"
+            record.interrupted_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            atomic_write_json(path, record.to_json())
             found.append(path)
     return found
 
 
-def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rater: str = "local") -> dict[str, Any]:
-    """Store a person's 1–3 rating of the quality sample in the result file."""
+def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rater: str = "local") -> QualitySample:
+    """Store a person's 1–3 rating of the quality sample in the result file; the sample as rated."""
     if rating not in (1, 2, 3):
         raise BadRequestError(f"a quality rating is 1, 2 or 3, not {rating!r}")
     path = Path(result_path).resolve()
@@ -247,13 +236,17 @@ def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rat
         raise BadRequestError(f"{result_path} is not an evaluation result under {benchmarks_dir}")
     if not path.is_file():
         raise NotFoundError(f"no result file at {result_path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not data.get("quality_sample"):
+    try:
+        record = EvalRecord.read(path)
+    except ValueError as exc:
+        raise BadRequestError(f"{path.name} is not a readable evaluation result: {exc}") from None
+    sample = record.quality_sample
+    if sample is None:
         raise BadRequestError(f"{path.name} has no quality sample to rate")
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    data["quality_sample"].update({"rating": rating, "rated_by": rater, "rated_at": stamp})
-    atomic_write_json(path, data)
-    return data
+    sample.rating, sample.rated_by = rating, rater
+    sample.rated_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(path, record.to_json())
+    return sample
 
 
 async def run_panel_eval(
@@ -302,16 +295,15 @@ def interrupted_evals(benchmarks_dir: Path) -> list[Interrupted]:
     from panel.bench.journal import Interrupted
 
     out = []
-    for path, data in _results_with_status(benchmarks_dir, "interrupted"):
-        total = data.get("cases_total")
-        kept = len(data.get("cases") or [])
+    for path, record in _results_with_status(benchmarks_dir, "interrupted"):
+        total, kept = record.cases_total, len(record.cases)
         out.append(
             Interrupted(
                 kind="evaluation",
                 id=str(path),
-                model=str(data.get("model")),
-                engine=str(data.get("engine")),
-                interrupted_at=str(data.get("interrupted_at")),
+                model=record.model,
+                engine=record.engine,
+                interrupted_at=str(record.interrupted_at),
                 kept=kept,
                 left=f"the cases after {kept}" if total is None else f"{max(0, int(total) - kept)} case(s)",
             )
@@ -327,20 +319,23 @@ async def resume_panel_eval(
     root = benchmarks_dir.resolve()
     if root not in path.parents or not path.name.startswith(RESULT_PREFIX) or not path.is_file():
         raise NotFoundError(f"{result_file} is not an evaluation result under {benchmarks_dir}")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("status") != "interrupted":
-        raise ConflictError(f"{path.name} is {data.get('status') or 'finished'}, not interrupted: nothing to resume")
-    engine = str(data.get("engine"))
+    try:
+        record = EvalRecord.read(path)
+    except ValueError as exc:
+        raise BadRequestError(f"{path.name} is not a readable evaluation result: {exc}") from None
+    if record.status != "interrupted":
+        raise ConflictError(f"{path.name} is {record.status or 'finished'}, not interrupted: nothing to resume")
+    engine = record.engine
     loaded = gateway.manager.loaded().get(engine)
-    if data.get("model_path") and loaded != data["model_path"]:
+    if record.model_path and loaded != record.model_path:
         raise ConflictError(
-            f"load {Path(str(data['model_path'])).name} on {engine} first: the evaluation goes on with the same model"
+            f"load {Path(record.model_path).name} on {engine} first: the evaluation goes on with the same model"
         )
-    options = EvalOptions(max_tokens_cap=data.get("max_tokens_cap"))
+    options = EvalOptions(max_tokens_cap=record.max_tokens_cap)
     async for step in run_panel_eval(
         gateway,
         benchmarks_dir,
-        str(data.get("suite_path")),
+        str(record.suite_path),
         engine,
         options=options,
         timeout_s=timeout_s,

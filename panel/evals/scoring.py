@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from panel.evals.checks import run_check
@@ -69,7 +70,8 @@ class CaseResult:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> CaseResult:
         """A case as saved (to_json), back: what a resumed evaluation keeps of the interrupted one."""
-        known = {k: v for k, v in raw.items() if k not in {"passed", "graded", "checks", "judge"}}
+        plain = {f.name for f in fields(cls)} - {"checks", "judge"}
+        known = {k: v for k, v in raw.items() if k in plain}  # "passed" and "graded" are worked out again
         judge = raw.get("judge")
         return cls(
             **known,
@@ -102,44 +104,118 @@ def _rate(hits: int, n: int) -> float | None:
     return round(100.0 * hits / n, 1) if n else None
 
 
-def summarize(suite: Suite, results: list[CaseResult]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CategorySummary:
+    n: int
+    passed: int
+    pass_rate: float | None
+    strict: float | None
+    loose: float | None
+
+
+@dataclass(frozen=True)
+class JudgeTally:
+    judged: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0  # unparseable answers or engine failures of the judge, apart from FAILs
+
+    def to_json(self) -> dict[str, int]:
+        return {"judged": self.judged, "pass": self.passed, "fail": self.failed, "errors": self.errors}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> JudgeTally:
+        return cls(raw.get("judged", 0), raw.get("pass", 0), raw.get("fail", 0), raw.get("errors", 0))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A run's figures: strict/loose at prompt and check level, per category, judge tallies, pass rate and grade."""
+
+    n_cases: int
+    n_graded: int
+    passed: int
+    pass_rate: float  # % of the graded cases
+    grade: str
+    prompt_strict: float | None = None
+    prompt_loose: float | None = None
+    check_strict: float | None = None
+    check_loose: float | None = None
+    generation_errors: int = 0
+    judge: JudgeTally = field(default_factory=JudgeTally)
+    categories: dict[str, CategorySummary] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"judge", "categories"}}
+        return {
+            **out,
+            "judge": self.judge.to_json(),
+            "categories": {name: asdict(c) for name, c in self.categories.items()},
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Summary:
+        """A saved summary; figures a file from an older panel lacks take their defaults."""
+        rates = {"prompt_strict", "prompt_loose", "check_strict", "check_loose"}
+        category = {f.name for f in fields(CategorySummary)}
+        return cls(
+            n_cases=int(raw.get("n_cases") or 0),
+            n_graded=int(raw.get("n_graded") or 0),
+            passed=int(raw.get("passed") or 0),
+            pass_rate=float(raw.get("pass_rate") or 0.0),
+            grade=str(raw.get("grade")),
+            generation_errors=int(raw.get("generation_errors") or 0),
+            judge=JudgeTally.from_json(raw.get("judge") or {}),
+            categories={
+                name: CategorySummary(**{k: c.get(k) for k in category})
+                for name, c in (raw.get("categories") or {}).items()
+                if isinstance(c, dict)
+            },
+            **{k: v for k, v in raw.items() if k in rates},
+        )
+
+
+def summarize(suite: Suite, results: list[CaseResult]) -> Summary:
     """Strict/loose at prompt and check level, per category, judge tallies, pass rate (%) and grade."""
     graded = [r for r in results if r.graded]
     checks = [c for r in results for c in r.checks]
     judged = [r for r in results if r.judge is not None]
     passed = sum(1 for r in graded if r.passed)
     pass_rate = _rate(passed, len(graded)) or 0.0
-    return {
-        "n_cases": len(results),
-        "n_graded": len(graded),
-        "passed": passed,
-        "pass_rate": pass_rate,
-        "grade": suite.grade_for(pass_rate),
-        "prompt_strict": _rate(sum(r.strict for r in results if r.checks), sum(1 for r in results if r.checks)),
-        "prompt_loose": _rate(sum(r.loose for r in results if r.checks), sum(1 for r in results if r.checks)),
-        "check_strict": _rate(sum(c.strict for c in checks), len(checks)),
-        "check_loose": _rate(sum(c.loose for c in checks), len(checks)),
-        "generation_errors": sum(1 for r in results if r.error is not None),
-        "judge": {
-            "judged": len(judged),
-            "pass": sum(1 for r in judged if r.judge and r.judge.verdict == "PASS"),
-            "fail": sum(1 for r in judged if r.judge and r.judge.verdict == "FAIL"),
-            "errors": sum(1 for r in judged if r.judge and r.judge.verdict is None),
-        },
-        "categories": per_category(results),
-    }
+    verdicts = [r.judge.verdict for r in judged if r.judge]
+    return Summary(
+        n_cases=len(results),
+        n_graded=len(graded),
+        passed=passed,
+        pass_rate=pass_rate,
+        grade=suite.grade_for(pass_rate),
+        prompt_strict=_share(r.strict for r in results if r.checks),
+        prompt_loose=_share(r.loose for r in results if r.checks),
+        check_strict=_share(c.strict for c in checks),
+        check_loose=_share(c.loose for c in checks),
+        generation_errors=sum(1 for r in results if r.error is not None),
+        judge=JudgeTally(len(judged), verdicts.count("PASS"), verdicts.count("FAIL"), verdicts.count(None)),
+        categories=per_category(results),
+    )
 
 
-def per_category(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def per_category(results: list[CaseResult]) -> dict[str, CategorySummary]:
+    out: dict[str, CategorySummary] = {}
     for cat in dict.fromkeys(r.category for r in results):
         rows = [r for r in results if r.category == cat]
         graded = [r for r in rows if r.graded]
-        out[cat] = {
-            "n": len(rows),
-            "passed": sum(1 for r in graded if r.passed),
-            "pass_rate": _rate(sum(1 for r in graded if r.passed), len(graded)),
-            "strict": _rate(sum(r.strict for r in rows if r.checks), sum(1 for r in rows if r.checks)),
-            "loose": _rate(sum(r.loose for r in rows if r.checks), sum(1 for r in rows if r.checks)),
-        }
+        passed = sum(1 for r in graded if r.passed)
+        out[cat] = CategorySummary(
+            n=len(rows),
+            passed=passed,
+            pass_rate=_rate(passed, len(graded)),
+            strict=_share(r.strict for r in rows if r.checks),
+            loose=_share(r.loose for r in rows if r.checks),
+        )
     return out
+
+
+def _share(hits: Iterable[bool]) -> float | None:
+    """% of true among the values (None for none)."""
+    values = list(hits)
+    return _rate(sum(values), len(values))

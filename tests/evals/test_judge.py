@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from panel.evals.backends import Identity
 from panel.evals.judge import RESPONSE_FORMAT, is_self_judging, judge_messages, parse_verdict
 from panel.evals.scoring import CaseResult, JudgeVerdict
 from panel.evals.suite import DEFAULT_SUITE, load_suite
@@ -37,6 +38,6 @@ def test_a_judge_error_is_not_a_failure() -> None:
 
 
 def test_self_judging_is_detected_by_model_name() -> None:
-    tested = {"engine": "llamacpp", "model": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    assert is_self_judging(tested, {"engine": "http", "model": "smollm2-135m-instruct.q4_1.gguf"})
-    assert not is_self_judging(tested, {"engine": "vllm", "model": "Qwen3-4B"})
+    tested = Identity("llamacpp", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert is_self_judging(tested, Identity("http", "smollm2-135m-instruct.q4_1.gguf"))
+    assert not is_self_judging(tested, Identity("vllm", "Qwen3-4B"))

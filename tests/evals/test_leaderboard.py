@@ -7,6 +7,7 @@ from pathlib import Path
 from panel.bench.store import ResultStore
 from panel.evals.cli import grade_responses
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, scatter_figure
+from panel.evals.record import EvalRecord
 from panel.evals.runner import save_result
 from panel.evals.suite import DEFAULT_SUITE, load_suite
 
@@ -28,7 +29,7 @@ def _save(benchmarks: Path, model: str, engine: str, answers: dict[str, str], wh
         "cases": report["cases"],
         "quality_sample": {"prompt": "p", "response": "r", "rating": None},
     }
-    return save_result(benchmarks, doc)
+    return save_result(benchmarks, EvalRecord.from_json(doc))
 
 
 def _speed(benchmarks: Path, model: str, engine: str, single: float, total_64: float) -> None:
