@@ -62,7 +62,7 @@ class ChildProcess:
             start_new_session=True,  # own process group: one signal reaches its workers too
             # the parent-death signal is set by util-linux's setpriv, which then execs the child: no Python runs
             # between fork and exec while the panel's download and vLLM threads hold locks (preexec_fn is unsafe
-            # with threads); only where setpriv is missing does the old preexec_fn remain
+            # with threads); only where setpriv is missing does die_with_parent run as preexec_fn
             preexec_fn=None if setpriv else die_with_parent,
             env=env,
         )

@@ -14,6 +14,7 @@ from panel.engines.base import EngineState
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=enum.Enum)
+Transitions = Mapping[S, frozenset[S]]  # state → the states it may move to
 
 
 class _Keep(enum.Enum):
@@ -29,7 +30,7 @@ class TransitionError(RuntimeError):
 
 # One model's (or one engine's) life: a load may replace what is loaded or what failed; a later error replaces an
 # earlier one's message; an unavailable engine stays so.
-ENGINE_TRANSITIONS: Final[Mapping[EngineState, frozenset[EngineState]]] = {
+ENGINE_TRANSITIONS: Final[Transitions[EngineState]] = {
     EngineState.IDLE: frozenset({EngineState.LOADING, EngineState.IDLE}),
     EngineState.LOADING: frozenset({EngineState.LOADED, EngineState.ERROR, EngineState.IDLE}),
     EngineState.LOADED: frozenset({EngineState.LOADING, EngineState.ERROR, EngineState.IDLE}),
@@ -43,21 +44,11 @@ class Lifecycle(Generic[S]):
     the state; `detail` (the phase shown in the UI) may change on its own within a state."""
 
     def __init__(
-        self,
-        label: str,
-        state: S,
-        allowed: Mapping[S, frozenset[S]],
-        *,
-        model: str | None = None,
-        error: str | None = None,
-        detail: str | None = None,
+        self, label: str, state: S, allowed: Transitions[S], *, error: str | None = None, detail: str | None = None
     ) -> None:
-        self.label = label
-        self._state = state
-        self._allowed = allowed
-        self.model = model
-        self.error = error
-        self.detail = detail
+        self.label, self._state, self._allowed = label, state, allowed
+        self.model: str | None = None
+        self.error, self.detail = error, detail
         self.since = time.time()
 
     @property

@@ -11,34 +11,26 @@ from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle, TransitionErr
 from panel.engines.vllm.multinode import WorkerState
 from panel.engines.vllm.node_worker import WORKER_TRANSITIONS
 
+
+def _moves(*spec: str) -> list[tuple[EngineState, EngineState]]:
+    """'idle>loading' → (EngineState.IDLE, EngineState.LOADING)."""
+    return [(EngineState(a), EngineState(b)) for a, _, b in (s.partition(">") for s in spec)]
+
+
 # every move the engines make: a load, its end, a replacing load, a crash, an unload from anywhere
-ENGINE_MOVES = [
-    (EngineState.IDLE, EngineState.LOADING),
-    (EngineState.LOADING, EngineState.LOADED),
-    (EngineState.LOADING, EngineState.ERROR),
-    (EngineState.LOADED, EngineState.ERROR),
-    (EngineState.ERROR, EngineState.ERROR),
-    (EngineState.LOADED, EngineState.LOADING),
-    (EngineState.ERROR, EngineState.LOADING),
-    (EngineState.IDLE, EngineState.IDLE),
-    (EngineState.LOADED, EngineState.IDLE),
-    (EngineState.ERROR, EngineState.IDLE),
-]
-ENGINE_REFUSED = [
-    (EngineState.IDLE, EngineState.LOADED),
-    (EngineState.IDLE, EngineState.ERROR),
-    (EngineState.LOADING, EngineState.LOADING),
-    (EngineState.LOADED, EngineState.LOADED),
-    (EngineState.ERROR, EngineState.LOADED),
-    (EngineState.UNAVAILABLE, EngineState.IDLE),
-    (EngineState.UNAVAILABLE, EngineState.LOADING),
-    (EngineState.IDLE, EngineState.UNAVAILABLE),
-]
+ENGINE_MOVES = _moves(
+    "idle>loading", "loading>loaded", "loading>error", "loaded>error", "error>error",
+    "loaded>loading", "error>loading", "idle>idle", "loaded>idle", "error>idle",
+)  # fmt: skip
+ENGINE_REFUSED = _moves(
+    "idle>loaded", "idle>error", "loading>loading", "loaded>loaded", "error>loaded",
+    "unavailable>idle", "unavailable>loading", "idle>unavailable",
+)  # fmt: skip
 
 
 def _engine_at(state: EngineState) -> Lifecycle[EngineState]:
-    life = Lifecycle("test engine", state, ENGINE_TRANSITIONS, model="/m/a.gguf", error="old", detail="old detail")
-    life.since = 0.0
+    life = Lifecycle("test engine", state, ENGINE_TRANSITIONS, error="old", detail="old detail")
+    life.model, life.since = "/m/a.gguf", 0.0
     return life
 
 

@@ -32,13 +32,13 @@ OWNED: dict[str, str] = {
     "--port": "the panel picks a free loopback port for the child",
     "--model": "choose the model with model_path",
     "--path": "the panel does not serve static files from the child",
-    "--api-key": "the child is reachable only through the panel; give users API keys instead",
-    "--api-key-file": "the child is reachable only through the panel; give users API keys instead",
-    "--ssl-key-file": "TLS belongs in front of the panel, not between the panel and its child",
-    "--ssl-cert-file": "TLS belongs in front of the panel, not between the panel and its child",
-    "--models-dir": "the panel supervises one child per model",
-    "--models-preset": "the panel supervises one child per model",
-    "--models-max": "the panel supervises one child per model",
+    **dict.fromkeys(
+        ("--api-key", "--api-key-file"), "the child is reachable only through the panel; give users API keys instead"
+    ),
+    **dict.fromkeys(
+        ("--ssl-key-file", "--ssl-cert-file"), "TLS belongs in front of the panel, not between the panel and its child"
+    ),
+    **dict.fromkeys(("--models-dir", "--models-preset", "--models-max"), "the panel supervises one child per model"),
     "--alias": "use the alias option",
     "--log-file": "the panel keeps the child's log (Engines tab, /v1/engines/llamacpp/logs)",
 }
@@ -60,10 +60,6 @@ class Flag:
 
     def is_path(self, index: int) -> bool:
         return any(h in self.hints[index].upper() for h in PATH_HINTS)
-
-    @property
-    def long_name(self) -> str:
-        return next((n for n in self.names if n.startswith("--")), self.names[0])
 
 
 def parse_help(text: str) -> dict[str, Flag]:

@@ -56,8 +56,9 @@ class LlamaChild:
         self.name = name
         self.model = model
         self.options = options
-        self.life = Lifecycle(f"llama-server {name}", EngineState.LOADING, ENGINE_TRANSITIONS, model=model)
-        self.life.detail = "starting llama-server"
+        self.life = Lifecycle(
+            f"llama-server {name}", EngineState.LOADING, ENGINE_TRANSITIONS, detail="starting llama-server"
+        )
         self._child = ChildProcess("llama-server", settings.log_lines, on_exit=self._exited)
         self._log = self._child.log
         self._port: int | None = None

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from panel.engines.child import ChildProcess
-from panel.engines.lifecycle import Lifecycle
+from panel.engines.lifecycle import Lifecycle, Transitions
 from panel.engines.vllm.logs import load_phase
 from panel.engines.vllm.multinode import WorkerLaunch, WorkerState, WorkerStatus, node_environment
 from panel.errors import BadRequestError, EngineFailure
@@ -22,7 +22,7 @@ from panel.settings import Settings
 RUNNING_MARKERS = ("headless multiproc executor", "starting to load model", "loading weights took")
 
 # a start replaces whatever node ran before; a stop always leaves it idle
-WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+WORKER_TRANSITIONS: Transitions[WorkerState] = {
     WorkerState.IDLE: frozenset({WorkerState.STARTING, WorkerState.IDLE}),
     WorkerState.STARTING: frozenset({WorkerState.RUNNING, WorkerState.ERROR, WorkerState.STARTING, WorkerState.IDLE}),
     WorkerState.RUNNING: frozenset({WorkerState.ERROR, WorkerState.STARTING, WorkerState.IDLE}),
@@ -31,6 +31,8 @@ WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 
 
 class NodeWorker:
+    """The worker panel's one headless vLLM node: started and stopped on the head's word, its state and log."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._child: ChildProcess | None = None
