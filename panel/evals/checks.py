@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,6 +11,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from panel.evals.normalize import Answer, nfkc
+from panel.evals.text import (
+    char_count,
+    is_han,
+    is_kana,
+    is_latin,
+    letters_of,
+    list_marker,
+    parse_json_answer,
+    sentence_body,
+    sentences,
+)
 
 # --- results and parameters ------------------------------------------------------------
 
@@ -115,43 +125,6 @@ class Refusal(_Params):
     expect: bool = True
 
 
-# --- character classes -------------------------------------------------------------------
-
-
-def _is_han(ch: str) -> bool:
-    cp = ord(ch)
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2FFFF
-        or 0xF900 <= cp <= 0xFAFF
-        or ch in "々〆ヶ"
-    )
-
-
-def _is_kana(ch: str) -> bool:
-    cp = ord(ch)
-    return 0x3041 <= cp <= 0x309F or 0x30A0 <= cp <= 0x30FF or 0x31F0 <= cp <= 0x31FF or 0xFF66 <= cp <= 0xFF9F
-
-
-def _is_latin(ch: str) -> bool:
-    return (ch.isascii() and ch.isalpha()) or unicodedata.name(ch, "").startswith("LATIN")
-
-
-def _is_letter(ch: str) -> bool:
-    """Letters for script ratios: Unicode L* plus the kana/Han helpers (ー is Lm, 々 is Lm)."""
-    return unicodedata.category(ch).startswith("L") or _is_kana(ch) or _is_han(ch)
-
-
-def _letters(text: str) -> list[str]:
-    return [ch for ch in text if _is_letter(ch) and not ch.isdigit()]
-
-
-def _char_count(text: str) -> int:
-    """Code points with all whitespace removed (JFBench's count), on already normalized text."""
-    return sum(1 for ch in text if not ch.isspace())
-
-
 def _compare(value: int, op: str, n: int) -> bool:
     return value == n if op == "eq" else value >= n if op == "min" else value <= n
 
@@ -163,60 +136,13 @@ _OP_WORD = {"eq": "exactly", "min": "at least", "max": "at most"}
 
 
 def check_max_chars(a: Answer, p: MaxChars) -> CheckResult:
-    n = _char_count(a.text)
+    n = char_count(a.text)
     return CheckResult(n <= p.n, f"{n} characters (limit {p.n})")
 
 
 def check_char_range(a: Answer, p: CharRange) -> CheckResult:
-    n = _char_count(a.text)
+    n = char_count(a.text)
     return CheckResult(p.min <= n <= p.max, f"{n} characters (wanted {p.min}–{p.max})")
-
-
-_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
-
-
-def _first_balanced(text: str) -> str | None:
-    """The first balanced {…} or […] span, string literals respected."""
-    start = next((i for i, ch in enumerate(text) if ch in "{["), None)
-    if start is None:
-        return None
-    depth, in_str, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return text[start : i + 1]
-    return None
-
-
-def parse_json_answer(raw: str, *, loose: bool = False) -> Any:
-    """The answer as JSON: code fences stripped; `loose` also takes the first balanced object or array."""
-    body = raw.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError:
-        if not loose:
-            raise
-    span = _first_balanced(body)
-    if span is None:
-        raise json.JSONDecodeError("no JSON object or array found", body, 0)
-    return json.loads(span)
 
 
 def check_json(a: Answer, p: JsonParams, *, loose: bool = False) -> CheckResult:
@@ -231,24 +157,6 @@ def check_json(a: Answer, p: JsonParams, *, loose: bool = False) -> CheckResult:
         if missing:
             return CheckResult(False, f"JSON lacks keys: {', '.join(missing)}")
     return CheckResult(True, "valid JSON" + (f" with keys {', '.join(p.require_keys)}" if p.require_keys else ""))
-
-
-_CIRCLED = re.compile(r"^[\u2460-\u2473\u24F5-\u24FE\u2776-\u2793\u3251-\u325F\u32B1-\u32BF]")
-_BULLET = re.compile(r"^(?:[-*+]\s+|[•・●○◦▪■◆]\s*)\S")
-_NUMBERED = re.compile(r"^(?:\d{1,3}\s?[.)、:](?!\d)|\(\d{1,3}\)|[（(]\d{1,3}[)）])\s*\S")
-
-
-def list_marker(raw_line: str) -> str | None:
-    """'bullet', 'numbered' or None for one line. Circled digits are seen before NFKC turns ① into 1."""
-    stripped = raw_line.strip()
-    if _CIRCLED.match(stripped):
-        return "numbered"
-    line = nfkc(stripped).replace("**", "")
-    if _NUMBERED.match(line):
-        return "numbered"
-    if _BULLET.match(line):
-        return "bullet"
-    return None
 
 
 def check_list_items(a: Answer, p: ListItems) -> CheckResult:
@@ -300,9 +208,9 @@ def check_regex_absent(a: Answer, p: Pattern) -> CheckResult:
 
 
 def check_japanese_only(a: Answer, p: JapaneseOnly) -> CheckResult:
-    letters = _letters(a.text)
-    ja = sum(1 for ch in letters if _is_kana(ch) or _is_han(ch))
-    kana = sum(1 for ch in letters if _is_kana(ch))
+    letters = letters_of(a.text)
+    ja = sum(1 for ch in letters if is_kana(ch) or is_han(ch))
+    kana = sum(1 for ch in letters if is_kana(ch))
     ratio = ja / len(letters) if letters else 0.0
     ok = ratio >= p.min_ratio and kana > 0
     return CheckResult(ok, f"Japanese letters {ratio:.0%} (min {p.min_ratio:.0%}), kana {kana}")
@@ -312,17 +220,10 @@ def check_latin_max(a: Answer, p: LatinMax) -> CheckResult:
     text = a.text
     for word in sorted(p.allow, key=len, reverse=True):
         text = re.sub(re.escape(nfkc(word)), " ", text, flags=re.IGNORECASE)
-    letters = _letters(text)
-    latin = sum(1 for ch in letters if _is_latin(ch))
+    letters = letters_of(text)
+    latin = sum(1 for ch in letters if is_latin(ch))
     ratio = latin / len(letters) if letters else 0.0
     return CheckResult(bool(letters) and ratio <= p.max_ratio, f"Latin letters {ratio:.0%} (max {p.max_ratio:.0%})")
-
-
-_SENTENCE_SPLIT = re.compile(r"(?:[。!?！？\n]|[.．](?=\s|$))+")  # "3.5" and "Mt." inside a word do not split
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_SPLIT.split(text) if s.strip()]
 
 
 def check_sentence_count(a: Answer, p: SentenceCount) -> CheckResult:
@@ -334,18 +235,11 @@ _POLITE_END = re.compile(
     r"(です|ます|ました|でした|ません|ませんでした|ましょう|でしょう|ください|下さい|ございます|いたします|致します)"
     r"(か|ね|よ|よね|が|けど|けれど|から|ので)?$"
 )
-_TRAILING = "」』）)】〕…‥・~〜ー♪☆★。、,.!?！？ 　"
-_MARKDOWN_LEAD = re.compile(r"^(?:#+\s*|>\s*|[-*+]\s+|\d+[.)]\s*|[•・●]\s*)")
-
-
-def _sentence_body(sentence: str) -> str:
-    body = _MARKDOWN_LEAD.sub("", sentence.replace("**", "")).rstrip(_TRAILING)
-    return "".join(ch for ch in body if not unicodedata.category(ch).startswith("S"))  # emoji at the end
 
 
 def check_polite_ratio(a: Answer, p: PoliteRatio) -> CheckResult:
-    bodies = [_sentence_body(s) for s in sentences(a.text)]
-    considered = [b for b in bodies if len(b) >= 4 and any(_is_kana(c) or _is_han(c) for c in b)]
+    bodies = [sentence_body(s) for s in sentences(a.text)]
+    considered = [b for b in bodies if len(b) >= 4 and any(is_kana(c) or is_han(c) for c in b)]
     if not considered:
         return CheckResult(False, "no Japanese sentences")
     polite = sum(1 for b in considered if _POLITE_END.search(b))
@@ -369,8 +263,8 @@ def check_headings_in_order(a: Answer, p: Headings) -> CheckResult:
 
 
 def check_kanji_ratio_max(a: Answer, p: KanjiRatioMax) -> CheckResult:
-    han = sum(1 for ch in a.text if _is_han(ch))
-    kana = sum(1 for ch in a.text if _is_kana(ch))
+    han = sum(1 for ch in a.text if is_han(ch))
+    kana = sum(1 for ch in a.text if is_kana(ch))
     if han + kana == 0:
         return CheckResult(False, "no Japanese text")
     ratio = han / (han + kana)

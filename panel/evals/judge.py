@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from panel.evals.backends import Backend, Identity, Sampling
-from panel.evals.checks import parse_json_answer
 from panel.evals.normalize import strip_reasoning
 from panel.evals.scoring import JudgeVerdict
 from panel.evals.suite import Case
+from panel.evals.text import parse_json_answer
 
 JUDGE_MAX_TOKENS = 160
 

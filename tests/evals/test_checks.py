@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from panel.evals.checks import list_marker, parse_params, run_check
+from panel.evals.checks import parse_params, run_check
 from panel.evals.normalize import Answer, normalize, strip_reasoning
 from panel.evals.scoring import grade_case
 from panel.evals.suite import Case
+from panel.evals.text import list_marker
 
 
 def check(check_type: str, response: str, *, loose: bool = False, **params: object) -> bool:
