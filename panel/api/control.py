@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from panel import __version__
 from panel.access.auth import actor_of, require_api_role
 from panel.engines.base import VLLM, EngineName
-from panel.engines.manager import EngineManager
+from panel.engines.manager import MAX_TTL_S, EngineManager
 from panel.models.library import engine_for_path
 from panel.services import services_of
 
@@ -28,14 +28,25 @@ def get_manager(request: Request) -> EngineManager:
 # --- request models ---------------------------------------------------------------------
 
 
-class LoadBody(BaseModel):
+class EstimateBody(BaseModel):
+    """A model and its load options: in `options`, or as fields beside `model_path`."""
+
     model_config = ConfigDict(extra="allow")
     model_path: str = Field(min_length=1, max_length=4096)
-    engine: EngineName | None = None
+    engine: EngineName | None = None  # none: the engine that loads this kind of path
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def engine_name(self) -> EngineName:
+        return self.engine or engine_for_path(self.model_path)
+
+    def load_options(self) -> dict[str, Any]:
+        return {**(self.model_extra or {}), **self.options}
+
+
+class LoadBody(EstimateBody):
     force: bool = False  # load even if the memory estimate says it does not fit
     pinned: bool = False  # never evicted to make room, never unloaded for idleness
-    ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)  # idle seconds before unload; 0 = never
+    ttl_s: float | None = Field(default=None, ge=0, le=MAX_TTL_S)  # idle seconds before unload; 0 = never
 
 
 class UnloadBody(BaseModel):
@@ -47,14 +58,7 @@ class PolicyBody(BaseModel):
     model: str = Field(min_length=1, max_length=400)
     engine: EngineName | None = None
     pinned: bool | None = None
-    ttl_s: float | None = Field(default=None, ge=0, le=30 * 86400)
-
-
-class EstimateBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model_path: str = Field(min_length=1, max_length=4096)
-    engine: EngineName | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: float | None = Field(default=None, ge=0, le=MAX_TTL_S)
 
 
 class SleepBody(BaseModel):
@@ -87,13 +91,11 @@ async def status(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/models/load", dependencies=[Depends(require_api_role("operator"))])
 async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
-    manager = get_manager(request)
-    options = {**(body.model_extra or {}), **body.options}
-    engine = body.engine or engine_for_path(body.model_path)
-    state = await manager.load(
+    engine = body.engine_name()
+    state = await get_manager(request).load(
         engine,
         body.model_path,
-        options,
+        body.load_options(),
         actor=actor_of(request),
         force=body.force,
         pinned=body.pinned,
@@ -118,8 +120,8 @@ async def model_policy(body: PolicyBody, request: Request) -> dict[str, Any]:
 async def estimate_model(body: EstimateBody, request: Request) -> dict[str, Any]:
     """What a load would need and whether it fits now, after evicting idle models, later or never."""
     manager = get_manager(request)
-    engine = body.engine or engine_for_path(body.model_path)
-    load = manager.validate_load(engine, body.model_path, {**(body.model_extra or {}), **body.options})
+    engine = body.engine_name()
+    load = manager.validate_load(engine, body.model_path, body.load_options())
     report = manager.fit(load)
     plan = report.plan
     return {

@@ -74,39 +74,20 @@ class EngineReply:
 
 @dataclass
 class Usage:
+    """An answer's token counts as the engine reported them."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int | None = None
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def to_openai(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
-        if self.cached_tokens is not None:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
-        return out
-
 
 @dataclass
 class TokenEvent:
-    """One step of a stream, stamped on the server with time.perf_counter() when it arrived.
-
-    `n_tokens` is how many generated tokens this event carries (0 for a usage-only or final event).
-    The last event of a stream has `finish_reason` set and, where the engine reports it, `usage`.
-    """
+    """One step of a stream, stamped on the server with time.perf_counter() when it arrived: `n_tokens` is how many
+    generated tokens it carries."""
 
     t: float
-    text: str = ""
-    reasoning: str = ""
     n_tokens: int = 0
-    finish_reason: str | None = None
-    usage: Usage | None = None
 
 
 # --- status -----------------------------------------------------------------------------
@@ -168,10 +149,6 @@ class Engine(Protocol):
 
     def validate_options(self, options: dict[str, Any]) -> EngineOptions:
         """The user's raw options checked and typed, or BadRequestError naming the bad one."""
-        ...
-
-    def model_kind(self) -> str:
-        """'gguf' (a single .gguf file) or 'hf' (a folder with config.json)."""
         ...
 
     async def load(self, request: LoadRequest) -> None: ...

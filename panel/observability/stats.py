@@ -25,8 +25,6 @@ class StreamStats:
             self.last_t = event.t
             self.tokens += event.n_tokens
             self.token_times.append(event.t)
-        if event.usage is not None:
-            self.usage = event.usage
 
     @property
     def completion_tokens(self) -> int:

@@ -12,6 +12,7 @@ from panel.engines.base import EngineState
 from panel.engines.manager import EngineManager
 from panel.errors import PanelError
 from panel.services import Services
+from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
 from panel.units import human_memory
 
@@ -57,7 +58,7 @@ def fit_line(manager: EngineManager, engine: str, path: str | None, options: dic
     return "Memory: " + manager.fit(request).summary()
 
 
-def build_residents(services: Services) -> dict[str, Any]:
+def build_residents(services: Services) -> None:
     manager = services.manager
     gr.Markdown("### Resident models")
     memory_md = gr.Markdown(memory_line(manager), elem_id="memory-line")
@@ -85,33 +86,31 @@ def build_residents(services: Services) -> dict[str, Any]:
         return next((r.engine for r in manager.residents() if r.name == name), None)
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_unload_click(name: str | None, request: gr.Request) -> str:
         engine = engine_of(name or "")
         if engine is None:
             return f"❌ {name or 'nothing'} is not resident; pick one from the list"
-        try:
-            await manager.unload(engine, actor=actor_of(request), model=name)
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        await manager.unload(engine, actor=actor_of(request), model=name)
         return f"unloaded **{name}** from {engine} and freed its memory"
 
     def policy(name: str | None, *, pinned: bool | None = None, ttl_s: float | None = None) -> str:
-        try:
-            row = manager.set_policy(name or "", pinned=pinned, ttl_s=ttl_s)
-        except PanelError as exc:
-            return f"❌ {exc.message}"
+        row = manager.set_policy(name or "", pinned=pinned, ttl_s=ttl_s)
         ttl_text = f"{row.ttl_s:.0f} s" if row.ttl_s else "never"
         return f"**{row.resident.name}**: {'pinned' if row.pinned else 'not pinned'}, idle TTL {ttl_text}"
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_pin_click(name: str | None, request: gr.Request) -> str:
         return policy(name, pinned=True)
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_unpin_click(name: str | None, request: gr.Request) -> str:
         return policy(name, pinned=False)
 
     @requires_role(services, "operator")
+    @shows_errors
     async def on_set_ttl_click(name: str | None, seconds: Any, request: gr.Request) -> str:
         try:
             value = float(seconds or 0)
@@ -129,4 +128,3 @@ def build_residents(services: Services) -> dict[str, Any]:
     unpin.click(on_unpin_click, [pick], message, concurrency_limit=None)
     set_ttl.click(on_set_ttl_click, [pick, ttl], message, concurrency_limit=None)
     gr.Timer(POLL_S).tick(on_timer_tick, [pick], [table, memory_md, pick], show_progress="hidden", queue=False)
-    return {"table": table, "memory": memory_md, "pick": pick, "message": message}
