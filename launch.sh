@@ -174,10 +174,11 @@ case "$cmd" in
   lint)
     setup
     ensure_test_tools
-    step "ruff check and ruff format --check"
+    step "ruff check, ruff format --check, mypy --strict (panel/engines, panel/api, panel/access: pyproject.toml)"
     cd "$REPO"
     "$VPY" -m ruff check panel tests scripts
-    exec "$VPY" -m ruff format --check panel tests scripts ;;
+    "$VPY" -m ruff format --check panel tests scripts
+    exec "$VPY" -m mypy ;;
   setup)
     setup ;;
   serve)

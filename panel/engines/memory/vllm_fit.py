@@ -114,7 +114,8 @@ def read_hf_shape(folder: Path, dtype: str = "auto") -> HfShape:
         raise ValueError(f"no readable config.json in {folder}: {exc}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} is not a JSON object")
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    text_config = config.get("text_config")
+    text: dict[str, Any] = text_config if isinstance(text_config, dict) else {}
 
     def get(key: str) -> Any:
         value = text.get(key)

@@ -253,7 +253,9 @@ class PeerClient:
         self.url = settings.peer_url.rstrip("/")
         self._key = settings.peer_key
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = PEER_TIMEOUT_S):
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = PEER_TIMEOUT_S
+    ) -> Any:
         try:
             async with httpx.AsyncClient(timeout=timeout) as client:
                 resp = await client.request(

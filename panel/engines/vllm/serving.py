@@ -87,9 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
     except ImportError:
-        from vllm.utils import FlexibleArgumentParser  # type: ignore[attr-defined,no-redef]
+        from vllm.utils import FlexibleArgumentParser
 
-    class _Raising(FlexibleArgumentParser):  # type: ignore[misc,valid-type]
+    class _Raising(FlexibleArgumentParser):  # type: ignore[misc]  # vLLM is read as Any (pyproject: mypy)
         def error(self, message: str) -> Any:
             raise ServeArgsError(message)
 
@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
             raise ServeArgsError(message or f"argument parsing stopped (status {status})")
 
     # allow_abbrev=False: "--middlewar" must not reach --middleware past the checks below
-    return make_arg_parser(_Raising(prog="vllm serve", add_help=False, allow_abbrev=False))
+    parser: argparse.ArgumentParser = make_arg_parser(_Raising(prog="vllm serve", add_help=False, allow_abbrev=False))
+    return parser
 
 
 def options_argv(options: dict[str, Any], parser: argparse.ArgumentParser) -> list[str]:
@@ -228,7 +229,7 @@ def _validate(args: argparse.Namespace) -> None:
 async def build_serving_app(llm: Any, args: argparse.Namespace) -> Any:
     """vLLM's FastAPI app with its state initialised over `llm` (what `vllm serve` does, without serving)."""
     try:
-        from vllm.entrypoints.launchers import build_app, init_app_state  # type: ignore[attr-defined]
+        from vllm.entrypoints.launchers import build_app, init_app_state
     except ImportError:
         try:
             from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -338,7 +339,8 @@ async def _next(queue: asyncio.Queue[Any]) -> dict[str, Any]:
         raise EngineFailure("vLLM's server ended the request without an answer")
     if isinstance(item, BaseException):
         raise item
-    return item
+    message: dict[str, Any] = item
+    return message
 
 
 async def _bodies(queue: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
