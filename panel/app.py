@@ -16,7 +16,7 @@ from panel.api import node
 from panel.bench import api as bench_api
 from panel.bench import share_api
 from panel.engines import default_engines
-from panel.engines.base import Engine
+from panel.engines.base import LLAMACPP, Engine
 from panel.errors import PanelError
 from panel.models import routes as model_routes
 from panel.observability import metrics
@@ -87,7 +87,7 @@ async def autoload_default(services: Services) -> None:
         log.warning("default model %s is missing; run ./launch.sh to install it (autoload skipped)", path)
         return
     try:
-        await services.manager.load("llamacpp", str(path), {}, actor="autoload")
-        log.info("default model loaded on llamacpp: %s", path.name)
+        await services.manager.load(LLAMACPP, str(path), {}, actor="autoload")
+        log.info("default model loaded on %s: %s", LLAMACPP, path.name)
     except PanelError as exc:
         log.error("autoload of %s failed: %s", path.name, exc.message)

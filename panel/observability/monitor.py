@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from panel.engines.base import VLLM
 from panel.engines.manager import EngineManager
 from panel.engines.procs import tree_rss_mib
 
@@ -241,7 +242,7 @@ def engine_memory(manager: EngineManager) -> list[EngineMemory]:
             if callable(kv):
                 with contextlib.suppress(Exception):
                     reading.kv_cache_usage = kv()
-            elif name == "vllm" and reading.model:
+            elif name == VLLM and reading.model:
                 reading.kv_cache_usage = vllm_kv_cache_usage()
             out.append(reading)
     return out

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+from panel.engines.base import VLLM
 from panel.engines.vllm.multinode import NodeHealth, PeerClient, local_health
 from panel.services import Services
 from panel.units import human_bytes
@@ -15,7 +16,7 @@ from panel.units import human_bytes
 async def node_healths(services: Services) -> list[NodeHealth]:
     settings = services.settings
     worker = services.node_worker
-    vllm = services.manager.get("vllm").status() if "vllm" in services.manager.engines else None
+    vllm = services.manager.get(VLLM).status() if VLLM in services.manager.engines else None
     model = vllm.model if vllm is not None else None  # is the head's vLLM model present on the worker?
     here = await asyncio.to_thread(local_health, settings, worker.status() if worker is not None else None, None)
     nodes = [here]
