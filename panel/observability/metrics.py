@@ -19,6 +19,7 @@ from panel.engines.base import EngineState
 from panel.engines.manager import EngineManager
 from panel.engines.records import LoadRecord
 from panel.observability.stats import StreamStats
+from panel.services import services_of
 
 log = logging.getLogger(__name__)
 
@@ -223,5 +224,5 @@ class _FoldedCollector:
 async def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    panel_metrics: PanelMetrics = request.app.state.services.metrics
+    panel_metrics: PanelMetrics = services_of(request).metrics
     return Response(await panel_metrics.render(), media_type=CONTENT_TYPE_LATEST)
