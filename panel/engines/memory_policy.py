@@ -13,6 +13,7 @@ from typing import Any
 
 from panel.engines.base import LLAMACPP, LoadRequest
 from panel.engines.gpu import GpuLock
+from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.memory import llama_fit, vllm_fit
 from panel.engines.memory.device import device_memory
 from panel.engines.memory.estimate import MemoryEstimate
@@ -52,7 +53,7 @@ class MemoryPolicy:
         try:
             if request.engine == LLAMACPP:
                 return llama_fit.estimate_llama(
-                    request.model_path, llama_fit.LlamaFitOptions.from_options(request.options.to_json())
+                    request.model_path, llama_fit.LlamaFitOptions.of(LlamaOptions.of(request.options))
                 )
             options = vllm_fit.VllmFitOptions.from_options(request.options.to_json())
             return vllm_fit.estimate_vllm(request.model_path, options, device_memory())
@@ -87,7 +88,7 @@ class MemoryPolicy:
         if plan.fits_ever or request.engine != LLAMACPP:
             return []
         try:
-            options = llama_fit.LlamaFitOptions.from_options(request.options.to_json())
+            options = llama_fit.LlamaFitOptions.of(LlamaOptions.of(request.options))
             return llama_fit.suggest_llama(request.model_path, options, plan.room_at_best)
         except Exception:
             return []

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.memory.device import DeviceMemory, device_memory
 from panel.engines.memory.llama_fit import (
     KV_TYPE_BYTES,
@@ -36,21 +37,23 @@ RSS_TOLERANCE = 0.20
 
 
 def test_cache_types_and_overrides_come_from_extra_args() -> None:
-    options = LlamaFitOptions.from_options(
-        {
-            "ctx_size": 4096,
-            "parallel": 2,
-            "n_gpu_layers": 0,
-            "extra_args": ["--cache-type-k", "q8_0", "-ctv=q4_0", "--ctx-size=8192", "-fa", "--jinja"],
-        }
+    options = LlamaFitOptions.of(
+        LlamaOptions(
+            ctx_size=4096,
+            parallel=2,
+            n_gpu_layers=0,
+            extra_args=("--cache-type-k", "q8_0", "-ctv=q4_0", "--ctx-size=8192", "-fa", "--jinja"),
+        )
     )
     assert (options.cache_type_k, options.cache_type_v) == ("q8_0", "q4_0")
     assert options.ctx_size == 8192  # extra_args come last on llama-server's argv, so they win
     assert (options.parallel, options.n_gpu_layers, options.flash_attn) == (2, 0, True)
 
-    plain = LlamaFitOptions.from_options({"ctx_size": 2048, "parallel": 1, "n_gpu_layers": 999, "extra_args": []})
+    plain = LlamaFitOptions.of(LlamaOptions(ctx_size=2048, parallel=1))
     assert (plain.ctx_size, plain.cache_type_k, plain.cache_type_v, plain.flash_attn) == (2048, "f16", "f16", False)
-    both = LlamaFitOptions.from_options({"ctx_size": 2048, "extra_args": ["-ctk", "Q8_0", "--flash-attn", "off"]})
+    both = LlamaFitOptions.of(
+        LlamaOptions(ctx_size=2048, parallel=1, extra_args=("-ctk", "Q8_0", "--flash-attn", "off"))
+    )
     assert (both.cache_type_k, both.cache_type_v, both.flash_attn) == ("q8_0", "f16", False)
 
 

@@ -34,9 +34,6 @@ class LlamaServerEngine:
 
     # --- Engine protocol: status ------------------------------------------------------
 
-    def model_kind(self) -> str:
-        return "gguf"
-
     def replaces_on_load(self) -> bool:
         return False
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.memory.device import DeviceMemory
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory.flags import as_int, flag_value, is_on, last_of
@@ -60,9 +61,9 @@ class LlamaFitOptions:
     kv_unified: bool = False  # llama-server leaves it off when --parallel is given, as the panel does
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> LlamaFitOptions:
-        """From the panel's validated llamacpp options; flags in extra_args win, as they come last on the argv."""
-        extra = [str(a) for a in options.get("extra_args") or []]
+    def of(cls, options: LlamaOptions) -> LlamaFitOptions:
+        """From llama.cpp's checked load options; flags in extra_args win, as they come last on the argv."""
+        extra = list(options.extra_args)
         ctx = flag_value(extra, "-c", "--ctx-size")
         parallel = flag_value(extra, "-np", "--parallel")
         ngl = flag_value(extra, "-ngl", "--n-gpu-layers", "--gpu-layers")
@@ -71,12 +72,12 @@ class LlamaFitOptions:
         ubatch = flag_value(extra, "-ub", "--ubatch-size")
         unified = last_of(extra, ("-kvu", "--kv-unified"), ("-no-kvu", "--no-kv-unified"))
         return cls(
-            ctx_size=as_int(ctx, as_int(options.get("ctx_size"), 0)),
-            parallel=max(1, as_int(parallel, as_int(options.get("parallel"), 1))),
+            ctx_size=as_int(ctx, options.ctx_size),
+            parallel=max(1, as_int(parallel, options.parallel)),
             cache_type_k=(flag_value(extra, "-ctk", "--cache-type-k") or "f16").lower(),
             cache_type_v=(flag_value(extra, "-ctv", "--cache-type-v") or "f16").lower(),
-            n_gpu_layers=as_int(ngl, as_int(options.get("n_gpu_layers"), 999)),
-            flash_attn=is_on(fa) if fa is not None else bool(options.get("flash_attn")),
+            n_gpu_layers=as_int(ngl, options.n_gpu_layers),
+            flash_attn=is_on(fa) if fa is not None else options.flash_attn,
             ubatch_size=max(1, min(as_int(ubatch, LLAMA_DEFAULT_UBATCH), as_int(batch, LLAMA_DEFAULT_BATCH))),
             kv_unified=bool(unified),
         )

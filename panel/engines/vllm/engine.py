@@ -94,9 +94,6 @@ class VllmEngine:
 
     # --- Engine protocol: status ------------------------------------------------------
 
-    def model_kind(self) -> str:
-        return "hf"
-
     def status(self) -> EngineStatus:
         self._notice_dead_engine()
         return EngineStatus(
