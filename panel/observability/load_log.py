@@ -8,12 +8,12 @@ import json
 import logging
 import sqlite3
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from panel.engines.records import LoadRecord
-from panel.observability.sqlite_log import create_table, insert_sql, transaction
+from panel.observability.sqlite_log import columns_of, create_table, insert_sql, transaction
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,7 @@ class LoadRow:
         return None if self.cached_fraction is None else self.cached_fraction >= 0.9
 
 
-COLUMNS = tuple(f.name for f in fields(LoadRow))
-_TYPES = {
-    "id": "TEXT PRIMARY KEY",
-    "time": "REAL",
-    "seconds": "REAL",
-    "ok": "INTEGER",
-    "cached_fraction": "REAL",
-    "estimate_bytes": "INTEGER",
-    "memory_bytes": "INTEGER",
-    "first_ttft_ms": "REAL",
-}
+COLUMNS = columns_of(LoadRow)
 MAX_ROWS = 10_000
 
 
@@ -82,7 +72,7 @@ class LoadLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        create_table(path, "loads", COLUMNS, _TYPES)
+        create_table(path, "loads", LoadRow, key="id")
 
     def record(self, record: LoadRecord) -> None:
         row = LoadRow.of(record)

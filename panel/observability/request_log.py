@@ -16,11 +16,11 @@ import queue
 import sqlite3
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from panel.api.tap import Outcome
-from panel.observability.sqlite_log import connect, create_table, insert_sql, transaction
+from panel.observability.sqlite_log import columns_of, connect, create_table, insert_sql, transaction
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,7 @@ class RequestRow:
         )
 
 
-COLUMNS = tuple(f.name for f in fields(RequestRow))
-_TYPES = {
-    "time": "REAL",
-    "status": "INTEGER",
-    "prompt_tokens": "INTEGER",
-    "completion_tokens": "INTEGER",
-    "cached_tokens": "INTEGER",
-    "ttft_ms": "REAL",
-    "tokens_per_s": "REAL",
-}
+COLUMNS = columns_of(RequestRow)
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,7 @@ class RequestLog:
     def __init__(self, path: Path, max_rows: int = 100_000) -> None:
         self.path = path
         self.max_rows = max(100, max_rows)
-        create_table(path, "requests", COLUMNS, _TYPES, first="id INTEGER PRIMARY KEY AUTOINCREMENT")
+        create_table(path, "requests", RequestRow, first="id INTEGER PRIMARY KEY AUTOINCREMENT")
         self._queue: queue.Queue[RequestRow | None] = queue.Queue()
         self._written = 0
         self._thread = threading.Thread(target=self._writer, name="panel-request-log", daemon=True)
