@@ -33,7 +33,7 @@ class JudgeUsed:
 
 
 @dataclass
-class QualitySample:
+class QualityAnswer:
     """The Japanese quality sample's answer, and a person's 1–3 rating of it once given."""
 
     prompt: str = ""
@@ -45,7 +45,7 @@ class QualitySample:
     rated_at: str | None = None
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> QualitySample:
+    def from_json(cls, raw: dict[str, Any]) -> QualityAnswer:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -70,7 +70,7 @@ class EvalRecord:
     summary: Summary | None = None
     cases_total: int | None = None  # the cases the run covers (a resumed run's kept ones included)
     cases: list[CaseResult] = field(default_factory=list)
-    quality_sample: QualitySample | None = None
+    quality_sample: QualityAnswer | None = None
     interrupted_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,7 +78,7 @@ class EvalRecord:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in {"extra", "interrupted_at"} and not value:
+            if f.name == "extra" or (f.name == "interrupted_at" and value is None):
                 continue
             if f.name == "cases":
                 value = [c.to_json() for c in value]
@@ -103,7 +103,7 @@ class EvalRecord:
                 judge=JudgeUsed.from_json(judge) if isinstance(judge, dict) else None,
                 summary=Summary.from_json(raw["summary"]),
                 cases=[CaseResult.from_json(c) for c in raw.get("cases") or []],
-                quality_sample=QualitySample.from_json(sample) if isinstance(sample, dict) and sample else None,
+                quality_sample=QualityAnswer.from_json(sample) if isinstance(sample, dict) and sample else None,
                 extra={k: v for k, v in raw.items() if k not in known},
             )
         except TypeError as exc:  # a field of the wrong shape

@@ -15,7 +15,7 @@ from panel.api.gateway import Gateway
 from panel.errors import BadRequestError, ConflictError, NotFoundError
 from panel.evals.backends import Backend, GatewayBackend, Identity, Sampling
 from panel.evals.judge import is_self_judging, judge_case
-from panel.evals.record import EvalRecord, JudgeUsed, QualitySample
+from panel.evals.record import EvalRecord, JudgeUsed, QualityAnswer
 from panel.evals.scoring import CaseResult, grade_case, summarize
 from panel.evals.suite import Case, Suite
 from panel.files import atomic_write_json, results_dir
@@ -149,17 +149,17 @@ async def _run_case(run: _Run, case: Case) -> CaseResult:
     return result
 
 
-async def _quality_sample(run: _Run) -> QualitySample:
+async def _quality_sample(run: _Run) -> QualityAnswer:
     sample = run.suite.quality_sample
     assert sample is not None
     cap = run.options.max_tokens_cap
     sampling = Sampling(max_tokens=min(sample.max_tokens, cap) if cap else sample.max_tokens)
     completion = await run.target.complete([{"role": "user", "content": sample.prompt}], sampling)
-    return QualitySample(sample.prompt, completion.text, completion.error, completion.completion_tokens)
+    return QualityAnswer(sample.prompt, completion.text, completion.error, completion.completion_tokens)
 
 
 def _result_record(
-    run: _Run, results: list[CaseResult], quality: QualitySample | None, started: float, status: str = "done"
+    run: _Run, results: list[CaseResult], quality: QualityAnswer | None, started: float, status: str = "done"
 ) -> EvalRecord:
     judge = None
     if run.judge_id is not None:
@@ -226,7 +226,7 @@ def recover_interrupted_evals(benchmarks_dir: Path) -> list[Path]:
     return found
 
 
-def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rater: str = "local") -> QualitySample:
+def rate_quality(benchmarks_dir: Path, result_path: str | Path, rating: int, rater: str = "local") -> QualityAnswer:
     """Store a person's 1–3 rating of the quality sample in the result file; the sample as rated."""
     if rating not in (1, 2, 3):
         raise BadRequestError(f"a quality rating is 1, 2 or 3, not {rating!r}")
