@@ -69,7 +69,7 @@ async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str
     # the same per-user count as the API (with users configured): a chat tab is not a way around the limit
     slots, held = services.generation_slots, False
     try:
-        if slots is not None and user:
+        if user:
             slots.acquire(user)
             held = True
         tap = await services.gateway.open(CHAT_PATH, ask.body(), who=who)
