@@ -73,8 +73,9 @@ def test_a_remote_endpoint_with_a_key_is_measured_and_the_key_kept_out(
     remote_llama: str, llama_server_bin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("bench-remote")
-    # a kept client ceiling of 40 tokens/s on this machine: any real run comes within half of it and is flagged
-    low = Ceiling(40.0, ((1, 40.0, 0.0),), socket.gethostname(), os.cpu_count() or 1, CLIENT_VERSION, "now")
+    # a kept client ceiling of 4 tokens/s on this machine: any real run, even on a loaded 2-core machine, comes within
+    # half of it and is flagged
+    low = Ceiling(4.0, ((1, 4.0, 0.0),), socket.gethostname(), os.cpu_count() or 1, CLIENT_VERSION, "now")
     (tmp / "ceiling.json").write_text(json.dumps(low.to_json()))
     env = {"LLAMA_SERVER_BIN": llama_server_bin, "PANEL_CLIENT_CEILING_FILE": str(tmp / "ceiling.json")}
     with run_panel(tmp, env) as panel:
@@ -110,8 +111,8 @@ def test_a_remote_endpoint_with_a_key_is_measured_and_the_key_kept_out(
         [parallel] = store.rows("parallel", ["remote-smol"])
         assert parallel["succeeded"] == 4 and parallel["total_tokens"] == 32
         record = next(r for r in store.runs("remote-smol") if r.status == "done" and "parallel" in r.suites)
-        assert (record.client_ceiling() or {})["tokens_per_s"] == 40.0
-        assert record.warnings and "40 tokens/s" in record.warnings[0]
+        assert (record.client_ceiling() or {})["tokens_per_s"] == 4.0
+        assert record.warnings and "(4 tokens/s)" in record.warnings[0]
         everything = b"".join(p.read_bytes() for p in tmp.rglob("*") if p.is_file())
         assert SECRET.encode() not in everything, "the key is in no result file and no log"
 
