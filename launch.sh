@@ -2,7 +2,8 @@
 # Set up everything the panel needs, then start it (or run the tests).
 #
 #   ./launch.sh [--host H] [--port P] [--share] [--no-autoload] [--insecure]   set up, then serve on :8080
-#   ./launch.sh test [pytest args]                                            set up (with test tools), run the tests
+#   ./launch.sh test [--under-load] [pytest args]                             set up (with test tools), run the tests
+#                                                      (--under-load: beside scripts/cpu_hog.py, every core kept busy)
 #   ./launch.sh setup                                                         set up only
 #
 # Re-running skips what is done. Heavy things are cached outside the checkout, keyed by version:
@@ -166,11 +167,22 @@ cmd="${1:-serve}"
 case "$cmd" in
   test)
     shift
+    under_load=0
+    if [ "${1:-}" = "--under-load" ]; then under_load=1; shift; fi
     setup
     ensure_test_tools
-    step "running the tests"
     cd "$REPO"
-    exec "$VPY" -m pytest "$@" ;;
+    if [ "$under_load" = 0 ]; then
+      step "running the tests"
+      exec "$VPY" -m pytest "$@"
+    fi
+    step "running the tests under load (scripts/cpu_hog.py keeps every core busy; PANEL_TEST_TIME_SCALE=${PANEL_TEST_TIME_SCALE:-1})"
+    "$VPY" scripts/cpu_hog.py &
+    hog=$!
+    trap 'kill "$hog" 2>/dev/null || true; wait "$hog" 2>/dev/null || true' EXIT
+    rc=0
+    "$VPY" -m pytest "$@" || rc=$?
+    exit "$rc" ;;
   lint)
     setup
     ensure_test_tools

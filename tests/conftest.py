@@ -22,7 +22,30 @@ from panel.settings import DEFAULT_MODEL_FILE, REPO_ROOT, Settings
 
 MODELS_DIR = REPO_ROOT / "models"
 CHROMIUM = os.environ.get("PANEL_CHROMIUM", "/usr/bin/chromium")
-SERVER_START_TIMEOUT_S = 120.0
+# One factor for every deadline the tests wait under (PANEL_TEST_TIME_SCALE=3 on a slow or loaded machine), so a
+# deadline is never tuned per test. Fixed product settings a test asserts on (a TTL it checks) are not scaled.
+TIME_SCALE = float(os.environ.get("PANEL_TEST_TIME_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A test deadline times PANEL_TEST_TIME_SCALE (also right for Playwright's milliseconds: scaled(30_000))."""
+    return seconds * TIME_SCALE
+
+
+SERVER_START_TIMEOUT_S = scaled(120.0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-timeout's limit (a test's own mark, else --timeout or the ini's) scaled like every other deadline."""
+    if TIME_SCALE == 1:
+        return
+    default = config.getoption("timeout", None) or config.getini("timeout")
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        args, kwargs = (mark.args, dict(mark.kwargs)) if mark else ((default,), {})
+        seconds = args[0] if args else kwargs.pop("timeout", None)
+        if seconds:  # 0 or none: no limit, nothing to scale
+            item.add_marker(pytest.mark.timeout(scaled(float(seconds)), *args[1:], **kwargs), append=False)
 
 
 def free_port() -> int:
@@ -55,7 +78,7 @@ def settings(tmp_path: Path, llama_server_bin: str) -> Settings:
             "data_dir": tmp_path / "data",
             "autoload": False,
             "llama_server_bin": llama_server_bin,
-            "load_timeout_s": 120.0,
+            "load_timeout_s": scaled(120.0),
             "stop_grace_s": 5.0,
             "llama_ctx_size": 2048,
             "llama_parallel": 2,
@@ -93,11 +116,11 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=scaled(30))
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=scaled(10))
 
 
 def _tail(log_path: Path) -> str:
@@ -114,7 +137,7 @@ def run_panel(
         **os.environ,
         "PANEL_BENCHMARKS_DIR": str(tmp / "benchmarks"),
         "PANEL_DATA_DIR": str(tmp / "data"),
-        "PANEL_LOAD_TIMEOUT_S": "120",
+        "PANEL_LOAD_TIMEOUT_S": str(scaled(120)),
         "PANEL_STOP_GRACE_S": "5",
         "PANEL_LLAMA_CTX_SIZE": "2048",
         "PANEL_LLAMA_PARALLEL": "4",
@@ -177,12 +200,27 @@ def browser() -> Iterator[object]:
                 "--disable-sync",
             ],
         )
-        yield browser
+        yield ScaledBrowser(browser)
         browser.close()
+
+
+class ScaledBrowser:
+    """The browser, whose new pages wait scaled(30 s) where a call names no timeout (Playwright's default is 30 s)."""
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+
+    def new_page(self, **kwargs: Any) -> Any:
+        page = self._browser.new_page(**kwargs)
+        page.set_default_timeout(scaled(30_000))
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
 
 
 def open_tab(page: Any, base_url: str, name: str) -> None:
     """Open the panel's UI in `page` and switch to the tab called `name`."""
     page.goto(base_url + "/")
-    page.get_by_role("tab", name=name).wait_for(timeout=30_000)
+    page.get_by_role("tab", name=name).wait_for(timeout=scaled(30_000))
     page.get_by_role("tab", name=name).click()

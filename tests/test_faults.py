@@ -29,7 +29,7 @@ from panel.bench.store import ResultStore
 from panel.files import safe_name
 from panel.settings import Settings
 from tests.bench.test_bench_e2e import wait_run
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -39,7 +39,7 @@ def load(panel: PanelProcess, headers: dict[str, str] | None = None) -> int:
         panel.base_url + "/v1/models/load",
         json={"engine": "llamacpp", "model_path": MODEL},
         headers=headers or {},
-        timeout=150,
+        timeout=scaled(150),
     )
     assert resp.status_code == 200, resp.text
     return int(resp.json()["state"]["pid"])
@@ -69,7 +69,7 @@ def pid_alive(pid: int) -> bool:
 def kill_panel(panel: PanelProcess) -> None:
     """kill -9 of the panel process only (not its group): its children must notice on their own."""
     panel.proc.send_signal(signal.SIGKILL)
-    panel.proc.wait(timeout=10)
+    panel.proc.wait(timeout=scaled(10))
 
 
 @pytest.mark.browser
@@ -84,7 +84,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
         body = {
             "suites": ["single_stream"],
             "lengths": [8, 12, 300, 400],
-            "settings": {"repeats": 1, "timeout_s": 120},
+            "settings": {"repeats": 1, "timeout_s": scaled(120)},
         }
         run_id = httpx.post(panel.base_url + "/v1/bench/runs", json=body, timeout=10).json()["id"]
         record_path = runs / f"{run_id}.json"
@@ -92,14 +92,15 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
         def two_points() -> bool:
             return len(json.loads(record_path.read_text())["tables"]["single_stream"]) >= 2
 
-        wait_for(two_points, 120, "two single-stream points written")
-        client = OpenAI(base_url=panel.base_url + "/v1", api_key="unused", timeout=60, max_retries=0)
+        wait_for(two_points, scaled(120), "two single-stream points written")
+        client = OpenAI(base_url=panel.base_url + "/v1", api_key="unused", timeout=scaled(60), max_retries=0)
         stream = client.chat.completions.create(
             model=MODEL,
             messages=[{"role": "user", "content": "Count from 1 to 1000, one number per line."}],
             max_tokens=2000,
             temperature=0,
             stream=True,
+            extra_body={"ignore_eos": True},  # still streaming when the panel is killed
         )
         got = [next(iter(stream)) for _ in range(3)]
         assert got
@@ -109,7 +110,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
             for _ in stream:
                 pass
         errored = time.monotonic() - killed
-        wait_for(lambda: not pid_alive(child), 15, "the llama-server child to die with the panel")
+        wait_for(lambda: not pid_alive(child), scaled(15), "the llama-server child to die with the panel")
         orphan_s = time.monotonic() - killed
         print(f"FIGURE panel killed mid-stream: client error after {errored:.2f} s; child gone after {orphan_s:.2f} s")
         assert errored < 10
@@ -121,7 +122,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
         load(panel)
         page = browser.new_page()
         try:
-            page.goto(panel.base_url + "/", timeout=60_000)
+            page.goto(panel.base_url + "/", timeout=scaled(60_000))
             page.get_by_role("tab", name="Benchmarks").click()
             page.locator("#eval-cap input").fill("12")
             page.locator("#eval-cap input").press("Tab")
@@ -133,7 +134,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
                         return path
                 return None
 
-            eval_path = wait_for(eval_file, 120, "two evaluation cases written")
+            eval_path = wait_for(eval_file, scaled(120), "two evaluation cases written")
             kill_panel(panel)
         finally:
             page.close()
@@ -158,19 +159,21 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
         load(panel)
         page = browser.new_page()
         try:
-            page.goto(panel.base_url + "/", timeout=60_000)
+            page.goto(panel.base_url + "/", timeout=scaled(60_000))
             page.get_by_role("tab", name="Results").click()
             listing = page.locator("#results-interrupted-list")
-            listing.get_by_text("benchmark", exact=False).first.wait_for(timeout=30_000)
+            listing.get_by_text("benchmark", exact=False).first.wait_for(timeout=scaled(30_000))
             assert "evaluation" in listing.inner_text() and "interrupted" in listing.inner_text()
             problems = page.locator("#results-problems").inner_text()
             assert "x.json" in problems and "single_stream.csv" in problems, problems
-            page.locator("#results-single_stream .js-plotly-plot").wait_for(timeout=30_000)
+            page.locator("#results-single_stream .js-plotly-plot").wait_for(timeout=scaled(30_000))
 
             page.locator("#results-resume-pick input").click()
             page.get_by_role("option", name=f"benchmark · {MODEL}", exact=False).first.click()
             page.locator("#results-resume").click()
-            page.locator("#results-resume-message").get_by_text("resuming", exact=False).wait_for(timeout=30_000)
+            page.locator("#results-resume-message").get_by_text("resuming", exact=False).wait_for(
+                timeout=scaled(30_000)
+            )
             state = wait_run(panel, httpx.get(panel.base_url + "/v1/bench/runs", timeout=10).json()["runs"][0]["id"])
             assert state["status"] == "done", state
             done = json.loads(record_path.read_text())
@@ -184,7 +187,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
             page.locator("#results-resume-pick input").click()
             page.get_by_role("option", name="evaluation", exact=False).first.click()
             page.locator("#results-resume").click()
-            page.locator("#results-resume-message").get_by_text("saved", exact=False).wait_for(timeout=240_000)
+            page.locator("#results-resume-message").get_by_text("saved", exact=False).wait_for(timeout=scaled(240_000))
         finally:
             page.close()
         after = json.loads(eval_path.read_text())
@@ -282,7 +285,7 @@ def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(tmp_path: Pat
             "suites": ["single_stream", "parallel"],
             "lengths": [16],
             "concurrencies": [4],
-            "settings": {"repeats": 2, "requests_per_stream": 2, "parallel_tokens": 16, "timeout_s": 300},
+            "settings": {"repeats": 2, "requests_per_stream": 2, "parallel_tokens": 16, "timeout_s": scaled(300)},
         }
         started = httpx.post(
             panel.base_url + "/v1/bench/runs", json=body, timeout=10, headers={"Authorization": f"Bearer {admin}"}
@@ -292,7 +295,7 @@ def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(tmp_path: Pat
         async def chat(token: str) -> tuple[bool, int, str]:
             from openai import AsyncOpenAI
 
-            client = AsyncOpenAI(base_url=panel.base_url + "/v1", api_key=token, timeout=300, max_retries=0)
+            client = AsyncOpenAI(base_url=panel.base_url + "/v1", api_key=token, timeout=scaled(300), max_retries=0)
             try:
                 stream = await client.chat.completions.create(
                     model=MODEL,
@@ -317,7 +320,7 @@ def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(tmp_path: Pat
 
         began = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # its own thread: a browser fixture may hold a loop
-            answers = pool.submit(asyncio.run, everyone()).result(timeout=600)
+            answers = pool.submit(asyncio.run, everyone()).result(timeout=scaled(600))
         wall = time.monotonic() - began
         failed = [a for a in answers if not a[0]]
         assert not failed, failed[:3]
@@ -329,7 +332,7 @@ def test_sixty_four_chat_users_and_a_benchmark_with_nothing_failed(tmp_path: Pat
                 (s := httpx.get(url, headers=admin_headers, timeout=10).json())["status"] not in {"queued", "running"}
                 and s
             ),
-            600,
+            scaled(600),
             "the benchmark to finish",
         )
         assert state["status"] == "done" and state["progress"]["requests_failed"] == 0, state

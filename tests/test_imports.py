@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 from panel.settings import REPO_ROOT
+from tests.conftest import scaled
 
 
 def _modules_after(code: str) -> set[str]:
     probe = code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=scaled(120), check=True
     )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 

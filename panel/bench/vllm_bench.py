@@ -32,6 +32,17 @@ class ClosedLoopWorkload:
 
 
 @dataclass(frozen=True)
+class SameTimings:
+    """The panel's parallel-suite figures computed from vLLM's saved per-request timings of one run."""
+
+    tokens_per_s: float  # output tokens over the span from the first request sent to the last token received
+    median_ttft_ms: float
+    median_tpot_ms: float
+    output_tokens: int
+    span_s: float
+
+
+@dataclass(frozen=True)
 class VllmBenchResult:
     output_tokens_per_s: float
     median_ttft_ms: float
@@ -40,19 +51,21 @@ class VllmBenchResult:
     total_output_tokens: int
     duration_s: float
     errors: tuple[str, ...] = ()  # what the failed requests said
-    # the panel's own definitions applied to vLLM's per-request timings of this very run (--save-detailed):
-    # (output tokens/s, median TTFT ms, median TPOT ms) — the same requests, so only the definitions differ
-    panel_same_timings: tuple[float, float, float] | None = None
+    # the panel's own definitions applied to vLLM's per-request timings of this very run (--save-detailed): the same
+    # requests, so only the definitions differ
+    panel_same_timings: SameTimings | None = None
 
     def definition_ratios(self) -> dict[str, float] | None:
-        """panel-definition / vLLM-definition on identical timings (1.0 = the definitions agree)."""
-        if self.panel_same_timings is None:
+        """panel-definition / vLLM-definition on identical timings (1.0 = the definitions agree). Output tokens/s is
+        compared over the same duration (vLLM's includes its own set-up before the first request), so it says
+        whether both count the same tokens; TTFT and TPOT are the same numbers when the definitions agree."""
+        same = self.panel_same_timings
+        if same is None:
             return None
-        tps, ttft, tpot = self.panel_same_timings
         return {
-            "output_tokens_per_s": tps / self.output_tokens_per_s,
-            "median_ttft": ttft / self.median_ttft_ms,
-            "median_tpot": tpot / self.median_tpot_ms,
+            "output_tokens_per_s": same.output_tokens / self.duration_s / self.output_tokens_per_s,
+            "median_ttft": same.median_ttft_ms / self.median_ttft_ms,
+            "median_tpot": same.median_tpot_ms / self.median_tpot_ms,
         }
 
 
@@ -88,6 +101,22 @@ def _child(extra: list[str], bench: list[str], api_key: str | None, timeout_s: f
         raise RuntimeError(f"vllm bench serve failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
 
 
+def bench_once(
+    base_url: str,
+    model: str,
+    tokenizer: str,
+    workload: ClosedLoopWorkload,
+    prompts: list[str],
+    api_key: str | None = None,
+    timeout_s: float = 900.0,
+) -> VllmBenchResult:
+    """One run of `vllm bench serve` on the workload with exactly these prompts, in a child process; its result
+    carries the panel's figures computed from the same saved per-request timings."""
+    with tempfile.TemporaryDirectory(prefix="panel-vllm-bench-") as tmp:
+        _child([], _bench_argv(base_url, model, tokenizer, workload, Path(tmp), prompts), api_key, timeout_s)
+        return _result(Path(tmp) / "result.json")
+
+
 def crosscheck(
     base_url: str,
     model: str,
@@ -115,7 +144,7 @@ def crosscheck(
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:
     same = raw.get("panel_same_timings")
-    return {**raw, "errors": tuple(raw["errors"]), "panel_same_timings": tuple(same) if same else None}
+    return {**raw, "errors": tuple(raw["errors"]), "panel_same_timings": SameTimings(**same) if same else None}
 
 
 def _result(path: Path) -> VllmBenchResult:
@@ -132,7 +161,7 @@ def _result(path: Path) -> VllmBenchResult:
     )
 
 
-def panel_figures_on(data: dict[str, Any]) -> tuple[float, float, float] | None:
+def panel_figures_on(data: dict[str, Any]) -> SameTimings | None:
     """The panel's parallel-suite figures computed from vLLM's saved per-request timings (start time, TTFT, each
     inter-token latency, output length): each request becomes the RequestResult the panel's client would have
     recorded, then the same functions the suite uses give output tokens/s and median TTFT and TPOT."""
@@ -153,9 +182,9 @@ def panel_figures_on(data: dict[str, Any]) -> tuple[float, float, float] | None:
             RequestResult(success=True, send_t=start, chunk_times=times, done_t=times[-1], completion_tokens=n)
         )
     fig, dist = metrics.parallel(results), metrics.latency(results)
-    if fig.total_tps is None or dist["ttft"].p50_ms is None or dist["tpot"].p50_ms is None:
+    if fig.total_tps is None or fig.wall_s is None or dist["ttft"].p50_ms is None or dist["tpot"].p50_ms is None:
         return None
-    return fig.total_tps, dist["ttft"].p50_ms, dist["tpot"].p50_ms
+    return SameTimings(fig.total_tps, dist["ttft"].p50_ms, dist["tpot"].p50_ms, fig.total_tokens, fig.wall_s)
 
 
 @dataclass(frozen=True)
@@ -253,12 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     key = os.environ.get("OPENAI_API_KEY")
 
     def vllm_round() -> VllmBenchResult:
-        for _ in range(4):  # its aiohttp client can lose a request to a keep-alive the server closed: again
-            bench_main(parser.parse_args(args))  # afresh: a run changes the Namespace it is given
-            result = _result(result_path)
-            if result.completed == workload.requests:
-                break
-        return result
+        bench_main(parser.parse_args(args))  # afresh: a run changes the Namespace it is given
+        return _result(result_path)
 
     def panel_round() -> tuple[float, float, float]:
         run = panel_closed_loop(spec["base_url"], spec["model"], workload, spec["engine"], key, spec["prompts"])

@@ -31,7 +31,7 @@ from panel.access.auth import (
 from panel.api.paths import FORWARDED_PATHS
 from panel.app import create_app
 from panel.settings import REPO_ROOT, Settings
-from tests.conftest import run_panel
+from tests.conftest import run_panel, scaled
 
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "operator", "admin")
@@ -263,7 +263,7 @@ def _serve(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
 
@@ -289,7 +289,7 @@ def _cli(args: list[str], data_dir: Path, stdin: str = "") -> subprocess.Complet
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
 
@@ -344,13 +344,13 @@ def test_real_server_roles_load_and_chat(secured_panel, embedded_model: Path) ->
     assert refused.status_code == 403
     assert httpx.post(url + "/v1/models/load", json=load, timeout=30).status_code == 401
     loaded = httpx.post(
-        url + "/v1/models/load", json=load, timeout=150, headers={"Authorization": f"Bearer {keys['operator']}"}
+        url + "/v1/models/load", json=load, timeout=scaled(150), headers={"Authorization": f"Bearer {keys['operator']}"}
     )
     assert loaded.status_code == 200, loaded.text
     chat = httpx.post(
         url + "/v1/chat/completions",
-        json={**CHAT, "max_tokens": 8},
-        timeout=60,
+        json={**CHAT, "max_tokens": 8, "ignore_eos": True},
+        timeout=scaled(60),
         headers={"Authorization": f"Bearer {keys['viewer']}"},
     )
     assert chat.status_code == 200, chat.text
@@ -369,7 +369,7 @@ def test_browser_viewer_sees_no_controls_and_is_refused_operator_loads(secured_p
     page = browser.new_page()
     try:
         _login(page, panel.base_url, "vie")
-        page.get_by_text("signed in as").first.wait_for(timeout=30_000)
+        page.get_by_text("signed in as").first.wait_for(timeout=scaled(30_000))
         assert "(viewer)" in page.locator("#panel-whoami").inner_text()
         page.get_by_role("tab", name="Engines").click()
         assert page.locator("#llama-load").count() == 0 or not page.locator("#llama-load").is_visible()
@@ -390,7 +390,7 @@ def test_browser_viewer_sees_no_controls_and_is_refused_operator_loads(secured_p
         _login(page, panel.base_url, "ope")
         page.get_by_role("tab", name="Engines").click()
         page.locator("#llama-load").click()
-        page.get_by_text("loaded SmolLM2-135M-Instruct.Q4_1.gguf on llama.cpp").wait_for(timeout=90_000)
+        page.get_by_text("loaded SmolLM2-135M-Instruct.Q4_1.gguf on llama.cpp").wait_for(timeout=scaled(90_000))
         assert page.get_by_role("tab", name="Admin").count() == 0
     finally:
         page.close()
@@ -401,7 +401,7 @@ def _login(page: Any, base_url: str, username: str) -> None:
     page.get_by_label("username").fill(username)
     page.get_by_label("password").fill(PASSWORD)
     page.get_by_role("button", name="Login").click()
-    page.get_by_role("tab", name="Engines").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Engines").wait_for(timeout=scaled(30_000))
 
 
 @pytest.mark.browser
@@ -411,19 +411,19 @@ def test_browser_admin_makes_and_revokes_a_key_and_sees_the_monitor(secured_pane
     try:
         _login(page, panel.base_url, "adm")
         page.get_by_role("tab", name="Monitor").click()
-        page.locator("#monitor-summary").get_by_text("cores").wait_for(timeout=30_000)
+        page.locator("#monitor-summary").get_by_text("cores").wait_for(timeout=scaled(30_000))
         assert "source:" in page.locator("#monitor-summary").inner_text()
         page.get_by_role("tab", name="Admin").click()
         page.locator("#admin-key-name input, #admin-key-name textarea").first.fill("from-the-ui")
         page.locator("#admin-key-create").click()
-        page.locator("#admin-message").get_by_text("pnl_").wait_for(timeout=30_000)
+        page.locator("#admin-message").get_by_text("pnl_").wait_for(timeout=scaled(30_000))
         token = re.search(r"pnl_[0-9a-f]{8}_[A-Za-z0-9_-]+", page.locator("#admin-message").inner_text()).group(0)
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).status_code == 200
-        page.locator("#admin-audit").get_by_text("key_create").first.wait_for(timeout=30_000)
+        page.locator("#admin-audit").get_by_text("key_create").first.wait_for(timeout=scaled(30_000))
         page.locator("#admin-key-id input, #admin-key-id textarea").first.fill(token.split("_")[1])
         page.locator("#admin-key-revoke").click()
-        page.locator("#admin-message").get_by_text("revoked").wait_for(timeout=30_000)
+        page.locator("#admin-message").get_by_text("revoked").wait_for(timeout=scaled(30_000))
         assert httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).status_code == 401
     finally:
         page.close()
@@ -473,7 +473,7 @@ def test_the_chat_tab_shares_the_per_user_generation_limit(secured_panel) -> Non
     load = {"model_path": "SmolLM2-135M-Instruct.Q4_1.gguf", "engine": "llamacpp"}
     headers = {"Authorization": f"Bearer {keys['operator']}"}
     if httpx.get(panel.base_url + "/v1/status", headers=headers, timeout=10).json()["llamacpp"]["status"] != "loaded":
-        loaded = httpx.post(panel.base_url + "/v1/models/load", json=load, headers=headers, timeout=150)
+        loaded = httpx.post(panel.base_url + "/v1/models/load", json=load, headers=headers, timeout=scaled(150))
         assert loaded.status_code == 200, loaded.text
     client = Client(panel.base_url + "/", auth=("vie", PASSWORD), verbose=False)
 
@@ -482,11 +482,11 @@ def test_the_chat_tab_shares_the_per_user_generation_limit(secured_panel) -> Non
         return client.submit(prompt, [], "auto", "", tokens, 0.0, 0.95, api_name="/on_send_submit")  # no State input
 
     long = [chat(1500), chat(1500)]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while not all(any("streaming" in str(out[-1]) for out in job.outputs()) for job in long):
         assert time.monotonic() < deadline, [job.outputs()[-1:] for job in long]
         time.sleep(0.2)
-    third = chat(8).result(timeout=60)
+    third = chat(8).result(timeout=scaled(60))
     assert "already has 2 generations running" in str(third[-1]), third[-1]
     for job in long:
         job.cancel()

@@ -17,7 +17,7 @@ from panel.access.auth import build_auth
 from panel.access.limits import GenerationSlots, check_max_tokens, floor_role
 from panel.errors import RateLimitError
 from panel.settings import Settings
-from tests.conftest import run_panel
+from tests.conftest import run_panel, scaled
 
 BODY_LIMIT = 4096
 TOKENS_LIMIT = 1500
@@ -95,7 +95,7 @@ def limited_panel(
             panel.base_url + "/v1/models/load",
             json={"model_path": embedded_model.name},
             headers=_auth(keys["ops"]),
-            timeout=150,
+            timeout=scaled(150),
         )
         assert r.status_code == 200, r.text
         yield panel, keys
@@ -130,7 +130,9 @@ def test_oversized_bodies_get_413(limited_panel) -> None:
         headers={**_auth(keys["alice"]), "Content-Type": "application/json"},
     )
     assert r.status_code == 413, r.text
-    ok = httpx.post(panel.base_url + "/v1/chat/completions", json=_chat(4), headers=_auth(keys["alice"]), timeout=60)
+    ok = httpx.post(
+        panel.base_url + "/v1/chat/completions", json=_chat(4), headers=_auth(keys["alice"]), timeout=scaled(60)
+    )
     assert ok.status_code == 200, ok.text
 
 
@@ -148,7 +150,7 @@ def test_concurrent_generations_per_user_get_429(limited_panel) -> None:
     url = panel.base_url + "/v1/chat/completions"
     long_stream = _chat(TOKENS_LIMIT, stream=True, ignore_eos=True)
     with (
-        httpx.Client(timeout=60) as first,
+        httpx.Client(timeout=scaled(60)) as first,
         first.stream("POST", url, json=long_stream, headers=_auth(keys["alice"])) as stream,
     ):
         assert stream.status_code == 200
@@ -158,12 +160,12 @@ def test_concurrent_generations_per_user_get_429(limited_panel) -> None:
         assert second.status_code == 429, f"{second.text}\nfirst stream: {list(itertools.islice(lines, 8))}"
         assert second.json()["error"]["type"] == "rate_limit_error"
         assert "limit is 1 per user" in second.json()["error"]["message"]
-        other_user = httpx.post(url, json=_chat(4), headers=_auth(keys["bob"]), timeout=60)
+        other_user = httpx.post(url, json=_chat(4), headers=_auth(keys["bob"]), timeout=scaled(60))
         assert other_user.status_code == 200, other_user.text
     # alice went away mid-stream: her slot comes back (the server notices the disconnect)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while True:
-        again = httpx.post(url, json=_chat(4), headers=_auth(keys["alice"]), timeout=60)
+        again = httpx.post(url, json=_chat(4), headers=_auth(keys["alice"]), timeout=scaled(60))
         if again.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -15,7 +15,7 @@ import pytest
 
 from panel.access.throttle import Throttle
 from tests.access.test_auth import PASSWORD, users_env
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 
 
 class Clock:
@@ -73,11 +73,12 @@ def test_wrong_passwords_back_off_per_user_with_retry_after_and_a_success_resets
     assert locked.status_code == 429 and locked.headers["retry-after"] == "1", "even the right password waits"
     assert "try again" in locked.json()["detail"].lower()
     while (answer := login(guarded, "adm", PASSWORD, "198.51.100.99")).status_code == 429:
-        assert time.monotonic() - started < 5, "the 1 s lock did not end"
+        assert int(answer.headers["retry-after"]) <= 1, "the lock does not grow while nobody guesses"
+        assert time.monotonic() - started < scaled(10), "the 1 s lock did not end"
         time.sleep(0.1)
     waited = time.monotonic() - started
     print(f"FIGURE login back-off: locked after 4 wrong passwords, right password accepted after {waited:.2f} s")
-    assert answer.status_code == 200 and 0.5 <= waited <= 3.0
+    assert answer.status_code == 200
     # reset by that success: three free failures again
     assert [login(guarded, "adm", "nope", "198.51.100.7").status_code for _ in range(3)] == [400, 400, 400]
     entries = audit(guarded)
@@ -104,7 +105,25 @@ def test_unknown_users_get_the_same_answers_as_real_ones(guarded: PanelProcess) 
     ghost, ghost_s = sequence("nobody-here", "192.0.2.11")
     print(f"FIGURE login answer time: real user {real_s * 1000:.0f} ms, unknown user {ghost_s * 1000:.0f} ms")
     assert real == ghost == [400, 400, 400, 400, 429]
-    assert ghost_s < 3 * real_s + 0.05, "an unknown name is checked against a decoy hash of the same cost"
+
+
+def test_an_unknown_name_is_checked_against_a_decoy_of_the_users_own_bcrypt_cost(tmp_path: Path) -> None:
+    """What makes an unknown name cost the same time as a real one, without timing it (a loaded machine would move
+    the times): the hash an unknown name is checked against has the users' bcrypt cost, and checking it is the
+    same refusal."""
+    import bcrypt
+
+    from panel.access.auth import Auth, User
+
+    cost = 5
+    user = User(
+        name="vie", role="viewer", password_hash=bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(cost)).decode()
+    )
+    auth = Auth({"vie": user}, tmp_path / "keys.json")
+    decoy = auth._decoy
+    assert decoy.startswith(f"$2b$0{cost}$") and decoy != user.password_hash
+    assert not auth.check_password("nobody", PASSWORD) and not auth.check_password("vie", "x")
+    assert auth.check_password("vie", PASSWORD)
 
 
 def test_one_address_spraying_user_names_is_throttled_as_an_address(guarded: PanelProcess) -> None:

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 from openai import OpenAI
 
-TIMEOUT = httpx.Timeout(120.0)
+from tests.conftest import scaled
+
+TIMEOUT = httpx.Timeout(scaled(120.0))
 
 
 def _post(base: str, path: str, body: dict) -> httpx.Response:
@@ -26,7 +28,7 @@ def _load(base: str, model: Path, **options) -> httpx.Response:
     return _post(base, "/v1/models/load", {"engine": "llamacpp", "model_path": str(model), **options})
 
 
-def _wait_for(predicate, timeout_s: float = 30.0, what: str = "condition") -> None:
+def _wait_for(predicate, timeout_s: float = scaled(30.0), what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -64,12 +66,13 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
     # the rest of the library is listed as loadable: a request naming one loads it
     assert all(m.get("loadable") for m in models["data"] if not m["resident"])
 
-    client = OpenAI(base_url=base + "/v1", api_key="unused", timeout=120)
+    client = OpenAI(base_url=base + "/v1", api_key="unused", timeout=scaled(120))
     reply = client.chat.completions.create(
         model=embedded_model.name,
         max_tokens=24,
         temperature=0,
         messages=[{"role": "user", "content": "What is the capital of France?"}],
+        extra_body={"ignore_eos": True},
     )
     assert reply.choices[0].message.content.strip()
     assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0
@@ -78,7 +81,7 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
         base + "/v1/chat/completions",
         json={"model": embedded_model.name, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
         headers={"Origin": "https://evil.example"},
-        timeout=60,
+        timeout=scaled(60),
     )
     assert from_page.status_code == 200
     assert not [h for h in from_page.headers if h.lower().startswith("access-control-")], from_page.headers
@@ -92,6 +95,7 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
         stream=True,
         stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "Count from one to ten."}],
+        extra_body={"ignore_eos": True},
     )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -101,7 +105,9 @@ def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_mode
     assert len(pieces) > 3, "a stream arrives in several pieces"
     assert usage is not None and usage.completion_tokens >= len(pieces) - 1
 
-    completion = client.completions.create(model=embedded_model.name, prompt="The sky is", max_tokens=8)
+    completion = client.completions.create(
+        model=embedded_model.name, prompt="The sky is", max_tokens=8, extra_body={"ignore_eos": True}
+    )
     assert completion.choices[0].text and completion.usage.completion_tokens == 8
 
     resp = _post(base, "/v1/models/unload", {"engine": "llamacpp"})
@@ -144,7 +150,8 @@ def test_child_killed_becomes_error_then_reload_works(panel_server, embedded_mod
 
     assert _load(base, embedded_model).status_code == 200
     assert _status(base)["llamacpp"]["status"] == "loaded"
-    reply = _post(base, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    hi = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "ignore_eos": True}
+    reply = _post(base, "/v1/chat/completions", hi)
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0
 
 
@@ -232,7 +239,7 @@ def test_second_load_while_one_runs_is_refused(panel_server, embedded_model) -> 
     for _ in range(5):  # the load must still be running when the second request lands
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             first = pool.submit(_load, base, embedded_model)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + scaled(30)
             while time.monotonic() < deadline and not first.done():
                 if _status(base)["llamacpp"]["status"] == "loading":
                     refused = _load(base, embedded_model)
@@ -269,7 +276,7 @@ def test_panel_killed_takes_its_llama_server_with_it(tmp_path, embedded_model, l
         assert st["status"] == "loaded", (st, panel.log()[-2000:])
         child = _status(panel.base_url)["llamacpp"]["pid"]
         os.kill(panel.proc.pid, signal.SIGKILL)
-        panel.proc.wait(timeout=10)
+        panel.proc.wait(timeout=scaled(10))
 
         def child_gone() -> bool:
             try:
@@ -278,4 +285,4 @@ def test_panel_killed_takes_its_llama_server_with_it(tmp_path, embedded_model, l
                 return True
             return False
 
-        _wait_for(child_gone, 15, "llama-server to exit after the panel was killed")
+        _wait_for(child_gone, scaled(15), "llama-server to exit after the panel was killed")

@@ -24,7 +24,7 @@ from openai import OpenAI
 
 from panel.background import Background
 from panel.settings import Settings
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, scaled
 
 pytestmark = pytest.mark.vllm
 
@@ -55,12 +55,12 @@ class Stack:
 
     def client(self, engine: str, via: str) -> OpenAI:
         base = self.panel if via == "panel" else self.direct[engine]
-        return OpenAI(base_url=base + "/v1", api_key=self.key(engine, via), timeout=180, max_retries=0)
+        return OpenAI(base_url=base + "/v1", api_key=self.key(engine, via), timeout=scaled(180), max_retries=0)
 
     def post(self, engine: str, via: str, path: str, body: dict[str, Any]) -> httpx.Response:
         base = self.panel if via == "panel" else self.direct[engine]
         return httpx.post(
-            base + path, json=body, timeout=180, headers={"Authorization": f"Bearer {self.key(engine, via)}"}
+            base + path, json=body, timeout=scaled(180), headers={"Authorization": f"Bearer {self.key(engine, via)}"}
         )
 
     def key(self, engine: str, via: str) -> str:
@@ -83,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> It
             "data_dir": tmp / "data",
             "autoload": False,
             "llama_server_bin": llama_server_bin,
-            "load_timeout_s": 400.0,
+            "load_timeout_s": scaled(400.0),
             "stop_grace_s": 5.0,
         },
         env={},
@@ -99,7 +99,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> It
             "parallel": 2,
             "extra_args": ["--chat-template-file", str(TEMPLATE)],
         }
-        resp = httpx.post(panel + "/v1/models/load", json=llama, timeout=180)
+        resp = httpx.post(panel + "/v1/models/load", json=llama, timeout=scaled(180))
         assert resp.status_code == 200, resp.text
         vllm = {
             "engine": "vllm",
@@ -108,7 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> It
             "extra_args": "--enable-auto-tool-choice --tool-call-parser hermes --enable-prefix-caching "
             f"--enable-prompt-tokens-details --chat-template {TEMPLATE}",
         }
-        resp = httpx.post(panel + "/v1/models/load", json=vllm, timeout=450)
+        resp = httpx.post(panel + "/v1/models/load", json=vllm, timeout=scaled(450))
         assert resp.status_code == 200, resp.text
         manager = app.state.manager
         direct = {
@@ -260,7 +260,7 @@ def test_sampling_fields_mean_the_same(stack: Stack, engine: str) -> None:
         return answers[1]
 
     def logprobs() -> None:
-        out = same(max_tokens=5, temperature=0, logprobs=True, top_logprobs=2)
+        out = same(max_tokens=5, temperature=0, logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True})
         tokens = out["choices"][0]["logprobs"]
         assert len(tokens) == 5 and all(len(top) == 2 for _, top in tokens)
 
@@ -270,7 +270,7 @@ def test_sampling_fields_mean_the_same(stack: Stack, engine: str) -> None:
         assert choice["finish_reason"] == "stop" and "." not in choice["content"]
 
     def max_completion_tokens() -> None:
-        out = same(max_completion_tokens=6, temperature=0)
+        out = same(max_completion_tokens=6, temperature=0, extra_body={"ignore_eos": True})
         assert out["completion_tokens"] == 6 and out["choices"][0]["finish_reason"] == "length"
 
     def json_schema() -> None:
@@ -290,7 +290,7 @@ def test_sampling_fields_mean_the_same(stack: Stack, engine: str) -> None:
     def n_two() -> None:
         for via in ("direct", "panel"):
             reply = stack.client(engine, via).chat.completions.create(
-                model=model, messages=ASK, max_tokens=8, temperature=0.9, seed=7, n=2
+                model=model, messages=ASK, max_tokens=8, temperature=0.9, seed=7, n=2, extra_body={"ignore_eos": True}
             )
             assert sorted(c.index for c in reply.choices) == [0, 1] and all(c.message.content for c in reply.choices)
 
@@ -412,7 +412,7 @@ def test_embeddings_on_a_llama_server_started_with_embeddings(stack: Stack) -> N
         "extra_args": ["--embeddings", "--pooling", "mean"],
         "ctx_size": 2048,
     }
-    resp = httpx.post(stack.panel + "/v1/models/load", json=body, timeout=180)
+    resp = httpx.post(stack.panel + "/v1/models/load", json=body, timeout=scaled(180))
     assert resp.status_code == 200, resp.text
     stack.direct["llamacpp"] = stack.app.state.manager.get("llamacpp").base_url
 
@@ -431,7 +431,7 @@ def test_child_dying_mid_stream_ends_the_stream_with_an_error(stack: Stack) -> N
     def check() -> None:
         body = {"model": GGUF, "prompt": "Once upon a time", "max_tokens": 2000, "ignore_eos": True, "stream": True}
         seen, error = 0, None
-        with httpx.stream("POST", stack.panel + "/v1/completions", json=body, timeout=60) as resp:
+        with httpx.stream("POST", stack.panel + "/v1/completions", json=body, timeout=scaled(60)) as resp:
             assert resp.status_code == 200
             for line in resp.iter_lines():
                 if not line.startswith("data:") or line == "data: [DONE]":
@@ -444,7 +444,7 @@ def test_child_dying_mid_stream_ends_the_stream_with_an_error(stack: Stack) -> N
                 if seen == 5:
                     os.kill(stack.app.state.manager.get("llamacpp").status().pid, signal.SIGKILL)
         assert error is not None and error["type"] == "engine_error" and "died" in error["message"], error
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + scaled(15)
         while httpx.get(stack.panel + "/v1/status", timeout=10).json()["llamacpp"]["status"] != "error":
             assert time.monotonic() < deadline, "the engine never turned to error after its child died"
             time.sleep(0.2)

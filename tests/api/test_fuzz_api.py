@@ -22,6 +22,7 @@ from schemathesis import GenerationMode
 from panel.access.auth import build_auth
 from panel.app import create_app
 from panel.settings import REPO_ROOT, Settings
+from tests.conftest import scaled
 
 MAX_EXAMPLES = 30
 UPSTREAM_ERRORS = (502, 503)
@@ -39,7 +40,7 @@ def _target() -> tuple[Any, str]:
             "benchmarks_dir": tmp / "benchmarks",
             "autoload": False,
             "users": f"ann:admin:{hashed}",
-            "load_timeout_s": 60.0,
+            "load_timeout_s": scaled(60.0),
             "stop_grace_s": 5.0,
         },
         env={},
@@ -58,13 +59,13 @@ def _engines_stopped_after() -> Iterator[None]:
     yield
     # in case a fuzzed load started a child; a fresh thread, as Playwright's sync API may hold this thread's loop
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, APP.state.manager.shutdown()).result(timeout=120)
+        pool.submit(asyncio.run, APP.state.manager.shutdown()).result(timeout=scaled(120))
 
 
 @schema.parametrize()
 @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_error_with_an_admin_key(case: Any) -> None:
-    response = case.call(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+    response = case.call(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=scaled(60))
     where = f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:500]}"
     content_type = " ".join(response.headers.get("content-type", []))  # schemathesis: header → list of values
     error = response.json().get("error") if "application/json" in content_type and response.status_code >= 400 else None
@@ -78,7 +79,7 @@ def test_no_server_error_with_an_admin_key(case: Any) -> None:
 @schema.parametrize()
 @hypothesis_settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_key_is_refused_not_crashed(case: Any) -> None:
-    response = case.call(timeout=60)
+    response = case.call(timeout=scaled(60))
     if case.path == "/health":  # open; negative cases (a wrong method) get a 4xx, never a 5xx
         assert response.status_code == 200 or 400 <= response.status_code < 500
     else:

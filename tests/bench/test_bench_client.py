@@ -10,6 +10,7 @@ import pytest
 from panel.bench import metrics
 from panel.bench.client import RequestResult, RequestSpec, make_client, stream_request
 from panel.bench.mock_sse import running_mock
+from tests.conftest import scaled
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,9 @@ def mock_url() -> Iterator[str]:
 
 def run(url: str, n: int, spec: RequestSpec) -> list[RequestResult]:
     async def go() -> list[RequestResult]:
-        async with make_client(url, n, timeout_s=60) as client:
-            return list(await asyncio.gather(*(stream_request(client, spec, deadline_s=60) for _ in range(n))))
+        async with make_client(url, n, timeout_s=scaled(60)) as client:
+            requests = (stream_request(client, spec, deadline_s=scaled(60)) for _ in range(n))
+            return list(await asyncio.gather(*requests))
 
     return asyncio.run(go())
 
@@ -78,7 +80,7 @@ def test_http_errors_are_data_not_exceptions(mock_url: str) -> None:
 
 def test_a_stream_past_its_deadline_is_a_timeout(mock_url: str) -> None:
     async def go() -> RequestResult:
-        async with make_client(mock_url, 1, timeout_s=60) as client:
+        async with make_client(mock_url, 1, timeout_s=scaled(60)) as client:
             return await stream_request(client, spec(100, rate=10.0), deadline_s=0.5)
 
     r = asyncio.run(go())

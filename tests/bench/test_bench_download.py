@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from panel.bench.store import ResultStore
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 from tests.models.hub_server import HubFile, HubRepo, HubServer
 
 
@@ -42,11 +42,11 @@ def test_missing_model_is_downloaded_then_benchmarked(
         "lengths": [4],
         "warm_up": False,
         "models": [{"model": "org/Smol-GGUF", "engine": "llamacpp"}],
-        "settings": {"timeout_s": 60},
+        "settings": {"timeout_s": scaled(60)},
     }
     r = httpx.post(panel.base_url + "/v1/bench/runs", json=body, timeout=10)
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + scaled(240)
     while (state := httpx.get(f"{panel.base_url}/v1/bench/runs/{r.json()['id']}", timeout=10).json())["status"] in {
         "queued",
         "running",
@@ -64,7 +64,7 @@ def test_missing_model_is_downloaded_then_benchmarked(
     unknown = {**body, "models": [{"model": "org/none", "engine": "llamacpp"}]}
     r = httpx.post(panel.base_url + "/v1/bench/runs", json=unknown, timeout=10)
     assert r.status_code == 200  # a repo id is only checked when its turn comes: the run fails with the reason
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while (state := httpx.get(f"{panel.base_url}/v1/bench/runs/{r.json()['id']}", timeout=10).json())["status"] in {
         "queued",
         "running",

@@ -16,7 +16,7 @@ import pytest
 from panel.bench import charts
 from panel.bench.store import ResultStore
 from panel.settings import REPO_ROOT
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 
 SMALL = {  # small enough for a 2-core machine shared with other work
     "parallel_tokens": 8,
@@ -29,14 +29,14 @@ SMALL = {  # small enough for a 2-core machine shared with other work
     "prefix_words": 200,
     "prefix_requests": 2,
     "prefix_output": 2,
-    "timeout_s": 120,
+    "timeout_s": scaled(120),
     "repeats": 2,
     "requests_per_stream": 2,
     "rates": [2.0, 4.0],
     "rate_requests": 4,
     "rate_tokens": 4,
 }
-RUN_DEADLINE_S = 300.0
+RUN_DEADLINE_S = scaled(300.0)
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +49,20 @@ def bench_panel(
         r = httpx.post(
             panel.base_url + "/v1/models/load",
             json={"engine": "llamacpp", "model_path": embedded_model.name},
-            timeout=150,
+            timeout=scaled(150),
         )
         assert r.status_code == 200, r.text
         yield panel
 
 
+def run_state(panel: PanelProcess, run_id: str) -> dict[str, Any]:
+    return httpx.get(f"{panel.base_url}/v1/bench/runs/{run_id}", timeout=10).json()
+
+
 def wait_run(panel: PanelProcess, run_id: str, deadline_s: float = RUN_DEADLINE_S) -> dict[str, Any]:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        state = httpx.get(f"{panel.base_url}/v1/bench/runs/{run_id}", timeout=10).json()
+        state = run_state(panel, run_id)
         if state["status"] not in {"queued", "running"}:
             return state
         time.sleep(0.5)
@@ -147,7 +151,7 @@ def test_history_is_kept_and_cancel_frees_the_gpu(bench_panel: PanelProcess, emb
     r = httpx.post(
         bench_panel.base_url + "/v1/bench/runs",
         timeout=10,
-        json={"suites": ["single_stream"], "lengths": [8], "settings": {"timeout_s": 60}},
+        json={"suites": ["single_stream"], "lengths": [8], "settings": {"timeout_s": scaled(60)}},
     )
     assert r.status_code == 200, r.text
     assert wait_run(bench_panel, r.json()["id"])["status"] == "done"
@@ -157,19 +161,23 @@ def test_history_is_kept_and_cancel_frees_the_gpu(bench_panel: PanelProcess, emb
     r = httpx.post(
         bench_panel.base_url + "/v1/bench/runs",
         timeout=10,
-        json={"suites": ["single_stream"], "lengths": [400, 400, 400], "settings": {"timeout_s": 60}},
+        json={"suites": ["single_stream"], "lengths": [400, 400, 400], "settings": {"timeout_s": scaled(60)}},
     )
     run_id = r.json()["id"]
-    time.sleep(1.0)
+    # cancel once a request is out (not after a guessed pause), so the cancel stops a run mid-request
+    deadline = time.monotonic() + scaled(60)
+    while (state := run_state(bench_panel, run_id))["progress"]["in_flight"] == 0:
+        assert state["status"] in {"queued", "running"} and time.monotonic() < deadline, state
+        time.sleep(0.1)
     cancelled = httpx.post(f"{bench_panel.base_url}/v1/bench/runs/{run_id}/cancel", timeout=10)
     assert cancelled.status_code == 200
-    state = wait_run(bench_panel, run_id, 60)
+    state = wait_run(bench_panel, run_id, scaled(60))
     assert state["status"] == "cancelled"
     assert httpx.get(bench_panel.base_url + "/v1/status", timeout=10).json()["busy"] is None
     # after a cancel the engine still answers and GPU actions are accepted again
     chat = httpx.post(
         bench_panel.base_url + "/v1/chat/completions",
-        timeout=60,
+        timeout=scaled(60),
         json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
     )
     assert chat.status_code == 200, chat.text
@@ -213,8 +221,10 @@ def test_cli_drives_a_running_panel(bench_panel: PanelProcess) -> None:
         "4",
         "--no-warm-up",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=REPO_ROOT)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=scaled(180), cwd=REPO_ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert ": done" in done.stdout and "saved " in done.stdout
-    bad = subprocess.run([*cmd[:-3], "--lengths", "four"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    bad = subprocess.run(
+        [*cmd[:-3], "--lengths", "four"], capture_output=True, text=True, timeout=scaled(60), cwd=REPO_ROOT
+    )
     assert bad.returncode == 2 and "--lengths: whole numbers" in bad.stderr

@@ -17,6 +17,7 @@ from panel.bench.mock_sse import running_mock
 from panel.bench.suite_runner import SuiteRunner
 from panel.bench.suites import SuiteConfig
 from panel.bench.workloads import Workload
+from tests.conftest import scaled
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +53,8 @@ def test_spread_mean_sd_n_and_the_noisy_flag() -> None:
 
 def _run(url: str, specs: list[RequestSpec]) -> list[RequestResult]:
     async def go() -> list[RequestResult]:
-        async with make_client(url, len(specs), timeout_s=60) as client:
-            return list(await asyncio.gather(*(stream_request(client, s, deadline_s=60) for s in specs)))
+        async with make_client(url, len(specs), timeout_s=scaled(60)) as client:
+            return list(await asyncio.gather(*(stream_request(client, s, deadline_s=scaled(60)) for s in specs)))
 
     return asyncio.run(go())
 
@@ -79,7 +80,7 @@ def test_goodput_counts_the_requests_that_meet_every_slo(mock_url: str) -> None:
 
 def _suite(url: str, config: SuiteConfig, suite: str) -> tuple[dict, list[dict]]:
     async def go() -> tuple[dict, list[dict]]:
-        async with make_client(url, 64, timeout_s=60) as client:
+        async with make_client(url, 64, timeout_s=scaled(60)) as client:
             runner = SuiteRunner(client, config.validate())
             outcome = await getattr(runner, suite)()
             return outcome.summary | {"_tables": outcome.tables}, outcome.requests

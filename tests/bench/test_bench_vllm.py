@@ -75,11 +75,11 @@ def test_comparison_loads_measures_saves_and_unloads_vllm(vllm_panel: PanelProce
     assert Path(record.model_path()).name == HF_MODEL.name
 
 
-def test_the_panel_suite_agrees_with_vllm_bench_serve_on_the_vllm_engine(vllm_panel: PanelProcess) -> None:
-    """vLLM's own `vllm bench serve` and the panel's closed loop, alternating, on the panel's in-process vLLM engine
-    (through the panel's port), same prompts: output tokens/s and median TTFT and TPOT agree (scripts/
-    crosscheck_vllm_bench.py --engine vllm prints the full table; README reports it)."""
-    from tests.bench.test_bench_remote import TOLERANCE, crosscheck_medians
+def test_the_panel_definitions_give_vllm_bench_serve_figures_on_the_vllm_engine(vllm_panel: PanelProcess) -> None:
+    """vLLM's own `vllm bench serve` through the panel's port on its in-process vLLM engine: the panel's definitions
+    on the same per-request timings give its figures (scripts/crosscheck_vllm_bench.py --engine vllm compares the
+    two tools' live runs; README reports it)."""
+    from tests.bench.test_bench_remote import same_timings_agree
 
     body = {"engine": "vllm", "model_path": str(HF_MODEL), "max_model_len": 1024}
     loaded = httpx.post(vllm_panel.base_url + "/v1/models/load", json=body, timeout=RUN_DEADLINE_S)
@@ -87,7 +87,6 @@ def test_the_panel_suite_agrees_with_vllm_bench_serve_on_the_vllm_engine(vllm_pa
     try:
         resident = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["resident"]
         [served] = [r["name"] for r in resident if r["engine"] == "vllm"]
-        medians = crosscheck_medians(vllm_panel.base_url, served, None, "vllm", rounds=3, requests=8, tokens=8)
-        assert all(abs(value - 1.0) <= TOLERANCE[name] for name, value in medians.items()), medians
+        same_timings_agree(vllm_panel.base_url, served, None, "vllm", requests=8, tokens=8)
     finally:
         httpx.post(vllm_panel.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=120)

@@ -26,10 +26,10 @@ from panel.engines.memory.llama_fit import (
 )
 from panel.engines.memory.vllm_fit import VllmFitOptions, estimate_vllm
 from panel.units import GiB, MiB, human_memory
-from tests.conftest import MODELS_DIR, free_port
+from tests.conftest import MODELS_DIR, free_port, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
-HEALTH_DEADLINE_S = 60.0
+HEALTH_DEADLINE_S = scaled(60.0)
 RSS_TOLERANCE = 0.20
 
 
@@ -169,7 +169,9 @@ def measure_llama_server_rss(binary: str, model: Path, options: LlamaFitOptions,
                     break
             assert time.monotonic() < deadline, f"llama-server not healthy in {HEALTH_DEADLINE_S:.0f} s"
             time.sleep(0.2)
-        reply = httpx.post(base + "/completion", json={"prompt": "Hello, my name is", "n_predict": 4}, timeout=60)
+        reply = httpx.post(
+            base + "/completion", json={"prompt": "Hello, my name is", "n_predict": 4}, timeout=scaled(60)
+        )
         assert reply.status_code == 200, reply.text
         return vm_rss_bytes(proc.pid)
     finally:

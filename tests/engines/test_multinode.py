@@ -23,11 +23,11 @@ import pytest
 
 from panel.engines.vllm.multinode import NodeHealth, NodePlan, parallel_problem, peer_problem
 from panel.errors import BadRequestError
-from tests.conftest import MODELS_DIR, PanelProcess, free_port, open_tab, run_panel
+from tests.conftest import MODELS_DIR, PanelProcess, free_port, open_tab, run_panel, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 KEY = "peer-" + secrets.token_hex(16)
-LOAD_TIMEOUT_S = 900.0
+LOAD_TIMEOUT_S = scaled(900.0)
 HEALTH_INTERVAL_S = 1.0
 HEALTH_DEADLINE_S = 5.0
 PROMPT = "The three primary colours are"
@@ -124,7 +124,7 @@ BASE_ENV = {
     "PANEL_HEALTH_INTERVAL_S": str(HEALTH_INTERVAL_S),
     "PANEL_HEALTH_DEADLINE_S": str(HEALTH_DEADLINE_S),
     "PANEL_LOAD_TIMEOUT_S": str(LOAD_TIMEOUT_S),
-    "PANEL_NODE_TIMEOUT_S": "180",
+    "PANEL_NODE_TIMEOUT_S": str(scaled(180)),
     "PANEL_NODE_IP": "127.0.0.1",
     "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
 }
@@ -164,12 +164,12 @@ def head(
 
 def node(panel: PanelProcess, method: str, path: str, key: str | None = KEY, **kwargs: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.request(method, panel.base_url + path, headers=headers, timeout=60, **kwargs)
+    return httpx.request(method, panel.base_url + path, headers=headers, timeout=scaled(60), **kwargs)
 
 
 def load(panel: PanelProcess, options: dict[str, Any], path: Path = HF_MODEL) -> httpx.Response:
     body = {"model_path": str(path), "engine": "vllm", "options": options}
-    return httpx.post(panel.base_url + "/v1/models/load", json=body, timeout=LOAD_TIMEOUT_S + 60)
+    return httpx.post(panel.base_url + "/v1/models/load", json=body, timeout=LOAD_TIMEOUT_S + scaled(60))
 
 
 def vllm_status(panel: PanelProcess) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def vllm_status(panel: PanelProcess) -> dict[str, Any]:
 def greedy(panel: PanelProcess) -> str:
     from openai import OpenAI
 
-    client = OpenAI(base_url=panel.base_url + "/v1", api_key="none", timeout=120)
+    client = OpenAI(base_url=panel.base_url + "/v1", api_key="none", timeout=scaled(120))
     model = client.models.list().data[0].id
     out = client.completions.create(model=model, prompt=PROMPT, max_tokens=24, temperature=0.0)
     return out.choices[0].text
@@ -232,7 +232,8 @@ def reference(head: PanelProcess) -> str:
     resp = load(head, OPTIONS)
     assert resp.status_code == 200, resp.text
     text = greedy(head)
-    assert httpx.post(head.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=120).status_code == 200
+    unload = httpx.post(head.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=scaled(120))
+    assert unload.status_code == 200
     return text
 
 
@@ -257,7 +258,7 @@ def test_the_worker_node_dying_turns_the_head_to_error_and_a_reload_works(
     os.killpg(pid, signal.SIGKILL)
     killed = time.monotonic()
     while vllm_status(head)["status"] != "error":
-        assert time.monotonic() - killed < HEALTH_DEADLINE_S + 10, vllm_status(head)
+        assert time.monotonic() - killed < HEALTH_DEADLINE_S + scaled(10), vllm_status(head)
         time.sleep(0.5)
     noticed = time.monotonic() - killed
     print(f"\nworker node killed: head error after {noticed:.1f} s")
@@ -272,9 +273,10 @@ def test_the_worker_node_dying_turns_the_head_to_error_and_a_reload_works(
 def test_unload_stops_the_worker_node(head: PanelProcess, worker: PanelProcess) -> None:
     pid = worker_state(worker)["pid"]
     assert pid
-    assert httpx.post(head.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=180).status_code == 200
+    unload = httpx.post(head.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=scaled(180))
+    assert unload.status_code == 200
     assert worker_state(worker)["state"] == "idle"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + scaled(20)
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, f"worker child {pid} still running"
         time.sleep(0.5)
@@ -287,7 +289,7 @@ def test_the_engines_tab_shows_both_nodes(head: PanelProcess, browser: Any) -> N
         page.get_by_text("Nodes (one model across two workstations)").click()
         page.locator("#nodes-refresh").click()
         table = page.locator("#nodes-table")
-        table.get_by_text("this machine").wait_for(timeout=30_000)
+        table.get_by_text("this machine").wait_for(timeout=scaled(30_000))
         text = table.inner_text()
         assert text.count("yes") >= 2 and "worker" in text and "idle" in text, text  # both reachable
     finally:
@@ -297,13 +299,13 @@ def test_the_engines_tab_shows_both_nodes(head: PanelProcess, browser: Any) -> N
 def test_the_worker_node_dying_while_loading_fails_the_load(head: PanelProcess, worker: PanelProcess) -> None:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(load, head, {**OPTIONS, "nnodes": 2, "pipeline_parallel_size": 2})
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while not (pid := worker_state(worker)["pid"]):
             assert time.monotonic() < deadline and not pending.done(), worker_state(worker)
             time.sleep(0.2)
         os.killpg(pid, signal.SIGKILL)
         killed = time.monotonic()
-        resp = pending.result(timeout=120)
+        resp = pending.result(timeout=scaled(120))
     print(f"\nworker node killed while loading: load failed after {time.monotonic() - killed:.1f} s")
     message = resp.json()["error"]["message"]
     assert resp.status_code >= 500 and "worker node" in message and "exited" in message, resp.text

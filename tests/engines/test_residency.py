@@ -27,6 +27,7 @@ from panel.engines.records import LoadRecord
 from panel.engines.residency import Holder, plan_room
 from panel.observability.load_log import LoadLog
 from panel.settings import Settings
+from tests.conftest import scaled
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMALL = {"ctx_size": 1024, "parallel": 1}
@@ -96,7 +97,7 @@ class Panel:
     bg: Background
     app: Any
 
-    def post(self, path: str, body: dict[str, Any], timeout: float = 180, **kw: Any) -> httpx.Response:
+    def post(self, path: str, body: dict[str, Any], timeout: float = scaled(180), **kw: Any) -> httpx.Response:
         return httpx.post(self.url + path, json=body, timeout=timeout, **kw)
 
     def status(self) -> dict[str, Any]:
@@ -114,7 +115,7 @@ class Panel:
     def openai(self, key: str = "unused") -> Any:
         from openai import OpenAI
 
-        return OpenAI(base_url=self.url + "/v1", api_key=key, timeout=120, max_retries=0)
+        return OpenAI(base_url=self.url + "/v1", api_key=key, timeout=scaled(120), max_retries=0)
 
 
 @contextmanager
@@ -192,13 +193,14 @@ def test_two_models_resident_at_once_answer_concurrently(settings: Settings) -> 
         with pytest.raises(ProcessLookupError):
             os.kill(a["pid"], 0)
         os.kill(b["pid"], 0)  # the other child lives on
-        assert oa.completions.create(model="smol-b", prompt="Hi", max_tokens=2).usage.completion_tokens == 2
+        reply = oa.completions.create(model="smol-b", prompt="Hi", max_tokens=2, extra_body={"ignore_eos": True})
+        assert reply.usage.completion_tokens == 2
 
 
 def test_request_for_a_library_model_loads_it_with_keepalives_and_remembered_options(settings: Settings) -> None:
     with running_panel(settings) as panel:
         body = {"model": GGUF, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8, "stream": True}
-        with httpx.stream("POST", panel.url + "/v1/chat/completions", json=body, timeout=180) as resp:
+        with httpx.stream("POST", panel.url + "/v1/chat/completions", json=body, timeout=scaled(180)) as resp:
             assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
             text = "".join(resp.iter_text())
         assert text.startswith(f": loading {GGUF}"), "an SSE comment keeps the client waiting while it loads"
@@ -244,7 +246,7 @@ def test_idle_ttl_unloads_and_pinned_stays(settings: Settings) -> None:
         assert panel.resident()["brief"]["ttl_s"] == 2
         panel.load("kept")
         assert panel.post("/v1/models/policy", {"model": "kept", "ttl_s": 2, "pinned": True}).status_code == 200
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while "brief" in panel.resident() and time.monotonic() < deadline:
             time.sleep(0.5)
         resident = panel.resident()
@@ -263,9 +265,10 @@ def test_memory_budget_evicts_lru_idle_never_the_streaming_or_pinned_one_and_wai
         panel.load("b")
         stop = threading.Event()
         streaming, started = _stream_in_thread(panel, "a", 3000, stop)
-        assert started.wait(60), "the long stream began"
+        assert started.wait(scaled(60)), "the long stream began"
         # b is used after a: a is the least recently used, but it is answering
-        assert panel.openai().completions.create(model="b", prompt="Hi", max_tokens=2).usage.completion_tokens == 2
+        reply = panel.openai().completions.create(model="b", prompt="Hi", max_tokens=2, extra_body={"ignore_eos": True})
+        assert reply.usage.completion_tokens == 2
         assert panel.resident()["a"]["in_flight"] == 1
         panel.load("c")
         assert set(panel.resident()) == {"a", "c"}, "the idle one went, not the one streaming"
@@ -276,13 +279,15 @@ def test_memory_budget_evicts_lru_idle_never_the_streaming_or_pinned_one_and_wai
         # pinned: c is pinned and now least recently used; a load must take a, which is idle once its stream ends
         assert panel.post("/v1/models/policy", {"model": "c", "pinned": True}).status_code == 200
         waiting = concurrent.futures.ThreadPoolExecutor(1).submit(panel.load, "d")
-        time.sleep(3)
+        deadline = time.monotonic() + scaled(30)
+        while "waits for a" not in (panel.status()["waiting"] or ""):
+            assert time.monotonic() < deadline, "the load never said it waits for a"
+            time.sleep(0.2)
         assert not waiting.done(), "the load waits while the only model it could evict is answering"
-        assert "waits for a" in (panel.status()["waiting"] or "")
         stop.set()
-        chunks = streaming.result(60)
+        chunks = streaming.result(scaled(60))
         assert chunks > 1
-        waiting.result(60)
+        waiting.result(scaled(60))
         assert set(panel.resident()) == {"c", "d"}, "once a was idle it went; pinned c stayed"
         assert panel.resident()["c"]["pinned"]
 
@@ -315,9 +320,11 @@ def test_mixed_traffic_over_two_models_in_the_request_log(settings: Settings) ->
         panel.load("left")
         panel.load("right")
         oa = panel.openai()
-        oa.completions.create(model="left", prompt="One,", max_tokens=3)
-        list(oa.completions.create(model="right", prompt="One,", max_tokens=4, stream=True))
-        oa.chat.completions.create(model="right", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        exact = {"ignore_eos": True}  # the token counts are asserted
+        oa.completions.create(model="left", prompt="One,", max_tokens=3, extra_body=exact)
+        list(oa.completions.create(model="right", prompt="One,", max_tokens=4, stream=True, extra_body=exact))
+        chat = [{"role": "user", "content": "Hi"}]
+        oa.chat.completions.create(model="right", messages=chat, max_tokens=2, extra_body=exact)
         request_log = panel.app.state.services.request_log
         request_log.flush()
         rows = httpx.get(panel.url + "/v1/requests", timeout=10).json()["rows"]

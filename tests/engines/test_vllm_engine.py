@@ -26,10 +26,10 @@ from panel.engines.vllm.logs import load_phase
 from panel.engines.vllm.options import is_mistral_format, mistral_options, parse_options
 from panel.engines.vllm.serving import version_problem
 from panel.errors import BadRequestError
-from tests.conftest import MODELS_DIR, PanelProcess, run_panel
+from tests.conftest import MODELS_DIR, PanelProcess, run_panel, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
-LOAD_TIMEOUT_S = 400.0
+LOAD_TIMEOUT_S = scaled(400.0)
 CHAT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
 
@@ -113,7 +113,7 @@ def panel(tmp_path_factory: pytest.TempPathFactory, extra_root: Path, llama_serv
     env = {
         "LLAMA_SERVER_BIN": llama_server_bin,
         "PANEL_MODEL_ROOTS": str(extra_root),
-        "PANEL_LOAD_TIMEOUT_S": "400",
+        "PANEL_LOAD_TIMEOUT_S": str(LOAD_TIMEOUT_S),
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
     }
     with run_panel(tmp_path_factory.mktemp("panel-vllm"), env) as proc:
@@ -126,7 +126,7 @@ def memory() -> dict[str, float]:
     return {}
 
 
-def post(panel: PanelProcess, path: str, body: dict[str, Any], timeout: float = 60.0) -> httpx.Response:
+def post(panel: PanelProcess, path: str, body: dict[str, Any], timeout: float = scaled(60.0)) -> httpx.Response:
     return httpx.post(panel.base_url + path, json=body, timeout=timeout)
 
 
@@ -165,7 +165,7 @@ def stream_until_end(panel: PanelProcess, started_after: int) -> tuple[int, dict
     """A long streamed completion through the panel: (content chunks seen, the error event if one came)."""
     body = {"model": "smol-second", "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
     chunks, error = 0, None
-    with httpx.stream("POST", panel.base_url + "/v1/completions", json=body, timeout=120) as resp:
+    with httpx.stream("POST", panel.base_url + "/v1/completions", json=body, timeout=scaled(120)) as resp:
         for line in resp.iter_lines():
             if not line.startswith("data:") or line.strip() == "data: [DONE]":
                 continue
@@ -182,7 +182,7 @@ def stream_until_end(panel: PanelProcess, started_after: int) -> tuple[int, dict
 def client(panel: PanelProcess) -> Any:
     from openai import OpenAI
 
-    return OpenAI(base_url=panel.base_url + "/v1", api_key="unused", timeout=120, max_retries=0)
+    return OpenAI(base_url=panel.base_url + "/v1", api_key="unused", timeout=scaled(120), max_retries=0)
 
 
 @pytest.mark.vllm
@@ -244,7 +244,9 @@ def test_load_then_chat_stream_and_non_stream(panel: PanelProcess, memory: dict[
     assert python_children(panel.proc.pid), "vLLM's engine core runs as a child process"
 
     oa = client(panel)
-    reply = oa.chat.completions.create(model="SmolLM2-135M-Instruct-hf", messages=CHAT, max_tokens=16, temperature=0)
+    reply = oa.chat.completions.create(
+        model="SmolLM2-135M-Instruct-hf", messages=CHAT, max_tokens=16, temperature=0, extra_body={"ignore_eos": True}
+    )
     assert "paris" in reply.choices[0].message.content.lower()
     assert reply.usage.prompt_tokens > 10 and 0 < reply.usage.completion_tokens <= 16
 
@@ -256,6 +258,7 @@ def test_load_then_chat_stream_and_non_stream(panel: PanelProcess, memory: dict[
             temperature=0,
             stream=True,
             stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
         )
     )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
@@ -284,6 +287,7 @@ def test_sampling_parameters_are_honoured(panel: PanelProcess) -> None:
             temperature=1.0,
             top_p=0.95,
             seed=1234,
+            extra_body={"ignore_eos": True},
         )
         .choices[0]
         .text
@@ -318,7 +322,9 @@ def test_sleep_on_cpu_says_why_and_the_model_keeps_answering(panel: PanelProcess
     assert post(panel, "/v1/models/wake", {"engine": "vllm"}).status_code == 409
     nope = post(panel, "/v1/models/sleep", {"engine": "llamacpp"})
     assert nope.status_code == 409 and "no sleep mode" in nope.json()["error"]["message"]
-    reply = client(panel).completions.create(model="SmolLM2-135M-Instruct-hf", prompt="One,", max_tokens=3)
+    reply = client(panel).completions.create(
+        model="SmolLM2-135M-Instruct-hf", prompt="One,", max_tokens=3, extra_body={"ignore_eos": True}
+    )
     assert reply.usage.completion_tokens == 3
 
 
@@ -328,7 +334,7 @@ def test_both_engines_loaded_and_each_answering(panel: PanelProcess) -> None:
         panel,
         "/v1/models/load",
         {"engine": "llamacpp", "model_path": "models/SmolLM2-135M-Instruct.Q4_1.gguf"},
-        timeout=180,
+        timeout=scaled(180),
     )
     assert resp.status_code == 200, resp.text
     status = httpx.get(panel.base_url + "/v1/status", timeout=10).json()
@@ -336,7 +342,7 @@ def test_both_engines_loaded_and_each_answering(panel: PanelProcess) -> None:
     oa = client(panel)
     for engine in ("llamacpp", "vllm"):
         raw = oa.chat.completions.with_raw_response.create(
-            model="x", messages=CHAT, max_tokens=12, temperature=0, extra_body={"engine": engine}
+            model="x", messages=CHAT, max_tokens=12, temperature=0, extra_body={"engine": engine, "ignore_eos": True}
         )
         assert raw.parse().choices[0].message.content.strip(), engine
         assert raw.headers["x-panel-engine"] == engine, "which engine answered is in a header, the body is the engine's"
@@ -354,16 +360,18 @@ def test_switch_to_a_second_load_then_unload_frees_memory(panel: PanelProcess, m
     }
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         switching = pool.submit(post, panel, "/v1/models/load", body, LOAD_TIMEOUT_S)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while vllm_status(panel)["status"] != "loading" and time.monotonic() < deadline:
             time.sleep(0.2)
         busy = post(panel, "/v1/models/load", {**body, "alias": "third"})
         assert busy.status_code == 409 and "busy" in busy.json()["error"]["message"], busy.text
-        resp = switching.result(timeout=LOAD_TIMEOUT_S + 30)
+        resp = switching.result(timeout=LOAD_TIMEOUT_S + scaled(30))
     assert resp.status_code == 200, resp.text  # the refused load did not disturb the running one
     status = vllm_status(panel)
     assert status["options"]["alias"] == "smol-second" and status["options"]["max_model_len"] == 1024
-    reply = client(panel).chat.completions.create(model="smol-second", messages=CHAT, max_tokens=8)
+    reply = client(panel).chat.completions.create(
+        model="smol-second", messages=CHAT, max_tokens=8, extra_body={"ignore_eos": True}
+    )
     assert reply.choices[0].message.content.strip()
     refused = post(panel, "/v1/models/load", {**body, "extra_args": "--no-such-vllm-flag"})
     assert refused.status_code == 400 and "unrecognized arguments" in refused.json()["error"]["message"]
@@ -372,11 +380,11 @@ def test_switch_to_a_second_load_then_unload_frees_memory(panel: PanelProcess, m
     # unload while a stream is being answered: the stream ends with an error event, the unload completes
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         streaming = pool.submit(stream_until_end, panel, 5)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while not STREAM_STARTED.is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert post(panel, "/v1/models/unload", {"engine": "vllm"}, timeout=120).status_code == 200
-        chunks, error = streaming.result(timeout=60)
+        assert post(panel, "/v1/models/unload", {"engine": "vllm"}, timeout=scaled(120)).status_code == 200
+        chunks, error = streaming.result(timeout=scaled(60))
     assert chunks >= 5 and error is not None and error["type"] == "engine_error", (chunks, error)
     assert vllm_status(panel)["status"] == "idle"
     after = python_tree_rss_mib(panel.proc.pid)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from panel.evals.suite import DEFAULT_SUITE
 from panel.settings import REPO_ROOT
+from tests.conftest import scaled
 
 GOOD = {
     "fmt-json-01": '```json\n{"name": "山田花子", "age": 28, "city": "京都市"}\n```',
@@ -26,7 +27,7 @@ def _grade(responses: Path, suite: Path = DEFAULT_SUITE) -> subprocess.Completed
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
 
 
@@ -92,7 +93,7 @@ def test_run_against_an_unreachable_panel_says_so(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert out.returncode == 2 and f"cannot reach {url}" in out.stderr and "Traceback" not in out.stderr
     assert not list(tmp_path.iterdir())  # nothing saved

@@ -24,7 +24,7 @@ from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality
 from panel.evals.runner import EvalOptions, rate_quality, run_eval, run_eval_steps
 from panel.evals.suite import DEFAULT_SUITE, load_suite
 from panel.settings import REPO_ROOT, Settings
-from tests.conftest import run_panel
+from tests.conftest import run_panel, scaled
 
 # One thread: on a shared 2-core machine llama.cpp's default thread count spins and crawls.
 LOAD_OPTIONS = {"threads": 1, "ctx_size": 2048, "parallel": 1}
@@ -55,7 +55,7 @@ def test_whole_suite_on_the_real_engine_saves_a_result_and_a_leaderboard_row(
             refused = ""
             steps = run_eval_steps(
                 suite,
-                GatewayBackend(Gateway(manager), "llamacpp", 120),
+                GatewayBackend(Gateway(manager), "llamacpp", scaled(120)),
                 options=EvalOptions(CAP_TOKENS),
                 benchmarks_dir=settings.benchmarks_dir,
                 exclusive=manager.exclusive,
@@ -124,7 +124,7 @@ def test_judge_is_a_real_loaded_model_and_self_judging_is_recorded(settings: Set
         manager = _manager(settings)
         try:
             await manager.load("llamacpp", str(embedded_model), LOAD_OPTIONS)
-            backend = GatewayBackend(Gateway(manager), "llamacpp", 120)
+            backend = GatewayBackend(Gateway(manager), "llamacpp", scaled(120))
             options = EvalOptions(max_tokens_cap=24, case_ids=cases, quality_sample=False, judge_max_tokens=96)
             return await run_eval(
                 suite, backend, judge=backend, options=options, benchmarks_dir=settings.benchmarks_dir
@@ -165,14 +165,16 @@ def test_eval_run_cli_against_a_real_panel_process(tmp_path: Path, embedded_mode
             str(tmp_path / "results"),
             *extra,
         ]
-        return subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=200, env={**os.environ})
+        return subprocess.run(
+            argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=scaled(200), env={**os.environ}
+        )
 
     with run_panel(tmp_path, {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
         refused = eval_run(panel.base_url)  # nothing loaded yet
         assert refused.returncode == 2 and f"no model is loaded on llamacpp at {panel.base_url}" in refused.stderr
         resp = httpx.post(
             panel.base_url + "/v1/models/load",
-            timeout=150,
+            timeout=scaled(150),
             json={"engine": "llamacpp", "model_path": embedded_model.name, "options": LOAD_OPTIONS},
         )
         assert resp.status_code == 200, resp.text

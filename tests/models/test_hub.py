@@ -17,10 +17,11 @@ from panel.errors import BadRequestError, DiskFullError, ForbiddenError, HubUnre
 from panel.models.downloads import STAGING_DIR, DownloadManager, HubConfig
 from panel.models.gguf import quant_of
 from panel.models.hub import RepoFile, group_gguf
+from tests.conftest import scaled
 from tests.models.hub_server import COMMIT, HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_TestSecretToken1234567890abcdef"
-WAIT_S = 60.0
+WAIT_S = scaled(60.0)
 
 
 def big_safetensors(folder: Path, n_floats: int) -> bytes:
@@ -85,7 +86,7 @@ def downloads(tmp_path: Path, hub: HubServer) -> Iterator[DownloadManager]:
         HubConfig(models_dir=tmp_path / "models", endpoint=hub.url, cache_dir=tmp_path / "hf-cache", etag_timeout_s=5)
     )
     yield manager
-    manager.cancel_all(wait_s=20)
+    manager.cancel_all(wait_s=scaled(20))
 
 
 def test_quant_names_from_file_names() -> None:
@@ -271,7 +272,7 @@ def test_network_drop_during_download_fails_cleanly(downloads: DownloadManager, 
         assert time.monotonic() < deadline
         time.sleep(0.1)
     hub.__exit__()  # the Hub goes away mid-file; the client retries, then gives up
-    job = downloads.wait(job.id, 90)
+    job = downloads.wait(job.id, scaled(90))
     assert job.status == "error", job.status
     assert job.error_type == HubUnreachableError.error_type, job.error
     assert not (tmp_path / "models" / "big").exists()
@@ -291,14 +292,17 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "tiny-disk"
     mount_point.mkdir()
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True, timeout=20
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        timeout=scaled(20),
     )
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip()}); the disk-full path is untested")
     try:
         yield mount_point
     finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=20)
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=scaled(20))
 
 
 def test_disk_filling_up_mid_download_is_clear(tiny_disk: Path, hub: HubServer) -> None:

@@ -15,12 +15,12 @@ import httpx
 import pytest
 
 from panel.settings import REPO_ROOT
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 from tests.models.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 TOKEN = "hf_EnvTokenNeverShown0123456789"
 TYPED_TOKEN = "hf_TypedTokenNeverShown9876543210"
-WAIT_S = 60.0
+WAIT_S = scaled(60.0)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def run_cli(args: list[str], hub: HubServer, tmp: Path) -> subprocess.CompletedP
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
     )
 
 

@@ -62,11 +62,12 @@ def loaded_client(settings: Settings, embedded_model: Path) -> Iterator[TestClie
 
 
 def test_metrics_after_real_generations(loaded_client: TestClient, embedded_model: Path) -> None:
-    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8, "ignore_eos": True}
     assert loaded_client.post("/v1/chat/completions", json=chat).status_code == 200
     streamed = loaded_client.post("/v1/chat/completions", json={**chat, "stream": True})
     assert streamed.status_code == 200 and "[DONE]" in streamed.text
-    assert loaded_client.post("/v1/completions", json={"prompt": "One, two,", "max_tokens": 4}).status_code == 200
+    completion = {"prompt": "One, two,", "max_tokens": 4, "ignore_eos": True}
+    assert loaded_client.post("/v1/completions", json=completion).status_code == 200
     assert (
         loaded_client.post("/v1/models/load", json={"model_path": "../x.gguf", "engine": "llamacpp"}).status_code == 403
     )

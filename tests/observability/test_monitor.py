@@ -23,6 +23,7 @@ from panel.observability.monitor import (
 )
 from panel.settings import Settings
 from panel.ui.monitor import format_snapshot, history_points
+from tests.conftest import scaled
 
 # nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw
 # --format=csv,noheader,nounits as a GB10 (unified memory: memory not available) and an H100 print it
@@ -88,7 +89,7 @@ def test_engine_memory_of_a_real_llama_server(settings: Settings, embedded_model
 
     # a fresh thread: Playwright's sync API (a session fixture) may hold this thread's event loop
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, scenario()).result(timeout=300)
+        pool.submit(asyncio.run, scenario()).result(timeout=scaled(300))
 
 
 def test_monitor_api(settings: Settings) -> None:

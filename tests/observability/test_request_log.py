@@ -79,7 +79,7 @@ def app_client(settings: Settings, embedded_model: Path) -> Iterator[TestClient]
 
 
 def test_mixed_traffic_lands_in_the_log_and_survives_a_restart(app_client: TestClient, settings: Settings) -> None:
-    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 6, "temperature": 0}
+    chat = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 6, "temperature": 0, "ignore_eos": True}
     assert app_client.post("/v1/chat/completions", json=chat).status_code == 200
     assert app_client.post("/v1/chat/completions", json={**chat, "stream": True}).status_code == 200
     assert app_client.post("/v1/completions", json={"prompt": "One,", "max_tokens": 4}).status_code == 200

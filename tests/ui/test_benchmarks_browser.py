@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +22,7 @@ def loaded_panel(
     with run_panel(tmp_path_factory.mktemp("bench-ui"), {"LLAMA_SERVER_BIN": llama_server_bin}) as panel:
         r = httpx.post(
             panel.base_url + "/v1/models/load",
-            timeout=150,
+            timeout=scaled(150),
             json={"engine": "llamacpp", "model_path": embedded_model.name},
         )
         assert r.status_code == 200, r.text
@@ -33,16 +33,18 @@ def test_run_a_suite_watch_it_cancel_one_and_chart_the_result(loaded_panel: Pane
     page = browser.new_page()
     try:
         page.goto(loaded_panel.base_url + "/")
-        page.get_by_role("tab", name="Benchmarks").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Benchmarks").wait_for(timeout=scaled(30_000))
         page.get_by_role("tab", name="Benchmarks").click()
         page.locator("#bench-lengths textarea, #bench-lengths input").first.fill("8, 12")
         page.get_by_text("Repetitions, load and SLOs").click()
         page.locator("#bench-repeats input").fill("2")
         page.locator("#bench-repeats input").press("Tab")
         page.locator("#bench-run-single_stream").click()
-        page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(timeout=30_000)
+        page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(
+            timeout=scaled(30_000)
+        )
         page.locator("#bench-progress").get_by_text(re.compile(r"saved .*runs/.*\.json")).first.wait_for(
-            timeout=120_000
+            timeout=scaled(120_000)
         )
         progress = page.locator("#bench-progress").inner_text()
         assert "done" in progress and "requests 5/5" in progress, progress  # warm-up + two lengths × 2 repeats
@@ -52,27 +54,29 @@ def test_run_a_suite_watch_it_cancel_one_and_chart_the_result(loaded_panel: Pane
         page.locator("#bench-lengths textarea, #bench-lengths input").first.fill("400, 400")
         page.locator("#bench-run-single_stream").click()
         page.wait_for_function(
-            "m => document.querySelector('#bench-message').innerText !== m", arg=first_message, timeout=30_000
+            "m => document.querySelector('#bench-message').innerText !== m", arg=first_message, timeout=scaled(30_000)
         )
         assert "started benchmark" in page.locator("#bench-message").inner_text()
-        page.locator("#bench-progress").get_by_text(re.compile("running")).first.wait_for(timeout=30_000)
+        page.locator("#bench-progress").get_by_text(re.compile("running")).first.wait_for(timeout=scaled(30_000))
         page.get_by_role("tab", name="Chat").click()
-        page.locator("#chat-notice").get_by_text(re.compile("Results are being measured")).wait_for(timeout=30_000)
+        page.locator("#chat-notice").get_by_text(re.compile("Results are being measured")).wait_for(
+            timeout=scaled(30_000)
+        )
         page.get_by_role("tab", name="Benchmarks").click()
         page.locator("#bench-cancel").click()
-        page.locator("#bench-progress").get_by_text(re.compile("cancelled")).first.wait_for(timeout=60_000)
+        page.locator("#bench-progress").get_by_text(re.compile("cancelled")).first.wait_for(timeout=scaled(60_000))
 
         page.get_by_role("tab", name="Results").click()
         page.locator("#results-refresh").click()
         plot = page.locator("#results-single_stream .js-plotly-plot")
-        plot.wait_for(timeout=30_000)
+        plot.wait_for(timeout=scaled(30_000))
         page.locator("#results-single_stream").get_by_text(
             "SmolLM2-135M-Instruct.Q4_1.gguf", exact=False
-        ).first.wait_for(timeout=30_000)
+        ).first.wait_for(timeout=scaled(30_000))
         table = page.locator("#results-table").inner_text()
         assert "SmolLM2-135M-Instruct.Q4_1.gguf" in table and "llamacpp" in table
         assert "tokens_per_s_sd" in table, "the spread of repeated points is in the table"
-        page.locator("#results-goodput .js-plotly-plot").wait_for(timeout=30_000)
+        page.locator("#results-goodput .js-plotly-plot").wait_for(timeout=scaled(30_000))
         page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
     finally:
         page.close()
@@ -85,7 +89,7 @@ def test_a_rate_sweep_over_my_prompts_file_is_charted_as_goodput(loaded_panel: P
     prompts.write_text("Name three colours.\nSay hello in French.\n\nCount to five.\n", encoding="utf-8")
     page = browser.new_page()
     try:
-        page.goto(loaded_panel.base_url + "/", timeout=60_000)
+        page.goto(loaded_panel.base_url + "/", timeout=scaled(60_000))
         page.get_by_role("tab", name="Benchmarks").click()
         page.get_by_text("Repetitions, load and SLOs").click()
         page.locator("#bench-rates textarea, #bench-rates input").first.fill("2, 4")
@@ -97,13 +101,15 @@ def test_a_rate_sweep_over_my_prompts_file_is_charted_as_goodput(loaded_panel: P
         page.locator("#bench-dataset input").click()
         page.get_by_role("option", name="My prompts").click()
         page.locator("#bench-prompts-file input[type=file]").set_input_files(str(prompts))
-        page.locator("#bench-prompts-file").get_by_text("mine.txt").first.wait_for(timeout=30_000)
+        page.locator("#bench-prompts-file").get_by_text("mine.txt").first.wait_for(timeout=scaled(30_000))
         page.locator("#bench-run-rate_sweep").click()
-        page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(timeout=30_000)
+        page.locator("#bench-message").get_by_text(re.compile("started benchmark")).first.wait_for(
+            timeout=scaled(30_000)
+        )
         run_id = re.search(r"started benchmark (\S+)", page.locator("#bench-message").inner_text()).group(1)
         # this run's own file saved (the progress box may still show the previous run's for a moment)
         page.locator("#bench-progress").get_by_text(re.compile(rf"saved .*runs/{run_id}\.json")).first.wait_for(
-            timeout=240_000
+            timeout=scaled(240_000)
         )
         from panel.bench.store import ResultStore
 
@@ -116,12 +122,12 @@ def test_a_rate_sweep_over_my_prompts_file_is_charted_as_goodput(loaded_panel: P
 
         page.get_by_role("tab", name="Results").click()
         page.locator("#results-refresh").click()
-        page.locator("#results-goodput .js-plotly-plot").wait_for(timeout=30_000)
+        page.locator("#results-goodput .js-plotly-plot").wait_for(timeout=scaled(30_000))
         page.locator("#results-goodput").get_by_text("SmolLM2-135M-Instruct.Q4_1.gguf", exact=False).first.wait_for(
-            timeout=30_000
+            timeout=scaled(30_000)
         )
         page.locator("#results-table-pick input").click()
         page.get_by_role("option", name="rate_sweep").click()
-        page.locator("#results-table").get_by_text("goodput", exact=False).first.wait_for(timeout=30_000)
+        page.locator("#results-table").get_by_text("goodput", exact=False).first.wait_for(timeout=scaled(30_000))
     finally:
         page.close()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from panel.settings import REPO_ROOT
-from tests.conftest import free_port, stop_process_group, wait_for_health
+from tests.conftest import SERVER_START_TIMEOUT_S, free_port, scaled, stop_process_group, wait_for_health
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,7 @@ def eval_ui(tmp: Path, llama_server_bin: str) -> Iterator[str]:
         **os.environ,
         "PANEL_BENCHMARKS_DIR": str(tmp / "benchmarks"),
         "PANEL_DATA_DIR": str(tmp / "data"),
-        "PANEL_LOAD_TIMEOUT_S": "120",
+        "PANEL_LOAD_TIMEOUT_S": str(scaled(120)),
         "PANEL_STOP_GRACE_S": "5",
         "LLAMA_SERVER_BIN": llama_server_bin,
     }
@@ -56,7 +56,7 @@ def eval_ui(tmp: Path, llama_server_bin: str) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(base, proc, tmp / "ui.log", 120)
+        wait_for_health(base, proc, tmp / "ui.log", SERVER_START_TIMEOUT_S)
         yield base
     finally:
         stop_process_group(proc)
@@ -72,22 +72,24 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
         page = browser.new_page()
         try:
             page.goto(base + "/")
-            page.locator("#eval-run").wait_for(timeout=30_000)
+            page.locator("#eval-run").wait_for(timeout=scaled(30_000))
             # a suite file outside the suite folders is refused with a clear message
             suite_box = page.locator("#eval-suite input")
             suite_box.fill("/etc/passwd")
             suite_box.press("Enter")
             page.locator("#eval-run").click()
-            page.locator("#eval-status").get_by_text(re.compile("outside the suite folders")).wait_for(timeout=30_000)
+            page.locator("#eval-status").get_by_text(re.compile("outside the suite folders")).wait_for(
+                timeout=scaled(30_000)
+            )
             # nothing loaded yet: a clear message, no crash
             suite_box.fill("ja_instruction_29.yaml")
             suite_box.press("Enter")
             page.locator("#eval-run").click()
-            page.locator("#eval-status").get_by_text(re.compile("no model loaded")).wait_for(timeout=30_000)
+            page.locator("#eval-status").get_by_text(re.compile("no model loaded")).wait_for(timeout=scaled(30_000))
 
             resp = httpx.post(
                 base + "/v1/models/load",
-                timeout=150,
+                timeout=scaled(150),
                 json={
                     "engine": "llamacpp",
                     "model_path": embedded_model.name,
@@ -99,22 +101,24 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
             with page.expect_file_chooser() as chooser:  # the user adds their own suite file
                 page.locator("#eval-upload").click()
             chooser.value.set_files(str(suite_file))
-            page.locator("#eval-status").get_by_text("added suite mini.yaml").wait_for(timeout=30_000)
+            page.locator("#eval-status").get_by_text("added suite mini.yaml").wait_for(timeout=scaled(30_000))
             assert (tmp_path / "data" / "evals" / "mini.yaml").is_file()
             suite_box.click()
             page.get_by_role("option", name="mini.yaml").click()
             page.locator("#eval-run").click()
-            page.locator("#eval-status").get_by_text(re.compile(r"grade")).wait_for(timeout=120_000)
+            page.locator("#eval-status").get_by_text(re.compile(r"grade")).wait_for(timeout=scaled(120_000))
             status = page.locator("#eval-status").inner_text()
             assert "SmolLM2-135M-Instruct.Q4_1.gguf" in status and "no judge" in status
             assert "mini-kansai" in status and "strict / loose" in status
-            page.locator("#eval-samples").get_by_text("SmolLM2-135M-Instruct.Q4_1.gguf").wait_for(timeout=30_000)
+            page.locator("#eval-samples").get_by_text("SmolLM2-135M-Instruct.Q4_1.gguf").wait_for(
+                timeout=scaled(30_000)
+            )
 
             page.locator("#eval-rate-pick input").click()
             page.get_by_role("option", name=re.compile("SmolLM2.*llamacpp")).click()
             page.locator("#eval-rating").get_by_text("3", exact=True).click()
             page.locator("#eval-rate-save").click()
-            page.get_by_text("rated 3/3").first.wait_for(timeout=30_000)
+            page.get_by_text("rated 3/3").first.wait_for(timeout=scaled(30_000))
             saved = list((tmp_path / "benchmarks").glob("*/eval_mini_*.json"))
             assert len(saved) == 1
             assert json.loads(saved[0].read_text(encoding="utf-8"))["quality_sample"]["rating"] == 3
@@ -123,10 +127,10 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
             page.get_by_role("tab", name="Results").click()
             board = page.locator("#leaderboard")
             first_cell = board.get_by_test_id("cell-0-0")
-            first_cell.wait_for(timeout=30_000)
+            first_cell.wait_for(timeout=scaled(30_000))
             assert "SmolLM2-135M-Instruct.Q4_1.gguf" in first_cell.inner_text()
             assert "llamacpp" in board.get_by_test_id("cell-0-1").inner_text()
-            page.locator("#leaderboard-scatter .js-plotly-plot").wait_for(timeout=30_000)
+            page.locator("#leaderboard-scatter .js-plotly-plot").wait_for(timeout=scaled(30_000))
             page.locator("#leaderboard-refresh").click()  # the refresh handler answers with the same row
             page.wait_for_timeout(1000)
             assert "SmolLM2-135M-Instruct.Q4_1.gguf" in board.get_by_test_id("cell-0-0").inner_text()

@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODELS_DIR, PanelProcess, open_tab, run_panel
+from tests.conftest import MODELS_DIR, PanelProcess, open_tab, run_panel, scaled
 
 pytestmark = pytest.mark.browser
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF = "SmolLM2-135M-Instruct-hf"
-WAIT_MS = 30_000
-LLAMA_LOAD_S = 120.0
-VLLM_LOAD_S = 400.0
+WAIT_MS = scaled(30_000)
+LLAMA_LOAD_S = scaled(120.0)
+VLLM_LOAD_S = scaled(400.0)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,10 @@ def _loaded_resident(base_url: str, engine: str, file_name: str) -> dict[str, An
 def _assert_loaded_on_page(page: Any, engine: str, file_name: str, served: str) -> None:
     """The engine's row of the status table says loaded with this model, and the resident list holds it."""
     status_row = re.compile(rf"{engine}\s+loaded\s+{re.escape(file_name)}")
-    _wait_until(lambda: status_row.search(page.locator("#engine-status").inner_text()) is not None, 10, "status")
-    _wait_until(lambda: served in page.locator("#resident-table").inner_text().split(), 10, "the resident row")
+    _wait_until(
+        lambda: status_row.search(page.locator("#engine-status").inner_text()) is not None, scaled(10), "status"
+    )
+    _wait_until(lambda: served in page.locator("#resident-table").inner_text().split(), scaled(10), "the resident row")
 
 
 def test_a_gguf_file_loads_on_llama_cpp(panel: PanelProcess, browser) -> None:  # type: ignore[no-untyped-def]
@@ -88,7 +90,7 @@ def test_a_gguf_file_loads_on_llama_cpp(panel: PanelProcess, browser) -> None:  
         _assert_loaded_on_page(page, "llamacpp", GGUF, resident["name"])
     finally:
         page.close()
-        httpx.post(panel.base_url + "/v1/models/unload", json={"engine": "llamacpp"}, timeout=60)
+        httpx.post(panel.base_url + "/v1/models/unload", json={"engine": "llamacpp"}, timeout=scaled(60))
 
 
 @pytest.mark.vllm
@@ -106,4 +108,4 @@ def test_an_hf_folder_loads_on_vllm(panel: PanelProcess, browser) -> None:  # ty
         _assert_loaded_on_page(page, "vllm", HF, resident["name"])
     finally:
         page.close()
-        httpx.post(panel.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=120)
+        httpx.post(panel.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=scaled(120))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PanelProcess, run_panel
+from tests.conftest import PanelProcess, run_panel, scaled
 from tests.models.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 pytestmark = pytest.mark.browser
-WAIT_MS = 30_000
+WAIT_MS = scaled(30_000)
 
 
 @pytest.fixture(scope="module")

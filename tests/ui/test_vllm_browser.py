@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import MODELS_DIR, PanelProcess, run_panel
+from tests.conftest import MODELS_DIR, PanelProcess, run_panel, scaled
 
 pytestmark = [pytest.mark.browser, pytest.mark.vllm]
-LOAD_TIMEOUT_S = 400.0
+LOAD_TIMEOUT_S = scaled(400.0)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def vllm_panel(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) 
     )
     env = {
         "LLAMA_SERVER_BIN": llama_server_bin,
-        "PANEL_LOAD_TIMEOUT_S": "400",
+        "PANEL_LOAD_TIMEOUT_S": str(LOAD_TIMEOUT_S),
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
     }
     with run_panel(tmp_path_factory.mktemp("panel-vllm-ui"), env) as panel:
@@ -35,7 +35,7 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
     page = browser.new_page()
     try:
         page.goto(vllm_panel.base_url + "/")
-        page.get_by_role("tab", name="Engines").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Engines").wait_for(timeout=scaled(30_000))
         page.get_by_role("tab", name="Engines").click()
         box = page.locator("#vllm-model input")
         box.fill("models/SmolLM2-135M-Instruct-hf")
@@ -44,10 +44,12 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
         # the extra-arguments boxes: a refusal shows the engine's own words and loads nothing
         page.locator("#vllm-extra-args textarea, #vllm-extra-args input").first.fill("--no-such-vllm-flag 1")
         page.locator("#vllm-load").click()
-        page.get_by_text("unrecognized arguments: --no-such-vllm-flag").wait_for(timeout=120_000)
+        page.get_by_text("unrecognized arguments: --no-such-vllm-flag").wait_for(timeout=scaled(120_000))
         page.locator("#llama-extra-args textarea, #llama-extra-args input").first.fill("--no-such-llama-flag")
         page.locator("#llama-load").click()
-        page.get_by_text("llama-server does not know the argument '--no-such-llama-flag'").wait_for(timeout=30_000)
+        page.get_by_text("llama-server does not know the argument '--no-such-llama-flag'").wait_for(
+            timeout=scaled(30_000)
+        )
         status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()
         assert status["vllm"]["status"] == "idle" and status["llamacpp"]["status"] == "idle"
         page.locator("#vllm-extra-args textarea, #vllm-extra-args input").first.fill("--max-num-seqs 4")
@@ -63,18 +65,20 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
             time.sleep(0.5)
         assert "loaded SmolLM2-135M-Instruct-hf" in seen[-1], seen
         assert any("loading —" in s for s in seen), f"no load phase was shown: {seen}"
-        page.get_by_text("loaded SmolLM2-135M-Instruct-hf on vLLM").wait_for(timeout=30_000)
+        page.get_by_text("loaded SmolLM2-135M-Instruct-hf on vLLM").wait_for(timeout=scaled(30_000))
         status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]
         assert status["status"] == "loaded" and status["options"]["max_model_len"] == 1024
         assert status["options"]["extra_args"] == ["--max-num-seqs", "4"]
         assert "Loading weights took" in page.locator("#vllm-log textarea").input_value()
         page.screenshot(path=str(tmp_path / "vllm-loaded.png"))
         page.locator("#vllm-sleep").click()  # on the CPU backend: the reason, and the model stays loaded
-        page.locator("#vllm-message").get_by_text(re.compile("sleep mode needs a CUDA")).wait_for(timeout=30_000)
+        page.locator("#vllm-message").get_by_text(re.compile("sleep mode needs a CUDA")).wait_for(
+            timeout=scaled(30_000)
+        )
         assert httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]["status"] == "loaded"
 
         page.locator("#vllm-unload").click()
-        page.get_by_text("vLLM unloaded and its memory freed").wait_for(timeout=120_000)
+        page.get_by_text("vLLM unloaded and its memory freed").wait_for(timeout=scaled(120_000))
         assert httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]["status"] == "idle"
     finally:
         page.close()
