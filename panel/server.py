@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 
 from panel.settings import Settings
@@ -34,6 +35,7 @@ def serve(settings: Settings, log_level: str = "info") -> int:
         port=settings.port,
         log_level=log_level.lower(),
         timeout_graceful_shutdown=int(settings.stop_grace_s) + 5,
+        timeout_keep_alive=math.ceil(settings.keep_alive_s),
     )
     server = uvicorn.Server(config)
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host

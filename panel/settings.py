@@ -52,6 +52,9 @@ class Settings:
     health_deadline_s: float = 30.0  # a child silent this long (hung, SIGSTOPped) is killed and marked error
     log_lines: int = 500
     request_timeout_s: float = 600.0
+    # how long an idle client connection is kept open: past httpx's 5 s and aiohttp's 15 s, so the panel is never the
+    # side that closes a connection a client is about to reuse (uvicorn's own default is 5 s)
+    keep_alive_s: float = 120.0
     hf_token: str | None = field(default=None, repr=False)
     users_file: Path | None = None
     users: str | None = field(default=None, repr=False)  # PANEL_USERS: name:role:bcrypt-hash, comma-separated

@@ -1,5 +1,6 @@
 """One supervised llama-server per model: started on a free loopback port (retried when taken), healthy within a
-deadline, watched while loaded (an exit or a silent /health is an error of this model only), stopped as a group."""
+deadline, watched while loaded (an exit, or a silent /health while no bytes flow, is an error of this model only),
+stopped as a group."""
 
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ class LlamaChild:
         self._port: int | None = None
         self._health: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self._fresh: httpx.AsyncClient | None = None  # keeps no connection: the one retry of a call that broke
+        self.last_activity = 0.0  # time.monotonic() when bytes last came from the child (a sign of life)
         # the child's own key, held only here: its port answers nothing without it, so local processes and web
         # pages that find the port cannot bypass the panel's auth, limits and audit
         self._key = secrets.token_urlsafe(32)
@@ -132,10 +135,18 @@ class LlamaChild:
         self._port = port
         argv = build_argv(self.binary, self.model, self.options, port, self.name)
         await self._child.start(argv, child_environment(self._key))
+        timeout = httpx.Timeout(self.settings.request_timeout_s, connect=10.0)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=httpx.Timeout(self.settings.request_timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),
+            timeout=timeout,
+            # idle connections go well before llama-server's (cpp-httplib's) 5 s keep-alive closes them under us
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0),
+            headers=self.auth_headers,
+        )
+        self._fresh = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=0),
             headers=self.auth_headers,
         )
 
@@ -151,7 +162,8 @@ class LlamaChild:
     async def _keep_healthy(self) -> None:
         """While loaded, ask /health every health_interval_s; a child that answers nothing for health_deadline_s
         (hung, stopped with SIGSTOP, swapped to death) is killed with its group and marked error, so requests get a
-        clear 409 instead of hanging, and a reload starts a fresh one."""
+        clear 409 instead of hanging, and a reload starts a fresh one. Bytes relayed from the child count as an
+        answer: a busy child's HTTP threads may all be held by streams, with /health waiting in their queue."""
         interval = max(0.1, self.settings.health_interval_s)
         deadline = max(interval, self.settings.health_deadline_s)
         last_ok = time.monotonic()
@@ -166,15 +178,15 @@ class LlamaChild:
                     continue
             except httpx.HTTPError:
                 pass
-            silent = time.monotonic() - last_ok
+            silent = time.monotonic() - max(last_ok, self.last_activity)
             if silent < deadline:
                 continue
             tail = "\n".join(self.logs(10))
             message = (
-                f"llama-server did not answer /health for {silent:.0f} s (hung or stopped); the panel killed it. "
-                f"Load the model again. Last log lines:\n{tail}"
+                f"llama-server did not answer /health and sent nothing for {silent:.0f} s (hung or stopped); the "
+                f"panel killed it. Load the model again. Last log lines:\n{tail}"
             )
-            self._log.append(f"[panel] no answer to /health for {silent:.0f} s; killing the process group")
+            self._log.append(f"[panel] no answer to /health, no bytes for {silent:.0f} s; killing the process group")
             self.life.move(EngineState.ERROR, error=message)
             self._child.kill()
             return
@@ -205,10 +217,11 @@ class LlamaChild:
         raise EngineFailure(f"llama-server was not healthy within {self.settings.load_timeout_s:.0f} s (last: {last})")
 
     async def stop(self) -> None:
-        """Close the client, end the health watch, stop the process group (SIGTERM → grace → SIGKILL)."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the clients, end the health watch, stop the process group (SIGTERM → grace → SIGKILL)."""
+        for client in (self._client, self._fresh):
+            if client is not None:
+                await client.aclose()
+        self._client = self._fresh = None
         health, self._health = self._health, None
         if health is not None and not health.done() and health is not asyncio.current_task():
             health.cancel()
@@ -219,15 +232,16 @@ class LlamaChild:
 
     # --- the engine's own API ---------------------------------------------------------
 
-    # --- the engine's own API ---------------------------------------------------------
-
     async def open(self, call: EngineCall) -> EngineReply:
         """Send the request to llama-server as it is and hand its answer back as the bytes arrive."""
-        client = self._client
-        if self.life.state is not EngineState.LOADED or client is None:
+        client, fresh = self._client, self._fresh
+        if self.life.state is not EngineState.LOADED or client is None or fresh is None:
             why = f": {self.life.error.splitlines()[0]}" if self.life.error else ""
             raise ConflictError(f"{self.name} on llamacpp is not loaded (it is {self.life.state.value}{why})")
-        return await pass_through(client, call, self._broken)
+        return await pass_through(client, fresh, call, self._broken, self._alive)
+
+    def _alive(self) -> None:
+        self.last_activity = time.monotonic()
 
     async def _broken(self, exc: Exception) -> str:
         """Why a call broke: a dead child is told apart from a network error (the exit may be reaped a moment
