@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import threading
 import time
 from typing import Any
+
+from panel.settings import KEEP_ALIVE_S
 
 
 def free_port() -> int:
@@ -29,11 +32,18 @@ class Background:
     def run(self, coro: Any, timeout: float = 600.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def serve(self, app: Any, lifespan: str = "on", timeout: float = 120.0) -> str:
+    def serve(self, app: Any, lifespan: str = "on", timeout: float = 120.0, keep_alive_s: float = KEEP_ALIVE_S) -> str:
         import uvicorn
 
         port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan=lifespan,
+            timeout_keep_alive=math.ceil(keep_alive_s),
+        )
         server = uvicorn.Server(config)
         done = asyncio.run_coroutine_threadsafe(server.serve(), self.loop)
         self.servers.append((server, done))

@@ -9,6 +9,9 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# how long an idle client connection is kept open (uvicorn's own default is 5 s): past httpx's 5 s and aiohttp's
+# 15 s, so the panel is never the side that closes a connection a client is about to reuse
+KEEP_ALIVE_S = 120.0
 MIN_PEER_KEY_CHARS = 24  # the /node routes are not throttled: a key too long to guess is the guard
 
 
@@ -52,9 +55,7 @@ class Settings:
     health_deadline_s: float = 30.0  # a child silent this long (hung, SIGSTOPped) is killed and marked error
     log_lines: int = 500
     request_timeout_s: float = 600.0
-    # how long an idle client connection is kept open: past httpx's 5 s and aiohttp's 15 s, so the panel is never the
-    # side that closes a connection a client is about to reuse (uvicorn's own default is 5 s)
-    keep_alive_s: float = 120.0
+    keep_alive_s: float = KEEP_ALIVE_S
     hf_token: str | None = field(default=None, repr=False)
     users_file: Path | None = None
     users: str | None = field(default=None, repr=False)  # PANEL_USERS: name:role:bcrypt-hash, comma-separated
