@@ -12,6 +12,10 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # how long an idle client connection is kept open (uvicorn's own default is 5 s): past httpx's 5 s and aiohttp's
 # 15 s, so the panel is never the side that closes a connection a client is about to reuse
 KEEP_ALIVE_S = 120.0
+# how long the panel's own clients (to a llama-server child, to a benchmarked endpoint) keep an idle connection:
+# under the 5 s after which llama-server (cpp-httplib) and uvicorn (vllm serve) close one, so the panel never sends
+# a request on a connection the server is closing
+CLIENT_KEEP_ALIVE_S = 2.0
 MIN_PEER_KEY_CHARS = 24  # the /node routes are not throttled: a key too long to guess is the guard
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from panel.settings import CLIENT_KEEP_ALIVE_S
 from panel.sse import error_message, sse_json
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -165,7 +166,9 @@ def make_client(
     base_url: str, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, api_key: str | None = None
 ) -> httpx.AsyncClient:
     """One client per run, sized for the run: httpx's defaults (100 connections, 5 s) would queue or time out."""
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    limits = httpx.Limits(
+        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4, keepalive_expiry=CLIENT_KEEP_ALIVE_S
+    )
     timeout = httpx.Timeout(connect=30.0, read=timeout_s, write=30.0, pool=timeout_s)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, headers=headers)

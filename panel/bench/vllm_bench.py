@@ -156,7 +156,7 @@ def _result(path: Path) -> VllmBenchResult:
         completed=int(data["completed"]),
         total_output_tokens=int(data["total_output_tokens"]),
         duration_s=float(data["duration"]),
-        errors=tuple(str(e)[:300] for e in data.get("errors", []) if e),
+        errors=tuple(str(e).strip()[-300:] for e in data.get("errors", []) if e),  # a traceback says why at its end
         panel_same_timings=panel_figures_on(data),
     )
 

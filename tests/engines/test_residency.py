@@ -241,11 +241,12 @@ def test_load_on_request_needs_a_role_that_may_load(settings: Settings) -> None:
 
 def test_idle_ttl_unloads_and_pinned_stays(settings: Settings) -> None:
     with running_panel(settings) as panel:
-        panel.post("/v1/models/load", {"model_path": f"models/{GGUF}", "alias": "brief", "ttl_s": 2, **SMALL})
-        # read at once: while the next load takes more than its 2 s, brief may go as soon as the load ends
-        assert panel.resident()["brief"]["ttl_s"] == 2
+        # a TTL given at load is kept (an hour: nothing can expire it while the test reads it, however slow)
+        panel.post("/v1/models/load", {"model_path": f"models/{GGUF}", "alias": "brief", "ttl_s": 3600, **SMALL})
+        assert panel.resident()["brief"]["ttl_s"] == 3600
         panel.load("kept")
         assert panel.post("/v1/models/policy", {"model": "kept", "ttl_s": 2, "pinned": True}).status_code == 200
+        assert panel.post("/v1/models/policy", {"model": "brief", "ttl_s": 2}).status_code == 200
         deadline = time.monotonic() + scaled(20)
         while "brief" in panel.resident() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -261,10 +262,12 @@ def test_memory_budget_evicts_lru_idle_never_the_streaming_or_pinned_one_and_wai
         one = _estimate_bytes(probe)
     budget_mb = math.ceil(2.5 * one / MIB)  # room for two of them
     with running_panel(settings, memory_budget_mb=budget_mb) as panel:
-        panel.load("a")
+        # context shift: a's answer goes on past its 1024-token context until the test stops it, so it is still
+        # streaming whatever the machine's speed (without it, it would end at the context's end)
+        panel.load("a", extra_args=["--context-shift"])
         panel.load("b")
         stop = threading.Event()
-        streaming, started = _stream_in_thread(panel, "a", 3000, stop)
+        streaming, started = _stream_in_thread(panel, "a", settings.max_tokens_limit, stop)
         assert started.wait(scaled(60)), "the long stream began"
         # b is used after a: a is the least recently used, but it is answering
         reply = panel.openai().completions.create(model="b", prompt="Hi", max_tokens=2, extra_body={"ignore_eos": True})

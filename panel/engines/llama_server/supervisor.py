@@ -21,7 +21,7 @@ from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.llama_server.passthrough import pass_through
 from panel.engines.procs import rss_bytes
 from panel.errors import ConflictError, EngineFailure
-from panel.settings import Settings
+from panel.settings import CLIENT_KEEP_ALIVE_S, Settings
 
 PORT_COLLISION_MARKERS = ("address already in use", "couldn't bind", "failed to bind", "bind failed")
 PORT_RETRIES = 3
@@ -139,8 +139,9 @@ class LlamaChild:
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
-            # idle connections go well before llama-server's (cpp-httplib's) 5 s keep-alive closes them under us
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=2.0),
+            limits=httpx.Limits(
+                max_connections=512, max_keepalive_connections=64, keepalive_expiry=CLIENT_KEEP_ALIVE_S
+            ),
             headers=self.auth_headers,
         )
         self._fresh = httpx.AsyncClient(
