@@ -113,7 +113,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
         wait_for(lambda: not pid_alive(child), scaled(15), "the llama-server child to die with the panel")
         orphan_s = time.monotonic() - killed
         print(f"FIGURE panel killed mid-stream: client error after {errored:.2f} s; child gone after {orphan_s:.2f} s")
-        assert errored < 10
+        assert errored < scaled(10)
         kept = json.loads(record_path.read_text())
         assert kept["status"] == "running" and len(kept["tables"]["single_stream"]) >= 2
 

