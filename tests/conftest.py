@@ -111,6 +111,14 @@ def wait_for_health(base_url: str, proc: subprocess.Popen[bytes], log_path: Path
         time.sleep(0.3)
 
 
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, wait, then SIGKILL it: the server and any children it started."""
     with contextlib.suppress(ProcessLookupError):

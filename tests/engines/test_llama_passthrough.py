@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from panel.app import create_app
 from panel.engines.base import EngineCall, EngineState, LoadRequest
 from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.settings import Settings
-from tests.conftest import scaled
+from tests.conftest import pid_exists, scaled
 
 # A stand-in for llama-server. It answers one request per TCP connection while advertising HTTP/1.1 keep-alive,
 # and closes the connection unanswered when a second request arrives on it: what llama-server (cpp-httplib, 5 s
@@ -214,17 +213,9 @@ def test_the_health_watch_spares_a_child_that_streams_while_its_health_waits(
             assert time.monotonic() - ended < scaled(30), "a child silent after its stream ended was not noticed"
             await asyncio.sleep(0.05)
         assert "did not answer /health" in (engine.status().error or "")
-        while _pid_exists(pid):
+        while pid_exists(pid):
             assert time.monotonic() - ended < scaled(30), "the silent child was not killed"
             await asyncio.sleep(0.05)
         await engine.shutdown()
 
     asyncio.run(scenario())
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -20,19 +20,11 @@ from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
 from panel.engines.vllm.engine import VllmEngine
 from panel.errors import BadRequestError, ConflictError, EngineFailure, ForbiddenError
-from tests.conftest import scaled
+from tests.conftest import pid_exists, scaled
 
 
 def _manager(settings) -> EngineManager:
     return EngineManager(settings, {"llamacpp": LlamaServerEngine(settings), "vllm": VllmEngine(settings)})
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_load_generate_unload_stops_the_process_group(settings, embedded_model) -> None:
@@ -74,7 +66,7 @@ def test_load_generate_unload_stops_the_process_group(settings, embedded_model) 
         assert cmdline[cmdline.index(b"--host") + 1] == b"127.0.0.1"
 
         await manager.unload("llamacpp")
-        assert not _pid_exists(pid)
+        assert not pid_exists(pid)
         st = engine.status()
         assert st.status is EngineState.IDLE and st.pid is None and not st.process_alive
         await manager.shutdown()
@@ -293,9 +285,9 @@ def test_a_stopped_child_turns_error_within_the_health_deadline_and_a_reload_wor
         assert 2.0 - 0.5 - 1.0 <= noticed <= scaled(8.0)
         assert "did not answer /health" in engine.status().error
         deadline = time.monotonic() + scaled(5)
-        while _pid_exists(pid) and time.monotonic() < deadline:
+        while pid_exists(pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert not _pid_exists(pid), "the stopped child's group was killed"
+        assert not pid_exists(pid), "the stopped child's group was killed"
         with pytest.raises(ConflictError):
             manager.route("llamacpp", None)
         await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
