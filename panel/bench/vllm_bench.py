@@ -35,11 +35,14 @@ class ClosedLoopWorkload:
 class SameTimings:
     """The panel's parallel-suite figures computed from vLLM's saved per-request timings of one run."""
 
-    tokens_per_s: float  # output tokens over the span from the first request sent to the last token received
     median_ttft_ms: float
     median_tpot_ms: float
     output_tokens: int
-    span_s: float
+    span_s: float  # from the first request sent to the last token received
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.span_s
 
 
 @dataclass(frozen=True)
@@ -182,9 +185,9 @@ def panel_figures_on(data: dict[str, Any]) -> SameTimings | None:
             RequestResult(success=True, send_t=start, chunk_times=times, done_t=times[-1], completion_tokens=n)
         )
     fig, dist = metrics.parallel(results), metrics.latency(results)
-    if fig.total_tps is None or fig.wall_s is None or dist["ttft"].p50_ms is None or dist["tpot"].p50_ms is None:
+    if not fig.wall_s or dist["ttft"].p50_ms is None or dist["tpot"].p50_ms is None:
         return None
-    return SameTimings(fig.total_tps, dist["ttft"].p50_ms, dist["tpot"].p50_ms, fig.total_tokens, fig.wall_s)
+    return SameTimings(dist["ttft"].p50_ms, dist["tpot"].p50_ms, fig.total_tokens, fig.wall_s)
 
 
 @dataclass(frozen=True)
