@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ NVIDIA_SMI_TIMEOUT_S = 5.0
 SMI_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 MEMINFO = Path("/proc/meminfo")
 VLLM_KV_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer, older name
+CPU_FIRST_INTERVAL_S = 0.25  # the first CPU reading of a process measures over this long instead of saying 0 %
 
 
 @dataclass
@@ -70,6 +72,43 @@ class Snapshot:
         return asdict(self)
 
 
+class CpuMeter:
+    """Whole-machine CPU use since the previous reading, whichever thread asks. psutil's `cpu_percent(interval=None)`
+    keeps its previous sample per thread, so the first reading in each of Gradio's worker threads said 0 % (beside
+    a load average above 3): this meter keeps one sample for the process, and its first reading measures over
+    CPU_FIRST_INTERVAL_S."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: tuple[float, float] | None = None  # (busy, total) CPU seconds
+        self._reading = 0.0
+
+    def percent(self) -> float:
+        with self._lock:
+            if self._last is None:
+                self._last = _busy_total()
+                time.sleep(CPU_FIRST_INTERVAL_S)
+            now = _busy_total()
+            busy, total = now[0] - self._last[0], now[1] - self._last[1]
+            if total > 0:  # else asked again within the kernel's tick: the previous reading stands
+                self._last = now
+                self._reading = round(min(max(100.0 * busy / total, 0.0), 100.0), 1)
+            return self._reading
+
+
+def _busy_total() -> tuple[float, float]:
+    """CPU seconds (busy, total) of all cores, counted as psutil and htop count them (guest time is already in
+    user/nice; iowait is idle)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return total - t.idle - getattr(t, "iowait", 0.0), total
+
+
+CPU = CpuMeter()
+
+
 def take_snapshot(manager: EngineManager | None = None) -> Snapshot:
     """One reading of everything; each part fails soft into a note, never an exception."""
     import psutil
@@ -80,7 +119,7 @@ def take_snapshot(manager: EngineManager | None = None) -> Snapshot:
         load = psutil.getloadavg()[0]
     snap = Snapshot(
         t=time.time(),
-        cpu_percent=psutil.cpu_percent(interval=None),
+        cpu_percent=CPU.percent(),
         cpu_count=psutil.cpu_count() or 0,
         load_avg_1m=load,
         ram_used_mib=(mem.total - mem.available) / 2**20,

@@ -46,8 +46,8 @@ def build_ui(services: Services) -> Any:
                 build_benchmarks(services)
             with gr.Tab("Results", id="results"):
                 build_results(services)
-            with gr.Tab("Monitor", id="monitor"):
-                build_monitor(services)
+            with gr.Tab("Monitor", id="monitor") as monitor_tab:
+                build_monitor(services, monitor_tab)
             with gr.Tab("Admin", id="admin") as admin_tab:
                 build_admin(services)
         _wire_models_to_engines(services, tabs, models, engines)

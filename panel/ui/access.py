@@ -29,8 +29,8 @@ def gated_components(blocks: gr.Blocks) -> dict[int, str]:
         while root.trigger_after is not None and root.trigger_after in blocks.fns:
             root = blocks.fns[root.trigger_after]
         for block_id, _event in root.targets:
-            if block_id is None or isinstance(blocks.blocks.get(block_id), gr.Timer):
-                continue
+            if block_id is None or isinstance(blocks.blocks.get(block_id), (gr.Timer, gr.Tab)):
+                continue  # a tick, or opening a tab, is no action of the user's: the handler itself refuses
             if ROLES.index(need) > ROLES.index(gated.get(block_id, "viewer")):
                 gated[block_id] = need
             else:

@@ -18,30 +18,44 @@ from panel.ui.guard import requires_role
 
 MONITOR_POLL_S = 2.0
 HISTORY_POINTS = 150  # 5 minutes at the poll rate
+HISTORY_GAP_POLLS = 3
 
 
-def build_monitor(services: Services) -> dict[str, Any]:
+def build_monitor(services: Services, tab: gr.Tab) -> dict[str, Any]:
     first = take_snapshot(services.manager)
     summary = gr.Markdown(format_snapshot(first), elem_id="monitor-summary")
+    # never an empty first frame: Gradio's chart keeps the axes it drew for one and shows no later point
+    first_points = history_points(first)
     plot = gr.LinePlot(
-        history_frame([]), x="time", y="percent", color="series", title="Utilization (%)", y_lim=[0, 100], height=260
+        history_frame(first_points),
+        x="time",
+        y="percent",
+        color="series",
+        title="Utilization (%)",
+        x_title="time",
+        x_axis_format="%H:%M:%S",
+        y_title="% of the machine",
+        y_lim=[0, 100],
+        height=260,
+        elem_id="monitor-plot",
     )
-    history = gr.State([])
+    history = gr.State(first_points)
 
     def on_monitor_tick(points: list[dict[str, Any]]) -> tuple[str, pd.DataFrame, list[dict[str, Any]]]:
         snap = take_snapshot(services.manager)
-        points = [*points, *history_points(snap)][-HISTORY_POINTS * 4 :]
+        points = extend_history(points, history_points(snap))
         return format_snapshot(snap), history_frame(points), points
 
     gr.Timer(MONITOR_POLL_S).tick(
         on_monitor_tick, inputs=history, outputs=[summary, plot, history], show_progress="hidden", queue=False
     )
-    log_parts = build_request_log(services)
+    log_parts = build_request_log(services, tab)
     return {"summary": summary, "plot": plot, **log_parts}
 
 
-def build_request_log(services: Services) -> dict[str, Any]:
-    """The request log (SQLite): newest generations first, filterable, downloadable as CSV. Operators and up."""
+def build_request_log(services: Services, tab: gr.Tab) -> dict[str, Any]:
+    """The request log (SQLite): newest generations first, filterable, downloadable as CSV. Operators and up.
+    Read when the tab opens and on Refresh."""
     request_log: RequestLog | None = services.request_log
     gr.Markdown("### Request log")
     with gr.Row():
@@ -66,15 +80,17 @@ def build_request_log(services: Services) -> dict[str, Any]:
         path = Path(tempfile.mkdtemp(prefix="panel-requests-")) / "requests.csv"
         path.write_text(request_log.csv(where), encoding="utf-8")
         found[request.session_hash or ""] = (request_frame(rows), str(path))
-        return f"{len(rows)} generations, newest first (at most 500 shown; the CSV has the same rows)"
+        count = f"{len(rows)} generation{'' if len(rows) == 1 else 's'}"
+        return f"{count}, newest first (at most 500 shown; the CSV has the same rows)"
 
     def on_reqlog_show(request: gr.Request) -> tuple[pd.DataFrame, str | None]:
         frame, path = found.pop(request.session_hash or "", (request_frame([]), None))
         return frame, path
 
-    refresh.click(on_reqlog_refresh_click, [who, model, engine, errors], status).then(
-        on_reqlog_show, None, [table, download]
-    )
+    for opened in (refresh.click, tab.select):
+        opened(on_reqlog_refresh_click, [who, model, engine, errors], status).then(
+            on_reqlog_show, None, [table, download]
+        )
     return {"request_table": table}
 
 
@@ -118,9 +134,9 @@ def format_snapshot(snap: Snapshot) -> str:
 
 
 def history_points(snap: Snapshot) -> list[dict[str, Any]]:
-    """One poll as chart points: clock time on the x-axis; CPU, RAM and each loaded model's share of RAM always,
-    GPU utilization where there is a GPU (no empty GPU series on a machine without one)."""
-    when = dt.datetime.fromtimestamp(snap.t).strftime("%H:%M:%S")
+    """One poll as chart points: its time (seconds since the epoch) on the x-axis; CPU, RAM and each loaded model's
+    share of RAM always, GPU utilization where there is a GPU (no empty GPU series on a machine without one)."""
+    when = snap.t
     total = max(snap.ram_total_mib, 1)
     points = [
         {"time": when, "series": "CPU", "percent": snap.cpu_percent},
@@ -136,5 +152,22 @@ def history_points(snap: Snapshot) -> list[dict[str, Any]]:
     return points
 
 
+def extend_history(points: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The last HISTORY_POINTS polls. A gap of more than HISTORY_GAP_POLLS polls (the page opened long after the
+    server started, or was asleep) starts the history over: a line across it would show readings nobody took."""
+    if points and new and new[0]["time"] - points[-1]["time"] > HISTORY_GAP_POLLS * MONITOR_POLL_S:
+        points = []
+    return [*points, *new][-HISTORY_POINTS * 4 :]
+
+
 def history_frame(points: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(points, columns=["time", "series", "percent"])
+    """Typed columns: the chart's axis kinds come from the dtypes (an untyped empty frame made the y axis a list of
+    categories, one per reading): time is temporal (UTC, shown in the browser's time zone), percent quantitative."""
+    frame = pd.DataFrame(points, columns=["time", "series", "percent"])
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime(frame["time"].astype(float), unit="s", utc=True),
+            "series": frame["series"].astype(str),
+            "percent": frame["percent"].astype(float),
+        }
+    )

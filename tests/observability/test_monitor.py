@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import shutil
+import threading
+import time
 from pathlib import Path
 
+import gradio as gr
 from fastapi.testclient import TestClient
 
 from panel.app import create_app
 from panel.engines import default_engines
 from panel.engines.manager import EngineManager
 from panel.observability.monitor import (
+    CpuMeter,
     GpuReading,
     Snapshot,
     _fill_unified_memory,
@@ -22,7 +26,7 @@ from panel.observability.monitor import (
     take_snapshot,
 )
 from panel.settings import Settings
-from panel.ui.monitor import format_snapshot, history_points
+from panel.ui.monitor import MONITOR_POLL_S, extend_history, format_snapshot, history_frame, history_points
 from tests.conftest import scaled
 
 # nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw
@@ -97,3 +101,44 @@ def test_monitor_api(settings: Settings) -> None:
         body = client.get("/v1/monitor").json()
     assert body["cpu_count"] >= 1 and body["ram_total_mib"] > 0
     assert {e["engine"] for e in body["engines"]} >= {"llamacpp"}
+
+
+def test_the_first_cpu_reading_in_a_new_thread_is_measured_not_zero() -> None:
+    """psutil keeps its previous CPU sample per thread: the first reading in each of Gradio's worker threads said
+    0 % while a core was busy. With one core kept busy here, every thread's first reading is above 0."""
+    meter, readings, stop = CpuMeter(), [], threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        for _ in range(3):
+            reader = threading.Thread(target=lambda: readings.append(meter.percent()))
+            reader.start()
+            reader.join()
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        spinner.join()
+    assert len(readings) == 3 and all(0 < r <= 100 for r in readings), readings
+
+
+def test_chart_columns_are_a_time_axis_and_a_number_axis_even_before_any_poll() -> None:
+    plot = gr.LinePlot(x="time", y="percent", color="series")
+    expected = {"time": "temporal", "series": "nominal", "percent": "quantitative"}
+    assert plot.postprocess(history_frame([])).datatypes == expected  # untyped, percent was 'nominal'
+    frame = history_frame(history_points(take_snapshot()))
+    assert plot.postprocess(frame).datatypes == expected
+    assert set(frame["series"]) >= {"CPU", "RAM"}
+
+
+def test_a_gap_in_the_polls_starts_the_history_over() -> None:
+    def poll(t: float) -> list[dict[str, object]]:
+        return [{"time": t, "series": "CPU", "percent": 1.0}]
+
+    kept = extend_history(extend_history([], poll(100.0)), poll(100.0 + MONITOR_POLL_S))
+    assert [p["time"] for p in kept] == [100.0, 100.0 + MONITOR_POLL_S]
+    assert [p["time"] for p in extend_history(kept, poll(1000.0))] == [1000.0]  # no line across 15 minutes
