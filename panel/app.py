@@ -15,6 +15,7 @@ from panel.access.routes import gradio_auth_kwargs, install_access
 from panel.api import node
 from panel.bench import api as bench_api
 from panel.bench import share_api
+from panel.doctor import api as doctor_api
 from panel.engines import default_engines
 from panel.engines.base import LLAMACPP, Engine
 from panel.errors import PanelError
@@ -56,6 +57,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.include_router(model_routes.router)  # Hugging Face downloads and the model library
     app.include_router(bench_api.router)
     app.include_router(share_api.router)  # benchmark bundles: export / import across machines
+    app.include_router(doctor_api.router)  # the workstation check
     node.install_node(app, services)  # /node routes behind the peer key: two panels running one model
     if with_ui:
         import gradio as gr

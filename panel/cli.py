@@ -1,4 +1,4 @@
-"""Command line: python -m panel [serve|download|bench|eval] — parse arguments, call one function each."""
+"""Command line: python -m panel [serve|download|bench|eval|doctor] — parse arguments, call one function each."""
 
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None
     from panel.bench.cli import register as register_bench
 
     registrars.append(register_bench)
+    from panel.doctor.cli import register as register_doctor
+
+    registrars.append(register_doctor)
     return registrars
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from panel.errors import PanelError
 from panel.observability.monitor import Snapshot, take_snapshot
 from panel.observability.request_log import COLUMNS, RequestFilter, RequestLog, RequestRow
 from panel.services import Services
@@ -19,6 +22,7 @@ from panel.ui.guard import requires_role
 MONITOR_POLL_S = 2.0
 HISTORY_POINTS = 150  # 5 minutes at the poll rate
 HISTORY_GAP_POLLS = 3
+DOCTOR_POLL_S = 0.5
 
 
 def build_monitor(services: Services, tab: gr.Tab) -> dict[str, Any]:
@@ -49,8 +53,55 @@ def build_monitor(services: Services, tab: gr.Tab) -> dict[str, Any]:
     gr.Timer(MONITOR_POLL_S).tick(
         on_monitor_tick, inputs=history, outputs=[summary, plot, history], show_progress="hidden", queue=False
     )
+    doctor_parts = build_doctor(services)
     log_parts = build_request_log(services, tab)
-    return {"summary": summary, "plot": plot, **log_parts}
+    return {"summary": summary, "plot": plot, **doctor_parts, **log_parts}
+
+
+def build_doctor(services: Services) -> dict[str, Any]:
+    """Check this workstation: the doctor's report (python -m panel doctor), shown here and saved beside the
+    benchmark results for a bug report. Operators and up (it may load a model)."""
+    gr.Markdown("### Check this workstation")
+    with gr.Row():
+        load_missing = gr.Checkbox(
+            label="load the smallest library model on an engine that holds none (unloaded after)",
+            value=True,
+            scale=3,
+            elem_id="doctor-load",
+        )
+        check = gr.Button("🩺 Check this workstation", scale=1, elem_id="doctor-run")
+    report_md = gr.Markdown("", elem_id="doctor-report")
+    report_file = gr.File(label="the report (Markdown)", interactive=False, elem_id="doctor-file")
+
+    @requires_role(services, "operator")
+    async def on_doctor_run_click(load: bool, request: gr.Request) -> AsyncIterator[tuple[str, str | None]]:
+        async for text, path in doctor_steps(services, load):
+            yield text, path
+
+    check.click(on_doctor_run_click, load_missing, [report_md, report_file])
+    return {"doctor_report": report_md}
+
+
+async def doctor_steps(services: Services, load_missing: bool) -> AsyncIterator[tuple[str, str | None]]:
+    """The doctor's progress as it goes, then its report and the saved file."""
+    from panel.doctor.report import run_doctor, to_markdown
+
+    steps: list[str] = []
+    task = asyncio.create_task(
+        run_doctor(services, services.bench.base_url, load_missing=load_missing, progress=steps.append)
+    )
+    shown = 0
+    while not task.done():
+        if len(steps) != shown:
+            shown = len(steps)
+            yield f"⏳ {steps[-1]} …", None
+        await asyncio.wait({task}, timeout=DOCTOR_POLL_S)
+    try:
+        report = task.result()
+    except PanelError as exc:
+        yield f"❌ {exc.message}", None
+        return
+    yield to_markdown(report), report.saved_to
 
 
 def build_request_log(services: Services, tab: gr.Tab) -> dict[str, Any]:
