@@ -1,7 +1,8 @@
-"""The Models tab's "Load on its engine" in a real headless Chromium, for both kinds of model: the embedded GGUF
-file ends loaded on llama.cpp, the HF copy of the same model ends loaded on vLLM (its CPU backend here).
+"""The Models tab's "Load on its engine" in a real headless Chromium: the embedded GGUF file ends loaded on
+llama.cpp (the HF copy of the same model goes the same way onto vLLM in tests/ui/test_vllm_browser.py, which shares
+these helpers: one vLLM load serves both checks).
 
-Each test goes the user's way (row → "Load on its engine" → the Engines tab with the picker filled → Load) and
+The test goes the user's way (row → "Load on its engine" → the Engines tab with the picker filled → Load) and
 checks the outcome: the engine's status line and the resident list on the page, and /v1/status."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODELS_DIR, PanelProcess, open_tab, run_panel, scaled
+from tests.conftest import PanelProcess, open_tab, run_panel, scaled
 
 pytestmark = pytest.mark.browser
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -91,21 +92,3 @@ def test_a_gguf_file_loads_on_llama_cpp(panel: PanelProcess, browser) -> None:  
     finally:
         page.close()
         httpx.post(panel.base_url + "/v1/models/unload", json={"engine": "llamacpp"}, timeout=scaled(60))
-
-
-@pytest.mark.vllm
-def test_an_hf_folder_loads_on_vllm(panel: PanelProcess, browser) -> None:  # type: ignore[no-untyped-def]
-    assert (MODELS_DIR / HF / "config.json").is_file(), "run: python scripts/make_hf_test_model.py"
-    page = browser.new_page()
-    try:
-        _open_on_its_engine(page, panel.base_url, HF, "vllm-model")
-        page.locator("#vllm-max-len input").fill("1024")
-        page.locator("#vllm-load").click()
-        page.locator("#vllm-message").get_by_text(f"loaded {HF} on vLLM").wait_for(timeout=VLLM_LOAD_S * 1000)
-        resident = _loaded_resident(panel.base_url, "vllm", HF)
-        assert resident is not None and resident["state"] == "loaded", resident
-        assert resident["options"]["max_model_len"] == 1024, "the form's options went with the load"
-        _assert_loaded_on_page(page, "vllm", HF, resident["name"])
-    finally:
-        page.close()
-        httpx.post(panel.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=scaled(120))

@@ -1,5 +1,6 @@
-"""The vLLM section of the Engines tab in a real headless Chromium, on real vLLM (CPU): load shows its phases and
-ends loaded, unload frees."""
+"""The vLLM section of the Engines tab in a real headless Chromium, on real vLLM (CPU): the HF folder picked on the
+Models tab ("Load on its engine") fills the vLLM picker; a refused argument loads nothing; load shows its phases and
+ends loaded (status line, resident list, /v1/status); sleep on CPU says why; unload frees."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ import httpx
 import pytest
 
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel, scaled
+from tests.ui.test_load_on_engine_browser import _assert_loaded_on_page, _loaded_resident, _open_on_its_engine
 
 pytestmark = [pytest.mark.browser, pytest.mark.vllm]
 LOAD_TIMEOUT_S = scaled(400.0)
+HF = "SmolLM2-135M-Instruct-hf"
 
 
 @pytest.fixture(scope="module")
 def vllm_panel(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> Iterator[PanelProcess]:
-    assert (MODELS_DIR / "SmolLM2-135M-Instruct-hf" / "config.json").is_file(), (
-        "run: python scripts/make_hf_test_model.py"
-    )
+    assert (MODELS_DIR / HF / "config.json").is_file(), "run: python scripts/make_hf_test_model.py"
     env = {
         "LLAMA_SERVER_BIN": llama_server_bin,
         "PANEL_LOAD_TIMEOUT_S": str(LOAD_TIMEOUT_S),
@@ -34,12 +35,7 @@ def vllm_panel(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) 
 def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess, browser, tmp_path) -> None:
     page = browser.new_page()
     try:
-        page.goto(vllm_panel.base_url + "/")
-        page.get_by_role("tab", name="Engines").wait_for(timeout=scaled(30_000))
-        page.get_by_role("tab", name="Engines").click()
-        box = page.locator("#vllm-model input")
-        box.fill("models/SmolLM2-135M-Instruct-hf")
-        box.press("Enter")
+        _open_on_its_engine(page, vllm_panel.base_url, HF, "vllm-model")
         page.locator("#vllm-max-len input").fill("1024")
         # the extra-arguments boxes: a refusal shows the engine's own words and loads nothing
         page.locator("#vllm-extra-args textarea, #vllm-extra-args input").first.fill("--no-such-vllm-flag 1")
@@ -69,6 +65,9 @@ def test_load_shows_phases_then_loaded_and_unload_frees(vllm_panel: PanelProcess
         status = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["vllm"]
         assert status["status"] == "loaded" and status["options"]["max_model_len"] == 1024
         assert status["options"]["extra_args"] == ["--max-num-seqs", "4"]
+        resident = _loaded_resident(vllm_panel.base_url, "vllm", HF)
+        assert resident is not None and resident["state"] == "loaded", resident
+        _assert_loaded_on_page(page, "vllm", HF, resident["name"])
         assert "Loading weights took" in page.locator("#vllm-log textarea").input_value()
         page.screenshot(path=str(tmp_path / "vllm-loaded.png"))
         page.locator("#vllm-sleep").click()  # on the CPU backend: the reason, and the model stays loaded
