@@ -17,12 +17,19 @@ from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatu
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.procs import tree_rss_mib
 from panel.engines.vllm.failures import UnsupportedModelError, exception_text, failure_message, short_vllm_error
-from panel.engines.vllm.logs import LoadLog, logging_config
+from panel.engines.vllm.logs import LoadLog, apply_logging
 from panel.engines.vllm.multinode import head_plan, parallel_problem
 from panel.engines.vllm.offline import BatchFigures, offline_batch
 from panel.engines.vllm.options import VllmOptions, parse_options
 from panel.engines.vllm.peer import WorkerNode
-from panel.engines.vllm.serving import ServeArgsError, ServingApp, build_serving_app, parse_serve_args, version_problem
+from panel.engines.vllm.serving import (
+    ServeArgsError,
+    ServingApp,
+    build_serving_app,
+    parse_serve_args,
+    serving_problem,
+    version_problem,
+)
 from panel.engines.vllm.teardown import release_memory, shutdown_late_llm, shutdown_llm, stop_output_handler
 from panel.errors import BadRequestError, ConflictError, EngineFailure, EngineUnavailableError
 from panel.settings import Settings
@@ -264,7 +271,7 @@ class VllmEngine:
             on_cpu = prepare_environment()
             import vllm
 
-            problem = version_problem(getattr(vllm, "__version__", "0"))
+            problem = version_problem(getattr(vllm, "__version__", "0")) or serving_problem()
             if problem:
                 raise EngineUnavailableError(problem)
             roots = self.settings.all_model_roots
@@ -326,13 +333,12 @@ class VllmEngine:
         return _Loaded(llm=llm, serving=serving, served_name=str(args.served_model_name[0]))
 
     def _build_llm(self, args: argparse.Namespace, log_file: Path, box: list[Any]) -> None:
-        from vllm.config.logging import LoggingConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine_args = AsyncEngineArgs.from_cli_args(args)
         self._log.lines.append(f"[panel] vllm serve {engine_args.model} (args parsed by vLLM's own parser)")
-        engine_args.logging_config = LoggingConfig(pylogging_config_file=str(logging_config(log_file)))
+        apply_logging(engine_args, log_file)
         self._life.detail = "reading the model config"
         try:
             vllm_config = engine_args.create_engine_config()

@@ -7,10 +7,13 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging.config
+import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOG_POLL_S = 0.25
 
@@ -125,3 +128,15 @@ def logging_config(log_file: Path) -> Path:
     path = log_file.with_suffix(".logging.json")
     path.write_text(json.dumps(config))
     return path
+
+
+def apply_logging(engine_args: Any, log_file: Path) -> None:
+    """Send vLLM's log for this load (this process and the engine core it starts) to `log_file` as well."""
+    config_file = logging_config(log_file)
+    try:
+        from vllm.config.logging import LoggingConfig
+    except ImportError:  # vLLM 0.20 and older: only VLLM_LOGGING_CONFIG_PATH, read when vLLM is imported
+        os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file)  # the engine core, a spawned child, imports anew
+        logging.config.dictConfig(json.loads(config_file.read_text()))  # this process imported vLLM already
+        return
+    engine_args.logging_config = LoggingConfig(pylogging_config_file=str(config_file))

@@ -226,20 +226,88 @@ def _validate(args: argparse.Namespace) -> None:
 # --- the serving app ------------------------------------------------------------------------
 
 
-async def build_serving_app(llm: Any, args: argparse.Namespace) -> Any:
-    """vLLM's FastAPI app with its state initialised over `llm` (what `vllm serve` does, without serving)."""
+# What build_serving_app gives vLLM's server functions, by parameter name: every parameter without a default must be
+# one of these, and the ones marked needed must be there. Older releases' init_app_state took (engine_client,
+# vllm_config, state, args), called positionally. scripts/vllm_matrix.py runs the engine tests on other releases.
+BUILD_APP_GIVES = ("args", "supported_tasks", "model_config")
+BUILD_APP_NEEDS = ("args",)
+INIT_STATE_GIVES = ("engine_client", "state", "args", "supported_tasks")
+INIT_STATE_NEEDS = ("engine_client", "state", "args")
+OLD_INIT_STATE = ("engine_client", "vllm_config", "state", "args")
+
+
+def server_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """vLLM's build_app and init_app_state, wherever this release keeps them. ImportError if nowhere, or if
+    importing vLLM's server failed for another reason (a dependency of the wrong version)."""
     try:
         from vllm.entrypoints.launchers import build_app, init_app_state
-    except ImportError:
+    except ImportError as exc:
+        if not _not_here(exc):
+            raise
         try:
             from vllm.entrypoints.launchers.api_server.app_state import init_app_state
             from vllm.entrypoints.launchers.app import build_app
-        except ImportError:
+        except ImportError as exc:  # vLLM < 0.3x
+            if not _not_here(exc):
+                raise
             from vllm.entrypoints.openai.api_server import build_app, init_app_state
+    return build_app, init_app_state
+
+
+def _not_here(exc: ImportError) -> bool:
+    """The import failed because vLLM has no such module or name (not because something it imports failed)."""
+    return (exc.name or "").startswith("vllm.entrypoints")
+
+
+def signature_problem(build_app: inspect.Signature, init_app_state: inspect.Signature, version: str) -> str | None:
+    """Why build_serving_app cannot call vLLM `version`'s server functions with these signatures, or None."""
+    init_names = list(init_app_state.parameters)
+    init_gives = OLD_INIT_STATE if init_names[:4] == list(OLD_INIT_STATE) else INIT_STATE_GIVES
+    for name, sig, gives, needs in (
+        ("build_app", build_app, BUILD_APP_GIVES, BUILD_APP_NEEDS),
+        ("init_app_state", init_app_state, init_gives, INIT_STATE_NEEDS),
+    ):
+        required = [
+            p.name
+            for p in sig.parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        unknown = [n for n in required if n not in gives]
+        missing = [n for n in needs if n not in sig.parameters]
+        if unknown or missing:
+            what = f"needs {', '.join(unknown)}" if unknown else f"has no {', '.join(missing)}"
+            return (
+                f"vLLM {version} is not supported by this panel: its {name}{sig} {what} "
+                f"(the panel calls {name} with {', '.join(gives)}); use a vLLM release the panel supports "
+                f"(from {MIN_VLLM}) or update the panel"
+            )
+    return None
+
+
+def serving_problem() -> str | None:
+    """Why the installed vLLM's OpenAI server cannot be built by this panel, or None (imports vLLM)."""
+    import vllm
+
+    version = getattr(vllm, "__version__", "?")
+    try:
+        build_app, init_app_state = server_functions()
+    except ImportError as exc:
+        why = " ".join(str(exc).split())
+        if _not_here(exc):
+            return f"vLLM {version} is not supported by this panel: no build_app/init_app_state where expected ({why})"
+        return f"vLLM {version}'s OpenAI server cannot be imported here: {why}"
+    return signature_problem(inspect.signature(build_app), inspect.signature(init_app_state), version)
+
+
+async def build_serving_app(llm: Any, args: argparse.Namespace) -> Any:
+    """vLLM's FastAPI app with its state initialised over `llm` (what `vllm serve` does, without serving)."""
+    problem = serving_problem()
+    if problem:
+        raise EngineFailure(problem)
+    build_app, init_app_state = server_functions()
     supported = await llm.get_supported_tasks() if hasattr(llm, "get_supported_tasks") else None
     app = _call(build_app, args=args, supported_tasks=supported, model_config=getattr(llm, "model_config", None))
-    names = list(inspect.signature(init_app_state).parameters)
-    if len(names) > 1 and names[1] == "vllm_config":  # older releases: (engine_client, vllm_config, state, args)
+    if list(inspect.signature(init_app_state).parameters)[:4] == list(OLD_INIT_STATE):
         await init_app_state(llm, llm.vllm_config, app.state, args)
     else:
         await _acall(init_app_state, engine_client=llm, state=app.state, args=args, supported_tasks=supported)
