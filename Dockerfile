@@ -2,13 +2,14 @@
 # The panel for a GB10 (DGX Spark, ARM64) or any CUDA workstation: NGC's vLLM image (CUDA vLLM, torch),
 # llama.cpp's llama-server built with CUDA for the GPU's architecture, the panel and the embedded model.
 #
-#   docker build -t llm-panel --build-arg VLLM_TAG=26.03-py3 --build-arg CUDA_ARCH=121 .
+#   docker build -t llm-panel --build-arg VLLM_TAG=26.05-py3 --build-arg CUDA_ARCH=121 .
 #
-# VLLM_TAG: a tag of nvcr.io/nvidia/vllm carrying vLLM 0.17.1 or newer (26.03-py3 ships 0.17.1; the panel refuses an
-#           older vLLM at load, naming the minimum; seed 003's 25.09-py3 ships 0.10.1.1 and is too old).
+# VLLM_TAG: a tag of nvcr.io/nvidia/vllm carrying vLLM 0.20.1 or newer (26.05-py3 ships 0.20.1; the panel refuses an
+#           older vLLM at load, naming the minimum). 26.03-py3 ships 0.17.1, whose transformers 4 needs
+#           huggingface-hub < 1.0 while the panel's gradio 6 needs >= 1.16 (README: the vLLM matrix).
 # CUDA_ARCH: CMake CUDA architectures for llama.cpp: 121 = GB10 (sm_121), 90 = H100/H200, 89 = Ada, "90;121" both.
 ARG VLLM_IMAGE=nvcr.io/nvidia/vllm
-ARG VLLM_TAG=26.03-py3
+ARG VLLM_TAG=26.05-py3
 
 # --- llama-server with CUDA, from the same llama.cpp source package launch.sh builds ---------------------------
 FROM ${VLLM_IMAGE}:${VLLM_TAG} AS llama-build

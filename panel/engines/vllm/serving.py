@@ -23,7 +23,9 @@ from panel.models.paths import user_path, within_roots
 
 log = logging.getLogger(__name__)
 
-MIN_VLLM = "0.17.1"
+# The oldest vLLM the version matrix passed (README, scripts/vllm_matrix.py). 0.17.1 (NGC 26.03) needs transformers < 5,
+# hence huggingface-hub < 1.0, while the panel's gradio 6 needs huggingface-hub >= 1.16: one of them breaks.
+MIN_VLLM = "0.20.1"
 DRAIN_GRACE_S = 2.0
 
 # `vllm serve` arguments the panel owns or cannot allow (dest names), with the reason shown on refusal.
@@ -75,7 +77,10 @@ def version_problem(version: str) -> str | None:
     except InvalidVersion:
         return None
     if Version(base) < Version(MIN_VLLM):
-        return f"vLLM {version} is older than {MIN_VLLM}, the oldest this panel supports; upgrade vLLM (or the image)"
+        return (
+            f"vLLM {version} is older than {MIN_VLLM}, the oldest this panel supports; upgrade vLLM (or the image: "
+            "NGC vLLM 26.05 or newer)"
+        )
     return None
 
 
