@@ -73,12 +73,19 @@ def build_doctor(services: Services) -> dict[str, Any]:
     report_md = gr.Markdown("", elem_id="doctor-report")
     report_file = gr.File(label="the report (Markdown)", interactive=False, elem_id="doctor-file")
 
-    @requires_role(services, "operator")
-    async def on_doctor_run_click(load: bool, request: gr.Request) -> AsyncIterator[tuple[str, str | None]]:
-        async for text, path in doctor_steps(services, load):
-            yield text, path
+    saved: dict[str, str] = {}  # session → the report its last permitted check saved
 
-    check.click(on_doctor_run_click, load_missing, [report_md, report_file])
+    @requires_role(services, "operator")
+    async def on_doctor_run_click(load: bool, request: gr.Request) -> AsyncIterator[str]:
+        async for text, path in doctor_steps(services, load):
+            if path:
+                saved[request.session_hash or ""] = path
+            yield text
+
+    def on_doctor_file_show(request: gr.Request) -> str | None:
+        return saved.pop(request.session_hash or "", None)
+
+    check.click(on_doctor_run_click, load_missing, report_md).then(on_doctor_file_show, None, report_file)
     return {"doctor_report": report_md}
 
 
