@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from panel import __version__, api
 from panel.access.routes import gradio_auth_kwargs, install_access
+from panel.api import arena as arena_api
 from panel.api import node
 from panel.bench import api as bench_api
 from panel.bench import share_api
@@ -58,6 +59,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.include_router(bench_api.router)
     app.include_router(share_api.router)  # benchmark bundles: export / import across machines
     app.include_router(doctor_api.router)  # the workstation check
+    app.include_router(arena_api.router)  # blind battles, votes, Bradley–Terry ratings
     node.install_node(app, services)  # /node routes behind the peer key: two panels running one model
     if with_ui:
         import gradio as gr

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from panel.access.auth import Auth
     from panel.access.limits import GenerationSlots
     from panel.api.gateway import Gateway
+    from panel.arena.store import ArenaStore
     from panel.bench.runner import BenchmarkRunner
     from panel.engines.base import Engine
     from panel.engines.manager import EngineManager
@@ -40,6 +41,7 @@ class Services:
     generation_slots: GenerationSlots  # the per-user generation count the gate and the Chat tab share
     downloads: DownloadManager
     bench: BenchmarkRunner
+    arena: ArenaStore  # the arena's battles and votes (SQLite beside the request log)
     node_worker: NodeWorker | None  # only on a panel started with PANEL_ROLE=worker
     body_limits: Mapping[str, int]  # request paths with a body cap of their own (bytes) beside max_body_bytes
 
@@ -56,6 +58,7 @@ def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
     from panel.access.auth import build_auth
     from panel.access.limits import GenerationSlots, limits_from
     from panel.api.gateway import Gateway
+    from panel.arena.store import ArenaStore
     from panel.bench.runner import BenchmarkRunner
     from panel.bench.share_api import IMPORT_PATH, MAX_BUNDLE_BYTES
     from panel.engines.manager import EngineManager
@@ -89,6 +92,7 @@ def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
         generation_slots=GenerationSlots(limits_from(settings).max_concurrent_per_user),
         downloads=downloads,
         bench=BenchmarkRunner(settings, manager, downloads, auth),
+        arena=ArenaStore(settings.data_dir / "arena.sqlite3"),
         node_worker=NodeWorker(settings) if settings.role == "worker" else None,
         body_limits={IMPORT_PATH: MAX_BUNDLE_BYTES},  # a bundle with its inline HTML report is megabytes
     )

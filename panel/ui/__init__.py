@@ -25,6 +25,7 @@ def build_ui(services: Services) -> Any:
     import gradio as gr
 
     from panel.ui.access import install_role_gating
+    from panel.ui.arena import build_arena
     from panel.ui.benchmarks import build_benchmarks
     from panel.ui.chat import build_chat
     from panel.ui.engines import build_engines
@@ -42,6 +43,8 @@ def build_ui(services: Services) -> Any:
                 engines = build_engines(services)
             with gr.Tab("Models", id="models"):
                 models = build_models(services)
+            with gr.Tab("Arena", id="arena") as arena_tab:
+                build_arena(services, arena_tab)
             with gr.Tab("Benchmarks", id="benchmarks"):
                 build_benchmarks(services)
             with gr.Tab("Results", id="results"):

@@ -3,6 +3,8 @@ tap's figures (tokens/s, TTFT, token counts), under the same per-user generation
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ class ChatStep:
     reasoning: str = ""
     footer: str | None = None  # under the answer once it ended: its figures, or why it stopped
     finished: bool = False  # the answer is whole: the turn joins the conversation
+    tokens_per_s: float | None = None  # once finished: the decode rate (StreamStats.decode_tps)
 
 
 async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str) -> AsyncIterator[ChatStep]:
@@ -95,4 +98,36 @@ async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str
         if held and slots is not None and user:
             slots.release(user)
     summary = stats.summary()
-    yield ChatStep(summary, True, answer, reasoning, footer=summary, finished=True)
+    yield ChatStep(summary, True, answer, reasoning, footer=summary, finished=True, tokens_per_s=stats.decode_tps)
+
+
+async def two_turns(
+    services: Services, asks: tuple[ChatAsk, ChatAsk], user: str | None, who: str
+) -> AsyncIterator[tuple[ChatStep, ChatStep]]:
+    """Two turns at once (the arena's two models): both answers as they stream, each pair of latest steps.
+    Closing the iterator ends both engines' requests."""
+    latest = [ChatStep("⏳ waiting…"), ChatStep("⏳ waiting…")]
+    changed = asyncio.Event()
+
+    async def follow(side: int) -> None:
+        async with contextlib.aclosing(chat_turn(services, asks[side], user, who)) as steps:
+            async for step in steps:
+                latest[side] = step
+                changed.set()
+
+    tasks = [asyncio.create_task(follow(0)), asyncio.create_task(follow(1))]
+    try:
+        while running := [t for t in tasks if not t.done()]:
+            waiter = asyncio.ensure_future(changed.wait())
+            await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if changed.is_set():
+                changed.clear()
+                yield latest[0], latest[1]
+        for task in tasks:
+            task.result()  # a bug in a turn surfaces here (refusals are steps, not exceptions)
+        yield latest[0], latest[1]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,86 @@
+"""The arena over HTTP: POST /v1/arena/battles (two anonymous answers to one prompt), POST
+/v1/arena/battles/{id}/vote (the vote, then the names), GET /v1/arena/ratings (Bradley–Terry with bootstrap
+intervals), DELETE /v1/arena/votes (operators: start over)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from panel.access.auth import Principal, actor_of, require_api_role
+from panel.arena.ratings import ratings
+from panel.errors import EngineFailure
+from panel.services import services_of
+from panel.ui.arena_battle import BattleAsk, BattleStep, battle
+
+router = APIRouter(prefix="/v1/arena")
+
+
+class BattleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=100_000)
+    category: str = Field(default="", max_length=64)
+    models: tuple[str, str] | None = Field(default=None, description="two resident models; default: the pair met least")
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+
+
+class VoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["a", "b", "tie", "both_bad"]
+
+
+@router.post("/battles")
+async def new_battle(body: BattleBody, request: Request, who: Principal = Depends(require_api_role("viewer"))) -> Any:
+    """Both answers, whole, names hidden until a vote (the same generation limit per user as chat)."""
+    services = services_of(request)
+    ask = BattleAsk(body.prompt, body.category, body.models, body.max_tokens, body.temperature)
+    user = who.name if services.auth.enabled else None
+    last: BattleStep | None = None
+    async with contextlib.aclosing(battle(services, ask, user, actor_of(request))) as steps:
+        async for step in steps:
+            last = step
+    if last is None or last.battle_id is None:
+        why = [s.line for s in (last.a, last.b) if not s.finished] if last else ["no answer"]
+        raise EngineFailure(f"the battle did not finish: {'; '.join(why)}")
+    return {
+        "id": last.battle_id,
+        "answers": [
+            {"label": label, "text": step.answer, "tokens_per_s": step.tokens_per_s}
+            for label, step in (("A", last.a), ("B", last.b))
+        ],
+    }
+
+
+@router.post("/battles/{battle_id}/vote")
+async def vote(
+    battle_id: str, body: VoteBody, request: Request, _: Principal = Depends(require_api_role("viewer"))
+) -> dict[str, Any]:
+    """The vote, then the names and speeds (404 unknown battle, 409 already voted)."""
+    voted = await asyncio.to_thread(services_of(request).arena.vote, battle_id, body.outcome, actor_of(request))
+    return {
+        "id": voted.id,
+        "outcome": voted.voted,
+        "a": {"model": voted.model_a, "engine": voted.engine_a, "tokens_per_s": voted.tps_a},
+        "b": {"model": voted.model_b, "engine": voted.engine_b, "tokens_per_s": voted.tps_b},
+    }
+
+
+@router.get("/ratings")
+async def arena_ratings(
+    request: Request, category: str | None = None, _: Principal = Depends(require_api_role("viewer"))
+) -> dict[str, Any]:
+    votes = await asyncio.to_thread(services_of(request).arena.votes, category)
+    rows = await asyncio.to_thread(ratings, votes, category)
+    return {"votes": len(votes), "ratings": [asdict(r) for r in rows]}
+
+
+@router.delete("/votes", dependencies=[Depends(require_api_role("operator"))])
+async def reset_votes(request: Request) -> dict[str, int]:
+    removed = await asyncio.to_thread(services_of(request).arena.reset, actor_of(request))
+    return {"removed": removed}
