@@ -1,8 +1,11 @@
 """The Monitor tab as a person sees it, in a real headless Chromium: a utilization chart with a time axis, a
-numeric 0–100 axis and lines; the request log filled when the tab opens, without pressing Refresh."""
+numeric 0–100 axis and lines; CPU readings that are measured (never a first 0 % while a core is busy); the request
+log filled when the tab opens, without pressing Refresh."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ def test_chart_has_numeric_axes_and_lines_and_the_request_log_fills_on_opening(
     chat = {"model": "mon", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     assert httpx.post(base + "/v1/chat/completions", json=chat, timeout=scaled(60)).status_code == 200
 
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core busy throughout
     page = browser.new_page()
     try:
         open_tab(page, base, "Monitor")
@@ -62,6 +66,15 @@ def test_chart_has_numeric_axes_and_lines_and_the_request_log_fills_on_opening(
         series = {a.rsplit("series: ", 1)[-1] for a in labels if a.startswith("point |")}
         assert {"CPU", "RAM"} <= series, labels
         assert max(_line_points(page)) >= 2
+        # each poll's CPU reading, taken in whichever of Gradio's worker threads: with a core busy, none is 0 %
+        page.wait_for_function(
+            "() => document.querySelectorAll('#monitor-plot [aria-label*=\"series: CPU\"]').length >= 5",
+            timeout=scaled(30_000),
+        )
+        cpu = [float(a.split("% of the machine: ")[1].split(";")[0]) for a in _chart_labels(page) if "series: CPU" in a]
+        assert all(reading > 0 for reading in cpu), cpu
         page.screenshot(path=str(panel_server.log_path.parent / "monitor.png"), full_page=True)
     finally:
         page.close()
+        spinner.kill()
+        spinner.wait()
