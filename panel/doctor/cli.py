@@ -33,12 +33,14 @@ def run_doctor_cli(args: argparse.Namespace) -> int:
     if args.url:
         return _remote(args)
     import dataclasses
+    import os
 
     from panel.app import create_app
     from panel.background import Background
     from panel.doctor.report import run_doctor, to_markdown
     from panel.settings import Settings
 
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is the report's
     settings = Settings.load({"models_dir": args.models_dir})
     settings = dataclasses.replace(settings, host="127.0.0.1", port=0, autoload=False, share=False)
     app = create_app(settings, with_ui=False)

@@ -98,7 +98,8 @@ class LoadLog:
 
 
 def logging_config(log_file: Path) -> Path:
-    """vLLM's dictConfig: its usual stream handler plus the file the tail follows. Returns the config's own file."""
+    """vLLM's dictConfig: its usual stream handler (VLLM_LOGGING_STREAM, stdout by default) plus the file the tail
+    follows. Returns the config's own file."""
     fmt = {
         "()": "vllm.logging_utils.NewLineFormatter",
         "datefmt": "%m-%d %H:%M:%S",
@@ -113,7 +114,7 @@ def logging_config(log_file: Path) -> Path:
                 "class": "logging.StreamHandler",
                 "formatter": "vllm",
                 "level": "INFO",
-                "stream": "ext://sys.stdout",
+                "stream": os.environ.get("VLLM_LOGGING_STREAM", "ext://sys.stdout"),  # vLLM's own setting
             },
             "file": {
                 "class": "logging.FileHandler",
