@@ -8,7 +8,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from panel.arena.pairing import choose_pair
@@ -50,7 +50,7 @@ def pick_models(services: Services, ask: BattleAsk) -> tuple[str, str]:
     return (a, b) if PAIRING.random() < 0.5 else (b, a)
 
 
-async def battle(services: Services, ask: BattleAsk, user: str | None, who: str) -> AsyncIterator[BattleStep]:
+async def battle(services: Services, ask: BattleAsk, user: str | None, who: str) -> AsyncGenerator[BattleStep, None]:
     """Stream both answers; store the battle when both ended whole (a refused or broken answer stores nothing)."""
     if not ask.prompt.strip():
         raise BadRequestError("type a prompt first")
