@@ -93,10 +93,9 @@ async def _measure_one(
         options = {"max_model_len": min(entry.context_length or REFERENCE_MAX_MODEL_LEN, REFERENCE_MAX_MODEL_LEN)}
         try:
             await manager.load(engine, entry.path, options if engine == "vllm" else {}, actor="doctor")
-        except PanelError as exc:
-            return [
-                _unmeasured(Measured(engine, entry.name, entry.size_bytes, error=f"could not load it: {exc.message}"))
-            ]
+        except Exception as exc:  # a check reports what failed, whatever it was; it never fails itself
+            why = exc.message if isinstance(exc, PanelError) else f"{type(exc).__name__}: {exc}"
+            return [_unmeasured(Measured(engine, entry.name, entry.size_bytes, error=f"could not load it: {why}"))]
         name, path = manager.served_name(engine, entry.path) or entry.name, entry.path
         loaded_here = name
     else:
