@@ -172,6 +172,9 @@ case "$cmd" in
       under_load=1; shift
       # beside the hog the engines run about 3x slower (vLLM's CPU threads most): the deadlines say so, once
       export PANEL_TEST_TIME_SCALE="${PANEL_TEST_TIME_SCALE:-3}"
+      # llama.cpp's worker threads spin at each barrier; beside a hog on every core, one thread per child is ~3x
+      # faster than one per core (README, PANEL_LLAMA_THREADS): what an operator of a shared CPU box would set
+      export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
     fi
     setup
     ensure_test_tools

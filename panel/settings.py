@@ -53,6 +53,7 @@ class Settings:
     llama_server_bin: str | None = None
     llama_ctx_size: int = 4096
     llama_parallel: int = 4
+    llama_threads: int = 0  # llama-server's --threads when a load names none; 0: llama-server's own choice (every core)
     load_timeout_s: float = 600.0
     stop_grace_s: float = 10.0
     health_interval_s: float = 5.0  # how often a loaded llama-server child's /health is asked

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -159,7 +160,6 @@ def test_crash_while_loaded_is_noticed_without_a_request(settings, embedded_mode
 
 
 def test_load_deadline_is_enforced(settings, embedded_model) -> None:
-    from dataclasses import replace
 
     quick = replace(settings, load_timeout_s=0.05)
 
@@ -174,7 +174,6 @@ def test_load_deadline_is_enforced(settings, embedded_model) -> None:
 
 
 def test_missing_binary_reports_unavailable(settings, tmp_path: Path) -> None:
-    from dataclasses import replace
 
     engine = LlamaServerEngine(replace(settings, llama_server_bin=str(tmp_path / "no-such-binary")))
     st = engine.status()
@@ -201,6 +200,13 @@ def test_option_validation_and_argv(settings, embedded_model, tmp_path) -> None:
     assert argv[-6:] == ["--threads", "2", "--no-warmup", "--cache-type-k=q8_0", "--chat-template-file", str(template)]
     assert "--jinja" in argv, "the model's own Jinja template (tools, reasoning) is on by default"
     assert argv[argv.index("--alias") + 1] == embedded_model.name, "the child answers with the file name"
+    threads = replace(settings, llama_threads=1)
+    by_setting = LlamaServerEngine(threads).validate_options({})
+    assert by_setting.threads == 1, "PANEL_LLAMA_THREADS is the default for a load that names none"
+    assert build_argv(engine.binary, str(embedded_model), by_setting, 1, "m").count("--threads") == 1
+    assert LlamaServerEngine(threads).validate_options({"threads": 3}).threads == 3, "the load's own wins"
+    own_choice = LlamaServerEngine(replace(settings, llama_threads=0)).validate_options({})
+    assert own_choice.threads is None and "--threads" not in build_argv("x", "m", own_choice, 1, "m"), "0: its own"
     no_jinja = engine.validate_options({"extra_args": "--no-jinja"})
     assert "--jinja" not in build_argv(engine.binary, str(embedded_model), no_jinja, 1, embedded_model.name)
     assert engine.validate_options({}).n_gpu_layers == 999, "GPU layers default to all"

@@ -187,10 +187,10 @@ def build_argv(binary: str, model_path: str, options: LlamaOptions, port: int, n
         "on" if options.flash_attn else "off",
         "--metrics",
     ]
-    if options.threads is not None:
+    extra = list(options.extra_args)
+    if options.threads is not None and not has_flag(extra, "--threads", "-t"):  # the extra arguments' own wins
         argv += ["--threads", str(options.threads)]
     argv += ["--alias", name]  # the name it answers with
-    extra = list(options.extra_args)
     if not has_flag(extra, "--jinja", "--no-jinja"):
         argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
     return argv + extra

@@ -63,7 +63,9 @@ def validate_options(options: dict[str, Any], settings: Settings, binary: str | 
     extra_args = validate_extra_args(options.get("extra_args"), known_flags(binary or ""), roots)
     if 0 < ctx_size < 128:
         raise BadRequestError(f"ctx_size must be 0 (the model's own) or between 128 and 1048576, got {ctx_size}")
-    threads = _int_option(options, "threads", 1, 1, 1024) if options.get("threads") not in (None, "") else None
+    threads: int | None = settings.llama_threads or None
+    if options.get("threads") not in (None, ""):
+        threads = _int_option(options, "threads", 1, 1, 1024)
     alias = str(options.get("alias") or "").strip()
     if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
         raise BadRequestError("alias must be one line of at most 200 characters")
