@@ -7,10 +7,12 @@ file order: the failed load comes first and the next load must work.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +23,14 @@ import httpx
 import psutil
 import pytest
 
+from panel.engines.base import LoadRequest
+from panel.engines.vllm.engine import VllmEngine
 from panel.engines.vllm.failures import short_vllm_error
 from panel.engines.vllm.logs import load_phase
 from panel.engines.vllm.options import is_mistral_format, mistral_options, parse_options
 from panel.engines.vllm.serving import version_problem
-from panel.errors import BadRequestError
+from panel.errors import BadRequestError, EngineUnavailableError, PanelError
+from panel.settings import Settings
 from tests.conftest import MODELS_DIR, PanelProcess, run_panel, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
@@ -88,6 +93,29 @@ def test_unsupported_architecture_message_is_short() -> None:
     )
     text = short_vllm_error(ValueError(raw))
     assert text.startswith("Model architectures ['X'] are not supported") and "dict_keys" not in text
+
+
+def test_an_installation_fault_and_a_closed_engine_are_503_not_bad_arguments(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vLLM that cannot be imported is the installation's fault (503 naming it), never "refused the arguments"
+    (400); after the panel shut the engine down, a load is a clear 503 instead of the executor's RuntimeError."""
+
+    async def attempt() -> tuple[PanelError, PanelError]:
+        engine = VllmEngine(settings)
+        request = LoadRequest("vllm", str(HF_MODEL), engine.validate_options({}))
+        with monkeypatch.context() as broken:
+            broken.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError
+            with pytest.raises(EngineUnavailableError) as not_importable:
+                await engine.load(request)
+        await engine.shutdown()
+        with pytest.raises(EngineUnavailableError) as closed:
+            await engine.load(request)
+        return not_importable.value, closed.value
+
+    not_importable, closed = asyncio.run(attempt())
+    assert "vLLM cannot be imported here" in str(not_importable) and "refused" not in str(not_importable)
+    assert not_importable.status_code == 503 and "shutting down" in str(closed)
 
 
 # --- the real engine in a real panel process ----------------------------------------------

@@ -9,6 +9,7 @@ import functools
 import importlib.util
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class VllmEngine:
         # One thread for every blocking vLLM call (build, shut down, free): fewer malloc arenas, so memory
         # freed at unload goes back to the OS instead of staying spread over per-thread arenas.
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="panel-vllm")
+        self._closed = False  # shut down with the panel: no new work for the worker thread
 
     # --- Engine protocol: status ------------------------------------------------------
 
@@ -211,7 +213,14 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         await self._free()
+        self._closed = True
         self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _in_worker(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """`fn(*args)` on the one vLLM thread; after shutdown a clear 503 instead of the executor's RuntimeError."""
+        if self._closed:
+            raise EngineUnavailableError("the panel is shutting down: vLLM takes no new work")
+        return asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
     # --- the engine's own API ---------------------------------------------------------
 
@@ -268,8 +277,11 @@ class VllmEngine:
         plan = head_plan(self.settings, options.nnodes) if options.nnodes > 1 else None
 
         def parse() -> argparse.Namespace:
-            on_cpu = prepare_environment()
-            import vllm
+            try:
+                on_cpu = prepare_environment()
+                import vllm
+            except (ImportError, OSError) as exc:  # the installation, not the arguments
+                raise EngineUnavailableError(f"vLLM cannot be imported here: {exception_text(exc)}") from None
 
             problem = version_problem(getattr(vllm, "__version__", "0")) or serving_problem()
             if problem:
@@ -286,7 +298,7 @@ class VllmEngine:
             return args
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._worker, parse)
+            return await self._in_worker(parse)
         except (ServeArgsError, ValueError, TypeError, IndexError, AssertionError, OSError) as exc:
             raise BadRequestError(f"vLLM refused the arguments: {exception_text(exc)}") from None
 
@@ -299,7 +311,7 @@ class VllmEngine:
         """
         box: list[Any] = []
         deadline = time.monotonic() + self.settings.load_timeout_s
-        future = asyncio.get_running_loop().run_in_executor(self._worker, self._build_llm, args, log_file, box)
+        future = self._in_worker(self._build_llm, args, log_file, box)
         peer = self._peer
         trouble = asyncio.create_task(peer.trouble()) if peer is not None else None
         try:
@@ -327,7 +339,7 @@ class VllmEngine:
             app = await asyncio.wait_for(build_serving_app(llm, args), timeout=left)
         except BaseException:
             await stop_output_handler(llm)
-            await asyncio.get_running_loop().run_in_executor(self._worker, shutdown_llm, llm)
+            await self._in_worker(shutdown_llm, llm)
             raise
         serving = ServingApp(app, timeout_s=self.settings.request_timeout_s)
         return _Loaded(llm=llm, serving=serving, served_name=str(args.served_model_name[0]))
@@ -384,10 +396,9 @@ class VllmEngine:
         llm = loaded.llm
         del loaded  # vLLM's app and its state hold the engine too: drop them before shutting it down
         await stop_output_handler(llm)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._worker, shutdown_llm, llm)
+        await self._in_worker(shutdown_llm, llm)
         del llm
-        await loop.run_in_executor(self._worker, release_memory)
+        await self._in_worker(release_memory)
         await self._stop_peer()  # after this node's share is shut down: requests in flight end first
         await self._log.stop()
         self._log.lines.append(
