@@ -8,6 +8,7 @@ Members of a bundle (a reader accepts these names and nothing else):
     runs/<run_id>.json     each run's JSON as saved (it holds the run's environment)
     tables/<table>.csv     those runs' rows, one file per result table that has any
     report.html            a self-contained report: the Results charts (plotly.js inline once) and tables
+    scorecard.json         the exporting machine's scorecard (panel.scorecard): every model there, not only this one
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from panel.bench.scrub import scrub_row, scrub_secrets
 from panel.bench.store import KEY_COLUMNS, TABLES
 from panel.errors import BadRequestError, PayloadTooLargeError
 from panel.files import safe_name
+from panel.scorecard.card import Scorecard
 
 BUNDLE_FORMAT = "panel-bench-bundle"
 BUNDLE_VERSION = 1
@@ -35,6 +37,7 @@ MAX_BUNDLE_BYTES = 200 * 1024 * 1024  # uncompressed, all members together (and 
 MAX_MEMBERS = 10_000
 MANIFEST = "manifest.json"
 REPORT = "report.html"
+SCORECARD = "scorecard.json"
 RUN_MEMBER = re.compile(r"runs/([A-Za-z0-9+_-][A-Za-z0-9._+-]{0,119})\.json")
 TABLE_MEMBER = re.compile(r"tables/([a-z_]+)\.csv")
 
@@ -78,13 +81,27 @@ class Bundle:
     manifest: Manifest
     records: dict[str, RunRecord]
     tables: dict[str, list[dict[str, str]]]
+    scorecard: Scorecard | None = None  # the source machine's, when the bundle holds one
 
 
 def read_bundle(path: Path) -> Bundle:
     """A bundle's contents after every check; a 400 (a 413 when it unpacks too large) names what is wrong."""
     members = _read_members(path)
     manifest = _manifest(members)
-    return Bundle(manifest, _records(members, manifest.run_ids), _tables(members, set(manifest.run_ids)))
+    records, tables = _records(members, manifest.run_ids), _tables(members, set(manifest.run_ids))
+    return Bundle(manifest, records, tables, _scorecard(members))
+
+
+def _scorecard(members: dict[str, bytes]) -> Scorecard | None:
+    if SCORECARD not in members:
+        return None
+    raw = scrub_secrets(_load_json(members, SCORECARD))
+    if not isinstance(raw, dict):
+        raise BadRequestError(f"bundle member {SCORECARD} is not a scorecard (a JSON object)")
+    try:
+        return Scorecard.from_json(raw)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise BadRequestError(f"bundle member {SCORECARD} is not a scorecard: {exc}") from None
 
 
 def _manifest(members: dict[str, bytes]) -> Manifest:
@@ -135,8 +152,8 @@ def _read_members(bundle: Path) -> dict[str, bytes]:
         for name in names:
             if not _allowed_member(name):
                 raise BadRequestError(
-                    f"unexpected member {name!r} in the bundle: only {MANIFEST}, {REPORT}, runs/<run_id>.json "
-                    f"and tables/<table>.csv are allowed"
+                    f"unexpected member {name!r} in the bundle: only {MANIFEST}, {REPORT}, {SCORECARD}, "
+                    "runs/<run_id>.json and tables/<table>.csv are allowed"
                 )
         total = sum(i.file_size for i in infos)
         if total > MAX_BUNDLE_BYTES:
@@ -148,7 +165,7 @@ def _read_members(bundle: Path) -> dict[str, bytes]:
 
 
 def _allowed_member(name: str) -> bool:
-    if name in {MANIFEST, REPORT}:
+    if name in {MANIFEST, REPORT, SCORECARD}:
         return True
     if RUN_MEMBER.fullmatch(name):
         return True

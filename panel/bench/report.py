@@ -11,10 +11,14 @@ from panel.bench.bundle import Manifest
 from panel.bench.record import RunRecord
 from panel.bench.scrub import scrub_row
 from panel.bench.store import COLUMNS, TABLES, ResultStore
+from panel.scorecard.card import Scorecard, display_table
 
 
-def report_html(store: ResultStore, folder: str, records: list[RunRecord], manifest: Manifest) -> str:
-    """One HTML page: the Results charts for these runs (plotly.js inline once) and their rows as tables."""
+def report_html(
+    store: ResultStore, folder: str, records: list[RunRecord], manifest: Manifest, scorecard: Scorecard | None = None
+) -> str:
+    """One HTML page: the Results charts for these runs (plotly.js inline once), their rows as tables and, when
+    given, the machine's scorecard with its recommendation."""
     import plotly.io as pio
 
     from panel.bench.views import figures_for
@@ -38,6 +42,7 @@ def report_html(store: ResultStore, folder: str, records: list[RunRecord], manif
             ["run_id", "time", "engine", "status", "suites", "machine", "gpus", "engine_version"],
             [_run_summary(r, machine.hostname) for r in records],
         ),
+        *_scorecard_html(scorecard),
         "<h2>Charts</h2>",
         *(charts or ["<p>No chart data in these runs.</p>"]),
     ]
@@ -59,6 +64,17 @@ def report_html(store: ResultStore, folder: str, records: list[RunRecord], manif
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
+
+
+def _scorecard_html(scorecard: Scorecard | None) -> list[str]:
+    if scorecard is None:
+        return []
+    headers, cells = display_table(scorecard.rows, scorecard.rule.users)
+    return [
+        f"<h2>Scorecard of {html.escape(scorecard.machine)}</h2>",
+        f'<p id="scorecard-recommendation">{html.escape(scorecard.recommendation.sentence)}</p>',
+        _html_table(headers, cells) if cells else "<p>No model measured on this machine yet.</p>",
+    ]
 
 
 def _gpu_text(gpus: list[Any]) -> str:

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
-from panel.bench.bundle import MANIFEST, REPORT, Manifest, SourceMachine, read_bundle
+from panel.bench.bundle import MANIFEST, REPORT, SCORECARD, Manifest, SourceMachine, read_bundle
 from panel.bench.record import RunRecord
 from panel.bench.report import report_html
 from panel.bench.scrub import scrub_row, scrub_secrets
 from panel.bench.store import TABLES, ResultStore, read_csv
 from panel.errors import BadRequestError
 from panel.files import safe_name
+from panel.scorecard.card import Scorecard
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ def audit_import(audit: Any, actor: str, result: ImportResult) -> None:
         audit.record(actor, "bench_import", result.model, {"runs": len(result.imported), "from": result.machine})
 
 
-def export_bundle(store: ResultStore, model: str, run_ids: list[str] | None, out_dir: Path) -> Path:
-    """Write `<model>-<host>-<time>.zip` into out_dir with the chosen runs of a model (None: all of them)."""
+def export_bundle(
+    store: ResultStore, model: str, run_ids: list[str] | None, out_dir: Path, scorecard: Scorecard | None = None
+) -> Path:
+    """Write `<model>-<host>-<time>.zip` into out_dir with the chosen runs of a model (None: all of them) and, when
+    given, this machine's scorecard (as scorecard.json and in the report)."""
     folder = safe_name(model)
     records = [RunRecord.from_json(scrub_secrets(r.to_json())) for r in _chosen_runs(store, folder, run_ids)]
     ids = [r.run_id for r in records]
@@ -78,7 +82,9 @@ def export_bundle(store: ResultStore, model: str, run_ids: list[str] | None, out
         rows = [scrub_row(r) for r in read_csv(store.model_dir(folder) / f"{table}.csv") if r.get("run_id") in wanted]
         if rows:
             members[f"tables/{table}.csv"] = _csv_bytes(rows)
-    members[REPORT] = report_html(store, folder, records, manifest).encode("utf-8")
+    if scorecard is not None:
+        members[SCORECARD] = _json_bytes(scrub_secrets(scorecard.to_json()))
+    members[REPORT] = report_html(store, folder, records, manifest, scorecard).encode("utf-8")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(out_dir) / f"{folder}-{safe_name(manifest.machine.hostname)}-{stamp}.zip"
     path.parent.mkdir(parents=True, exist_ok=True)

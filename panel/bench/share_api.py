@@ -19,7 +19,7 @@ from panel.bench.bundle import MAX_BUNDLE_BYTES
 from panel.bench.share import ImportResult, audit_import, export_bundle, import_bundle
 from panel.bench.store import ResultStore
 from panel.errors import BadRequestError, PayloadTooLargeError
-from panel.services import services_of
+from panel.services import Services, services_of
 
 router = APIRouter(prefix="/v1/bench")
 IMPORT_PATH = "/v1/bench/import"  # its body cap is MAX_BUNDLE_BYTES, not the gate's default
@@ -36,8 +36,8 @@ async def export(
     model: str = Query(min_length=1, max_length=4096),
     run_id: list[str] | None = Query(default=None, description="runs to include (repeat); none: every run"),
 ) -> Response:
-    """The chosen runs of a model, their rows, a manifest and an HTML report as one .zip download."""
-    data, name = await asyncio.to_thread(_export_bytes, get_store(request), model, run_id)
+    """The chosen runs of a model, their rows, a manifest, this machine's scorecard and an HTML report as one .zip."""
+    data, name = await asyncio.to_thread(_export_bytes, services_of(request), model, run_id)
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
     return Response(content=data, media_type="application/zip", headers=headers)
 
@@ -60,9 +60,11 @@ async def import_(request: Request) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
-def _export_bytes(store: ResultStore, model: str, run_ids: list[str] | None) -> tuple[bytes, str]:
+def _export_bytes(services: Services, model: str, run_ids: list[str] | None) -> tuple[bytes, str]:
+    from panel.scorecard.build import machine_scorecard
+
     with tempfile.TemporaryDirectory(prefix="panel-export-") as tmp:
-        path = export_bundle(store, model, run_ids, Path(tmp))
+        path = export_bundle(services.bench.store, model, run_ids, Path(tmp), machine_scorecard(services))
         return path.read_bytes(), path.name
 
 

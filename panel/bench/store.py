@@ -225,11 +225,12 @@ class ResultStore:
             out.append(record)
         return out
 
-    def latest_speed(self) -> list[SpeedSummary]:
+    def latest_speed(self, here_only: bool = False) -> list[SpeedSummary]:
         """Per model and engine: the latest single-stream tokens/s (longest output length of the latest run)
-        and the latest parallel total tokens/s at concurrency 64, or at the largest concurrency measured."""
-        singles = self.rows("single_stream")
-        parallels = self.rows("parallel")
+        and the latest parallel total tokens/s at concurrency 64, or at the largest concurrency measured.
+        here_only: leave out rows imported from another machine's bundle."""
+        singles = [r for r in self.rows("single_stream") if not (here_only and r.get("machine"))]
+        parallels = [r for r in self.rows("parallel") if not (here_only and r.get("machine"))]
         keys = sorted({(r["model"], r["engine"]) for r in [*singles, *parallels]}, key=lambda k: (str(k[0]), str(k[1])))
         return [_summary(str(model), str(engine), singles, parallels) for model, engine in keys]
 

@@ -33,6 +33,7 @@ def build_ui(services: Services) -> Any:
     from panel.ui.models import build_models
     from panel.ui.monitor import build_monitor
     from panel.ui.results import build_results
+    from panel.ui.scorecard import build_scorecard
 
     with gr.Blocks(title="LLM workstation panel") as blocks:
         gr.Markdown("## LLM workstation panel")
@@ -49,6 +50,8 @@ def build_ui(services: Services) -> Any:
                 build_benchmarks(services)
             with gr.Tab("Results", id="results"):
                 build_results(services)
+            with gr.Tab("Scorecard", id="scorecard") as scorecard_tab:
+                build_scorecard(services, scorecard_tab)
             with gr.Tab("Monitor", id="monitor") as monitor_tab:
                 build_monitor(services, monitor_tab)
             with gr.Tab("Admin", id="admin") as admin_tab:

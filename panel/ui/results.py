@@ -15,6 +15,7 @@ from panel.bench.share import audit_import, export_bundle, import_bundle
 from panel.bench.store import TABLES, ResultStore
 from panel.bench.views import ENGINES, ResultsView, export_csv, results_view
 from panel.errors import PanelError
+from panel.scorecard.build import machine_scorecard
 from panel.services import Services
 from panel.ui.common import shows_errors
 from panel.ui.evals import build_leaderboard
@@ -104,7 +105,8 @@ def _share_section(services: Services, store: ResultStore, folders: list[str]) -
         if not folder:
             return None, "choose a model to export"
         try:
-            path = export_bundle(store, folder, None, Path(tempfile.mkdtemp(prefix="panel-bundle-")))
+            out = Path(tempfile.mkdtemp(prefix="panel-bundle-"))
+            path = export_bundle(store, folder, None, out, machine_scorecard(services))
         except PanelError as exc:
             return None, f"❌ {exc.message}"
         return str(path), f"bundle ready: `{path.name}`"
