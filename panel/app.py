@@ -14,12 +14,14 @@ from panel import __version__, api
 from panel.access.routes import gradio_auth_kwargs, install_access
 from panel.api import arena as arena_api
 from panel.api import node
+from panel.api import scorecard as scorecard_api
 from panel.bench import api as bench_api
 from panel.bench import share_api
 from panel.doctor import api as doctor_api
 from panel.engines import default_engines
 from panel.engines.base import LLAMACPP, Engine
 from panel.errors import PanelError
+from panel.evals import routes as eval_routes
 from panel.models import routes as model_routes
 from panel.observability import metrics
 from panel.observability import routes as observability_routes
@@ -56,10 +58,12 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.include_router(observability_routes.router)  # the request log, the monitor
     app.include_router(metrics.router)  # /metrics
     app.include_router(model_routes.router)  # Hugging Face downloads and the model library
+    app.include_router(eval_routes.router)  # standard benchmarks from the Hub, evaluation runs
     app.include_router(bench_api.router)
     app.include_router(share_api.router)  # benchmark bundles: export / import across machines
     app.include_router(doctor_api.router)  # the workstation check
     app.include_router(arena_api.router)  # blind battles, votes, Bradley–Terry ratings
+    app.include_router(scorecard_api.router)  # quality, speed, memory and load time per model; the recommendation
     node.install_node(app, services)  # /node routes behind the peer key: two panels running one model
     if with_ui:
         import gradio as gr

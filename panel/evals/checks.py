@@ -87,6 +87,11 @@ class Pattern(_Params):
         return value
 
 
+class PatternCount(Pattern):
+    op: Op = "min"
+    n: int = Field(ge=0)
+
+
 class JapaneseOnly(_Params):
     min_ratio: float = Field(default=0.9, ge=0.0, le=1.0)
 
@@ -205,6 +210,12 @@ def check_regex_match(a: Answer, p: Pattern) -> CheckResult:
 def check_regex_absent(a: Answer, p: Pattern) -> CheckResult:
     m = _search(a, p)
     return CheckResult(m is None, f"found {m.group(0)!r}" if m else f"no match for /{p.pattern}/")
+
+
+def check_regex_count(a: Answer, p: PatternCount) -> CheckResult:
+    """How many times a pattern occurs (placeholders, 《highlights》, a keyword, kanji): M-IFEval's counts."""
+    n = len(re.findall(p.pattern, a.text, re.IGNORECASE if p.ignore_case else 0))
+    return CheckResult(_compare(n, p.op, p.n), f"{n} matches of /{p.pattern}/ (wanted {_OP_WORD[p.op]} {p.n})")
 
 
 def check_japanese_only(a: Answer, p: JapaneseOnly) -> CheckResult:
@@ -358,6 +369,7 @@ CHECK_TYPES: dict[str, CheckType] = {
     "contains_any": CheckType(AnyTerms, check_contains_any),
     "regex_match": CheckType(Pattern, check_regex_match),
     "regex_absent": CheckType(Pattern, check_regex_absent),
+    "regex_count": CheckType(PatternCount, check_regex_count),
     "japanese_only": CheckType(JapaneseOnly, check_japanese_only),
     "latin_max": CheckType(LatinMax, check_latin_max),
     "sentence_count": CheckType(SentenceCount, check_sentence_count),

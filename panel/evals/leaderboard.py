@@ -32,6 +32,8 @@ class LeaderboardRow:
     quality_rating: int | None = None
     started_at: str = ""
     path: str = ""
+    loose_rate: float | None = None  # prompt-level loose (IFEval) where the suite has checks
+    judge_score: float | None = None  # mean 1–5 of a scored judge (ELYZA-tasks-100)
 
 
 def iter_results(benchmarks_dir: Path) -> list[tuple[Path, EvalRecord]]:
@@ -96,6 +98,8 @@ def leaderboard_rows(benchmarks_dir: Path, suite: str | None = None) -> list[Lea
                 quality_rating=record.quality_sample.rating if record.quality_sample else None,
                 started_at=record.started_at,
                 path=str(path),
+                loose_rate=summary.prompt_loose,
+                judge_score=summary.judge_score_mean,
             )
         )
     rows.sort(key=lambda r: (-r.pass_rate, -(r.single_tps or 0.0)))
@@ -115,6 +119,9 @@ def leaderboard_table(rows: list[LeaderboardRow]) -> tuple[list[str], list[list[
         "(measured at)",
         "judge",
         "quality (1–3)",
+        "suite",
+        "loose %",
+        "judge score (1–5)",
         *[f"{c} %" for c in categories],
     ]
     body = [
@@ -128,11 +135,27 @@ def leaderboard_table(rows: list[LeaderboardRow]) -> tuple[list[str], list[list[
             r.total_concurrency,
             r.judge,
             r.quality_rating,
+            r.suite,
+            r.loose_rate,
+            r.judge_score,
             *[r.categories.get(c) for c in categories],
         ]
         for r in rows
     ]
     return headers, body
+
+
+def suites_ranked(benchmarks_dir: Path) -> list[str]:
+    """The suite and benchmark names that have a full result, for choosing one leaderboard."""
+    return sorted({record.suite for _, record in latest_results(benchmarks_dir)})
+
+
+def reference_scores(benchmarks_dir: Path, suite: str) -> dict[str, float]:
+    """The published reference scores a standard benchmark's results carry (empty for the panel's own suites)."""
+    for _, record in reversed(latest_results(benchmarks_dir, suite)):
+        if record.benchmark is not None:
+            return dict(record.benchmark.reference_scores)
+    return {}
 
 
 def scatter_figure(rows: list[LeaderboardRow]) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 from panel.evals.backends import Identity
 from panel.evals.scoring import CaseResult, Summary
+from panel.evals.suite import BenchmarkRef
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,14 @@ class EvalRecord:
     cases: list[CaseResult] = field(default_factory=list)
     quality_sample: QualityAnswer | None = None
     interrupted_at: str | None = None
+    benchmark: BenchmarkRef | None = None  # a standard benchmark from the Hub: its repo, file and reference scores
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "extra" or (f.name == "interrupted_at" and value is None):
+            if f.name == "extra" or (f.name in {"interrupted_at", "benchmark"} and value is None):
                 continue
             if f.name == "cases":
                 value = [c.to_json() for c in value]
@@ -86,6 +88,8 @@ class EvalRecord:
                 value = value.to_json()
             elif f.name == "quality_sample" and value is not None:
                 value = dataclasses.asdict(value)
+            elif f.name == "benchmark" and value is not None:
+                value = value.model_dump()
             out[f.name] = value
         return {**out, **self.extra}
 
@@ -95,8 +99,9 @@ class EvalRecord:
         if not isinstance(raw, dict) or raw.get("kind") != "eval" or not isinstance(raw.get("summary"), dict):
             raise ValueError("not an evaluation result (kind eval with a summary)")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        plain = {k: v for k, v in raw.items() if k in known - {"judge", "summary", "cases", "quality_sample"}}
-        judge, sample = raw.get("judge"), raw.get("quality_sample")
+        typed = {"judge", "summary", "cases", "quality_sample", "benchmark"}
+        plain = {k: v for k, v in raw.items() if k in known - typed}
+        judge, sample, bench = raw.get("judge"), raw.get("quality_sample"), raw.get("benchmark")
         try:
             return cls(
                 **plain,
@@ -104,9 +109,10 @@ class EvalRecord:
                 summary=Summary.from_json(raw["summary"]),
                 cases=[CaseResult.from_json(c) for c in raw.get("cases") or []],
                 quality_sample=QualityAnswer.from_json(sample) if isinstance(sample, dict) and sample else None,
+                benchmark=BenchmarkRef.model_validate(bench) if isinstance(bench, dict) else None,
                 extra={k: v for k, v in raw.items() if k not in known},
             )
-        except TypeError as exc:  # a field of the wrong shape
+        except (TypeError, ValueError) as exc:  # a field of the wrong shape
             raise ValueError(f"not an evaluation result: {exc}") from None
 
     @classmethod

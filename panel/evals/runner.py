@@ -183,6 +183,7 @@ def _result_record(
         cases_total=run.cases_total,
         cases=list(results),
         quality_sample=quality,
+        benchmark=run.suite.benchmark,
     )
 
 
@@ -262,19 +263,49 @@ async def run_panel_eval(
     suite_dirs: list[Path] | None = None,
     resume: Path | None = None,
 ) -> AsyncIterator[EvalProgress]:
-    """The panel's own run (Benchmarks tab): a loaded engine of this manager, holding the GPU while it runs.
-
-    The judge is another (or the same) engine of this manager, or any OpenAI-compatible URL such as a
-    second llama-server. The suite file must lie in the shipped folder or one of `suite_dirs`."""
-    from panel.evals.backends import HttpBackend
+    """The panel's own run (Benchmarks tab) of a suite file in the shipped folder or one of `suite_dirs`."""
     from panel.evals.suite import load_suite, resolve_suite_path
 
     suite = load_suite(resolve_suite_path(suite_path, suite_dirs or []))
+    async for step in run_panel_suite(
+        gateway,
+        benchmarks_dir,
+        suite,
+        engine,
+        judge_engine=judge_engine,
+        judge_url=judge_url,
+        options=options,
+        timeout_s=timeout_s,
+        resume=resume,
+    ):
+        yield step
+
+
+async def run_panel_suite(
+    gateway: Gateway,
+    benchmarks_dir: Path,
+    suite: Suite,
+    engine: str,
+    *,
+    judge_engine: str | None = None,
+    judge_url: str | None = None,
+    judge_api_key: str | None = None,
+    judge_model: str | None = None,
+    options: EvalOptions | None = None,
+    timeout_s: float = 300.0,
+    resume: Path | None = None,
+) -> AsyncIterator[EvalProgress]:
+    """A loaded engine of this manager answers, holding the GPU while it runs.
+
+    The judge is another (or the same) engine of this manager, or any OpenAI-compatible URL such as a
+    second llama-server or a remote endpoint (its key is used for this run only, never saved)."""
+    from panel.evals.backends import HttpBackend
+
     manager = gateway.manager
     manager.route(engine, None)  # a clear 409 now when nothing is loaded there
     judge: Backend | None = None
     if judge_url:
-        judge = HttpBackend(judge_url, judge_engine, timeout_s=timeout_s)
+        judge = HttpBackend(judge_url, judge_engine, judge_model, api_key=judge_api_key, timeout_s=timeout_s)
     elif judge_engine:
         manager.route(judge_engine, None)
         judge = GatewayBackend(gateway, judge_engine, timeout_s)
@@ -332,14 +363,33 @@ async def resume_panel_eval(
             f"load {Path(record.model_path).name} on {engine} first: the evaluation goes on with the same model"
         )
     options = EvalOptions(max_tokens_cap=record.max_tokens_cap)
-    async for step in run_panel_eval(
-        gateway,
-        benchmarks_dir,
-        str(record.suite_path),
-        engine,
-        options=options,
-        timeout_s=timeout_s,
-        suite_dirs=suite_dirs,
-        resume=path,
-    ):
+    if record.benchmark is not None:  # a standard benchmark: converted again from its dataset file, same judge
+        from panel.evals.hub_benchmarks import convert_file
+        from panel.evals.judge import SCORE_MAX_TOKENS
+
+        options.judge_max_tokens, options.quality_sample = SCORE_MAX_TOKENS, False
+        judge = record.judge.identity if record.judge else None
+        steps = run_panel_suite(
+            gateway,
+            benchmarks_dir,
+            convert_file(record.benchmark.name, Path(str(record.suite_path))),
+            engine,
+            judge_engine=judge.engine if judge and not judge.url else None,
+            judge_url=judge.url if judge else None,
+            options=options,
+            timeout_s=timeout_s,
+            resume=path,
+        )
+    else:
+        steps = run_panel_eval(
+            gateway,
+            benchmarks_dir,
+            str(record.suite_path),
+            engine,
+            options=options,
+            timeout_s=timeout_s,
+            suite_dirs=suite_dirs,
+            resume=path,
+        )
+    async for step in steps:
         yield step

@@ -28,6 +28,9 @@ class JudgeVerdict:
     reason: str = ""
     error: str | None = None
     raw: str = ""
+    score: int | None = None  # 1–5 on a scored judge (ELYZA-tasks-100); None when unparsed or PASS/FAIL
+    prompt: str = ""  # what a scored judge was asked, as sent
+    reasoning: str = ""  # its reasoning (a separate reasoning field, or the text around the number)
 
 
 @dataclass
@@ -144,6 +147,7 @@ class Summary:
     generation_errors: int = 0
     judge: JudgeTally = field(default_factory=JudgeTally)
     categories: dict[str, CategorySummary] = field(default_factory=dict)
+    judge_score_mean: float | None = None  # mean 1–5 score of a scored judge over the answers it scored
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"judge", "categories"}}
@@ -156,7 +160,7 @@ class Summary:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Summary:
         """A saved summary; figures a file from an older panel lacks take their defaults."""
-        rates = {"prompt_strict", "prompt_loose", "check_strict", "check_loose"}
+        rates = {"prompt_strict", "prompt_loose", "check_strict", "check_loose", "judge_score_mean"}
         category = {f.name for f in fields(CategorySummary)}
         return cls(
             n_cases=int(raw.get("n_cases") or 0),
@@ -183,6 +187,7 @@ def summarize(suite: Suite, results: list[CaseResult]) -> Summary:
     passed = sum(1 for r in graded if r.passed)
     pass_rate = _rate(passed, len(graded)) or 0.0
     verdicts = [r.judge.verdict for r in judged if r.judge]
+    scores = [r.judge.score for r in judged if r.judge and r.judge.score is not None]
     return Summary(
         n_cases=len(results),
         n_graded=len(graded),
@@ -196,6 +201,7 @@ def summarize(suite: Suite, results: list[CaseResult]) -> Summary:
         generation_errors=sum(1 for r in results if r.error is not None),
         judge=JudgeTally(len(judged), verdicts.count("PASS"), verdicts.count("FAIL"), verdicts.count(None)),
         categories=per_category(results),
+        judge_score_mean=round(sum(scores) / len(scores), 2) if scores else None,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -48,8 +48,35 @@ class Check(BaseModel):
 
 
 class JudgeSpec(BaseModel):
+    """What the judge decides: PASS/FAIL against a rubric, or (ELYZA-tasks-100) a 1–5 score with the task's own
+    aspects as the rubric and its model answer as the reference."""
+
     model_config = ConfigDict(extra="forbid")
     rubric: str = Field(min_length=4)
+    scale: Literal["pass_fail", "1-5"] = "pass_fail"
+    reference: str | None = None
+
+
+class NotChecked(BaseModel):
+    """A benchmark prompt left out of the run: one of its instructions has no checker here."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    instruction_ids: list[str]
+
+
+class BenchmarkRef(BaseModel):
+    """Where a converted standard benchmark came from, and what its dataset card publishes."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    repo_id: str
+    file: str
+    kind: Literal["rules", "judged"]
+    revision: str | None = None
+    rows: int = 0  # rows in the dataset file
+    reference_scores: dict[str, float] = Field(default_factory=dict)
+    not_checked: list[NotChecked] = Field(default_factory=list)
 
 
 class Case(BaseModel):
@@ -101,6 +128,7 @@ class Suite(BaseModel):
     quality_sample: QualitySample | None = None
     cases: list[Case] = Field(min_length=1)
     path: str = ""
+    benchmark: BenchmarkRef | None = None  # set for a standard benchmark converted from the Hub
 
     @model_validator(mode="after")
     def _consistent(self) -> Suite:

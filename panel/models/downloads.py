@@ -24,7 +24,7 @@ from huggingface_hub import constants as hf_constants
 
 from panel.errors import ConflictError, DiskFullError, NotFoundError
 from panel.files import safe_name
-from panel.models.hub import RepoFile, RepoListing, as_panel_error, list_repo, pick_files
+from panel.models.hub import RepoFile, RepoListing, RepoType, as_panel_error, list_repo, pick_files
 from panel.models.progress import DownloadCancelled, DownloadJob, FileProgress, bar_class_for
 from panel.settings import Settings
 from panel.units import MiB, human_bytes
@@ -66,9 +66,13 @@ class DownloadManager:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
-    def list_files(self, repo_id: str, revision: str | None = None, token: str | None = None) -> RepoListing:
+    def list_files(
+        self, repo_id: str, revision: str | None = None, token: str | None = None, repo_type: RepoType = "model"
+    ) -> RepoListing:
         """The repo's files with sizes and its GGUF choices; raises a PanelError the user can act on."""
-        return list_repo(repo_id, revision, self._token(token), self.config.endpoint, self.config.etag_timeout_s)
+        return list_repo(
+            repo_id, revision, self._token(token), self.config.endpoint, self.config.etag_timeout_s, repo_type
+        )
 
     def start(
         self,
@@ -78,9 +82,13 @@ class DownloadManager:
         token: str | None = None,
         name: str | None = None,
         actor: str = "local",
+        repo_type: RepoType = "model",
+        into: Path | None = None,
     ) -> DownloadJob:
-        """Check the repo and the disk, then download in a background thread; returns the job at once."""
-        job, secret, commit = self._prepare(repo_id, revision, include, token, name)
+        """Check the repo and the disk, then download in a background thread; returns the job at once.
+
+        A dataset (`repo_type="dataset"`, the standard benchmarks) lands in `into`/<name>/ instead of models/."""
+        job, secret, commit = self._prepare(repo_id, revision, include, token, name, repo_type, into)
         if self.config.audit:
             self.config.audit(
                 actor, "model_download", job.repo_id, {"id": job.id, "into": job.name, "files": len(job.files)}
@@ -125,9 +133,16 @@ class DownloadManager:
         return (token or "").strip() or self.config.token or None
 
     def _prepare(
-        self, repo_id: str, revision: str | None, include: list[str] | None, token: str | None, name: str | None
+        self,
+        repo_id: str,
+        revision: str | None,
+        include: list[str] | None,
+        token: str | None,
+        name: str | None,
+        repo_type: RepoType = "model",
+        into: Path | None = None,
     ) -> tuple[DownloadJob, str | None, str | None]:
-        listing = self.list_files(repo_id, revision, token)
+        listing = self.list_files(repo_id, revision, token, repo_type)
         include = [p.strip() for p in include or [] if p and p.strip()]
         chosen = pick_files(listing, include)
         folder = safe_name(name or listing.repo_id.split("/")[-1])
@@ -137,8 +152,9 @@ class DownloadManager:
             repo_id=listing.repo_id,
             revision=listing.revision,
             name=folder,
-            target=self.config.models_dir / folder,
+            target=(into or self.config.models_dir) / folder,
             files=[FileProgress(f.path, f.size) for f in chosen],
+            repo_type=repo_type,
         )
         with self._lock:
             busy = [j for j in self._jobs.values() if j.active and j.name == folder]
@@ -168,7 +184,7 @@ class DownloadManager:
             )
 
     def _run(self, job: DownloadJob, token: str | None, commit: str | None) -> None:
-        staging = self.config.models_dir / STAGING_DIR / job.name
+        staging = job.target.parent / STAGING_DIR / job.name
         job.status = "running"
         try:
             for progress in job.files:
@@ -198,6 +214,7 @@ class DownloadManager:
             job.repo_id,
             progress.path,
             revision=commit or job.revision,
+            repo_type=job.repo_type,
             local_dir=staging,
             token=token,
             endpoint=self.config.endpoint,

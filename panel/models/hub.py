@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from panel.errors import (
     BadRequestError,
@@ -26,6 +26,7 @@ from panel.models.library import GGUF, HF
 
 log = logging.getLogger(__name__)
 
+RepoType = Literal["model", "dataset"]
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # For safetensors repos these are duplicates or other frameworks' copies of the same weights.
 HF_IGNORE = ("*.gguf", "*.bin", "*.pth", "*.pt", "*.h5", "*.msgpack", "*.onnx", "*.ot", "original/*", "*.tflite")
@@ -80,11 +81,17 @@ class RepoListing:
 
 
 def list_repo(
-    repo_id: str, revision: str | None, token: str | None, endpoint: str | None, timeout_s: float
+    repo_id: str,
+    revision: str | None,
+    token: str | None,
+    endpoint: str | None,
+    timeout_s: float,
+    repo_type: RepoType = "model",
 ) -> RepoListing:
     """The repo's files with sizes and its GGUF choices; raises a PanelError the user can act on.
 
-    `endpoint` and `token` go to this call only (None: huggingface_hub's HF_ENDPOINT and stored token).
+    `endpoint` and `token` go to this call only (None: huggingface_hub's HF_ENDPOINT and stored token);
+    `repo_type` "dataset" lists a dataset repo (standard benchmarks) instead of a model.
     """
     repo_id = validate_repo_id(repo_id)
     revision = (revision or "").strip() or None
@@ -92,16 +99,16 @@ def list_repo(
         from huggingface_hub import HfApi
 
         api = HfApi(endpoint=endpoint, token=token)
-        info = api.model_info(repo_id, revision=revision, files_metadata=True, timeout=timeout_s)
-    files = [RepoFile(s.rfilename, s.size) for s in (info.siblings or [])]
+        info = api.repo_info(repo_id, revision=revision, repo_type=repo_type, files_metadata=True, timeout=timeout_s)
+    files = [RepoFile(s.rfilename, s.size) for s in (getattr(info, "siblings", None) or [])]
     return RepoListing(
         repo_id=repo_id,
         revision=revision,
         commit=info.sha,
         files=files,
         gguf_groups=group_gguf(files),
-        gated=bool(info.gated),
-        private=bool(info.private),
+        gated=bool(getattr(info, "gated", False)),
+        private=bool(getattr(info, "private", False)),
     )
 
 

@@ -76,6 +76,7 @@ class DownloadJob:
     name: str
     target: Path
     files: list[FileProgress]
+    repo_type: str = "model"  # or "dataset" (a standard benchmark's data)
     status: str = "queued"  # queued | running | done | error | cancelling | cancelled
     error: str | None = None
     error_type: str | None = None
@@ -131,6 +132,7 @@ class DownloadJob:
         return {
             "id": self.id,
             "repo_id": self.repo_id,
+            "repo_type": self.repo_type,
             "revision": self.revision,
             "name": self.name,
             "target": str(self.target),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,22 @@ import gradio as gr
 from panel.access.auth import actor_of
 from panel.engines.base import ENGINE_NAMES, LLAMACPP
 from panel.errors import PanelError
-from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, quality_samples, scatter_figure
+from panel.evals.hub_benchmarks import (
+    BENCHMARKS,
+    benchmark_markdown,
+    benchmark_statuses,
+    run_panel_benchmark,
+    start_download,
+)
+from panel.evals.leaderboard import (
+    leaderboard_rows,
+    leaderboard_table,
+    quality_samples,
+    reference_scores,
+    scatter_figure,
+    suites_ranked,
+)
+from panel.evals.record import EvalRecord
 from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
 from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites
 from panel.services import Services
@@ -35,8 +52,10 @@ def summary_markdown(result: dict[str, Any], path: Path | None) -> str:
         j = s["judge"]
         judge_line += f" · PASS {j['pass']} · FAIL {j['fail']} · judge errors {j['errors']}"
     cats = " · ".join(f"{k} {v['passed']}/{v['n']}" for k, v in s["categories"].items())
+    bench = benchmark_lines(result)
     return "\n".join(
         [
+            *(["\n\n".join(bench) + "\n"] if bench else []),
             f"**{result['model']}** on {result['engine']} — **{s['pass_rate']}%** passed "
             f"({s['passed']}/{s['n_graded']}), grade **{s['grade']}**",
             f"strict/loose at prompt level {s['prompt_strict']}% / {s['prompt_loose']}% · at check level "
@@ -54,6 +73,8 @@ def cases_markdown(result: dict[str, Any]) -> str:
     for case in result["cases"]:
         judge = case.get("judge")
         verdict = "–" if not judge else (judge.get("verdict") or f"error: {judge.get('error')}")
+        if judge and judge.get("score") is not None:
+            verdict = f"{judge['score']}/5"
         failed = "; ".join(f"{c['type']}: {c['detail']}" for c in case["checks"] if not c["strict"])
         cells = [
             case["id"],
@@ -65,6 +86,28 @@ def cases_markdown(result: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines)
+
+
+def benchmark_lines(result: dict[str, Any]) -> list[str]:
+    """For a standard benchmark's result: its source, the prompts not checked, the judge's mean score."""
+    record = EvalRecord.from_json(result)
+    bench, summary = record.benchmark, record.summary
+    if bench is None or summary is None:
+        return []
+    lines = [f"**{bench.name}** from Hub dataset `{bench.repo_id}` (`{bench.file}`, {bench.rows} rows)"]
+    if bench.not_checked:
+        ids = sorted({i for n in bench.not_checked for i in n.instruction_ids})
+        lines.append(
+            f"{len(bench.not_checked)} prompt(s) not checked (no checker for {', '.join(ids)}): left out of the score"
+        )
+    if summary.judge_score_mean is not None:
+        lines.append(
+            f"judge score **{summary.judge_score_mean} / 5** "
+            f"(mean over {summary.judge.judged - summary.judge.errors} scored answers)"
+        )
+    if bench.reference_scores:
+        lines.append("published reference: " + " · ".join(f"{k} {v}" for k, v in bench.reference_scores.items()))
+    return lines
 
 
 def samples_html(samples: list[dict[str, Any]]) -> str:
@@ -106,6 +149,24 @@ def build_evals_section(services: Services) -> None:
         run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
         upload = gr.UploadButton("Add a suite file (.yaml)", file_types=[".yaml", ".yml"], elem_id="eval-upload")
     status = gr.Markdown("", elem_id="eval-status")
+
+    gr.Markdown("#### Standard benchmark from the Hugging Face Hub")
+    with gr.Row():
+        bench_pick = gr.Dropdown(
+            [(b.name, b.name) for b in BENCHMARKS.values()],
+            value=next(iter(BENCHMARKS)),
+            label="Standard benchmark",
+            elem_id="bench-hub-pick",
+        )
+        bench_repo = gr.Textbox(label="Hub dataset repo (blank: the benchmark's own)", elem_id="bench-hub-repo")
+        bench_token = gr.Textbox(label="Hub token (optional, not saved)", type="password", elem_id="bench-hub-token")
+        judge_key = gr.Textbox(label="Judge URL key (optional, not saved)", type="password", elem_id="bench-judge-key")
+        judge_model = gr.Textbox(label="Judge URL model (optional)", elem_id="bench-judge-model")
+    bench_info = gr.Markdown(lambda: _benchmark_info(services, next(iter(BENCHMARKS))), elem_id="bench-hub-info")
+    with gr.Row():
+        bench_download = gr.Button("Download dataset", elem_id="bench-hub-download")
+        bench_run = gr.Button("Run benchmark", variant="primary", elem_id="bench-hub-run")
+    bench_status = gr.Markdown("", elem_id="bench-hub-status")
 
     gr.Markdown("#### Japanese quality sample (read side by side, rate 1–3)")
     # callables: read the result files again on every page load, not once at start
@@ -163,6 +224,74 @@ def build_evals_section(services: Services) -> None:
     def on_samples_refresh() -> tuple[str, Any]:
         return samples_html(quality_samples(settings.benchmarks_dir)), gr.update(choices=_sample_choices(services))
 
+    @requires_role(services, "operator")
+    async def on_benchmark_download_click(name: str, repo: str, token: str, request: gr.Request) -> AsyncIterator[str]:
+        try:
+            job = start_download(services.downloads, settings.data_dir, name, repo, actor_of(request), token)
+        except PanelError as exc:
+            yield f"❌ {exc.message}"
+            return
+        deadline = time.monotonic() + DOWNLOAD_WAIT_S
+        while job.active and time.monotonic() < deadline:
+            totals = job.totals()
+            yield f"⏳ downloading {job.repo_id}: {totals.fraction:.0%} ({totals.done:,} of {totals.size:,} bytes)"
+            await asyncio.sleep(0.5)
+        if job.status == "done":
+            yield f"✅ {name} downloaded from `{job.repo_id}` into `{job.target}`"
+        elif job.active:
+            yield f"⏳ still downloading after {DOWNLOAD_WAIT_S:.0f} s: follow it in the Models tab (job {job.id})"
+        else:
+            yield f"❌ download {job.status}: {job.error or 'cancelled'}"
+
+    @requires_role(services, "operator")
+    async def on_benchmark_run_click(
+        name: str,
+        engine_name: str,
+        judge_name: str,
+        url: str,
+        key: str,
+        model: str,
+        cap_tokens: Any,
+        request: gr.Request,
+    ) -> AsyncIterator[Any]:
+        from panel.evals.judge import SCORE_MAX_TOKENS
+
+        cap = int(cap_tokens) if cap_tokens and int(cap_tokens) > 0 else None
+        options = EvalOptions(max_tokens_cap=cap, judge_max_tokens=SCORE_MAX_TOKENS)
+        try:
+            async for step in run_panel_benchmark(
+                services.gateway,
+                settings.benchmarks_dir,
+                settings.data_dir,
+                name,
+                engine_name,
+                judge_engine=None if judge_name in (None, "", "none") else judge_name,
+                judge_url=(url or "").strip() or None,
+                judge_api_key=(key or "").strip() or None,
+                judge_model=(model or "").strip() or None,
+                options=options,
+                timeout_s=settings.request_timeout_s,
+            ):
+                if step.result is None:
+                    yield f"⏳ {step.done}/{step.total}: {step.message}"
+                else:
+                    yield summary_markdown(step.result, step.path) + "\n\n" + cases_markdown(step.result)
+        except PanelError as exc:
+            yield f"❌ {exc.message}"
+
+    def on_benchmark_pick_change(name: str) -> str:
+        return _benchmark_info(services, name)
+
+    bench_pick.change(on_benchmark_pick_change, bench_pick, bench_info)
+    bench_download.click(
+        on_benchmark_download_click, [bench_pick, bench_repo, bench_token], bench_status, concurrency_limit=2
+    ).then(on_benchmark_pick_change, bench_pick, bench_info)
+    bench_run.click(
+        on_benchmark_run_click,
+        [bench_pick, engine, judge_engine, judge_url, judge_key, judge_model, cap],
+        bench_status,
+        concurrency_limit=1,
+    )
     run_btn.click(on_eval_run_click, [suite, engine, judge_engine, judge_url, cap], status, concurrency_limit=1).then(
         on_samples_refresh, outputs=[samples, sample_pick]
     )
@@ -172,6 +301,14 @@ def build_evals_section(services: Services) -> None:
     )
 
 
+DOWNLOAD_WAIT_S = 600.0
+
+
+def _benchmark_info(services: Services, name: str) -> str:
+    status = next((b for b in benchmark_statuses(services.settings.data_dir) if b.name == name), None)
+    return benchmark_markdown(status) if status else f"❌ unknown benchmark {name!r}"
+
+
 def _sample_choices(services: Services) -> list[tuple[str, str]]:
     return [(f"{s['model']} · {s['engine']}", s["path"]) for s in quality_samples(services.settings.benchmarks_dir)]
 
@@ -179,31 +316,60 @@ def _sample_choices(services: Services) -> list[tuple[str, str]]:
 SORT_KEYS = {"pass rate": 2, "single-stream tok/s": 4, "total tok/s @64": 5, "model": 0}
 
 
-def _table(services: Services, sort_by: str = "pass rate") -> tuple[dict[str, Any], Any]:
-    rows = leaderboard_rows(services.settings.benchmarks_dir)
+ALL_SUITES = "all suites and benchmarks"
+
+
+def _table(services: Services, sort_by: str = "pass rate", suite: str = ALL_SUITES) -> tuple[dict[str, Any], Any]:
+    chosen = None if suite in (None, "", ALL_SUITES) else suite
+    rows = leaderboard_rows(services.settings.benchmarks_dir, chosen)
     headers, body = leaderboard_table(rows)
     col = SORT_KEYS.get(sort_by, 2)
     body.sort(key=lambda r: (r[col] is None, r[col] if col == 0 else -(r[col] or 0)))
     return {"headers": headers, "data": body}, scatter_figure(rows)
 
 
+def _references(services: Services, suite: str) -> str:
+    """The chosen benchmark's published reference scores, to read beside this machine's rows."""
+    if suite in (None, "", ALL_SUITES):
+        return ""
+    refs = reference_scores(services.settings.benchmarks_dir, suite)
+    if not refs:
+        return ""
+    return f"Published reference scores for **{suite}**: " + " · ".join(f"{k} {v}" for k, v in refs.items())
+
+
 def build_leaderboard(services: Services) -> None:
     """Results tab: leaderboard (model, engine, pass rate, grade, per-category rates, speed) and the scatter."""
     gr.Markdown("### Leaderboard: instruction following beside speed")
     with gr.Row():
+        suite = gr.Dropdown(
+            [ALL_SUITES, *suites_ranked(services.settings.benchmarks_dir)],
+            value=ALL_SUITES,
+            label="Suite or benchmark",
+            elem_id="leaderboard-suite",
+        )
         sort_by = gr.Dropdown(list(SORT_KEYS), value="pass rate", label="Sort by", elem_id="leaderboard-sort")
         refresh = gr.Button("↻ Refresh", size="sm", elem_id="leaderboard-refresh")
     # callables: the leaderboard is read again on every page load, not once at start
     table = gr.Dataframe(value=lambda: _table(services)[0], interactive=False, wrap=True, elem_id="leaderboard")
+    references = gr.Markdown("", elem_id="leaderboard-references")
     plot = gr.Plot(lambda: _table(services)[1], elem_id="leaderboard-scatter")
     gr.Markdown(
         "Click a column header to sort. Speed columns stay empty until a benchmark of that model and "
-        "engine exists; *(self)* marks a model that judged itself — a quick look, not a ranking."
+        "engine exists; *(self)* marks a model that judged itself — a quick look, not a ranking. "
+        "M-IFEval's pass rate is prompt-level strict (loose beside it); ELYZA-tasks-100's is the share scored ≥ 4, "
+        "its mean 1–5 in *judge score*."
     )
 
-    def on_leaderboard_refresh(order: str) -> tuple[Any, Any]:
-        data, fig = _table(services, order)
-        return gr.update(value=data), fig
+    def on_leaderboard_refresh(order: str, chosen: str) -> tuple[Any, Any, str]:
+        data, fig = _table(services, order, chosen)
+        return gr.update(value=data), fig, _references(services, chosen)
 
-    refresh.click(on_leaderboard_refresh, sort_by, [table, plot])
-    sort_by.change(on_leaderboard_refresh, sort_by, [table, plot])
+    def on_suites_refresh() -> Any:
+        return gr.update(choices=[ALL_SUITES, *suites_ranked(services.settings.benchmarks_dir)])
+
+    refresh.click(on_leaderboard_refresh, [sort_by, suite], [table, plot, references]).then(
+        on_suites_refresh, outputs=suite
+    )
+    sort_by.change(on_leaderboard_refresh, [sort_by, suite], [table, plot, references])
+    suite.change(on_leaderboard_refresh, [sort_by, suite], [table, plot, references])

@@ -60,6 +60,8 @@ CASES = [
     ("regex_match", {"pattern": "(?i)^yes"}, "Yes, it is.", "No."),
     ("regex_absent", {"pattern": "AIとして|言語モデル"}, "わしは森の魔法使いじゃ。", "AIとしてお答えします。"),
     ("regex_absent", {"pattern": "as an AI", "ignore_case": True}, "I am a wizard.", "As an AI, I cannot."),
+    ("regex_count", {"pattern": r"\[[^\]]+\]", "n": 2}, "[名前]様、[日付]に伺います。", "[名前]様、明日伺います。"),
+    ("regex_count", {"pattern": "ai", "op": "max", "n": 1, "ignore_case": True}, "AI helps.", "AI and ai again."),
     (
         "japanese_only",
         {"min_ratio": 0.95},

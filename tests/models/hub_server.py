@@ -3,6 +3,7 @@
 - GET  /api/models/{repo}[/revision/{rev}]   model info with siblings (sizes, blob ids, lfs sha256)
 - HEAD /{repo}/resolve/{rev}/{file}          X-Repo-Commit, ETag (sha256 for LFS files), Content-Length
 - GET  /{repo}/resolve/{rev}/{file}          the bytes, Range requests answered with 206
+- the same under /api/datasets/ and /datasets/ for a repo made with `repo_type="dataset"`
 - 401/404 with the X-Error-Code values the client maps (RepoNotFound, GatedRepo, RevisionNotFound, EntryNotFound)
 - per-file modes: `drop_once` (send half the body, then close the socket once), a bandwidth cap (`bytes_per_s`)
 
@@ -55,6 +56,7 @@ class HubRepo:
     gated: bool = False
     private: bool = False
     token: str | None = None  # the token that grants access (gated/private)
+    repo_type: str = "model"  # "dataset": served only under /api/datasets/ and /datasets/
 
 
 @dataclass
@@ -79,6 +81,7 @@ class HubState:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    repo_type = "model"  # of the request being answered
 
     def log_message(self, *_: Any) -> None:
         return None
@@ -98,19 +101,21 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(
                 Recorded(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
             )
-        api = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
+        api = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
         if api:
-            self._model_info(api.group(1), api.group(2))
+            self.repo_type = api.group(1).removesuffix("s")
+            self._model_info(api.group(2), api.group(3))
             return
-        resolve = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        resolve = re.fullmatch(r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
         if resolve:
-            self._resolve(resolve.group(1), resolve.group(2), resolve.group(3), head)
+            self.repo_type = "dataset" if resolve.group(1) else "model"
+            self._resolve(resolve.group(2), resolve.group(3), resolve.group(4), head)
             return
         self._error(404, "RepoNotFound", "not found")
 
     def _repo(self, repo_id: str, for_files: bool) -> HubRepo | None:
         repo = self.server.state.repos.get(repo_id)
-        if repo is None:
+        if repo is None or repo.repo_type != self.repo_type:
             self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
             return None
         authorized = repo.token is not None and self.headers.get("Authorization") == f"Bearer {repo.token}"
