@@ -3,12 +3,14 @@
 The model is Chatbot Arena's (FastChat `compute_mle_elo`): model i beats model j with probability
 1 / (1 + 10^((r_j - r_i) / 400)), ratings the maximum-likelihood fit of that logistic regression on the votes. A tie
 counts half a win for each side (FastChat's two tie rows, one won by A and one by B, at half a win's weight) and
-"both bad" is a tie. FastChat fits with sklearn and pins one model at 1114; here numpy fits by Newton's method and
-the ratings are centred on a mean of 1000.
+"both bad" is a tie. FastChat fits with sklearn, regularised, and pins one model at 1114; here numpy fits by Newton's
+method.
 
-A model that never lost has no finite maximum-likelihood rating. A tiny L2 penalty on the strengths (L2_PENALTY,
-not an anchor or prior games) keeps it finite: it comes first, some thousands of points above the rest, and pulls
-the mean of the others down by its excess; a fit that has a maximum moves by far less than 1e-6 points.
+A weak prior keeps a model that never lost (or never won) finite and near the others: each voted model also played
+PRIOR_TIES virtual games against an anchor fixed at 1000 and tied them. The fit is then the posterior mode: with few
+votes a model stays near 1000, with many the votes decide (the prior is worth one game among hundreds). 1000 is the
+anchor, a model no vote has told anything about, not the mean of the board. The prior also makes the likelihood
+strictly concave, so Newton's method converges in a few steps: all bootstrap rounds are fitted at once, as arrays.
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ import numpy as np
 
 SCALE = 400.0
 BASE = 10.0
-INIT_RATING = 1000.0
+INIT_RATING = 1000.0  # the anchor's rating
 POINTS_OF_A = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
 OUTCOMES = tuple(POINTS_OF_A)
-# On natural-log strengths (rating = 1000 + 400/ln 10 × strength); it also centres each group of models that never
-# met another group on its own.
-L2_PENALTY = 1e-9
+PRIOR_TIES = 1.0  # virtual games each voted model tied against the anchor
 TOLERANCE = 1e-10  # largest Newton step, in natural-log strength, at which the fit has converged
-MAX_ITERATIONS = 200
+MAX_ITERATIONS = 100
+MAX_HALVINGS = 60
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,18 @@ class Rating:
     ties: int  # "both bad" included
 
 
-def bradley_terry(votes: Sequence[Vote]) -> dict[str, float]:
-    """Each voted model's maximum-likelihood rating (mean 1000; see L2_PENALTY for a model that never lost)."""
+def bradley_terry(votes: Sequence[Vote], prior_ties: float = PRIOR_TIES) -> dict[str, float]:
+    """Each voted model's rating: the Bradley–Terry fit to the votes and the prior (see PRIOR_TIES)."""
     if not votes:
         return {}
     table = _VoteTable.of(votes)
-    return dict(zip(table.models, table.ratings(np.ones(len(votes))).tolist(), strict=True))
+    fitted = table.ratings(np.ones((1, len(votes))), prior_ties)[0]
+    return dict(zip(table.models, fitted.tolist(), strict=True))
 
 
-def bootstrap_intervals(votes: Sequence[Vote], rounds: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    votes: Sequence[Vote], rounds: int = 1000, seed: int = 0, prior_ties: float = PRIOR_TIES
+) -> dict[str, tuple[float, float]]:
     """95 % intervals (2.5th, 97.5th percentile) of each model's rating over `rounds` fits to the votes resampled with
     replacement; the same seed gives the same intervals. A resample a model is missing from does not count for it."""
     if not votes:
@@ -70,12 +74,14 @@ def bootstrap_intervals(votes: Sequence[Vote], rounds: int = 1000, seed: int = 0
     table = _VoteTable.of(votes)
     rng = np.random.default_rng(seed)
     n = len(votes)
-    draws = (np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(max(1, rounds)))  # times each vote drawn
-    samples = np.array([table.ratings(times) for times in draws])  # rounds × models, NaN where a model was not drawn
+    drawn = rng.integers(0, n, (max(1, rounds), n))
+    times = np.zeros((len(drawn), n))  # times each vote was drawn, per round
+    np.add.at(times, (np.arange(len(drawn))[:, None], drawn), 1.0)
+    samples = table.ratings(times, prior_ties)  # rounds × models, NaN where a model was not drawn
     intervals = {}
     for model, column in zip(table.models, samples.T, strict=True):
-        drawn = column[~np.isnan(column)]
-        low, high = np.percentile(drawn, [2.5, 97.5]) if drawn.size else (math.nan, math.nan)
+        kept = column[~np.isnan(column)]
+        low, high = np.percentile(kept, [2.5, 97.5]) if kept.size else (math.nan, math.nan)
         intervals[model] = (float(low), float(high))
     return intervals
 
@@ -115,60 +121,64 @@ class _VoteTable:
             np.array([POINTS_OF_A[v.outcome] for v in votes]),
         )
 
-    def ratings(self, weight: np.ndarray) -> np.ndarray:
-        """Ratings with each vote counted `weight` times; NaN for a model without a counted vote."""
+    def ratings(self, weight: np.ndarray, prior_ties: float) -> np.ndarray:
+        """Ratings (rounds × models) with each vote counted weight[round, vote] times; NaN for a model without a
+        counted vote in that round."""
         k = len(self.models)
-        won = np.bincount(self.a * k + self.b, weight * self.points_a, k * k)
-        won += np.bincount(self.b * k + self.a, weight * (1 - self.points_a), k * k)
-        won = won.reshape(k, k)  # won[i, j]: points model i took from model j
-        present = (won + won.T).sum(axis=1) > 0
-        strength = _fit(won[np.ix_(present, present)])
-        out = np.full(k, math.nan)
-        out[present] = INIT_RATING + SCALE / math.log(BASE) * (strength - strength.mean())
-        return out
+        cell_a, cell_b = self.a * k + self.b, self.b * k + self.a
+        flat = np.zeros((len(weight), k * k))
+        rows = np.arange(len(weight))[:, None]
+        np.add.at(flat, (rows, cell_a[None, :]), weight * self.points_a)
+        np.add.at(flat, (rows, cell_b[None, :]), weight * (1 - self.points_a))
+        won = flat.reshape(len(weight), k, k)  # won[r, i, j]: points model i took from model j in round r
+        present = (won + won.transpose(0, 2, 1)).sum(axis=2) > 0
+        strength = _fit(won, prior_ties * present)
+        return np.where(present, INIT_RATING + SCALE / math.log(BASE) * strength, math.nan)
 
 
-def _fit(won: np.ndarray) -> np.ndarray:
-    """Natural-log strengths that maximise the L2-penalised Bradley–Terry likelihood of a points matrix: Newton's
-    method (the likelihood is concave) with the step halved while it would lower the likelihood."""
-    games = won + won.T
-    # The penalised optimum has each group of linked models at mean strength 0: the fit stays in that subspace, so
-    # a shift of a whole group, which only the tiny penalty pins, never turns rounding into steps.
-    group = _group_mean(games)
-    strength = np.zeros(len(won))
-    value = _log_likelihood(won, strength)
+def _fit(won: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Natural-log strengths (rounds × models) that maximise each round's Bradley–Terry likelihood of its points
+    matrix plus `prior` virtual ties of each model against an anchor at strength 0: Newton's method (the function is
+    strictly concave) with a round's step halved while it would lower that round's value."""
+    games = won + won.transpose(0, 2, 1)
+    strength = np.zeros(won.shape[:2])
+    value = _log_posterior(won, prior, strength)
+    eye = np.eye(won.shape[1])
     for _ in range(MAX_ITERATIONS):
-        p = np.exp(_log_beats(strength))
+        p = np.exp(_log_beats(strength))  # p[r, i, j]: chance that i beats j
+        q = _sigmoid(strength)  # chance of beating the anchor
         # points won minus expected, in this form so that a model that (almost) never lost gets it to full precision
-        gradient = (won * p.T).sum(axis=1) - (won.T * p).sum(axis=1) - L2_PENALTY * strength
-        curvature = games * p * p.T
-        hessian = np.diag(curvature.sum(axis=1) + L2_PENALTY) - curvature + group
-        step = np.linalg.solve(hessian, gradient - group @ gradient)
-        step -= group @ step
-        while True:
-            candidate = strength + step
-            candidate_value = _log_likelihood(won, candidate)
-            if candidate_value >= value or np.max(np.abs(step)) < TOLERANCE:
+        gradient = (won * p.transpose(0, 2, 1)).sum(axis=2) - (won.transpose(0, 2, 1) * p).sum(axis=2)
+        gradient += prior * (0.5 - q)
+        curvature = games * p * p.transpose(0, 2, 1)
+        precision = curvature.sum(axis=2) + prior * q * (1 - q) + (prior == 0)  # a model not in the round: 1
+        hessian = eye * precision[:, :, None] - curvature
+        step = np.linalg.solve(hessian, gradient[:, :, None])[:, :, 0]
+        candidate = strength + step
+        candidate_value = _log_posterior(won, prior, candidate)
+        for _ in range(MAX_HALVINGS):
+            worse = candidate_value < value - 1e-12 * np.abs(value)
+            if not worse.any():
                 break
-            step /= 2
+            step[worse] /= 2
+            candidate[worse] = strength[worse] + step[worse]
+            candidate_value[worse] = _log_posterior(won[worse], prior[worse], candidate[worse])
         strength, value = candidate, candidate_value
         if np.max(np.abs(step)) < TOLERANCE:
             break
     return strength
 
 
-def _group_mean(games: np.ndarray) -> np.ndarray:
-    """m[i, j] = 1/n when models i and j are in the same group of n models linked by games, else 0."""
-    linked = (games + np.eye(len(games))) > 0
-    for _ in range(len(games).bit_length()):  # paths of up to 2^bits > n links
-        linked = (linked.astype(float) @ linked) > 0
-    return np.asarray(linked / linked.sum(axis=1, keepdims=True), dtype=float)
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(np.exp(-np.logaddexp(0.0, -x)), dtype=float)
 
 
 def _log_beats(strength: np.ndarray) -> np.ndarray:
-    """[i, j]: the log of the chance that model i beats model j."""
-    return np.asarray(-np.logaddexp(0.0, strength[None, :] - strength[:, None]), dtype=float)
+    """[r, i, j]: the log of the chance that model i beats model j."""
+    return np.asarray(-np.logaddexp(0.0, strength[:, None, :] - strength[:, :, None]), dtype=float)
 
 
-def _log_likelihood(won: np.ndarray, strength: np.ndarray) -> float:
-    return float((won * _log_beats(strength)).sum() - L2_PENALTY / 2 * strength @ strength)
+def _log_posterior(won: np.ndarray, prior: np.ndarray, strength: np.ndarray) -> np.ndarray:
+    """Per round: the log-likelihood of the points plus that of the virtual ties with the anchor."""
+    ties = -0.5 * (np.logaddexp(0.0, -strength) + np.logaddexp(0.0, strength))  # ½ log σ(s) + ½ log σ(-s)
+    return np.asarray((won * _log_beats(strength)).sum(axis=(1, 2)) + (prior * ties).sum(axis=1), dtype=float)

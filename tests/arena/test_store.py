@@ -1,17 +1,20 @@
 """The arena's SQLite store: battles in and out, one vote per battle (with the errors a user can cause), votes that
-feed the ratings, meetings per pair, reset, and votes from two threads at once."""
+feed the ratings, meetings per pair, reset, votes from two threads at once, the ratings board fitted once per state
+of the votes, and multi-turn battles (a chain of turns, voted once on the last)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from panel.arena.ratings import Vote, ratings
-from panel.arena.store import ArenaStore, Battle
+from panel.arena.store import ArenaStore, Battle, Board
 from panel.errors import BadRequestError, ConflictError, NotFoundError
+from panel.ui.arena_battle import conversations
 
 
 def _battle(battle_id: str, a: str = "left", b: str = "right", category: str = "", at: float = 0.0) -> Battle:
@@ -108,3 +111,61 @@ def test_two_threads_voting_at_once_both_land(tmp_path: Path) -> None:
     assert (store.get("p").voted, store.get("q").voted) == ("a", "b")  # type: ignore[union-attr]
     assert len(errors) == 1, "of two votes on one battle, exactly one lands"
     assert store.get("same").voted in ("a", "b")  # type: ignore[union-attr]
+
+
+def test_the_board_is_fitted_once_per_state_of_the_votes(tmp_path: Path) -> None:
+    store = ArenaStore(tmp_path / "arena.sqlite3")
+    other = ArenaStore(tmp_path / "arena.sqlite3")  # another process voting on the same file
+    assert store.board() == Board(0, ())
+    for i, outcome in enumerate(["a", "a", "b"]):
+        store.add(_battle(f"v{i}", category="code"))
+        store.vote(f"v{i}", outcome, "ann")
+    first = store.board()
+    assert first.votes == 3 and [r.model for r in first.ratings] == ["left", "right"]
+    assert list(first.ratings) == ratings(store.votes())
+    assert store.board() is first, "the same votes: the same board, not a new bootstrap"
+    assert store.board("code") is not first and store.board("code") is store.board("code")
+    assert store.board("chat") == Board(0, ()) and store.categories() == ["code"]
+    other.add(_battle("v3", category="chat"))
+    other.add(_battle("v4", category="chat"))
+    assert store.board() is first, "a battle without a vote changes no rating"
+    other.vote("v3", "b", "bob")
+    other.vote("v4", "b", "bob")
+    second = store.board()
+    assert second is not first and second.votes == 5 and second.ratings[0].model == "right"
+    assert store.categories() == ["chat", "code"]
+    store.reset("admin")
+    assert store.board() == Board(0, ())
+
+
+def test_a_multi_turn_battle_is_a_chain_voted_once_on_its_last_turn(tmp_path: Path) -> None:
+    store = ArenaStore(tmp_path / "arena.sqlite3")
+    store.add(_battle("t1", at=1000.0))
+    store.add(replace(_battle("t2", at=1001.0), prompt="And another?", answer_a="11", answer_b="9", parent="t1"))
+    with pytest.raises(ConflictError, match="t2"):
+        store.add(replace(_battle("t2b"), parent="t1"))  # one follow-up per turn: continue the last one
+    with pytest.raises(NotFoundError):
+        store.add(replace(_battle("t9"), parent="nope"))
+    assert [t.id for t in store.conversation("t2")] == ["t1", "t2"] and store.open_conversation("t2")[0].id == "t1"
+    with pytest.raises(ConflictError, match="t2"):
+        store.vote("t1", "a", "ann")  # the vote is for the whole conversation, on its last turn
+    with pytest.raises(ConflictError, match="continued"):
+        store.open_conversation("t1")
+    store.vote("t2", "b", "ann")
+    with pytest.raises(ConflictError, match="new battle"):
+        store.open_conversation("t2")
+    with pytest.raises(ConflictError, match="new battle"):
+        store.add(replace(_battle("t3"), parent="t2"))
+    assert store.votes() == [Vote("left", "right", "b", "")], "two turns, one vote"
+    assert store.pair_counts() == {frozenset({"left", "right"}): 1}, "a conversation meets once"
+    with pytest.raises(NotFoundError):
+        store.conversation("nope")
+
+
+def test_conversations_give_each_side_its_own_answers() -> None:
+    first = _battle("c1")
+    second = replace(_battle("c2"), prompt="And another?", answer_a="11", answer_b="9", parent="c1")
+    side_a, side_b = conversations([first, second])
+    assert [m["content"] for m in side_a] == ["Name a prime.", "7", "And another?", "11"]
+    assert [m["content"] for m in side_b] == ["Name a prime.", "4", "And another?", "9"]
+    assert [m["role"] for m in side_a] == ["user", "assistant"] * 2
