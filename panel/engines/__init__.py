@@ -1,14 +1,20 @@
-"""Engines behind one interface (base.Engine): llama.cpp's llama-server child and vLLM in this process."""
+"""Engines behind one interface (base.Engine): llama.cpp's llama-server child, vLLM in this process and
+Transformers' own server child."""
 
 from __future__ import annotations
 
-from panel.engines.base import LLAMACPP, VLLM, Engine
+from panel.engines.base import LLAMACPP, TRANSFORMERS, VLLM, Engine
 from panel.settings import Settings
 
 
 def default_engines(settings: Settings) -> dict[str, Engine]:
-    """Both engines, constructed cheaply: nothing heavy is imported or started here."""
+    """Every engine, constructed cheaply: nothing heavy is imported or started here."""
     from panel.engines.llama_server.engine import LlamaServerEngine
+    from panel.engines.transformers.engine import TransformersEngine
     from panel.engines.vllm.engine import VllmEngine
 
-    return {LLAMACPP: LlamaServerEngine(settings), VLLM: VllmEngine(settings)}
+    return {
+        LLAMACPP: LlamaServerEngine(settings),
+        VLLM: VllmEngine(settings),
+        TRANSFORMERS: TransformersEngine(settings),
+    }

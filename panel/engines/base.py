@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-EngineName = Literal["llamacpp", "vllm"]
+EngineName = Literal["llamacpp", "vllm", "transformers"]
 LLAMACPP: Final = "llamacpp"  # llama.cpp's llama-server, one child per model
 VLLM: Final = "vllm"  # vLLM in this process
-ENGINE_NAMES: Final[tuple[EngineName, ...]] = (LLAMACPP, VLLM)
+TRANSFORMERS: Final = "transformers"  # Transformers' own `transformers serve`, one child per model
+ENGINE_NAMES: Final[tuple[EngineName, ...]] = (LLAMACPP, VLLM, TRANSFORMERS)
 
 
 class EngineState(str, enum.Enum):
@@ -131,6 +132,7 @@ class Resident:
     error: str | None = None
     detail: str | None = None
     memory_bytes: int | None = None
+    concurrency: int | None = None  # requests it runs at once (llama-server's slots); None: its own scheduler
 
 
 class Engine(Protocol):

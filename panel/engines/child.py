@@ -49,7 +49,7 @@ class ChildProcess:
     def tail(self, n: int = 15) -> list[str]:
         return list(self.log)[-n:]
 
-    async def start(self, argv: list[str], env: dict[str, str]) -> None:
+    async def start(self, argv: list[str], env: dict[str, str], cwd: str | None = None) -> None:
         self.log.append("[panel] $ " + " ".join(argv))
         self._stopping = False
         setpriv = _setpriv()
@@ -65,6 +65,7 @@ class ChildProcess:
             # with threads); only where setpriv is missing does die_with_parent run as preexec_fn
             preexec_fn=None if setpriv else die_with_parent,
             env=env,
+            cwd=cwd,
         )
         self._reader = asyncio.create_task(self._read_output(self._proc))
         self._watcher = asyncio.create_task(self._watch(self._proc))

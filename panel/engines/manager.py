@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.engines.base import Engine, EngineState, EngineStatus, LoadRequest, Resident
+from panel.engines.fair import FairQueue
 from panel.engines.gpu import GpuLock
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory_policy import ActionListener, MemoryPolicy
@@ -26,7 +27,7 @@ from panel.errors import (
     NotFoundError,
     NotResidentError,
 )
-from panel.models.library import resolve_for_engine
+from panel.models.library import LibraryEntry, resolve_for_engine
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ class EngineManager:
         path = resolve_for_engine(model_path, self.settings.all_model_roots, engine.name)
         clean = engine.validate_options(dict(options or {}))
         request = LoadRequest(engine=engine_name, model_path=str(path), options=clean)
+        check_load = getattr(engine, "check_load", None)  # an engine's own refusal (Transformers' remote code)
+        if check_load is not None:
+            check_load(request)
         name = engine.name_for(request)
         for other in self.engines.values():
             if other is not engine and any(r.name == name for r in other.residents()):
@@ -235,13 +239,14 @@ class EngineManager:
             actor=actor,
             options=request.options.to_json(),
         )
+        audited = {"options": record.options}  # the audit log keeps them: trust_remote_code says code ran
         started = time.perf_counter()
         try:
             await engine.load(request)
         except BaseException as exc:
             record.seconds, record.error = time.perf_counter() - started, getattr(exc, "message", None) or repr(exc)
             self._record(record)
-            self._notify("load_failed", request.engine, {"model": request.model_path, "actor": actor})
+            self._notify("load_failed", request.engine, {"model": request.model_path, "actor": actor, **audited})
             raise
         record.seconds, record.ok = time.perf_counter() - started, True
         resident = next((r for r in engine.residents() if r.name == name), None)
@@ -254,10 +259,11 @@ class EngineManager:
                 ttl_s=self.settings.model_ttl_s if ttl_s is None else float(ttl_s),
                 estimate=estimate,
                 record=record,
+                queue=self._fair_queue(resident),
             )
         )
         self._record(record)
-        self._notify("load", request.engine, {"model": request.model_path, "actor": actor})
+        self._notify("load", request.engine, {"model": request.model_path, "actor": actor, **audited})
         self._memory.start_reaper()
         return record
 
@@ -272,6 +278,11 @@ class EngineManager:
         """The resident model a request goes to (see Router.route); NotResidentError when `model` names nothing
         resident but a library model might be it."""
         return self._router.route(engine_name, model)
+
+    def library_entry(self, model: str) -> LibraryEntry | None:
+        """The library model a name means (name as listed, file or folder name, path), from a scan kept a while;
+        None when it names nothing in the library."""
+        return self._router.library_entry(model)
 
     async def ensure(self, model: str, *, engine_name: str | None, can_load: bool, actor: str) -> Target:
         """Load a library model a request names (with the options it was last loaded with, else the defaults)
@@ -308,6 +319,32 @@ class EngineManager:
     def begin_call(self, engine_name: str, name: str | None = None) -> Callable[[], None]:
         """Count one API call in flight on a resident model; the returned function ends it (once)."""
         return self._slots.begin_call(engine_name, name)
+
+    async def enter_call(self, engine_name: str, name: str, who: str) -> Callable[[], None]:
+        """Wait for `who`'s fair turn on the model's slots (where its engine has a fixed number), then count the
+        call in flight; the returned function ends both (once)."""
+        slot = self._slots.get((engine_name, name))
+        queue = slot.queue if slot is not None else None
+        if queue is None:
+            return self._slots.begin_call(engine_name, name)
+        give_back = await queue.enter(who, self.settings.request_timeout_s)
+        end = self._slots.begin_call(engine_name, name)
+
+        def release() -> None:
+            end()
+            give_back()
+
+        return release
+
+    def requests_ahead(self, engine_name: str, name: str, who: str) -> int:
+        """Requests that will reach the model's slots before `who`'s oldest waiting one (0 when it waits for none)."""
+        slot = self._slots.get((engine_name, name))
+        return slot.queue.ahead(who) if slot is not None and slot.queue is not None else 0
+
+    def _fair_queue(self, resident: Resident | None) -> FairQueue | None:
+        if not self.settings.fair_share or resident is None or not resident.concurrency:
+            return None
+        return FairQueue(resident.concurrency)
 
     def observe_first_answer(self, engine: str, name: str, ttft_s: float | None) -> None:
         """Gateway observer: the TTFT of the first answer after a load goes on that load's record."""

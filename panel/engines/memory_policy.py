@@ -11,15 +11,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from panel.engines.base import LLAMACPP, LoadRequest
+from panel.engines.base import LLAMACPP, TRANSFORMERS, LoadRequest
 from panel.engines.gpu import GpuLock
 from panel.engines.llama_server.options import LlamaOptions
-from panel.engines.memory import llama_fit, vllm_fit
+from panel.engines.memory import llama_fit, transformers_fit, vllm_fit
 from panel.engines.memory.device import device_memory
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.records import FitReport, MemoryView, busy_too_long_message, no_room_message
 from panel.engines.residency import Holder, RoomPlan, plan_room
 from panel.engines.slots import Key, Slots
+from panel.engines.transformers.options import TransformersOptions
 from panel.errors import InsufficientMemoryError
 from panel.settings import Settings
 from panel.units import human_memory
@@ -54,6 +55,10 @@ class MemoryPolicy:
             if request.engine == LLAMACPP:
                 return llama_fit.estimate_llama(
                     request.model_path, llama_fit.LlamaFitOptions.of(LlamaOptions.of(request.options))
+                )
+            if request.engine == TRANSFORMERS:
+                return transformers_fit.estimate_transformers(
+                    request.model_path, TransformersOptions.of(request.options).dtype
                 )
             options = vllm_fit.VllmFitOptions.from_options(request.options.to_json())
             return vllm_fit.estimate_vllm(request.model_path, options, device_memory())

@@ -48,6 +48,7 @@ class ResidentView:
 
     resident: Resident
     in_flight: int  # API calls it is answering
+    waiting: int  # generations waiting in the panel for one of its slots (the fair queue)
     idle_s: float  # since its last call ended; 0 while answering
     ttl_s: float  # idle seconds before it is unloaded; 0 = never
     pinned: bool
@@ -60,6 +61,7 @@ class ResidentView:
             **asdict(self.resident),
             "state": self.resident.state.value,
             "in_flight": self.in_flight,
+            "waiting": self.waiting,
             "idle_s": self.idle_s,
             "ttl_s": self.ttl_s,
             "pinned": self.pinned,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from panel.engines.base import Engine, EngineState, Resident
+from panel.engines.fair import FairQueue
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.records import LoadRecord, ResidentView
 from panel.engines.residency import Holder
@@ -29,6 +30,7 @@ class Slot:
     estimate: MemoryEstimate | None = None
     record: LoadRecord | None = None  # its load, until the first answer's TTFT is known
     evicting: bool = False
+    queue: FairQueue | None = None  # fair admission to the model's fixed slots (llama-server's), when on
 
     @property
     def key(self) -> Key:
@@ -72,12 +74,14 @@ class Slots:
         self._by_key[slot.key] = slot
 
     def drop(self, key: Key) -> None:
-        self._by_key.pop(key, None)
+        slot = self._by_key.pop(key, None)
+        if slot is not None and slot.queue is not None:
+            slot.queue.close(f"{slot.name} was unloaded while this request waited for a slot")
 
     def drop_engine(self, engine_name: str, model: str | None) -> None:
         """Forget one model of an engine by served name, or all of them (None)."""
         for key in [k for k in self._by_key if k[0] == engine_name and model in (None, k[1])]:
-            self._by_key.pop(key, None)
+            self.drop(key)
 
     def all(self) -> list[Slot]:
         return list(self._by_key.values())
@@ -129,6 +133,7 @@ class Slots:
                 ResidentView(
                     resident,
                     in_flight=slot.in_flight if slot else 0,
+                    waiting=slot.queue.waiting if slot and slot.queue else 0,
                     idle_s=round(now - slot.last_used, 1) if slot and not slot.in_flight else 0.0,
                     ttl_s=slot.ttl_s if slot else 0.0,
                     pinned=slot.pinned if slot else False,

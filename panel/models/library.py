@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from panel.engines.base import LLAMACPP, VLLM, EngineName
+from panel.engines.base import LLAMACPP, TRANSFORMERS, VLLM, EngineName
 from panel.errors import BadRequestError, ConflictError, ForbiddenError
+from panel.models.engine_choice import choose_hf_engine
 from panel.models.gguf import GGUF_MAGIC, is_later_shard, read_gguf, shard_paths
 from panel.models.paths import display_path, user_path, within_roots
 from panel.units import human_bytes
@@ -50,7 +51,8 @@ class LibraryEntry:
     parameters: int | None = None
     quantization: str | None = None
     context_length: int | None = None
-    engine: str | None = None  # llamacpp | vllm | None (a projector file, not loadable alone)
+    engine: str | None = None  # llamacpp | vllm | transformers | None (a projector file, not loadable alone)
+    engine_why: str | None = None  # why not the format's usual engine (an HF folder vLLM cannot run)
     files: int = 1
     note: str | None = None
 
@@ -68,7 +70,9 @@ class LibraryEntry:
 
 
 def format_for_engine(engine: str) -> str:
-    """The model format an engine loads: GGUF files for llamacpp, HF folders for vllm."""
+    """The model format an engine loads: GGUF files for llamacpp, HF folders for vllm and transformers."""
+    if engine == TRANSFORMERS:
+        return HF
     for fmt, name in ENGINE_FOR_FORMAT.items():
         if name == engine:
             return fmt
@@ -76,8 +80,19 @@ def format_for_engine(engine: str) -> str:
 
 
 def engine_for_path(model_path: str) -> EngineName:
-    """The engine that loads a model path: llama.cpp a .gguf file, vLLM an HF folder."""
-    return ENGINE_FOR_FORMAT[GGUF if model_path.strip().lower().endswith(".gguf") else HF]
+    """The engine that loads a model path: llama.cpp a .gguf file, vLLM an HF folder, Transformers an HF folder
+    with its own code or an architecture vLLM does not know (an absolute path to an existing folder)."""
+    if model_path.strip().lower().endswith(".gguf"):
+        return LLAMACPP
+    config_path = Path(model_path) / "config.json"
+    if not config_path.is_absolute() or not config_path.is_file():
+        return VLLM
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return VLLM
+    archs = (config.get("architectures") or []) if isinstance(config, dict) else []
+    return choose_hf_engine(config, str(archs[0]) if archs else None).engine if isinstance(config, dict) else VLLM
 
 
 def is_hf_folder(path: Path) -> bool:
@@ -99,8 +114,8 @@ def resolve_for_engine(raw: str, roots: tuple[Path, ...], engine: str) -> Path:
         return path
     if path.is_file():
         if path.suffix == ".gguf":
-            raise BadRequestError(f"{raw} is a GGUF file; load it on the llamacpp engine, vLLM needs an HF folder")
-        raise BadRequestError(f"{raw} is a file; vLLM needs a model folder with config.json")
+            raise BadRequestError(f"{raw} is a GGUF file; load it on the llamacpp engine, {engine} needs an HF folder")
+        raise BadRequestError(f"{raw} is a file; {engine} needs a model folder with config.json")
     if not is_hf_folder(path):
         raise BadRequestError(f"{raw} has no config.json (nor Mistral's params.json): not a Hugging Face model folder")
     return path
@@ -126,8 +141,12 @@ def scan(roots: Iterable[Path]) -> list[LibraryEntry]:
 
 
 def choices(roots: Iterable[Path], engine: str) -> list[tuple[str, str]]:
-    """(label, absolute path) pairs for an engine's model picker: GGUF for llamacpp, HF folders for vllm."""
-    return [(f"{e.name} · {_short(e)}", e.path) for e in scan(roots) if e.engine == engine]
+    """(label, absolute path) pairs for an engine's model picker: GGUF for llamacpp, HF folders for vllm (those it can
+    run) and transformers (every one)."""
+    entries = scan(roots)
+    if engine == TRANSFORMERS:
+        return [(f"{e.name} · {_short(e)}", e.path) for e in entries if e.format == HF and e.engine is not None]
+    return [(f"{e.name} · {_short(e)}", e.path) for e in entries if e.engine == engine]
 
 
 def _short(entry: LibraryEntry) -> str:
@@ -209,6 +228,9 @@ def hf_entry(folder: Path, roots: tuple[Path, ...]) -> LibraryEntry:
     if not weights:
         entry.note = "no safetensors"
     entry.parameters = _safetensors_params(folder, weights)
+    if marker.name == "config.json":  # Mistral's own format (params.json) is vLLM's
+        choice = choose_hf_engine(config, entry.architecture)
+        entry.engine, entry.engine_why = choice.engine, choice.why
     return entry
 
 

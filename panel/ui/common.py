@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from panel.engines.base import LLAMACPP, VLLM, EngineState, EngineStatus
+from panel.engines.base import LLAMACPP, TRANSFORMERS, VLLM, EngineState, EngineStatus
 from panel.engines.manager import EngineManager
 from panel.errors import PanelError
 
@@ -103,7 +103,7 @@ def status_markdown(statuses: Iterable[EngineStatus]) -> str:
     return "\n".join(rows)
 
 
-ENGINE_LABELS = {LLAMACPP: "llama.cpp", VLLM: "vLLM"}
+ENGINE_LABELS = {LLAMACPP: "llama.cpp", VLLM: "vLLM", TRANSFORMERS: "Transformers"}
 
 
 async def load_message(

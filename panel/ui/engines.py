@@ -24,6 +24,7 @@ from panel.ui.common import (
 from panel.ui.guard import requires_role
 from panel.ui.nodes import build_nodes_section
 from panel.ui.residents import build_residents, fit_line
+from panel.ui.transformers_section import build_transformers_section
 from panel.ui.vllm_section import build_vllm_section
 
 STATUS_POLL_S = 1.5
@@ -104,6 +105,7 @@ def build_engines(services: Services) -> EnginesTab:
             gr.Markdown("### llama-server log")
             logs = log_box(manager.get(LLAMACPP).logs(LOG_LINES), "llama-log")
     vllm = build_vllm_section(services)
+    transformers = build_transformers_section(services)
     build_nodes_section(services)
 
     @requires_role(services, "operator")
@@ -131,4 +133,4 @@ def build_engines(services: Services) -> EnginesTab:
         box.change(on_form_change, form, estimate, show_progress="hidden", concurrency_limit=None)
     unload_btn.click(on_unload_click, outputs=message, concurrency_limit=None)
     gr.Timer(STATUS_POLL_S).tick(on_timer_tick, outputs=[status_md, logs], show_progress="hidden", queue=False)
-    return EnginesTab(pickers=(picker, vllm))
+    return EnginesTab(pickers=(picker, vllm, transformers))

@@ -211,7 +211,7 @@ def library_rows(roots: tuple[Path, ...]) -> list[list[Any]]:
             human_params(e.parameters),
             e.quantization or "?",
             e.context_length or "?",
-            e.engine or "–",
+            f"{e.engine} ({e.engine_why})" if e.engine and e.engine_why else e.engine or "–",
             e.path,
         ]
         for e in library.scan(roots)

@@ -24,6 +24,7 @@ class LlamaServerEngine:
 
     name = "llamacpp"
     reports_timings = True
+    missing = MISSING  # why the engine is unavailable when `binary` is None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -55,7 +56,7 @@ class LlamaServerEngine:
 
     def status(self) -> EngineStatus:
         if self.binary is None:
-            return EngineStatus(name=self.name, status=EngineState.UNAVAILABLE, error=MISSING, available=False)
+            return EngineStatus(name=self.name, status=EngineState.UNAVAILABLE, error=self.missing, available=False)
         child = self._primary()
         if child is None:
             return EngineStatus(name=self.name, status=EngineState.IDLE, process_alive=False)
@@ -96,14 +97,14 @@ class LlamaServerEngine:
     async def load(self, request: LoadRequest) -> None:
         """Start a child for the model; a child already serving the same name is replaced (stopped first)."""
         if self.binary is None:
-            raise EngineFailure(MISSING)
+            raise EngineFailure(self.missing)
         name = self.name_for(request)
         old = self.children.get(name)
         if old is not None and old.life.state is EngineState.LOADING:
-            raise ConflictError(f"{name} is already loading on llamacpp")
+            raise ConflictError(f"{name} is already loading on {self.name}")
         if old is not None:
             await old.stop()
-        child = LlamaChild(self.settings, self.binary, name, request.model_path, LlamaOptions.of(request.options))
+        child = self._new_child(self.binary, name, request)
         self.children.pop(name, None)
         self.children[name] = child  # newest last
         self._latest = name
@@ -115,13 +116,17 @@ class LlamaServerEngine:
             raise
         self._failed = None
 
+    def _new_child(self, binary: str, name: str, request: LoadRequest) -> LlamaChild:
+        return LlamaChild(self.settings, binary, name, request.model_path, LlamaOptions.of(request.options))
+
     async def unload(self, name: str | None = None) -> None:
         if name is None:
             names = list(self.children)
         elif name in self.children:
             names = [name]
         else:
-            raise NotFoundError(f"{name} is not resident on llamacpp; resident: {', '.join(self.children) or 'none'}")
+            resident = ", ".join(self.children) or "none"
+            raise NotFoundError(f"{name} is not resident on {self.name}; resident: {resident}")
         for key in names:
             child = self.children.pop(key)
             await child.stop()
@@ -135,5 +140,5 @@ class LlamaServerEngine:
         child = self.children.get(call.model or "")
         if child is None:
             resident = ", ".join(self.children) or "none"
-            raise ConflictError(f"{call.model or 'no model'} is not resident on llamacpp; resident: {resident}")
+            raise ConflictError(f"{call.model or 'no model'} is not resident on {self.name}; resident: {resident}")
         return await child.open(call)

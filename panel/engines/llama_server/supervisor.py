@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from panel.engines.base import EngineCall, EngineReply, EngineState, Resident
+from panel.engines.base import EngineCall, EngineOptions, EngineReply, EngineState, Resident
 from panel.engines.child import ChildProcess
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.llama_server.argv import build_argv
@@ -49,18 +49,24 @@ class _PortCollision(Exception):
 
 class LlamaChild:
     """One supervised llama-server serving one model: start with port retries, health wait under a deadline,
-    log ring, crash watch (a crash is an error of this model only), process-group stop, the HTTP relay."""
+    log ring, crash watch (a crash is an error of this model only), process-group stop, the HTTP relay.
 
-    def __init__(self, settings: Settings, binary: str, name: str, model: str, options: LlamaOptions) -> None:
+    Another engine whose child is an OpenAI server on a loopback port with the panel's key (Transformers) sets
+    `label` and `engine_name` and overrides `_launch` (argv, environment, working folder)."""
+
+    label = "llama-server"  # the program, in messages and the log
+    engine_name = "llamacpp"
+
+    def __init__(self, settings: Settings, binary: str, name: str, model: str, options: EngineOptions) -> None:
         self.settings = settings
         self.binary = binary
         self.name = name
         self.model = model
         self.options = options
         self.life = Lifecycle(
-            f"llama-server {name}", EngineState.LOADING, ENGINE_TRANSITIONS, detail="starting llama-server"
+            f"{self.label} {name}", EngineState.LOADING, ENGINE_TRANSITIONS, detail=f"starting {self.label}"
         )
-        self._child = ChildProcess("llama-server", settings.log_lines, on_exit=self._exited)
+        self._child = ChildProcess(self.label, settings.log_lines, on_exit=self._exited)
         self._log = self._child.log
         self._port: int | None = None
         self._health: asyncio.Task[None] | None = None
@@ -87,7 +93,7 @@ class LlamaChild:
     def resident(self) -> Resident:
         pid = self.pid
         return Resident(
-            engine="llamacpp",
+            engine=self.engine_name,
             name=self.name,
             model=self.model,
             state=self.life.state,
@@ -97,7 +103,13 @@ class LlamaChild:
             error=self.life.error,
             detail=self.life.detail,
             memory_bytes=rss_bytes(pid) if pid is not None and self.life.state is EngineState.LOADED else None,
+            concurrency=self.concurrency,
         )
+
+    @property
+    def concurrency(self) -> int | None:
+        """Requests the child runs at once (llama-server's slots)."""
+        return LlamaOptions.of(self.options).parallel
 
     def logs(self, n: int = 200) -> list[str]:
         return list(self._log)[-n:]
@@ -105,7 +117,7 @@ class LlamaChild:
     async def start(self) -> None:
         """Start and wait until healthy; on failure the child is stopped, the state is error and EngineFailure
         says why."""
-        last_error = "llama-server did not start"
+        last_error = f"{self.label} did not start"
         for attempt in range(PORT_RETRIES):
             port = free_port()
             try:
@@ -133,8 +145,8 @@ class LlamaChild:
 
     async def _start_process(self, port: int) -> None:
         self._port = port
-        argv = build_argv(self.binary, self.model, self.options, port, self.name)
-        await self._child.start(argv, child_environment(self._key))
+        argv, env, cwd = self._launch(port)
+        await self._child.start(argv, env, cwd=cwd)
         timeout = httpx.Timeout(self.settings.request_timeout_s, connect=10.0)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -157,7 +169,7 @@ class LlamaChild:
         if self.life.state is EngineState.LOADED:
             tail = "\n".join(self.logs(15))
             self.life.move(
-                EngineState.ERROR, error=f"llama-server exited unexpectedly (code {code}). Last log lines:\n{tail}"
+                EngineState.ERROR, error=f"{self.label} exited unexpectedly (code {code}). Last log lines:\n{tail}"
             )
 
     async def _keep_healthy(self) -> None:
@@ -184,7 +196,7 @@ class LlamaChild:
                 continue
             tail = "\n".join(self.logs(10))
             message = (
-                f"llama-server did not answer /health and sent nothing for {silent:.0f} s (hung or stopped); the "
+                f"{self.label} did not answer /health and sent nothing for {silent:.0f} s (hung or stopped); the "
                 f"panel killed it. Load the model again. Last log lines:\n{tail}"
             )
             self._log.append(f"[panel] no answer to /health, no bytes for {silent:.0f} s; killing the process group")
@@ -204,7 +216,7 @@ class LlamaChild:
                 tail = "\n".join(self.logs(15))
                 if any(m in tail.lower() for m in PORT_COLLISION_MARKERS):
                     raise _PortCollision(f"port {self._port} was already in use")
-                raise EngineFailure(f"llama-server exited with code {code} while loading. Last log lines:\n{tail}")
+                raise EngineFailure(f"{self.label} exited with code {code} while loading. Last log lines:\n{tail}")
             try:
                 resp = await self._client.get("/health", timeout=2.0)
                 if resp.status_code == 200:
@@ -215,7 +227,7 @@ class LlamaChild:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             await asyncio.sleep(0.25)
-        raise EngineFailure(f"llama-server was not healthy within {self.settings.load_timeout_s:.0f} s (last: {last})")
+        raise EngineFailure(f"{self.label} was not healthy within {self.settings.load_timeout_s:.0f} s (last: {last})")
 
     async def stop(self) -> None:
         """Close the clients, end the health watch, stop the process group (SIGTERM → grace → SIGKILL)."""
@@ -238,8 +250,17 @@ class LlamaChild:
         client, fresh = self._client, self._fresh
         if self.life.state is not EngineState.LOADED or client is None or fresh is None:
             why = f": {self.life.error.splitlines()[0]}" if self.life.error else ""
-            raise ConflictError(f"{self.name} on llamacpp is not loaded (it is {self.life.state.value}{why})")
-        return await pass_through(client, fresh, call, self._broken, self._alive)
+            raise ConflictError(f"{self.name} on {self.engine_name} is not loaded (it is {self.life.state.value}{why})")
+        return await pass_through(client, fresh, self._outgoing(call), self._broken, self._alive)
+
+    def _launch(self, port: int) -> tuple[list[str], dict[str, str], str | None]:
+        """The child's argv, environment and working folder (None: the panel's) for a start on `port`."""
+        argv = build_argv(self.binary, self.model, LlamaOptions.of(self.options), port, self.name)
+        return argv, child_environment(self._key), None
+
+    def _outgoing(self, call: EngineCall) -> EngineCall:
+        """The call as the child takes it (llama-server: unchanged)."""
+        return call
 
     def _alive(self) -> None:
         self.last_activity = time.monotonic()
@@ -251,5 +272,5 @@ class LlamaChild:
         while self._child.running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if not self._child.running:
-            return "llama-server died during the request"
-        return f"connection to llama-server failed: {exc!r}"
+            return f"{self.label} died during the request"
+        return f"connection to {self.label} failed: {exc!r}"

@@ -1,0 +1,153 @@
+"""A fair share of one model's slots between people: requests wait in the panel, one queue per person, and a freed
+slot goes to the person with the fewest requests running; among those, to whoever was let in least recently
+(someone not served yet first), then whose oldest request has waited longest.
+
+Without it a llama-server child with 4 slots takes requests first come, first served, so one person's 32 streams
+queue ahead of everyone else's first token. With it a second person's request takes the next slot that frees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from panel.errors import EngineUnavailableError
+
+
+@dataclass(eq=False)  # a waiter is itself: removed from its queue by identity
+class _Waiter:
+    who: str
+    since: float
+    granted: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class FairQueue:
+    """Admission to `capacity` slots, fair between the people (`who`) asking. Used from one event loop."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._running: Counter[str] = Counter()
+        self._waiting: dict[str, deque[_Waiter]] = {}
+        self._turn = 0  # counts admissions: the last one of each person orders equals
+        self._last: dict[str, int] = {}  # person → the turn they were last let in (while they run or wait)
+
+    @property
+    def running(self) -> int:
+        return sum(self._running.values())
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(q) for q in self._waiting.values())
+
+    async def enter(self, who: str, timeout_s: float) -> Callable[[], None]:
+        """Wait for a slot (at most `timeout_s`); the returned function gives it back (once)."""
+        if self.running < self.capacity and not self.waiting:
+            return self._take(who)
+        waiter = _Waiter(who, time.monotonic())
+        self._waiting.setdefault(who, deque()).append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.granted), timeout=timeout_s)
+        except BaseException as exc:
+            granted = waiter.granted
+            if granted.done() and not granted.cancelled() and granted.exception() is None:
+                self._give_back(who)  # granted just as the caller left: the slot goes to the next one
+            elif not granted.done():
+                waiter.granted.cancel()
+                self._forget(waiter)
+            if isinstance(exc, TimeoutError):
+                raise EngineUnavailableError(
+                    f"no free slot on this model within {timeout_s:.0f} s ({self.running} requests running, "
+                    f"{self.waiting} waiting); try again later"
+                ) from None
+            raise
+        return self._releaser(who)
+
+    def close(self, reason: str) -> None:
+        """The model is going: every waiting request ends with `reason` (503) instead of waiting for its deadline."""
+        for queue in self._waiting.values():
+            for waiter in queue:
+                if not waiter.granted.done():
+                    waiter.granted.set_exception(EngineUnavailableError(reason))
+        self._waiting.clear()
+
+    def ahead(self, who: str) -> int:
+        """How many waiting requests will be admitted before this person's oldest waiting one (0 when none waits)."""
+        mine = self._waiting.get(who)
+        if not mine:
+            return 0
+        running, last = Counter(self._running), dict(self._last)
+        queues = {w: deque(q) for w, q in self._waiting.items() if q}
+        count, turn = 0, self._turn
+        while True:
+            nxt = self._pick(running, last, queues)
+            if nxt == who:
+                return count
+            queues[nxt].popleft()
+            if not queues[nxt]:
+                del queues[nxt]
+            running[nxt] += 1
+            turn += 1
+            last[nxt] = turn
+            count += 1
+
+    # --- inside ---------------------------------------------------------------------------
+
+    def _take(self, who: str) -> Callable[[], None]:
+        self._let_in(who)
+        return self._releaser(who)
+
+    def _let_in(self, who: str) -> None:
+        self._running[who] += 1
+        self._turn += 1
+        self._last[who] = self._turn
+
+    def _releaser(self, who: str) -> Callable[[], None]:
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._give_back(who)
+
+        return release
+
+    def _give_back(self, who: str) -> None:
+        self._running[who] -= 1
+        if self._running[who] <= 0:
+            del self._running[who]
+            if who not in self._waiting:
+                self._last.pop(who, None)  # gone quiet: only people running or waiting are remembered
+        self._admit()
+
+    def _admit(self) -> None:
+        while self.running < self.capacity:
+            queues = {w: q for w, q in self._waiting.items() if q}
+            if not queues:
+                return
+            who = self._pick(self._running, self._last, queues)
+            waiter = self._waiting[who].popleft()
+            if not self._waiting[who]:
+                del self._waiting[who]
+            self._let_in(who)
+            waiter.granted.set_result(None)
+
+    @staticmethod
+    def _pick(running: Counter[str], last: dict[str, int], queues: dict[str, deque[_Waiter]]) -> str:
+        """The person with the fewest running; then the one let in least recently; then the longest waiting."""
+        return min(queues, key=lambda w: (running[w], last.get(w, 0), queues[w][0].since))
+
+    def _forget(self, waiter: _Waiter) -> None:
+        queue = self._waiting.get(waiter.who)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._waiting[waiter.who]
+                if not self._running[waiter.who]:
+                    self._last.pop(waiter.who, None)
+        self._admit()

@@ -1,0 +1,1 @@
+"""Transformers engine: Hugging Face Transformers' own OpenAI server (`transformers serve`), one child per model."""

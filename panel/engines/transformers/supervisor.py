@@ -1,0 +1,108 @@
+"""One supervised `transformers serve` child per model: the llama-server supervisor's start, health deadline, watch,
+log ring and group stop (LlamaChild), with Transformers' own server behind the panel's key as the program."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from panel.engines.base import EngineCall
+from panel.engines.llama_server.supervisor import LlamaChild
+from panel.engines.transformers.keyed_serve import KEY_ENV, TOOL_CALL_PARSER_ENV
+from panel.engines.transformers.options import TransformersOptions
+from panel.settings import REPO_ROOT
+
+# variables through which the child would reach the network or widen who may call it
+_CHILD_ENV_OWNED = (KEY_ENV, TOOL_CALL_PARSER_ENV, "HF_HUB_OFFLINE", "PYTHONPATH")
+
+
+def served_model_id(model_path: str) -> tuple[str, str]:
+    """(working folder, model id) for `transformers serve`: the folder's own name run from its parent, so answers
+    name the model, not a path on this machine; a name transformers would split (`@` revision, `:` GGUF file) is
+    given as the absolute path instead."""
+    path = Path(model_path)
+    if "@" in path.name or ":" in path.name:
+        return str(path.parent), str(path)
+    return str(path.parent), path.name
+
+
+def overlay_folder(model: Path, chat_template: Path) -> Path:
+    """A temporary folder of the model's name that is the model folder (its entries linked) with `chat_template` as
+    its chat_template.jinja: transformers serve takes no template of its own, it reads the folder's."""
+    folder = Path(tempfile.mkdtemp(prefix="panel-transformers-")) / model.name
+    folder.mkdir()
+    for entry in model.iterdir():
+        if entry.name != "chat_template.jinja":
+            (folder / entry.name).symlink_to(entry.resolve())
+    (folder / "chat_template.jinja").symlink_to(chat_template.resolve())
+    return folder
+
+
+class TransformersChild(LlamaChild):
+    """One `transformers serve` child pinned to one model (its `force_model`), on a loopback port, keyed."""
+
+    label = "transformers serve"
+    engine_name = "transformers"
+    _overlay: Path | None = None  # the folder served when the load names its own chat template
+
+    @property
+    def transformers_options(self) -> TransformersOptions:
+        return TransformersOptions.of(self.options)
+
+    @property
+    def concurrency(self) -> int | None:
+        """None: transformers serve schedules its own requests (one generate per request, or continuous batching)."""
+        return None
+
+    def _launch(self, port: int) -> tuple[list[str], dict[str, str], str | None]:
+        options = self.transformers_options
+        folder = self.model
+        if options.chat_template:
+            self._overlay = overlay_folder(Path(self.model), Path(options.chat_template))
+            folder = str(self._overlay)
+            self._log.append(f"[panel] chat template: {options.chat_template}")
+        cwd, model_id = served_model_id(folder)
+        argv = [
+            self.binary,  # the panel's own interpreter: the venv's transformers
+            "-m",
+            "panel.engines.transformers.keyed_serve",
+            "serve",
+            model_id,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+            *options.serve_flags(),
+        ]
+        if options.trust_remote_code:
+            self._log.append(f"[panel] trust_remote_code: the model's own code runs in this child ({self.model})")
+        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_OWNED}
+        env[KEY_ENV] = self._key
+        env["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing is fetched
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"  # its log lines as they happen
+        if options.tool_call_parser:
+            env[TOOL_CALL_PARSER_ENV] = options.tool_call_parser
+        return argv, env, cwd
+
+    async def stop(self) -> None:
+        await super().stop()
+        overlay, self._overlay = self._overlay, None
+        if overlay is not None:
+            shutil.rmtree(overlay.parent, ignore_errors=True)
+
+    def _outgoing(self, call: EngineCall) -> EngineCall:
+        """The child is pinned to its model and refuses any other `model` name: the field is left out."""
+        try:
+            body = json.loads(call.body)
+        except ValueError:
+            return call
+        if not isinstance(body, dict) or "model" not in body:
+            return call
+        body.pop("model")
+        return EngineCall(call.path, json.dumps(body, ensure_ascii=False).encode(), call.method, call.model)
