@@ -69,6 +69,7 @@ class PayloadTooLargeError(PanelError):
 class RateLimitError(PanelError):
     status_code = 429
     error_type = "rate_limit_error"
+    retry_after_s: float | None = None  # when set, the answer carries Retry-After (whole seconds, at least 1)
 
 
 class ThrottledError(RateLimitError):
@@ -77,6 +78,14 @@ class ThrottledError(RateLimitError):
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(f"too many invalid API keys from this address; try again in {max(1, round(retry_after_s))} s")
+
+
+class QuotaExceededError(RateLimitError):
+    """A user's or key's quota (tokens per day, requests per minute) is used up until it resets."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 class EngineFailure(PanelError):

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from panel.access.audit import AuditLog
     from panel.access.auth import Auth
     from panel.access.limits import GenerationSlots
+    from panel.access.quotas import Quotas
     from panel.api.gateway import Gateway
     from panel.arena.store import ArenaStore
     from panel.bench.runner import BenchmarkRunner
@@ -39,6 +40,7 @@ class Services:
     request_log: RequestLog
     load_log: LoadLog
     generation_slots: GenerationSlots  # the per-user generation count the gate and the Chat tab share
+    quotas: Quotas  # tokens per day and requests per minute per user or key, counted from the request log
     downloads: DownloadManager
     bench: BenchmarkRunner
     arena: ArenaStore  # the arena's battles and votes (SQLite beside the request log)
@@ -57,6 +59,7 @@ def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
     from panel.access.audit import AuditLog, audit_path
     from panel.access.auth import build_auth
     from panel.access.limits import GenerationSlots, limits_from
+    from panel.access.quotas import Quotas, QuotaStore, quotas_path
     from panel.api.gateway import Gateway
     from panel.arena.store import ArenaStore
     from panel.bench.runner import BenchmarkRunner
@@ -90,6 +93,7 @@ def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
         request_log=request_log,
         load_log=load_log,
         generation_slots=GenerationSlots(limits_from(settings).max_concurrent_per_user),
+        quotas=Quotas(QuotaStore(quotas_path(settings.data_dir)), request_log),
         downloads=downloads,
         bench=BenchmarkRunner(settings, manager, downloads, auth),
         arena=ArenaStore(settings.data_dir / "arena.sqlite3"),

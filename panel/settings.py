@@ -54,12 +54,14 @@ class Settings:
     llama_ctx_size: int = 4096
     llama_parallel: int = 4
     llama_threads: int = 0  # llama-server's --threads when a load names none; 0: llama-server's own choice (every core)
+    transformers_trust_remote_code: str = ""  # model folders (names or paths, comma-separated) allowed to run own code
     load_timeout_s: float = 600.0
     stop_grace_s: float = 10.0
     health_interval_s: float = 5.0  # how often a loaded llama-server child's /health is asked
     health_deadline_s: float = 30.0  # a child silent this long (hung, SIGSTOPped) is killed and marked error
     log_lines: int = 500
     request_timeout_s: float = 600.0
+    fair_share: bool = True  # requests wait in the panel for a model's fixed slots, fairly per person (engines/fair.py)
     keep_alive_s: float = KEEP_ALIVE_S
     hf_token: str | None = field(default=None, repr=False)
     users_file: Path | None = None

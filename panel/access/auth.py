@@ -110,6 +110,7 @@ class Principal:
     role: str
     via: str
     max_concurrent: int | None = None
+    key_id: str | None = None  # the API key's id (never its secret) when `via` is 'key'
 
 
 LOCAL = Principal(name="local", role="admin", via="local")
@@ -267,7 +268,9 @@ class Auth:
             key = self._current_keys().get(parts[1])
         if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
             return None
-        return Principal(name=f"key:{key.name}", role=key.role, via="key", max_concurrent=key.max_concurrent)
+        return Principal(
+            name=f"key:{key.name}", role=key.role, via="key", max_concurrent=key.max_concurrent, key_id=key.id
+        )
 
     def _current_keys(self) -> dict[str, ApiKey]:
         try:

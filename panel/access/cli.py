@@ -1,4 +1,4 @@
-"""Sub-commands `python -m panel users ...` and `python -m panel keys ...`: manage who may use the panel."""
+"""Sub-commands `python -m panel users ...`, `keys ...` and `quotas ...`: manage who may use the panel, how much."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from panel.access.auth import (
     users_path,
     write_users_file,
 )
+from panel.access.quotas import QuotaStore, quotas_path, subject_of
 from panel.errors import PanelError
 from panel.settings import Settings
 
@@ -50,6 +51,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_keys_revoke)
     keys_sub.add_parser("list", help="list keys (never the keys themselves)").set_defaults(func=_keys_list)
+
+    quotas = sub.add_parser("quotas", help="quotas per user or key: tokens per day, requests per minute")
+    quotas_sub = quotas.add_subparsers(dest="quotas_command", required=True)
+    qset = quotas_sub.add_parser("set", help="set a user's or key's quota (applies at once; 0: no limit)")
+    who = qset.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a user name")
+    who.add_argument("--key", help="an API key's id (see `keys list`)")
+    qset.add_argument("--tokens-per-day", type=int, default=0, help="prompt + completion tokens per UTC day")
+    qset.add_argument("--requests-per-minute", type=int, default=0)
+    qset.set_defaults(func=_quotas_set)
+    qclear = quotas_sub.add_parser("clear", help="remove a user's or key's quota")
+    cleared = qclear.add_mutually_exclusive_group(required=True)
+    cleared.add_argument("--user")
+    cleared.add_argument("--key")
+    qclear.set_defaults(func=_quotas_clear)
+    quotas_sub.add_parser("list", help="list quotas").set_defaults(func=_quotas_list)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -160,3 +177,47 @@ def _audit_hook(settings: Settings) -> AuditHook:
 
 def _audit(settings: Settings, action: str, target: str, detail: dict[str, str]) -> None:
     _audit_hook(settings)(CLI_ACTOR, action, target, detail)
+
+
+def _quota_store(settings: Settings) -> QuotaStore:
+    return QuotaStore(quotas_path(settings.data_dir))
+
+
+def _quota_subject(args: argparse.Namespace) -> str:
+    return subject_of("user", args.user) if args.user else subject_of("key", args.key)
+
+
+def _quotas_set(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        subject = _quota_subject(args)
+        quota = _quota_store(settings).set(subject, args.tokens_per_day, args.requests_per_minute, CLI_ACTOR)
+    except PanelError as exc:
+        return _fail(exc)
+    detail = {"quota": quota.describe() if quota else "no limit"}
+    _audit(settings, "quota_set", subject, detail)
+    print(f"{subject}: {detail['quota']}")
+    return 0
+
+
+def _quotas_clear(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        quota = _quota_store(settings).clear(_quota_subject(args))
+    except PanelError as exc:
+        return _fail(exc)
+    _audit(settings, "quota_clear", quota.subject, {})
+    print(f"{quota.subject}: quota removed")
+    return 0
+
+
+def _quotas_list(_: argparse.Namespace) -> int:
+    try:
+        quotas = _quota_store(Settings.load()).all()
+    except PanelError as exc:
+        return _fail(exc)
+    for quota in quotas:
+        print(f"{quota.subject}\t{quota.describe()}\tby {quota.set_by}")
+    if not quotas:
+        print("no quotas")
+    return 0

@@ -1,5 +1,6 @@
 """The gate in front of the API: body size (413), who is asking (401/403), max_tokens (400), generations
-at once per user or key (429; not applied with no users configured: one local user). A plain ASGI middleware,
+at once per user or key and quotas (panel/access/quotas.py) (429; not applied with no users configured: one local
+user). A plain ASGI middleware,
 so streamed answers keep their slot until the last byte.
 
 Which role a path needs at least (a route's own `require_api_role` may ask for more):
@@ -189,8 +190,16 @@ class GateMiddleware:
             await send_error(send, exc)
             return
         try:
+            end_quota = self.services.quotas.admit(principal.name, principal.key_id)
+        except RateLimitError as exc:
+            self.slots.release(principal.name)
+            self._count_refusal(exc)
+            await send_error(send, exc)
+            return
+        try:
             await self.app(scope, receive, send)
         finally:
+            end_quota()
             self.slots.release(principal.name)
 
     async def _read_body(self, scope: Scope, receive: Receive, path: str) -> bytes:
@@ -253,7 +262,7 @@ async def send_error(send: Send, exc: PanelError) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if exc.status_code == 401:
         headers.append((b"www-authenticate", b'Bearer realm="panel"'))
-    if isinstance(exc, ThrottledError):
+    if isinstance(exc, RateLimitError) and exc.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode()))
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -34,6 +34,7 @@ class Prepared:
     model: str | None
     stream: bool
     can_load: bool
+    key_id: str | None = None
     target: Target | None = None
     pending: str | None = None
 
@@ -51,7 +52,14 @@ class Gateway:
         the returned Tap must be read (raw(), chunks() or body()) to end the call."""
         return await self.start(self.prepare(path, body, who, can_load))
 
-    def prepare(self, path: str, body: bytes | dict[str, Any], who: str = "local", can_load: bool = True) -> Prepared:
+    def prepare(
+        self,
+        path: str,
+        body: bytes | dict[str, Any],
+        who: str = "local",
+        can_load: bool = True,
+        key_id: str | None = None,
+    ) -> Prepared:
         """Check the body and route it; raises the 4xx error a bad request gets, before anything is sent."""
         if path not in FORWARDED_PATHS:
             raise NotFoundError(f"{path} is not an engine API path the panel carries")
@@ -69,7 +77,7 @@ class Gateway:
         if model is not None and not isinstance(model, str):
             raise BadRequestError("model must be a string")
         stream = request.get("stream") is True
-        prepared = Prepared(path, request, raw, changed, who, engine_name, model, stream, can_load)
+        prepared = Prepared(path, request, raw, changed, who, engine_name, model, stream, can_load, key_id)
         try:
             prepared.target = self.manager.route(engine_name, model)
         except NotResidentError as exc:
@@ -98,10 +106,15 @@ class Gateway:
         data = json.dumps(request, ensure_ascii=False).encode() if changed else prepared.raw
         path = prepared.path
         stats = StreamStats(time.perf_counter())
-        outcome = Outcome(engine=engine.name, model=served, path=path, stats=stats, who=prepared.who)
+        outcome = Outcome(
+            engine=engine.name, model=served, path=path, stats=stats, who=prepared.who, key_id=prepared.key_id
+        )
         if self.log_prompts and path in GENERATION_PATHS:
             outcome.prompt = prompt_text(request)
-        release = self.manager.begin_call(engine.name, served)
+        if path in GENERATION_PATHS:  # a fair turn on the model's slots; /tokenize and the like take none
+            release = await self.manager.enter_call(engine.name, served, prepared.who)
+        else:
+            release = self.manager.begin_call(engine.name, served)
         try:
             reply = await engine.open(EngineCall(path=path, body=data, model=served))
         except BaseException:

@@ -64,7 +64,11 @@ async def forward(request: Request) -> Response:
     gateway: Gateway = services_of(request).gateway
     principal = getattr(request.state, "principal", LOCAL)
     prepared = gateway.prepare(
-        request.url.path, await request.body(), who=actor_of(request), can_load=role_allows(principal.role, "operator")
+        request.url.path,
+        await request.body(),
+        who=actor_of(request),
+        can_load=role_allows(principal.role, "operator"),
+        key_id=principal.key_id,
     )
     if prepared.pending is not None and prepared.stream:
         where = {"X-Panel-Model": quote(prepared.pending, safe="/._-:@+")}

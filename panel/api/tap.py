@@ -33,6 +33,7 @@ class Outcome:
     path: str
     stats: StreamStats
     who: str = "local"  # the user or key name (the Chat tab's user, "eval", ...), for the request log
+    key_id: str | None = None  # the API key's id when a key asked (never the key itself)
     status: int = 0
     finish_reason: str | None = None
     error: str | None = None

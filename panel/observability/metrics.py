@@ -8,6 +8,7 @@ vLLM runs in this process, its `vllm:*` families from prometheus_client's defaul
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -29,6 +30,8 @@ TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 LOAD_BUCKETS_S = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
 ENGINE_SCRAPE_TIMEOUT_S = 2.0
+USER_LABEL_RE = re.compile(r"^(key:)?[A-Za-z0-9_.@-]{1,64}$")  # a user or key name (auth.NAME_RE), not free text
+MAX_USER_LABELS = 500
 
 
 class PanelMetrics:
@@ -68,6 +71,13 @@ class PanelMetrics:
             TTFT_BUCKETS_S,
         )
         self.refused = counter("panel_refused_requests", "Requests refused by the gate", ("status",))
+        self.user_requests = counter(
+            "panel_user_requests", "Generation requests per user or key (key:<name>)", ("user", "outcome")
+        )
+        self.user_tokens = counter(
+            "panel_user_tokens", "Tokens per user or key, by kind (prompt, completion, cached)", ("user", "kind")
+        )
+        self._user_labels: set[str] = set()
         self.registry.register(_StateCollector(manager))
         self._folded: list[Any] = []
         self.registry.register(_FoldedCollector(self))
@@ -89,6 +99,26 @@ class PanelMetrics:
     def observe_outcome(self, outcome: Outcome) -> None:
         """Gateway observer: one forwarded generation ended."""
         self.observe_generation(outcome.engine, outcome.model, outcome.stats, outcome.ok)
+        user = self._user_label(outcome.who)
+        self.user_requests.labels(user, "ok" if outcome.ok else "error").inc()
+        usage = outcome.stats.usage
+        counts = {
+            "prompt": usage.prompt_tokens if usage else 0,
+            "completion": outcome.stats.completion_tokens,
+            "cached": (usage.cached_tokens if usage else 0) or 0,
+        }
+        for kind, n in counts.items():
+            self.user_tokens.labels(user, kind).inc(n or 0)
+
+    def _user_label(self, who: str) -> str:
+        """A user or key name as a label; anything else (or past MAX_USER_LABELS names) is "other", so the series
+        stay bounded."""
+        if who in self._user_labels:
+            return who
+        if not USER_LABEL_RE.match(who) or len(self._user_labels) >= MAX_USER_LABELS:
+            return "other"
+        self._user_labels.add(who)
+        return who
 
     def observe_refusal(self, status: int) -> None:
         self.refused.labels(str(status)).inc()

@@ -1,5 +1,5 @@
-"""The observability routes: the request log (/v1/requests, JSON or CSV) and the GPU/memory monitor (/v1/monitor).
-/metrics is served by panel.observability.metrics."""
+"""The observability routes: the request log (/v1/requests, JSON or CSV), usage per user or key (/v1/usage) and the
+GPU/memory monitor (/v1/monitor). /metrics is served by panel.observability.metrics."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
-from panel.access.auth import Principal, require_api_role
+from panel.access.auth import Principal, require_api_role, role_allows
 from panel.observability.monitor import take_snapshot
 from panel.observability.request_log import RequestFilter, RequestLog
+from panel.observability.usage import UsageQuery, make_query, usage_json
 from panel.services import services_of
 
 router = APIRouter()
@@ -38,6 +39,26 @@ async def request_log_rows(
         return PlainTextResponse(text, media_type="text/csv", headers=headers)
     rows = await asyncio.to_thread(log_.rows, where)
     return {"rows": [asdict(r) for r in rows]}
+
+
+@router.get("/v1/usage")
+async def usage_totals(
+    request: Request,
+    by: str = "user",
+    since: str | None = None,
+    bucket: str = "day",
+    principal: Principal = Depends(require_api_role("viewer")),
+) -> dict[str, Any]:
+    """Requests, tokens (prompt, completion, cached), engine time and errors per user or key and UTC hour or day,
+    since a time (`24h`, `7d`, an ISO date, epoch seconds). An admin sees everyone; anyone else only their own."""
+    query = usage_query(by, since, bucket, principal)
+    rows = await asyncio.to_thread(services_of(request).request_log.usage, query)
+    return usage_json(query, rows)
+
+
+def usage_query(by: str, since: str | None, bucket: str, principal: Principal) -> UsageQuery:
+    """The query a principal may make: bad parameters are 400; a non-admin's is held to their own rows."""
+    return make_query(by, since, bucket, who=None if role_allows(principal.role, "admin") else principal.name)
 
 
 @router.get("/v1/monitor")

@@ -12,6 +12,7 @@ from panel.access.auth import actor_of
 from panel.engines.base import EngineState, Resident
 from panel.services import Services
 from panel.ui.chat_turn import ChatAsk, chat_turn
+from panel.ui.usage import build_my_usage
 
 MODEL_AUTO = "auto"
 
@@ -31,6 +32,7 @@ def build_chat(services: Services) -> None:
                 stop = gr.Button("Stop", scale=1)
             live = gr.Markdown("", elem_id="chat-live", elem_classes="panel-stats")
             clear = gr.Button("Clear conversation", size="sm")
+            build_my_usage(services)
         with gr.Column(scale=1):
             engine = gr.Dropdown(
                 choices=[MODEL_AUTO, *manager.resident_names()],

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from panel.api.remote import RemoteEndpoint, open_remote
 from panel.api.tap import Tap
 from panel.errors import EngineFailure, PanelError
 from panel.services import Services
@@ -29,6 +30,7 @@ class ChatAsk:
     max_tokens: int
     temperature: float
     top_p: float
+    remote: RemoteEndpoint | None = None  # answered by this endpoint instead of a model of this panel
 
     def body(self) -> dict[str, Any]:
         """The OpenAI chat request for the engine, streamed."""
@@ -54,11 +56,16 @@ class ChatStep:
     footer: str | None = None  # under the answer once it ended: its figures, or why it stopped
     finished: bool = False  # the answer is whole: the turn joins the conversation
     tokens_per_s: float | None = None  # once finished: the decode rate (StreamStats.decode_tps)
+    model: str = ""  # once finished: the served name of the model that answered
+    engine: str = ""  # and its engine
 
 
-async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str) -> AsyncIterator[ChatStep]:
-    """Send the turn and follow the answer. Close the iterator (contextlib.aclosing) to stop: the engine's request
-    ends and the user's generation slot is freed."""
+async def chat_turn(
+    services: Services, ask: ChatAsk, user: str | None, who: str, can_load: bool = True
+) -> AsyncGenerator[ChatStep, None]:
+    """Send the turn and follow the answer; a library model that is not resident is loaded first when `can_load`
+    (as for an API call). Close the iterator (contextlib.aclosing) to stop: the engine's request ends and the user's
+    generation slot is freed."""
     limit = services.settings.max_tokens_limit
     if not ask.message:
         yield ChatStep("Type a message first.")
@@ -71,15 +78,21 @@ async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str
     tap: Tap | None = None
     # the same per-user count as the API (with users configured): a chat tab is not a way around the limit
     slots, held = services.generation_slots, False
+    end_quota: Callable[[], None] | None = None
     try:
         if user:
             slots.acquire(user)
             held = True
-        tap = await services.gateway.open(CHAT_PATH, ask.body(), who=who)
+            end_quota = services.quotas.admit(user)  # the same rule as the API's gate
+        if ask.remote is not None:
+            tap = await open_remote(ask.remote, CHAT_PATH, ask.body(), who)
+        else:
+            tap = await services.gateway.open(CHAT_PATH, ask.body(), who=who, can_load=can_load)
         if not tap.stream:  # the engine refused: its own message
             await tap.body()
             raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")
-        stats = tap.outcome.stats  # the same figures /metrics and the benchmarks read
+        outcome = tap.outcome
+        stats = outcome.stats  # the same figures /metrics and the benchmarks read
         async for chunk in tap.chunks():
             if chunk.error is not None:
                 raise EngineFailure(chunk.error)
@@ -95,22 +108,34 @@ async def chat_turn(services: Services, ask: ChatAsk, user: str | None, who: str
     finally:
         if tap is not None:  # Stop pressed or the browser gone: end the engine's request too
             await tap.close()
+        if end_quota is not None:
+            end_quota()
         if held and slots is not None and user:
             slots.release(user)
     summary = stats.summary()
-    yield ChatStep(summary, True, answer, reasoning, footer=summary, finished=True, tokens_per_s=stats.decode_tps)
+    yield ChatStep(
+        summary,
+        True,
+        answer,
+        reasoning,
+        footer=summary,
+        finished=True,
+        tokens_per_s=stats.decode_tps,
+        model=outcome.model,
+        engine=outcome.engine,
+    )
 
 
 async def two_turns(
-    services: Services, asks: tuple[ChatAsk, ChatAsk], user: str | None, who: str
-) -> AsyncIterator[tuple[ChatStep, ChatStep]]:
+    services: Services, asks: tuple[ChatAsk, ChatAsk], user: str | None, who: str, can_load: bool = True
+) -> AsyncGenerator[tuple[ChatStep, ChatStep], None]:
     """Two turns at once (the arena's two models): both answers as they stream, each pair of latest steps.
     Closing the iterator ends both engines' requests."""
     latest = [ChatStep("⏳ waiting…"), ChatStep("⏳ waiting…")]
     changed = asyncio.Event()
 
     async def follow(side: int) -> None:
-        async with contextlib.aclosing(chat_turn(services, asks[side], user, who)) as steps:
+        async with contextlib.aclosing(chat_turn(services, asks[side], user, who, can_load)) as steps:
             async for step in steps:
                 latest[side] = step
                 changed.set()

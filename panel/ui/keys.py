@@ -1,4 +1,5 @@
-"""Admin tab: API keys (list, create — shown once —, revoke) and the audit log. Every handler needs the admin role."""
+"""Admin tab: API keys (list, create — shown once —, revoke), usage and quotas (panel/ui/usage.py) and the audit
+log. Every handler needs the admin role."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from panel.access.auth import ROLES, ApiKey, Auth, actor_of
 from panel.services import Services
 from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
+from panel.ui.usage import build_usage_admin
 
 AUDIT_ROWS = 50
 
@@ -30,6 +32,7 @@ def build_admin(services: Services) -> None:
         revoke_btn = gr.Button("Revoke key", variant="stop", elem_id="admin-key-revoke")
         list_btn = gr.Button("↻ Refresh", size="sm", elem_id="admin-refresh")
     message = gr.Markdown("", elem_id="admin-message")
+    build_usage_admin(services)
     gr.Markdown("### Audit log (newest first)")
     audit_md = gr.Markdown("", elem_id="admin-audit")
 

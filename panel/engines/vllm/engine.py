@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
@@ -36,6 +36,7 @@ from panel.errors import BadRequestError, ConflictError, EngineFailure, EngineUn
 from panel.settings import Settings
 
 DRAIN_TIMEOUT_S = 10.0
+T = TypeVar("T")
 DEFAULT_CPU_KVCACHE_GIB = "2"
 
 
@@ -216,7 +217,7 @@ class VllmEngine:
         self._closed = True
         self._worker.shutdown(wait=False, cancel_futures=True)
 
-    def _in_worker(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    def _in_worker(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """`fn(*args)` on the one vLLM thread; after shutdown a clear 503 instead of the executor's RuntimeError."""
         if self._closed:
             raise EngineUnavailableError("the panel is shutting down: vLLM takes no new work")
