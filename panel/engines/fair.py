@@ -75,11 +75,12 @@ class FairQueue:
                     waiter.granted.set_exception(EngineUnavailableError(reason))
         self._waiting.clear()
 
-    def ahead(self, who: str) -> int:
-        """How many waiting requests will be admitted before this person's oldest waiting one (0 when none waits)."""
+    def ahead(self, who: str) -> int | None:
+        """How many waiting requests will be let in before this person's oldest waiting one; None: none of theirs
+        waits."""
         mine = self._waiting.get(who)
         if not mine:
-            return 0
+            return None
         running, last = Counter(self._running), dict(self._last)
         queues = {w: deque(q) for w, q in self._waiting.items() if q}
         count, turn = 0, self._turn

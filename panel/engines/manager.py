@@ -336,10 +336,11 @@ class EngineManager:
 
         return release
 
-    def requests_ahead(self, engine_name: str, name: str, who: str) -> int:
-        """Requests that will reach the model's slots before `who`'s oldest waiting one (0 when it waits for none)."""
+    def requests_ahead(self, engine_name: str, name: str, who: str) -> int | None:
+        """Requests that will reach the model's slots before `who`'s oldest waiting one; None: nothing of theirs
+        waits for a slot."""
         slot = self._slots.get((engine_name, name))
-        return slot.queue.ahead(who) if slot is not None and slot.queue is not None else 0
+        return slot.queue.ahead(who) if slot is not None and slot.queue is not None else None
 
     def _fair_queue(self, resident: Resident | None) -> FairQueue | None:
         if not self.settings.fair_share or resident is None or not resident.concurrency:

@@ -17,6 +17,7 @@ from panel.services import Services
 
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
 CHAT_PATH = "/v1/chat/completions"
+QUEUE_POLL_S = 0.5  # how often a turn waiting for a model's slot says where it stands
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,26 @@ async def chat_turn(
         if ask.remote is not None:
             tap = await open_remote(ask.remote, CHAT_PATH, ask.body(), who)
         else:
-            tap = await services.gateway.open(CHAT_PATH, ask.body(), who=who, can_load=can_load)
+            prepared = services.gateway.prepare(CHAT_PATH, ask.body(), who=who, can_load=can_load)
+            opening = asyncio.ensure_future(services.gateway.start(prepared))
+            try:
+                while not opening.done():  # a model's slots all taken: say where this turn stands in its queue
+                    await asyncio.wait({opening}, timeout=QUEUE_POLL_S)
+                    target = prepared.target
+                    ahead = (
+                        None
+                        if target is None
+                        else services.manager.requests_ahead(target.engine.name, target.name, who)
+                    )
+                    if ahead is not None and not opening.done():
+                        yield ChatStep(f"⏳ waiting for a free slot: {_ahead_text(ahead)}", sent=True)
+            finally:
+                if not opening.done():  # Stop pressed while waiting: leave the queue
+                    opening.cancel()
+                    with contextlib.suppress(BaseException):
+                        late = await opening
+                        await late.close()  # let in just as it was cancelled: end the request at once
+            tap = opening.result()
         if not tap.stream:  # the engine refused: its own message
             await tap.body()
             raise EngineFailure(tap.outcome.error or f"the engine answered HTTP {tap.reply.status}")
@@ -124,6 +144,12 @@ async def chat_turn(
         model=outcome.model,
         engine=outcome.engine,
     )
+
+
+def _ahead_text(ahead: int) -> str:
+    if ahead == 0:
+        return "you are next"
+    return f"{ahead} request{'s' if ahead != 1 else ''} ahead of you"
 
 
 async def two_turns(

@@ -64,3 +64,37 @@ def test_an_answer_streams_with_figures_and_stopping_frees_the_slot(settings: Se
             await manager.unload("llamacpp")
 
     asyncio.run(scenario())
+
+
+def test_a_turn_waiting_for_the_slot_says_where_it_stands(settings: Settings, embedded_model: Path) -> None:
+    """The model's one slot is taken (by another person's admission, held by the test, so no speed decides when
+    it frees); the turn says it is next, leaves the queue when stopped, and is answered once the slot frees."""
+
+    async def scenario() -> None:
+        services = _services(settings)
+        manager = services.manager
+        await manager.load("llamacpp", str(embedded_model), {"ctx_size": 1024, "parallel": 1})
+        name = manager.residents()[0].name
+        try:
+            held = await manager.enter_call("llamacpp", name, "bob")
+            stopped = chat_turn(services, _ask("Say hello.", 8), "ann", "ann")
+            async with aclosing(stopped) as steps:
+                async for step in steps:
+                    if "waiting for a free slot" in step.line:
+                        assert step.line.endswith("you are next"), step.line
+                        break  # Stop pressed while waiting
+            assert manager.requests_ahead("llamacpp", name, "ann") is None, "a stopped turn leaves the queue"
+
+            lines: list[str] = []
+            async with aclosing(chat_turn(services, _ask("Say hello.", 8), "ann", "ann")) as steps:
+                async for step in steps:
+                    lines.append(step.line)
+                    if "you are next" in step.line:
+                        held()  # bob's request ends: the slot is ann's
+            assert step.finished and step.answer, lines
+            assert any("you are next" in line for line in lines)
+            assert sum(manager.in_flight.values()) == 0
+        finally:
+            await manager.unload("llamacpp")
+
+    asyncio.run(scenario())
