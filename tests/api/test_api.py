@@ -194,6 +194,7 @@ def test_bad_inputs_get_clear_4xx(panel_server, embedded_model, tmp_path) -> Non
         ({"model_path": str(embedded_model), "ctx_size": -5}, 400, "ctx_size must be between"),
         ({"model_path": str(embedded_model), "parallel": 100000}, 400, "parallel must be between"),
         ({"model_path": str(embedded_model), "extra_args": ["--port", "1"]}, 400, "not allowed"),
+        ({"model_path": str(embedded_model), "extra_args": ["-np", "8"]}, 400, "use the parallel option"),
         ({"model_path": str(embedded_model), "extra_args": "--threads"}, 400, "needs a value"),
         ({"model_path": str(embedded_model), "flash_attn": "maybe"}, 400, "true or false"),
         ({"model_path": str(embedded_model), "bogus_option": 1}, 400, "unknown llamacpp option"),

@@ -190,4 +190,17 @@ def test_a_teammate_is_let_in_before_the_flooders_queue(one_slot_panel) -> None:
         # the stream is closed: its slot frees and the queue decides who goes next
         for t in [*waiting, teammate]:
             t.join(scaled(300))
-    assert len(finished) == 4 and finished[0] == "t", finished
+    assert sorted(finished) == ["f0", "f1", "f2", "t"], finished
+    # the order they were let in, from the panel's own request log (each row written as its answer ended: with one
+    # slot that is the order of admission), not from when the client threads woke up
+    deadline = time.monotonic() + scaled(30)
+    while len(rows := _log(panel, keys["flooder"])) < 5:
+        assert time.monotonic() < deadline, f"the request log holds {len(rows)} of the 5 answers"
+        time.sleep(0.2)
+    order = ["teammate" if "teammate" in row["who"] else "flooder" for row in sorted(rows, key=lambda r: r["time"])]
+    assert order == ["flooder", "teammate", "flooder", "flooder", "flooder"], order
+
+
+def _log(panel: PanelProcess, key: str) -> list[dict[str, Any]]:
+    r = httpx.get(panel.base_url + "/v1/requests", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    return [row for row in r.json()["rows"] if row["path"] == "/v1/chat/completions"]

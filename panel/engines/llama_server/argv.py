@@ -40,6 +40,7 @@ OWNED: dict[str, str] = {
     ),
     **dict.fromkeys(("--models-dir", "--models-preset", "--models-max"), "the panel supervises one child per model"),
     "--alias": "use the alias option",
+    "--parallel": "use the parallel option (the panel's fair queue lets in that many requests at once)",
     "--log-file": "the panel keeps the child's log (Engines tab, /v1/engines/llamacpp/logs)",
 }
 # Download flags: models come into the roots through the Models tab, where they are checked and listed.
