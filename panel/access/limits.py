@@ -191,8 +191,10 @@ class GateMiddleware:
             return
         try:
             end_quota = self.services.quotas.admit(principal.name, principal.key_id)
-        except RateLimitError as exc:
+        except BaseException as exc:  # refused, or the quota check failed (a broken quotas file): free the slot
             self.slots.release(principal.name)
+            if not isinstance(exc, PanelError):
+                raise
             self._count_refusal(exc)
             await send_error(send, exc)
             return

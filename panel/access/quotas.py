@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from panel.errors import BadRequestError, NotFoundError, QuotaExceededError
+from panel.errors import BadRequestError, NotFoundError, PanelError, QuotaExceededError
 from panel.files import atomic_write_json
 
 MINUTE_S = 60.0
@@ -142,13 +142,29 @@ class QuotaStore:
 
 
 def read_quotas_file(path: Path) -> dict[str, Quota]:
+    """The quotas on disk; a broken file is the server's fault, not the caller's: PanelError (500) naming it."""
     import json
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {q["subject"]: Quota(**q) for q in data["quotas"]}
+        quotas = [_checked(Quota(**q)) for q in data["quotas"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BadRequestError(f"cannot read the quotas file {path}: {exc}") from exc
+        raise PanelError(f"the quotas file {path} is broken ({exc}); fix or remove it, or set quotas again") from exc
+    return {q.subject: q for q in quotas}
+
+
+def _checked(quota: Quota) -> Quota:
+    """A quota read from the file, its fields' types checked (TypeError names the field and what it holds)."""
+    kind, _, name = quota.subject.partition(":") if isinstance(quota.subject, str) else ("", "", "")
+    if kind not in SUBJECT_KINDS or not name:
+        raise TypeError(f"subject {quota.subject!r} is not user:<name> or key:<id>")
+    for field in ("tokens_per_day", "requests_per_minute"):
+        value = getattr(quota, field)
+        if value is not None and (type(value) is not int or value < 0):
+            raise TypeError(f"{quota.subject}: {field} must be a whole number ≥ 0 or null; got {value!r}")
+    if not isinstance(quota.set_by, str) or type(quota.set_at) not in (int, float):
+        raise TypeError(f"{quota.subject}: set_by must be text and set_at a number")
+    return quota
 
 
 def quotas_path(data_dir: Path) -> Path:

@@ -119,6 +119,9 @@ class RequestLog:
         self._queue: queue.Queue[RequestRow | None] = queue.Queue()
         self._pending: list[RequestRow] = []  # recorded, not yet on disk: quotas count them too
         self._pending_lock = threading.Lock()
+        # held across a commit and its rows' removal from _pending (the writer), and across a read of the database
+        # and the copy of _pending (the quota readers): each row is counted once, on disk or pending, never both
+        self._snapshot_lock = threading.Lock()
         self._written = 0
         self._thread = threading.Thread(target=self._writer, name="panel-request-log", daemon=True)
         self._thread.start()
@@ -176,6 +179,10 @@ class RequestLog:
                 return batch, False, markers
 
     def _write(self, db: sqlite3.Connection, batch: list[RequestRow]) -> None:
+        with self._snapshot_lock:
+            self._commit(db, batch)
+
+    def _commit(self, db: sqlite3.Connection, batch: list[RequestRow]) -> None:
         try:
             with db:
                 db.executemany(insert_sql("requests", COLUMNS), map(astuple, batch))
@@ -218,18 +225,22 @@ class RequestLog:
     def tokens_since(self, who: str | None, key_id: str | None, since: float) -> int:
         """A user's (or, with `key_id`, a key's) prompt + completion tokens from `since` (an hour boundary) on,
         rows not yet written included."""
-        with transaction(self.path) as db:
-            total = tokens_since(db, who, key_id, since)
-        unwritten = self._unwritten(who, key_id, since)
+        with self._snapshot_lock:
+            with transaction(self.path) as db:
+                total = tokens_since(db, who, key_id, since)
+            unwritten = self._unwritten(who, key_id, since)
         return total + sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in unwritten)
 
     def request_times_since(self, who: str | None, key_id: str | None, since: float) -> list[float]:
         """When each of a user's (or key's) logged requests ended from `since` on, rows not yet written included."""
-        with transaction(self.path) as db:
-            times = request_times_since(db, who, key_id, since)
-        return sorted([*times, *(r.time for r in self._unwritten(who, key_id, since))])
+        with self._snapshot_lock:
+            with transaction(self.path) as db:
+                times = request_times_since(db, who, key_id, since)
+            unwritten = self._unwritten(who, key_id, since)
+        return sorted([*times, *(r.time for r in unwritten)])
 
     def _unwritten(self, who: str | None, key_id: str | None, since: float) -> list[RequestRow]:
+        """Rows recorded and not yet committed; call with _snapshot_lock held, with the database read."""
         with self._pending_lock:
             rows = list(self._pending)
         if key_id is not None:

@@ -10,6 +10,7 @@ UTC hours and days.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import sqlite3
 import time
@@ -172,9 +173,9 @@ def parse_since(text: str | None, bucket: Bucket, now: float | None = None) -> f
         return now - (DAY_S if bucket == "hour" else 30 * DAY_S)
     text = text.strip()
     if match := RELATIVE_RE.match(text):
-        return now - float(match.group(1)) * RELATIVE_UNITS_S[match.group(2)]
+        return _in_range(text, now - float(match.group(1)) * RELATIVE_UNITS_S[match.group(2)], now)
     try:
-        return float(text)
+        return _in_range(text, float(text), now)
     except ValueError:
         pass
     try:
@@ -185,7 +186,16 @@ def parse_since(text: str | None, bucket: Bucket, now: float | None = None) -> f
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
+    return _in_range(text, when.timestamp(), now)
+
+
+def _in_range(text: str, since: float, now: float) -> float:
+    """`since` if it is a time from 1970 to now; BadRequestError otherwise (inf, nan, far past or future)."""
+    if not math.isfinite(since) or not 0 <= since <= now:
+        raise BadRequestError(
+            f"since={text!r} is not a time between 1970 and now; give a span (24h, 7d) or a past date"
+        )
+    return since
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:

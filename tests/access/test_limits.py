@@ -3,19 +3,24 @@ generations at once per user (429, per user, released when a stream ends or the 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import bcrypt
 import httpx
 import pytest
 
-from panel.access.auth import build_auth
-from panel.access.limits import GenerationSlots, check_max_tokens, floor_role
+from panel.access.auth import Principal, build_auth
+from panel.access.limits import GateMiddleware, GenerationSlots, Limits, check_max_tokens, floor_role
+from panel.access.quotas import Quotas, QuotaStore
 from panel.errors import RateLimitError
+from panel.observability.request_log import RequestLog
 from panel.settings import Settings
 from tests.conftest import run_panel, scaled
 
@@ -59,6 +64,44 @@ def test_a_key_can_carry_its_own_cap(tmp_path: Path) -> None:
         slots.acquire(principal.name, principal.max_concurrent)
     with pytest.raises(RateLimitError, match="limit is 64"):
         slots.acquire(principal.name, principal.max_concurrent)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"quotas": [{"subject": "user:ann", "tokens_per_day": "lots"}]}', "{not json", '{"quotas": 3}'],
+)
+def test_a_broken_quotas_file_is_a_server_error_and_frees_the_slot(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "quotas.json"
+    path.write_text(content, encoding="utf-8")
+    log = RequestLog(tmp_path / "requests.sqlite3")
+    quotas = Quotas(QuotaStore(path), log)
+    slots = GenerationSlots(1)
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    services = SimpleNamespace(quotas=quotas, metrics=SimpleNamespace(observe_refusal=lambda status: None))
+    gate = GateMiddleware(app, services, Limits(1, 100, 1000), slots)  # type: ignore[arg-type]
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    ann = Principal(name="ann", role="viewer", via="key", key_id="k1")
+    for _ in range(2):  # a leaked slot would make the second one a 429
+        sent.clear()
+        asyncio.run(gate._generate({"type": "http", "path": "/v1/chat/completions"}, receive, send, ann))
+        assert sent[0]["status"] == 500, sent
+        message = json.loads(sent[1]["body"])["error"]["message"]
+        assert "quotas file" in message and str(path) in message, message
+    if "lots" in content:
+        assert "tokens_per_day" in message and "'lots'" in message, message
+    assert slots.running == {} and reached == []
+    log.close()
 
 
 def test_max_tokens_check() -> None:

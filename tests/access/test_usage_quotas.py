@@ -25,8 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from panel.access.auth import build_auth
 from panel.access.quotas import Quotas, QuotaStore
-from panel.errors import QuotaExceededError
+from panel.errors import BadRequestError, QuotaExceededError
 from panel.observability.request_log import RequestLog, RequestRow
+from panel.observability.usage import parse_since
 from panel.settings import REPO_ROOT, Settings
 from tests.conftest import PanelProcess, open_tab, run_panel, scaled
 
@@ -200,6 +201,10 @@ def test_usage_equals_the_engines_own_counts(team: Team) -> None:
         ({"by": "model"}, "by must be one of"),
         ({"bucket": "week"}, "bucket"),
         ({"since": "soon"}, "since"),
+        ({"since": "inf"}, "since"),
+        ({"since": "nan"}, "since"),
+        ({"since": "1e300"}, "since"),
+        ({"since": "99999999999999w"}, "since"),
     ):
         bad = team.usage("boss", **params)
         assert bad.status_code == 400 and word in bad.json()["error"]["message"], bad.text
@@ -246,6 +251,13 @@ def test_quotas_answer_429_with_retry_after_and_survive_a_restart(team: Team) ->
 def _count(team: Team, key: str) -> int:
     rows = team.usage("boss", by="key", since="1h").json()["rows"]
     return totals(rows, team.ids[key])[0]
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e300", "-5", "99999999999999w", "9999-01-01"])
+def test_since_outside_1970_to_now_is_a_bad_request(text: str) -> None:
+    with pytest.raises(BadRequestError, match="between 1970 and now"):
+        parse_since(text, "hour", now=1_800_000_000.0)
+    assert parse_since("2w", "day", now=1_800_000_000.0) == 1_800_000_000.0 - 14 * 86_400
 
 
 def test_a_per_minute_quota_resets_as_the_minute_passes(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,38 @@ def app_client(settings: Settings, embedded_model: Path) -> Iterator[TestClient]
     with TestClient(app) as client:
         assert client.post("/v1/models/load", json={"model_path": embedded_model.name}).status_code == 200
         yield client
+
+
+def test_a_quota_reader_counts_each_row_once_while_the_writer_commits(tmp_path: Path) -> None:
+    """The writer is held just after its commit, before the rows leave the pending list: a quota reader then
+    waits, and once the writer goes on it counts each row once (not on disk and pending both)."""
+    log = RequestLog(tmp_path / "requests.sqlite3")
+    committed, go = threading.Event(), threading.Event()
+    real_lock = log._pending_lock
+
+    class HoldAfterCommit:
+        def __enter__(self) -> None:
+            if threading.current_thread() is log._thread and not committed.is_set():
+                committed.set()
+                assert go.wait(30), "the test never let the writer go on"
+            real_lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real_lock.release()
+
+    log._pending_lock = HoldAfterCommit()  # type: ignore[assignment]
+    log.record(_outcome("m0"))
+    assert committed.wait(30), "the writer did not commit"
+    counted: list[int] = []
+    reader = threading.Thread(target=lambda: counted.append(log.tokens_since("ann", None, 0.0)))
+    reader.start()
+    reader.join(0.5)  # a reader that went ahead now would have seen the row twice
+    assert counted == [], counted
+    go.set()
+    reader.join(30)
+    assert counted == [7 + 11]
+    assert len(log.request_times_since("ann", None, 0.0)) == 1
+    log.close()
 
 
 def test_mixed_traffic_lands_in_the_log_and_survives_a_restart(app_client: TestClient, settings: Settings) -> None:
