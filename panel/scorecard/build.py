@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from panel.api.remote import REMOTE
 from panel.arena.ratings import Vote, ratings
 from panel.arena.store import Battle
 from panel.bench.store import ResultStore
@@ -67,7 +68,8 @@ def scorecard_rows(sources: Sources) -> list[ScorecardRow]:
             row(record.model, record.engine).pass_rates[record.suite] = round(record.summary.pass_rate, 2)
     _add_speed(sources.benchmarks_dir, row)
     for (model, engine), score in _arena_scores(sources.battles).items():
-        row(model, engine).arena = score
+        if engine != REMOTE:  # a remote endpoint is rated against, but is no model of this machine
+            row(model, engine).arena = score
     for load in reversed(sources.loads):  # oldest first: the newest successful load wins
         if load.ok:
             target = row(load.name or Path(load.model).name, load.engine)

@@ -29,6 +29,7 @@ from panel.ui.guard import current_role, requires_role
 OUTCOMES = (("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both are bad", "both_bad"))
 RATING_COLUMNS = ["model", "rating", "95% low", "95% high", "battles", "wins", "ties"]
 ALL_CATEGORIES = "All categories"
+REMOTE_NEEDS_OPERATOR = "a remote endpoint in the arena needs the operator role"
 DRAWING = random.Random()
 
 
@@ -125,7 +126,7 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
         operator = role_allows(current_role(services, request), "operator")
         remote = _remote(url, model, key)
         if remote is not None and not operator:
-            yield failed("a remote endpoint in the arena needs the operator role")
+            yield failed(REMOTE_NEEDS_OPERATOR)
             return
         pool_names = tuple(chosen or ())
         ask = BattleAsk(
@@ -158,6 +159,9 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
         remote = (
             _remote(url, model, key) if any(t.engine_a == REMOTE or t.engine_b == REMOTE for t in earlier) else None
         )
+        if remote is not None and not operator:  # as for a new battle: the panel would call the remote URL
+            yield failed(REMOTE_NEEDS_OPERATOR)
+            return
         ask = BattleAsk(text, max_tokens=int(limit), continues=current, can_load=operator, remote=remote)
         async for update in fight(ask, request, earlier):
             yield update

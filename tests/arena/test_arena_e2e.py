@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PanelProcess, open_tab, run_panel, scaled
+from tests.conftest import PanelProcess, free_port, open_tab, run_panel, scaled
 
 PROMPT = "Name one colour."
 
@@ -154,8 +154,9 @@ def test_a_remote_endpoint_is_one_side_and_its_key_is_never_kept(two_models: Pan
     assert sides.keys() == {"remote", "llamacpp"}
     assert sides["remote"] == f"left @ {base}/v1" and sides["llamacpp"] in ("left", "right")
 
-    down = _post(base, "/v1/arena/battles", {**body, "remote": {**remote, "url": "http://127.0.0.1:9/v1"}})
-    assert down.status_code == 502 and "cannot reach http://127.0.0.1:9/v1" in down.text and key not in down.text
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # a port the kernel handed out and that was closed again
+    down = _post(base, "/v1/arena/battles", {**body, "remote": {**remote, "url": closed}})
+    assert down.status_code == 502 and f"cannot reach {closed}" in down.text and key not in down.text
     bad = _post(base, "/v1/arena/battles", {**body, "remote": {**remote, "url": "ftp://example.org/v1"}})
     assert bad.status_code == 400 and key not in bad.text
     kept = [p for p in two_models.log_path.parent.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]

@@ -22,6 +22,7 @@ import pytest
 
 from panel.engines.base import LoadRequest
 from panel.engines.memory.transformers_fit import TRANSFORMERS_RUNTIME_BYTES, estimate_transformers
+from panel.engines.transformers.keyed_serve import KEY_ENV, TOOL_CALL_PARSER_ENV
 from panel.engines.transformers.options import TransformersOptions, validate_options
 from panel.engines.transformers.remote_code import check_remote_code, code_files
 from panel.errors import BadRequestError, ForbiddenError
@@ -33,6 +34,9 @@ NAME = HF_MODEL.name
 TEMPLATE = MODELS_DIR / "templates" / "chatml-tools.jinja"
 ROOTS = (MODELS_DIR.resolve(),)
 CHAT = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]  # an answer of many tokens
+PEER_KEY = "peer-key-dummy-secret-0123456789"
+HF_TOKEN = "hf_dummy_secret"
 TOOLS = [
     {
         "type": "function",
@@ -146,6 +150,9 @@ def panel(tmp_path_factory: pytest.TempPathFactory, extra_root: Path, llama_serv
         "PANEL_MODEL_ROOTS": str(extra_root),
         "PANEL_LOAD_TIMEOUT_S": str(scaled(300)),
         "PANEL_LOAD_ON_REQUEST": "false",
+        "PANEL_PEER_KEY": PEER_KEY,  # secrets the child, which may run a model's own code, must not inherit
+        "HF_TOKEN": HF_TOKEN,
+        "HUGGING_FACE_HUB_TOKEN": HF_TOKEN,
     }
     with run_panel(tmp_path_factory.mktemp("panel-tf"), env) as proc:
         yield proc
@@ -216,14 +223,20 @@ def test_load_chat_plain_and_streamed_with_usage(panel: PanelProcess, extra_root
 
     pieces, usage = [], None
     stream = client(panel).chat.completions.create(
-        model=NAME, messages=CHAT, max_tokens=12, stream=True, stream_options={"include_usage": True}
+        model=NAME,
+        messages=COUNT,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
         usage = chunk.usage or usage
     assert len(pieces) > 1, "answered token by token"
-    assert usage is not None and usage.completion_tokens >= len(pieces) and usage.prompt_tokens > 5
+    assert usage is not None and usage.completion_tokens > 1 and usage.prompt_tokens > 5
+    assert usage.completion_tokens >= len(pieces)
 
 
 def test_the_loads_chat_template_renders_the_tools(panel: PanelProcess) -> None:
@@ -248,6 +261,12 @@ def test_the_child_answers_only_the_panels_key(panel: PanelProcess) -> None:
     assert httpx.post(url + "/v1/chat/completions", json=body, headers=wrong, timeout=10).status_code == 401
     cmdline = Path(f"/proc/{tf_status(panel)['pid']}/cmdline").read_bytes()
     assert b"key" not in cmdline.lower().replace(b"keyed_serve", b""), "the key goes by environment, not argv"
+    environ = Path(f"/proc/{tf_status(panel)['pid']}/environ").read_bytes().split(b"\0")
+    names = {entry.split(b"=", 1)[0] for entry in environ}
+    assert b"HF_TOKEN" not in names and b"HUGGING_FACE_HUB_TOKEN" not in names and b"PANEL_PEER_KEY" not in names
+    assert not any(HF_TOKEN.encode() in e or PEER_KEY.encode() in e for e in environ), "no secret reached the child"
+    own = {KEY_ENV.encode(), TOOL_CALL_PARSER_ENV.encode()}  # the child's own, set by the panel for it
+    assert not [n for n in names - own if n.startswith(b"PANEL_")], "the panel's settings stay in the panel"
 
 
 @pytest.mark.timeout(900)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from panel.api.remote import REMOTE, RemoteEndpoint
 from panel.app import create_app
 from panel.arena.store import ArenaStore, Battle
 from panel.bench.bundle import SCORECARD, read_bundle
@@ -136,6 +137,19 @@ def test_rows_join_every_store_on_model_quantization_and_engine(sources: Sources
         None,
         None,
     )
+
+
+def test_a_remote_arena_side_is_rated_against_but_is_no_row(tmp_path: Path) -> None:
+    """A battle against a remote endpoint (engine 'remote', label 'model @ url') rates the local side; the remote
+    side is no model of this machine, so it gets no row (its label's last path part, 'v1', is no model name)."""
+    arena = ArenaStore(tmp_path / "data" / "arena.sqlite3")
+    remote = RemoteEndpoint("http://host.example:8000/v1", "left").label
+    for i, outcome in enumerate(("a", "a", "b")):
+        arena.add(Battle(f"r{i}", float(i), "ann", "", "hi", "mid", "llamacpp", remote, REMOTE, "x", "y", 9.0, None))
+        arena.vote(f"r{i}", outcome, "ann")
+    rows = scorecard_rows(Sources(tmp_path / "benchmarks", battles=arena.recent(100)))
+    assert [(r.model, r.engine) for r in rows] == [("mid", "llamacpp")]
+    assert rows[0].arena is not None and rows[0].arena.battles == 3
 
 
 def test_the_rule_picks_the_best_that_fits_and_is_fast_enough_and_says_why_not_the_others(sources: Sources) -> None:

@@ -10,6 +10,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Collection
 
 import httpx
 
@@ -27,6 +28,9 @@ PORT_COLLISION_MARKERS = ("address already in use", "couldn't bind", "failed to 
 PORT_RETRIES = 3
 # variables through which llama-server would take a key, a listen address or CORS origins the panel did not set
 _CHILD_ENV_OWNED = ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_HOST", "LLAMA_ARG_PORT")
+# never handed to a child that may run a model repository's code: Hub tokens, and PANEL_* (the panel's keys, settings)
+_SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_SECRET_PREFIX = "PANEL_"
 
 
 def free_port() -> int:
@@ -35,10 +39,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def inherited_environment(owned: Collection[str], *, withhold_secrets: bool = False) -> dict[str, str]:
+    """The panel's environment less the variables `owned` (the child's own settings, which the caller sets); with
+    `withhold_secrets`, also less the Hub tokens and every PANEL_* variable (the panel's keys and settings), for a
+    child that may run a model repository's own code."""
+
+    def passed(name: str) -> bool:
+        if name in owned:
+            return False
+        return not (withhold_secrets and (name in _SECRET_NAMES or name.startswith(_SECRET_PREFIX)))
+
+    return {k: v for k, v in os.environ.items() if passed(k)}
+
+
 def child_environment(key: str) -> dict[str, str]:
     """The child's environment: the panel's, less what would widen who may call it, plus its key. The key goes by
     environment (readable only by this user), not argv (world-readable in /proc/<pid>/cmdline)."""
-    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_OWNED}
+    env = inherited_environment(_CHILD_ENV_OWNED)
     env["LLAMA_API_KEY"] = key
     return env
 

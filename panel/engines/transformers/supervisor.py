@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from panel.engines.base import EngineCall
-from panel.engines.llama_server.supervisor import LlamaChild
+from panel.engines.llama_server.supervisor import LlamaChild, inherited_environment
 from panel.engines.transformers.keyed_serve import KEY_ENV, TOOL_CALL_PARSER_ENV
 from panel.engines.transformers.options import TransformersOptions
 from panel.settings import REPO_ROOT
@@ -81,7 +81,7 @@ class TransformersChild(LlamaChild):
         ]
         if options.trust_remote_code:
             self._log.append(f"[panel] trust_remote_code: the model's own code runs in this child ({self.model})")
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_OWNED}
+        env = inherited_environment(_CHILD_ENV_OWNED, withhold_secrets=True)  # it may run the model's own code
         env[KEY_ENV] = self._key
         env["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing is fetched
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
