@@ -116,14 +116,16 @@ def score_prompt(case: Case, response: str) -> str:
 
 
 def parse_score(text: str, reasoning: str, prompt: str) -> JudgeVerdict:
-    """The judge's 1–5: the last lone digit 1–5 of its answer (reasoning dropped); anything else is unparsed."""
+    """The judge's 1–5 (ELYZA's prompt asks for the number only): a line that is just the digit, else the first lone
+    digit 1–5 of its answer (reasoning dropped) — "3\n（5段階評価）" is 3; anything else is unparsed."""
     body = strip_reasoning(text).strip()
-    found = _SCORE.findall(body)
+    alone = [line.strip() for line in body.splitlines() if _SCORE.fullmatch(line.strip())]
+    found = alone or _SCORE.findall(body)
     if not found:
         return JudgeVerdict(
             None, error=f"unparsed: no score 1–5 in {body[:80]!r}", raw=text[:2000], prompt=prompt, reasoning=reasoning
         )
-    score = int(found[-1])
+    score = int(found[0])
     return JudgeVerdict(
         "PASS" if score >= SCORE_PASS_MIN else "FAIL",
         reason=f"{score}/5",

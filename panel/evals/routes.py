@@ -88,6 +88,11 @@ async def run_evaluation(body: EvalRunBody, request: Request) -> dict[str, Any]:
             timeout_s=settings.request_timeout_s,
         )
     else:
+        if body.judge_api_key or body.judge_model:  # never sent unauthenticated to an endpoint that wants a key
+            raise BadRequestError(
+                "judge_api_key and judge_model apply to a standard benchmark's judge; a suite's judge is a resident "
+                "model (judge_engine) or an endpoint that needs no key (judge_url)"
+            )
         steps = run_panel_eval(
             services.gateway,
             settings.benchmarks_dir,

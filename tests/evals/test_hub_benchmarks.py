@@ -162,7 +162,14 @@ def test_every_real_instruction_kwargs_builds_valid_checks() -> None:
 
 @pytest.mark.parametrize(
     ("answer", "score", "verdict"),
-    [("4", 4, "PASS"), ("評価: 2点", 2, "FAIL"), ("<think>3か4か</think>5", 5, "PASS"), ("わかりません", None, None)],
+    [
+        ("4", 4, "PASS"),
+        ("評価: 2点", 2, "FAIL"),
+        ("<think>3か4か</think>5", 5, "PASS"),
+        ("わかりません", None, None),
+        ("3\n（5段階評価）", 3, "FAIL"),
+        ("評価理由: 1つ目の観点は満たす。\n2", 2, "FAIL"),
+    ],
 )
 def test_scored_judge_parses_one_to_five_or_marks_unparsed(answer: str, score: int | None, verdict: str | None) -> None:
     result = parse_score(answer, "why", "the prompt")

@@ -47,6 +47,10 @@ def test_benchmarks_download_and_run_on_the_real_engine(
         assert client.post("/v1/evals/benchmarks/jmmlu/download", json={}).status_code == 400
         # before its download a benchmark cannot run
         assert client.post("/v1/evals/runs", json={"benchmark": "m-ifeval-ja"}).status_code == 404
+        # a suite's judge takes no key: refused rather than sent without it
+        keyed = {"suite": "ja_instruction_29", "judge_url": "http://127.0.0.1:1/v1", "judge_api_key": "sk-x"}
+        resp = client.post("/v1/evals/runs", json=keyed)
+        assert resp.status_code == 400 and "judge_api_key" in resp.text and "sk-x" not in resp.text
 
         for name in ("m-ifeval-ja", "elyza-tasks-100"):
             job = _download(client, name)
