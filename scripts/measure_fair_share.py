@@ -5,7 +5,7 @@ panel's fair queue off (llama-server's own first-come, first-served queue) and o
 Each mode starts a real `python -m panel serve` with two API keys (A and B) and the embedded GGUF model on
 llama-server, then drives it from this process over HTTP.
 
-    python scripts/measure_fair_share.py [--parallel 4] [--flood 32] [--b-requests 12] [--b-interval-s 3]
+    python scripts/measure_fair_share.py [--parallel 4] [--flood 32] [--b-requests 8] [--b-interval-s 3]
 """
 
 from __future__ import annotations
@@ -155,8 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parallel", type=int, default=4, help="llama-server slots")
     parser.add_argument("--flood", type=int, default=32, help="A's streams kept going")
-    parser.add_argument("--a-tokens", type=int, default=64)
-    parser.add_argument("--b-requests", type=int, default=12)
+    parser.add_argument("--a-tokens", type=int, default=32)
+    parser.add_argument("--b-requests", type=int, default=8)
     parser.add_argument("--b-interval-s", type=float, default=3.0)
     parser.add_argument("--warmup-s", type=float, default=5.0)
     args = parser.parse_args()
