@@ -62,6 +62,7 @@ class Settings:
     log_lines: int = 500
     request_timeout_s: float = 600.0
     fair_share: bool = True  # requests wait in the panel for a model's fixed slots, fairly per person (engines/fair.py)
+    fair_reserve: int = 0  # of a model's fixed slots, how many one person may not take (kept for someone else)
     keep_alive_s: float = KEEP_ALIVE_S
     hf_token: str | None = field(default=None, repr=False)
     users_file: Path | None = None

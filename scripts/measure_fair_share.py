@@ -32,6 +32,8 @@ from panel.access.auth import build_auth  # noqa: E402
 from panel.settings import DEFAULT_MODEL_FILE, Settings  # noqa: E402
 from tests.conftest import free_port, wait_for_health  # noqa: E402
 
+MODES = ("fair queue off", "fair queue on", "on, 1 slot kept")  # the last: PANEL_FAIR_RESERVE=1
+
 
 @dataclass
 class Figures:
@@ -124,7 +126,8 @@ def one_mode(args: argparse.Namespace, mode: str) -> Figures:
             "PANEL_LLAMA_PARALLEL": str(args.parallel),
             "PANEL_LLAMA_CTX_SIZE": str(args.parallel * 1024),
             "PANEL_MAX_CONCURRENT_PER_USER": str(args.flood + 8),
-            "PANEL_FAIR_SHARE": "true" if mode == "fair queue on" else "false",
+            "PANEL_FAIR_SHARE": "false" if mode == MODES[0] else "true",
+            "PANEL_FAIR_RESERVE": "1" if mode == MODES[2] else "0",
         }
         log = work / "panel.log"
         with log.open("wb") as out:
@@ -160,7 +163,7 @@ def main() -> None:
     parser.add_argument("--b-interval-s", type=float, default=3.0)
     parser.add_argument("--warmup-s", type=float, default=5.0)
     args = parser.parse_args()
-    rows = [one_mode(args, mode) for mode in ("fair queue off", "fair queue on")]
+    rows = [one_mode(args, mode) for mode in MODES]
     print(
         f"\nllama-server, {args.parallel} slots; A keeps {args.flood} streams of {args.a_tokens} tokens going; "
         f"B sends {args.b_requests} requests of 16 tokens, one every {args.b_interval_s:.0f} s"

@@ -27,10 +27,12 @@ class _Waiter:
 class FairQueue:
     """Admission to `capacity` slots, fair between the people (`who`) asking. Used from one event loop."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, reserve: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
+        # slots one person may hold at once: `reserve` of them wait for someone else (never below one)
+        self.per_person = max(1, capacity - max(0, reserve))
         self._running: Counter[str] = Counter()
         self._waiting: dict[str, deque[_Waiter]] = {}
         self._turn = 0  # counts admissions: the last one of each person orders equals
@@ -46,10 +48,11 @@ class FairQueue:
 
     async def enter(self, who: str, timeout_s: float) -> Callable[[], None]:
         """Wait for a slot (at most `timeout_s`); the returned function gives it back (once)."""
-        if self.running < self.capacity and not self.waiting:
+        if self.running < self.capacity and not self.waiting and self._running[who] < self.per_person:
             return self._take(who)
         waiter = _Waiter(who, time.monotonic())
         self._waiting.setdefault(who, deque()).append(waiter)
+        self._admit()  # a slot may be free while the others waiting hold their share
         try:
             await asyncio.wait_for(asyncio.shield(waiter.granted), timeout=timeout_s)
         except BaseException as exc:
@@ -86,7 +89,7 @@ class FairQueue:
         count, turn = 0, self._turn
         while True:
             nxt = self._pick(running, last, queues)
-            if nxt == who:
+            if nxt is None or nxt == who:  # None: the rest wait for their own answers to end
                 return count
             queues[nxt].popleft()
             if not queues[nxt]:
@@ -132,16 +135,19 @@ class FairQueue:
             if not queues:
                 return
             who = self._pick(self._running, self._last, queues)
+            if who is None:  # everyone waiting holds as many slots as one person may
+                return
             waiter = self._waiting[who].popleft()
             if not self._waiting[who]:
                 del self._waiting[who]
             self._let_in(who)
             waiter.granted.set_result(None)
 
-    @staticmethod
-    def _pick(running: Counter[str], last: dict[str, int], queues: dict[str, deque[_Waiter]]) -> str:
-        """The person with the fewest running; then the one let in least recently; then the longest waiting."""
-        return min(queues, key=lambda w: (running[w], last.get(w, 0), queues[w][0].since))
+    def _pick(self, running: Counter[str], last: dict[str, int], queues: dict[str, deque[_Waiter]]) -> str | None:
+        """Among those under the per-person share: the fewest running; then the one let in least recently; then the
+        longest waiting. None when nobody waiting may take another slot."""
+        able = [w for w in queues if running[w] < self.per_person]
+        return min(able, key=lambda w: (running[w], last.get(w, 0), queues[w][0].since)) if able else None
 
     def _forget(self, waiter: _Waiter) -> None:
         queue = self._waiting.get(waiter.who)

@@ -204,3 +204,25 @@ def test_a_teammate_is_let_in_before_the_flooders_queue(one_slot_panel) -> None:
 def _log(panel: PanelProcess, key: str) -> list[dict[str, Any]]:
     r = httpx.get(panel.base_url + "/v1/requests", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     return [row for row in r.json()["rows"] if row["path"] == "/v1/chat/completions"]
+
+
+def test_a_reserved_slot_waits_for_a_second_person() -> None:
+    async def scenario() -> None:
+        queue = FairQueue(4, reserve=1)
+        held = [await queue.enter("a", 5) for _ in range(3)]
+        fourth = asyncio.create_task(queue.enter("a", 5))
+        await _settle()
+        assert queue.running == 3 and queue.waiting == 1, "one person holds at most capacity − reserve"
+        b = await asyncio.wait_for(queue.enter("b", 5), 1)  # the kept slot: no wait at all
+        assert queue.running == 4 and queue.ahead("a") == 0
+        b()
+        await _settle()
+        assert not fourth.done(), "b's freed slot stays kept while a holds its share"
+        held[0]()
+        release = await asyncio.wait_for(fourth, 1)
+        for r in (release, held[1], held[2]):
+            r()
+        assert queue.running == 0 and queue.waiting == 0
+        assert FairQueue(1, reserve=1).per_person == 1, "a one-slot model is never closed to everyone"
+
+    asyncio.run(scenario())
