@@ -31,7 +31,8 @@ from panel.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, with_ui: bool = True) -> FastAPI:
+def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, with_ui: bool | None = None) -> FastAPI:
+    """The API and, unless `with_ui` is False (default: the `ui` setting), the browser UI at /."""
     services = build_services(settings, engines if engines is not None else default_engines(settings))
 
     @contextlib.asynccontextmanager
@@ -65,13 +66,25 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.include_router(arena_api.router)  # blind battles, votes, Bradley–Terry ratings
     app.include_router(scorecard_api.router)  # quality, speed, memory and load time per model; the recommendation
     node.install_node(app, services)  # /node routes behind the peer key: two panels running one model
-    if with_ui:
+    if settings.ui if with_ui is None else with_ui:
         import gradio as gr
 
         from panel.ui import build_ui, ui_launch_kwargs
 
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
+    else:
+        app.add_api_route("/", _api_only_index, methods=["GET"], include_in_schema=False)
     return app
+
+
+def _api_only_index() -> dict[str, str]:
+    """What a browser opening an API-only panel sees instead of the UI."""
+    return {
+        "panel": __version__,
+        "ui": "off: this panel was started with --api-only (PANEL_UI=0)",
+        "api": "/v1",
+        "docs": "/docs",
+    }
 
 
 async def shutdown(services: Services) -> None:

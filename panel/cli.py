@@ -31,6 +31,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="allow --share or a non-loopback host without users configured",
     )
+    p.add_argument(
+        "--api-only",
+        dest="ui",
+        action="store_false",
+        default=None,
+        help="serve the API without the browser UI: an API server or a worker node, started in a second (PANEL_UI=0)",
+    )
     p.add_argument("--models-dir", help="the model library folder (PANEL_MODELS_DIR)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_run_serve)
@@ -44,6 +51,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         "port": args.port,
         "share": args.share,
         "autoload": args.autoload,
+        "ui": args.ui,
         "insecure": args.insecure,
         "models_dir": args.models_dir,
     }

@@ -39,7 +39,8 @@ def serve(settings: Settings, log_level: str = "info") -> int:
     )
     server = uvicorn.Server(config)
     shown_host = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
-    log.info("panel %s on http://%s:%d (UI /, API /v1, docs /docs)", settings.host, shown_host, settings.port)
+    ui = "UI /" if settings.ui else "no UI: --api-only"
+    log.info("panel %s on http://%s:%d (%s, API /v1, docs /docs)", settings.host, shown_host, settings.port, ui)
     if settings.share:
         _open_share_link(settings)
     server.run()

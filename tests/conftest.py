@@ -35,8 +35,28 @@ def scaled(seconds: float) -> float:
 SERVER_START_TIMEOUT_S = scaled(120.0)
 
 
+# A panel a test starts serves the API alone (`--api-only`: about a second to start instead of about eight) unless
+# its module drives the UI: a test there uses the browser, or the module says NEEDS_UI = True (Gradio's own client).
+_MODULES_WITH_UI: set[str] = set()
+_ui_for_this_module = True
+
+
+def _needs_ui(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    return "browser" in getattr(item, "fixturenames", ()) or bool(getattr(module, "NEEDS_UI", False))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the test's fixtures (a module's panel among them) start: does this module drive the UI?"""
+    global _ui_for_this_module
+    _ui_for_this_module = item.nodeid.split("::")[0] in _MODULES_WITH_UI
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """pytest-timeout's limit (a test's own mark, else --timeout or the ini's) scaled like every other deadline."""
+    """Which modules drive the UI; pytest-timeout's limit (a test's own mark, else --timeout or the ini's) scaled
+    like every other deadline."""
+    _MODULES_WITH_UI.update(item.nodeid.split("::")[0] for item in items if _needs_ui(item))
     if TIME_SCALE == 1:
         return
     default = config.getoption("timeout", None) or config.getini("timeout")
@@ -139,10 +159,12 @@ def _tail(log_path: Path) -> str:
 def run_panel(
     tmp: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None
 ) -> Iterator[PanelProcess]:
-    """Start `python -m panel serve` as a real process on a free port; stop it (and its children) after."""
+    """Start `python -m panel serve` as a real process on a free port; stop it (and its children) after. With the
+    browser UI only where the test module drives it (see _needs_ui)."""
     port = free_port()
     env = {
         **os.environ,
+        "PANEL_UI": "1" if _ui_for_this_module else "0",
         "PANEL_BENCHMARKS_DIR": str(tmp / "benchmarks"),
         "PANEL_DATA_DIR": str(tmp / "data"),
         "PANEL_LOAD_TIMEOUT_S": str(scaled(120)),

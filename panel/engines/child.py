@@ -137,6 +137,30 @@ def _setpriv() -> str | None:
     return binary if "--pdeathsig" in done.stdout + done.stderr else None
 
 
+@functools.cache
+def spawned_pythons_die_with_this_process() -> bool:
+    """Start multiprocessing's spawned Pythons (vLLM's engine core and its workers) through setpriv --pdeathsig, so
+    a panel killed outright (kill -9, the OOM killer) does not leave them behind holding the model's memory. Linux
+    with util-linux's setpriv only (False elsewhere: as before). The signal comes when the *thread* that started the
+    child ends; vLLM's loads run on one thread that lives as long as its engine."""
+    setpriv = _setpriv()
+    if setpriv is None:
+        return False
+    import atexit
+    import multiprocessing
+    import shlex
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="panel-spawn-")  # private to this user (0700)
+    wrapper = os.path.join(folder, "python")
+    with open(wrapper, "w", encoding="utf-8") as file:
+        file.write(f'#!/bin/sh\nexec {shlex.quote(setpriv)} --pdeathsig TERM -- {shlex.quote(sys.executable)} "$@"\n')
+    os.chmod(wrapper, 0o700)
+    atexit.register(shutil.rmtree, folder, True)
+    multiprocessing.set_executable(wrapper)
+    return True
+
+
 def signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

@@ -176,7 +176,7 @@ def load_suite(path: str | Path) -> Suite:
     import yaml
 
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not _is_file(file):
         raise SuiteError(f"no suite file at {file}")
     if file.stat().st_size > MAX_SUITE_BYTES:
         raise SuiteError(f"{file} is larger than {MAX_SUITE_BYTES // 1_000_000} MB; is it really a suite file?")
@@ -187,12 +187,27 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, str(file))
 
 
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False also for a name the file system refuses (too long: ENAMETOOLONG)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def resolve_suite_path(path: str | Path, allowed_dirs: list[Path]) -> Path:
-    """A suite path chosen in the UI must lie in the shipped folder or the user's suite folder."""
+    """A suite file (or a suite's file name without .yaml) in the shipped folder or the user's suite folder."""
     name = str(path).strip()
     if not name:
         raise SuiteError("choose a suite file")
     candidate = Path(name).expanduser()
+    if not candidate.suffix and len(candidate.parts) == 1:  # a suite's name, as the UI lists it: its file
+        named = [d / (name + ext) for d in [SHIPPED_SUITES_DIR, *allowed_dirs] for ext in (".yaml", ".yml")]
+        found = next((file for file in named if _is_file(file)), None)
+        if found is None:
+            known = ", ".join(p.stem for p in list_suites(allowed_dirs))
+            raise SuiteError(f"no suite named {name} (suites here: {known})")
+        candidate = found
     if not candidate.is_absolute():
         candidate = SHIPPED_SUITES_DIR / candidate
     resolved = candidate.resolve()

@@ -33,6 +33,8 @@ from panel.app import create_app
 from panel.settings import REPO_ROOT, Settings
 from tests.conftest import run_panel, scaled
 
+NEEDS_UI = True  # Gradio's own client and its /gradio_api routes: the panels here serve the UI
+
 PASSWORD = "correct horse battery"
 ROLES = ("viewer", "operator", "admin")
 TRAVERSAL = "../../../../../../etc/passwd"

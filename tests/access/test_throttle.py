@@ -17,6 +17,8 @@ from panel.access.throttle import Throttle
 from tests.access.test_auth import PASSWORD, users_env
 from tests.conftest import PanelProcess, run_panel, scaled
 
+NEEDS_UI = True  # the login form's /login: the panels here serve the UI
+
 
 class Clock:
     def __init__(self) -> None:

@@ -304,6 +304,8 @@ def test_the_usage_view_and_a_quota_message_in_the_browser(team: Team, browser: 
     assert team.cli("quotas", "set", "--user", "alice", "--requests-per-minute", "1").returncode == 0
     page = sign_in(browser, team.base, "alice")
     open_tab(page, team.base, "Chat")
+    page.locator("#chat-max-tokens input[type=number]").fill("8")  # a short answer, however slow the machine
+    page.locator("#chat-max-tokens input[type=number]").press("Enter")
     for n in (1, 2):
         page.locator("#chat-input textarea").fill(f"Say hello, number {n}.")
         page.locator("#chat-send").click()

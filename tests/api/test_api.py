@@ -53,6 +53,15 @@ def test_health_and_status_before_any_load(panel_server) -> None:
         assert status["vllm"]["error"], "an unavailable engine must say why"
 
 
+def test_an_api_only_panel_says_where_the_api_is(panel_server) -> None:
+    """This module's panel serves the API alone (`--api-only`, the tests' default where no UI is driven): `/` names
+    the API and its docs instead of a UI page; the docs are there."""
+    index = httpx.get(panel_server.base_url + "/", timeout=10)
+    assert index.status_code == 200 and index.json()["api"] == "/v1" and "--api-only" in index.json()["ui"]
+    assert httpx.get(panel_server.base_url + "/docs", timeout=10).status_code == 200
+    assert "no UI: --api-only" in panel_server.log()
+
+
 def test_load_chat_stream_and_non_stream_then_unload(panel_server, embedded_model) -> None:
     base = panel_server.base_url
     resp = _load(base, embedded_model, ctx_size=2048, parallel=2)

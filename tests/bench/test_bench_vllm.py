@@ -4,15 +4,17 @@ vLLM, warms up, runs small suites, saves, unloads — exact token counts with ig
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from panel.bench.store import ResultStore
-from tests.conftest import MODELS_DIR, PanelProcess, run_panel
+from tests.conftest import MODELS_DIR, PanelProcess, run_panel, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 RUN_DEADLINE_S = 500.0
@@ -81,12 +83,32 @@ def test_the_panel_definitions_give_vllm_bench_serve_figures_on_the_vllm_engine(
     two tools' live runs; README reports it)."""
     from tests.bench.test_bench_remote import same_timings_agree
 
-    body = {"engine": "vllm", "model_path": str(HF_MODEL), "max_model_len": 1024}
-    loaded = httpx.post(vllm_panel.base_url + "/v1/models/load", json=body, timeout=RUN_DEADLINE_S)
-    assert loaded.status_code == 200, loaded.text
-    try:
-        resident = httpx.get(vllm_panel.base_url + "/v1/status", timeout=10).json()["resident"]
-        [served] = [r["name"] for r in resident if r["engine"] == "vllm"]
-        same_timings_agree(vllm_panel.base_url, served, None, "vllm", requests=8, tokens=8)
-    finally:
-        httpx.post(vllm_panel.base_url + "/v1/models/unload", json={"engine": "vllm"}, timeout=120)
+    served = load_on_vllm(vllm_panel)
+    same_timings_agree(vllm_panel.base_url, served, None, "vllm", requests=8, tokens=8)
+
+
+def test_the_panel_killed_outright_takes_vllms_processes_with_it(vllm_panel: PanelProcess) -> None:
+    """kill -9 of a panel holding a vLLM model: its engine core and worker (Pythons started by multiprocessing's
+    spawn) end too, instead of holding the model's memory with nobody to stop them. Last in the module: the panel
+    is gone after it (the module's teardown finds it dead)."""
+    load_on_vllm(vllm_panel)
+    children = [p for p in psutil.Process(vllm_panel.proc.pid).children(recursive=True) if "llama" not in p.name()]
+    assert any("multiprocessing" in " ".join(p.cmdline()) for p in children), [p.cmdline() for p in children]
+    os.kill(vllm_panel.proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _, alive = psutil.wait_procs(children, timeout=scaled(30))
+    gone_s = time.monotonic() - killed
+    print(f"FIGURE panel killed with vLLM loaded: its {len(children)} children gone after {gone_s:.1f} s")
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+
+
+def load_on_vllm(panel: PanelProcess) -> str:
+    """The test model on vLLM (kept loaded if it is already): the name it is served under."""
+    status = httpx.get(panel.base_url + "/v1/status", timeout=10).json()
+    if status["vllm"]["status"] != "loaded":
+        body = {"engine": "vllm", "model_path": str(HF_MODEL), "max_model_len": 1024}
+        loaded = httpx.post(panel.base_url + "/v1/models/load", json=body, timeout=RUN_DEADLINE_S)
+        assert loaded.status_code == 200, loaded.text
+        status = httpx.get(panel.base_url + "/v1/status", timeout=10).json()
+    [served] = [r["name"] for r in status["resident"] if r["engine"] == "vllm"]
+    return str(served)

@@ -64,6 +64,12 @@ def test_benchmarks_download_and_run_on_the_real_engine(
         )
         assert resp.status_code == 200, resp.text
 
+        # a shipped suite by its name, as the UI lists it; an unknown name is a 400 naming the suites there
+        resp = client.post("/v1/evals/runs", json={"suite": "ja_instruction_29", "max_tokens_cap": 2})
+        assert resp.status_code == 200 and resp.json()["summary"]["n_cases"] == 29, resp.text
+        resp = client.post("/v1/evals/runs", json={"suite": "no-such-suite"})
+        assert resp.status_code == 400 and "ja_instruction_29" in resp.json()["error"]["message"], resp.text
+
         # rule-checked: M-IFEval (ja), 4 checkable prompts of 5
         resp = client.post("/v1/evals/runs", json={"benchmark": "m-ifeval-ja", "max_tokens_cap": 32})
         assert resp.status_code == 200, resp.text

@@ -28,7 +28,7 @@ from tests.conftest import run_panel, scaled
 
 # One thread: on a shared 2-core machine llama.cpp's default thread count spins and crawls.
 LOAD_OPTIONS = {"threads": 1, "ctx_size": 2048, "parallel": 1}
-CAP_TOKENS = 32
+CAP_TOKENS = 16
 T = TypeVar("T")
 
 

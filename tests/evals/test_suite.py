@@ -142,6 +142,13 @@ def test_ui_suite_paths_stay_inside_the_suite_folders(tmp_path: Path) -> None:
     assert resolve_suite_path("ja_instruction_29.yaml", []) == DEFAULT_SUITE.resolve()
     mine = _write(tmp_path, "name: x")
     assert resolve_suite_path(str(mine), [tmp_path]) == mine.resolve()
+    assert resolve_suite_path("ja_instruction_29", []) == DEFAULT_SUITE.resolve(), "a suite's name is its file"
+    assert resolve_suite_path(mine.stem, [tmp_path]) == mine.resolve()
+    with pytest.raises(SuiteError, match=r"no suite named nope.*ja_instruction_29"):
+        resolve_suite_path("nope", [tmp_path])
+    for too_long in ["0" * 400, "0" * 400 + ".yaml"]:  # the file system refuses the name: a 400, not an OSError
+        with pytest.raises(SuiteError):
+            load_suite(resolve_suite_path(too_long, [tmp_path]))
     for bad in ["/etc/passwd", str(mine), str(SHIPPED_SUITES_DIR / ".." / ".." / "pyproject.toml"), ""]:
         with pytest.raises(SuiteError):
             resolve_suite_path(bad, [])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
+from panel.engines.child import spawned_pythons_die_with_this_process
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.procs import tree_rss_mib
 from panel.engines.vllm.failures import UnsupportedModelError, exception_text, failure_message, short_vllm_error
@@ -48,8 +49,10 @@ def vllm_missing_reason() -> str | None:
 
 
 def prepare_environment() -> bool:
-    """Environment vLLM reads at import: spawn for the engine core, a CPU KV cache size. True on CPU."""
+    """Environment vLLM reads at import: spawn for the engine core (whose processes end with the panel even after a
+    kill -9), a CPU KV cache size. True on CPU."""
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    spawned_pythons_die_with_this_process()
     from vllm.platforms import current_platform
 
     on_cpu = bool(current_platform.is_cpu())
