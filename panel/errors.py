@@ -30,6 +30,10 @@ class UnauthorizedError(PanelError):
     error_type = "authentication_error"
 
 
+class ExpiredKeyError(UnauthorizedError):
+    """A right API key past its expiry (a rotated key's grace is over): not counted as a guessed key."""
+
+
 class ForbiddenError(PanelError):
     status_code = 403
     error_type = "permission_error"

@@ -72,6 +72,7 @@ class Settings:
     max_tokens_limit: int = 32768  # largest max_tokens a request may ask for (400 beyond)
     max_body_bytes: int = 4 * 1024 * 1024  # request body size on /v1 (413 beyond)
     login_free_failures: int = 3  # wrong passwords (or API keys) per user and address before the back-off starts
+    login_backoff_base_s: float = 1.0  # the first lock the back-off sets; each further failure doubles it
     login_backoff_max_s: float = 300.0  # the longest lock the back-off sets (1 s, 2 s, 4 s, … up to this)
     request_log_max_rows: int = 100_000  # the request log keeps the newest this many generations
     request_log_prompts: bool = False  # keep each request's prompt text in the request log (off: never stored)

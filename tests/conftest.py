@@ -33,6 +33,8 @@ def scaled(seconds: float) -> float:
 
 
 SERVER_START_TIMEOUT_S = scaled(120.0)
+# `./launch.sh test --under-load` sets PANEL_LLAMA_THREADS=1 (README): settings built in-process (env={}) take it too
+LLAMA_THREADS = int(os.environ.get("PANEL_LLAMA_THREADS", "0"))
 
 
 # A panel a test starts serves the API alone (`--api-only`: about a second to start instead of about eight) unless
@@ -102,6 +104,7 @@ def settings(tmp_path: Path, llama_server_bin: str) -> Settings:
             "stop_grace_s": 5.0,
             "llama_ctx_size": 2048,
             "llama_parallel": 2,
+            "llama_threads": LLAMA_THREADS,
         },
         env={},
     )

@@ -4,36 +4,50 @@ Users come from PANEL_USERS (``name:role:bcrypt-hash`` entries, comma-separated)
 (Settings.users_file, else <data_dir>/users.json). API keys live hashed (SHA-256 of a 256-bit random token: a
 slow hash adds nothing to a token that cannot be guessed, and would make every request slow) in
 <data_dir>/api_keys.json; the file is re-read when it changes, so keys made with the CLI work at once.
+A key may be scoped (KeyScope: models, engines, path prefixes) and may expire; rotating one makes a new key of the
+same scope and retires the old one after a grace period. When each key was last used is kept in memory and written
+to the file at most once a minute per key, off the event loop.
 With no users configured, auth is off: the panel then binds to loopback only (see panel/server.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
 import functools
 import hashlib
 import hmac
 import json
+import logging
+import math
 import re
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
-from panel.errors import BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError
+from panel.errors import BadRequestError, ExpiredKeyError, ForbiddenError, NotFoundError, UnauthorizedError
 from panel.files import atomic_write_json
+from panel.key_scope import UNSCOPED, KeyScope
 from panel.settings import Settings
 
 ROLES = ("viewer", "operator", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 KEY_PREFIX = "pnl"
+log = logging.getLogger(__name__)
+
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, not silently cut
+LAST_USED_WRITE_S = 60.0  # a key's last use goes to the keys file at most this often; in memory between
+ROTATE_GRACE_S = 24 * 3600.0  # how long a rotated key's old token still works, unless told otherwise
+MAX_GRACE_S = 90 * 24 * 3600.0
 
 
 class AuthConfigError(ValueError):
@@ -84,9 +98,19 @@ class User:
     password_hash: str = field(repr=False)
 
 
+def utc_text(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch_s))
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """'a, b,,c' → ('a', 'b', 'c'): a scope list as the CLI and the Admin tab take it."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """A key as stored: never the token itself, only its hash."""
+    """A key as stored: never the token itself, only its hash. Files written before scopes load as unscoped keys
+    that never expire."""
 
     id: str
     name: str
@@ -95,10 +119,29 @@ class ApiKey:
     created_at: float
     key_hash: str = field(repr=False)
     max_concurrent: int | None = None  # generations at once; None: the panel's per-user limit
+    models: tuple[str, ...] = ()
+    engines: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    expires_at: float | None = None  # epoch seconds; None: never
+    last_used_at: float | None = None  # epoch seconds of the last authentication, as last written
+    rotated_from: str | None = None  # the id of the key this one replaced
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ApiKey:
+        lists = {name: tuple(data.get(name) or ()) for name in ("models", "engines", "paths")}
+        return cls(**{**data, **lists})
+
+    @property
+    def scope(self) -> KeyScope:
+        return KeyScope(self.models, self.engines, self.paths)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("key_hash")
+        out["expired"] = self.expired(time.time())
         return out
 
 
@@ -111,6 +154,7 @@ class Principal:
     via: str
     max_concurrent: int | None = None
     key_id: str | None = None  # the API key's id (never its secret) when `via` is 'key'
+    scope: KeyScope = UNSCOPED  # what the key may reach; users and the local admin are unscoped
 
 
 LOCAL = Principal(name="local", role="admin", via="local")
@@ -201,6 +245,9 @@ class Auth:
         self._lock = threading.Lock()
         self._keys: dict[str, ApiKey] = {}
         self._keys_stamp: tuple[int, int] | None = None
+        self._last_used: dict[str, float] = {}  # key id → last authentication, newer than the file's
+        self._last_used_written: dict[str, float] = {}  # key id → when its last use was last sent to the file
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         costs = [int(u.password_hash[4:6]) for u in self.users.values() if BCRYPT_RE.match(u.password_hash)]
         self._decoy = _decoy_hash(max(costs, default=12)) if self.users else ""
 
@@ -229,10 +276,20 @@ class Auth:
     # keys --------------------------------------------------------------------------------
 
     def list_keys(self) -> list[ApiKey]:
+        """Every key, its last use as known in memory (newer than the file's by up to a minute)."""
         with self._lock:
-            return sorted(self._current_keys().values(), key=lambda k: k.created_at)
+            keys = [self._with_last_use(k) for k in self._current_keys().values()]
+        return sorted(keys, key=lambda k: k.created_at)
 
-    def create_key(self, name: str, role: str, actor: str, max_concurrent: int | None = None) -> tuple[ApiKey, str]:
+    def create_key(
+        self,
+        name: str,
+        role: str,
+        actor: str,
+        max_concurrent: int | None = None,
+        scope: KeyScope = UNSCOPED,
+        expires_at: float | None = None,
+    ) -> tuple[ApiKey, str]:
         """Make a key; the token is returned once and never stored. `max_concurrent` overrides the per-user
         generation limit for this key (the benchmark runner's own key needs its full parallel width)."""
         check_role(role)
@@ -240,27 +297,61 @@ class Auth:
             raise BadRequestError("max_concurrent must be between 1 and 4096")
         if not NAME_RE.match(name or ""):
             raise BadRequestError("a key name needs 1–64 letters, digits or _.@-")
-        key_id = secrets.token_hex(4)
-        token = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-        key = ApiKey(key_id, name, role, actor, time.time(), hash_key(token), max_concurrent)
-        with self._lock:
+        if expires_at is not None and expires_at <= time.time():
+            raise BadRequestError(f"expires_at {utc_text(expires_at)} is not in the future")
+        key, token = _new_key(name, role, actor, max_concurrent, scope.validated(), expires_at)
+        with self._changing():
             keys = self._current_keys()
-            keys[key_id] = key
+            keys[key.id] = key
             self._save(keys)
-        self._audit(actor, "key_create", key_id, {"name": name, "role": role})
+        detail: dict[str, Any] = {"name": name, "role": role}
+        if scope != UNSCOPED:
+            detail["scope"] = scope.describe()
+        if expires_at is not None:
+            detail["expires_at"] = utc_text(expires_at)
+        self._audit(actor, "key_create", key.id, detail)
         return key, token
 
+    def rotate_key(self, key_id: str, actor: str, grace_s: float = ROTATE_GRACE_S) -> tuple[ApiKey, str, ApiKey]:
+        """A new key with the old one's name, role, scope, limit and expiry; the old one keeps working until
+        now + `grace_s` (its expires_at), so clients can switch without downtime. Returns (new, token, old)."""
+        if not 0 <= grace_s <= MAX_GRACE_S:
+            raise BadRequestError(f"grace_s must be between 0 and {MAX_GRACE_S:.0f} seconds")
+        now = time.time()
+        with self._changing():
+            keys = self._current_keys()
+            old = keys.get(key_id.strip())
+            if old is None:
+                raise NotFoundError(f"no API key with id {key_id!r}")
+            if old.expired(now):
+                raise BadRequestError(f"key {old.id} expired at {utc_text(old.expires_at or now)}; create a new one")
+            new, token = _new_key(
+                old.name, old.role, actor, old.max_concurrent, old.scope, old.expires_at, rotated_from=old.id
+            )
+            retired = replace(old, expires_at=min(now + grace_s, old.expires_at or math.inf))
+            keys[new.id], keys[old.id] = new, retired
+            self._save(keys)
+        self._audit(
+            actor,
+            "key_rotate",
+            old.id,
+            {"name": old.name, "new_id": new.id, "old_expires_at": utc_text(retired.expires_at or now)},
+        )
+        return new, token, retired
+
     def revoke_key(self, key_id: str, actor: str) -> ApiKey:
-        with self._lock:
+        with self._changing():
             keys = self._current_keys()
             key = keys.pop(key_id.strip(), None)
             if key is None:
                 raise NotFoundError(f"no API key with id {key_id!r}")
             self._save(keys)
+            self._last_used.pop(key.id, None)
         self._audit(actor, "key_revoke", key.id, {"name": key.name, "role": key.role})
         return key
 
     def principal_for_token(self, token: str) -> Principal | None:
+        """The key's principal, None for a token that is no key; ExpiredKeyError for a right key past its expiry."""
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != KEY_PREFIX:
             return None
@@ -268,9 +359,65 @@ class Auth:
             key = self._current_keys().get(parts[1])
         if key is None or not hmac.compare_digest(key.key_hash, hash_key(token)):
             return None
+        now = time.time()
+        if key.expired(now):
+            raise ExpiredKeyError(
+                f"API key {key.id} ({key.name}) expired at {utc_text(key.expires_at or now)}; "
+                "ask an admin for a new one"
+            )
+        self._note_use(key.id, now)
         return Principal(
-            name=f"key:{key.name}", role=key.role, via="key", max_concurrent=key.max_concurrent, key_id=key.id
+            name=f"key:{key.name}",
+            role=key.role,
+            via="key",
+            max_concurrent=key.max_concurrent,
+            key_id=key.id,
+            scope=key.scope,
         )
+
+    def write_last_use(self) -> None:
+        """Write the last uses known in memory to the keys file (the writer thread calls this; so may shutdown)."""
+        with self._changing():
+            keys = self._current_keys()
+            newer = {kid: k for kid, k in keys.items() if self._with_last_use(k) != k}
+            if newer:
+                keys.update({kid: self._with_last_use(k) for kid, k in newer.items()})
+                self._save(keys)
+
+    def _note_use(self, key_id: str, now: float) -> None:
+        """Remember the use; hand a write to the writer thread when this key's last one is a minute old."""
+        with self._lock:
+            self._last_used[key_id] = now
+            if now - self._last_used_written.get(key_id, -math.inf) < LAST_USED_WRITE_S:
+                return
+            self._last_used_written[key_id] = now
+            if self._writer is None:
+                self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keys-last-use")
+            writer = self._writer
+        writer.submit(self._write_last_use_logged)
+
+    def _write_last_use_logged(self) -> None:
+        try:
+            self.write_last_use()
+        except (OSError, AuthConfigError):
+            log.exception("could not write the API keys' last use to %s", self.keys_file)
+
+    def _with_last_use(self, key: ApiKey) -> ApiKey:
+        seen = self._last_used.get(key.id)
+        if seen is None or (key.last_used_at is not None and key.last_used_at >= seen):
+            return key
+        return replace(key, last_used_at=seen)
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a read-modify-write of the keys file: this process's lock, then an advisory lock on a file beside it
+        that the CLI and the server (its last-use writer among them) all take, and the file read afresh under it, so
+        no writer drops a key another process has just written."""
+        self.keys_file.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.keys_file.with_name(self.keys_file.name + ".lock"), "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            self._keys_stamp = None
+            yield
 
     def _current_keys(self) -> dict[str, ApiKey]:
         try:
@@ -296,7 +443,7 @@ class Auth:
 def read_keys_file(path: Path) -> dict[str, ApiKey]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {k["id"]: ApiKey(**k) for k in data["keys"]}
+        return {k["id"]: ApiKey.from_json(k) for k in data["keys"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuthConfigError(f"cannot read API keys file {path}: {exc}") from exc
 
@@ -304,6 +451,34 @@ def read_keys_file(path: Path) -> dict[str, ApiKey]:
 def write_keys_file(path: Path, keys: dict[str, ApiKey]) -> None:
     atomic_write_json(path, {"keys": [asdict(k) for k in keys.values()]})
     path.chmod(0o600)
+
+
+def _new_key(
+    name: str,
+    role: str,
+    actor: str,
+    max_concurrent: int | None,
+    scope: KeyScope,
+    expires_at: float | None,
+    rotated_from: str | None = None,
+) -> tuple[ApiKey, str]:
+    key_id = secrets.token_hex(4)
+    token = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(
+        key_id,
+        name,
+        role,
+        actor,
+        time.time(),
+        hash_key(token),
+        max_concurrent,
+        models=scope.models,
+        engines=scope.engines,
+        paths=scope.paths,
+        expires_at=expires_at,
+        rotated_from=rotated_from,
+    )
+    return key, token
 
 
 def build_auth(settings: Settings, audit: AuditHook | None = None) -> Auth:

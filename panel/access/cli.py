@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 
 from panel.access.auth import (
     ROLES,
+    ROTATE_GRACE_S,
     AuditHook,
     AuthConfigError,
     build_auth,
@@ -15,11 +17,15 @@ from panel.access.auth import (
     hash_password,
     make_user,
     read_users_file,
+    split_list,
     users_path,
+    utc_text,
     write_users_file,
 )
-from panel.access.quotas import QuotaStore, quotas_path, subject_of
+from panel.access.quotas import QuotaStore, carry_key_quota, quotas_path, subject_of
+from panel.engines.base import ENGINE_NAMES
 from panel.errors import PanelError
+from panel.key_scope import KeyScope
 from panel.settings import Settings
 
 CLI_ACTOR = "cli"
@@ -46,11 +52,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create = keys_sub.add_parser("create", help="make a key; it is printed once, only its hash is kept")
     create.add_argument("--name", required=True)
     create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument("--models", help="only these models: names or patterns, comma-separated (smol*,qwen3-8b)")
+    create.add_argument("--engines", help=f"only these engines, comma-separated ({', '.join(ENGINE_NAMES)})")
+    create.add_argument("--paths", help="only these path prefixes, comma-separated (/v1/embeddings)")
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in-s", type=float, help="the key stops working this many seconds from now")
+    expiry.add_argument("--expires-at", type=float, help="the key stops working at this time (epoch seconds)")
     create.set_defaults(func=_keys_create)
+    rotate = keys_sub.add_parser(
+        "rotate", help="make a new key like this one (printed once); the old one works until the grace is over"
+    )
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace-s", type=float, default=ROTATE_GRACE_S, help="seconds the old key still works")
+    rotate.set_defaults(func=_keys_rotate)
     revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=_keys_revoke)
-    keys_sub.add_parser("list", help="list keys (never the keys themselves)").set_defaults(func=_keys_list)
+    keys_sub.add_parser(
+        "list", help="list keys with scope, expiry and last use (never the keys themselves)"
+    ).set_defaults(func=_keys_list)
 
     quotas = sub.add_parser("quotas", help="quotas per user or key: tokens per day, requests per minute")
     quotas_sub = quotas.add_subparsers(dest="quotas_command", required=True)
@@ -137,12 +157,31 @@ def _users_hash(args: argparse.Namespace) -> int:
 
 def _keys_create(args: argparse.Namespace) -> int:
     settings = Settings.load()
+    scope = KeyScope(split_list(args.models), split_list(args.engines), split_list(args.paths))
+    expires_at = time.time() + args.expires_in_s if args.expires_in_s is not None else args.expires_at
     try:
-        key, token = build_auth(settings, audit=_audit_hook(settings)).create_key(args.name, args.role, CLI_ACTOR)
+        auth = build_auth(settings, audit=_audit_hook(settings))
+        key, token = auth.create_key(args.name, args.role, CLI_ACTOR, scope=scope, expires_at=expires_at)
     except (PanelError, AuthConfigError) as exc:
         return _fail(exc)
-    print(f"id {key.id}  name {key.name}  role {key.role}", file=sys.stderr)
+    print(f"id {key.id}  name {key.name}  role {key.role}  scope {scope.describe()}", file=sys.stderr)
     print("the key is shown once; only its hash is stored:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        new, token, old = build_auth(settings, audit=_audit_hook(settings)).rotate_key(
+            args.key_id, CLI_ACTOR, grace_s=args.grace_s
+        )
+        carry_key_quota(_quota_store(settings), old.id, new.id, CLI_ACTOR)
+    except (PanelError, AuthConfigError) as exc:
+        return _fail(exc)
+    print(f"new id {new.id}  name {new.name}  role {new.role}  scope {new.scope.describe()}", file=sys.stderr)
+    print(f"the old key {old.id} works until {_when(old.expires_at)}", file=sys.stderr)
+    print("the new key is shown once; only its hash is stored:", file=sys.stderr)
     print(token)
     return 0
 
@@ -162,11 +201,20 @@ def _keys_list(_: argparse.Namespace) -> int:
         keys = build_auth(Settings.load()).list_keys()
     except AuthConfigError as exc:
         return _fail(exc)
+    now = time.time()
     for key in keys:
-        print(f"{key.id}\t{key.name}\t{key.role}\tby {key.created_by}")
+        expiry = "never" if key.expires_at is None else ("expired " if key.expired(now) else "") + _when(key.expires_at)
+        print(
+            f"{key.id}\t{key.name}\t{key.role}\tby {key.created_by}\tscope {key.scope.describe()}"
+            f"\texpires {expiry}\tlast used {_when(key.last_used_at)}"
+        )
     if not keys:
         print("no API keys")
     return 0
+
+
+def _when(epoch_s: float | None) -> str:
+    return "never" if epoch_s is None else utc_text(epoch_s)
 
 
 def _audit_hook(settings: Settings) -> AuditHook:

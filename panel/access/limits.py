@@ -11,6 +11,8 @@ Which role a path needs at least (a route's own `require_api_role` may ask for m
   DELETE on /v1/*                                 admin
   any other method on /v1/*                       operator
 The generation paths among them (GENERATION_PATHS) also take a generation slot and the max_tokens cap.
+A scoped key (auth.KeyScope) is held here to its path prefixes, and, when it is held to some models or engines, to
+the engine API paths and reads (GET) only; the Gateway checks the model and engine a request reaches.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from panel.access.auth import Principal, authenticate, bearer_token, require
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
 from panel.errors import (
     BadRequestError,
+    ExpiredKeyError,
+    ForbiddenError,
     PanelError,
     PayloadTooLargeError,
     RateLimitError,
@@ -44,6 +48,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def floor_role(method: str, path: str) -> str | None:
         return "viewer"
     if not path.startswith("/v1/"):
         return None
-    if method in {"GET", "HEAD", "OPTIONS"}:
+    if method in READ_METHODS:
         return "viewer"
     return "admin" if method == "DELETE" else "operator"
 
@@ -87,6 +92,16 @@ class GenerationSlots:
             self.running[who] = left
         else:
             self.running.pop(who, None)
+
+
+def check_scope(principal: Principal, method: str, path: str) -> None:
+    """403 for a path outside the key's prefixes, or a control call by a key held to some models or engines."""
+    scope = principal.scope
+    scope.check_path(path)
+    if scope.limits_target and method not in READ_METHODS and path not in FORWARDED_PATHS:
+        raise ForbiddenError(
+            f"this key is limited to {scope.describe()}; it may call the engine API and read, not {method} {path}"
+        )
 
 
 def check_max_tokens(body: bytes, limit: int) -> None:
@@ -140,6 +155,7 @@ class GateMiddleware:
             return
         try:
             principal = require(self._authenticate(scope), need)
+            check_scope(principal, method, path)
             body = await self._read_body(scope, receive, path) if method in BODY_METHODS else b""
             generation = method == "POST" and path in GENERATION_PATHS
             if generation:
@@ -171,6 +187,8 @@ class GateMiddleware:
             raise ThrottledError(wait)
         try:
             principal = authenticate(auth, headers)
+        except ExpiredKeyError:  # the right key, only too old: no guess to slow down
+            raise
         except UnauthorizedError:
             lock = self.key_throttle.failed(address_key(address))
             detail = {"locked_s": round(lock)} if lock else {}

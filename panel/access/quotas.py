@@ -80,6 +80,14 @@ def _limit(name: str, value: int | None) -> int | None:
     return int(value)
 
 
+def carry_key_quota(store: QuotaStore, old_id: str, new_id: str, actor: str) -> Quota | None:
+    """A rotated key's new id gets the old id's quota (the new id's use is counted from zero)."""
+    quota = store.get(subject_of("key", old_id))
+    if quota is None:
+        return None
+    return store.set(subject_of("key", new_id), quota.tokens_per_day, quota.requests_per_minute, actor)
+
+
 class QuotaStore:
     """The quotas file; thread-safe; re-read when it changes on disk."""
 

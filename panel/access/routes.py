@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -13,9 +14,12 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from panel.access.audit import AuditLog
-from panel.access.auth import Auth, Principal, require_api_role
+from panel.access.auth import ROTATE_GRACE_S, Auth, Principal, require_api_role, split_list
 from panel.access.limits import GateMiddleware, limits_from
+from panel.access.quotas import carry_key_quota
 from panel.access.throttle import LoginThrottleMiddleware, Throttle
+from panel.errors import BadRequestError
+from panel.key_scope import KeyScope
 from panel.services import Services, services_of
 from panel.settings import Settings
 
@@ -29,7 +33,8 @@ def install_access(app: FastAPI, services: Services) -> None:
     limits = limits_from(services.settings)
     settings = services.settings
     throttles = {
-        kind: Throttle(settings.login_free_failures, max_s=settings.login_backoff_max_s) for kind in ("login", "key")
+        kind: Throttle(settings.login_free_failures, settings.login_backoff_base_s, settings.login_backoff_max_s)
+        for kind in ("login", "key")
     }
     app.add_middleware(
         GateMiddleware,
@@ -107,8 +112,31 @@ def exposure_notice(settings: Settings, users_configured: bool) -> str:
 
 
 class KeyBody(BaseModel):
+    """A new key: its name and role; optionally its scope (lists, or comma-separated text) and expiry."""
+
     name: str = Field(min_length=1, max_length=64)
     role: str = Field(pattern="^(viewer|operator|admin)$")
+    models: list[str] | str = Field(default_factory=list)
+    engines: list[str] | str = Field(default_factory=list)
+    paths: list[str] | str = Field(default_factory=list)
+    expires_at: float | None = Field(default=None, gt=0)  # epoch seconds
+    expires_in_s: float | None = Field(default=None, gt=0)
+
+    def scope(self) -> KeyScope:
+        return KeyScope(*(_entries(v) for v in (self.models, self.engines, self.paths)))
+
+    def expiry(self) -> float | None:
+        if self.expires_at is not None and self.expires_in_s is not None:
+            raise BadRequestError("give expires_at or expires_in_s, not both")
+        return time.time() + self.expires_in_s if self.expires_in_s is not None else self.expires_at
+
+
+class RotateBody(BaseModel):
+    grace_s: float = Field(default=ROTATE_GRACE_S, ge=0)  # how long the old key still works
+
+
+def _entries(value: list[str] | str) -> tuple[str, ...]:
+    return split_list(value) if isinstance(value, str) else tuple(v.strip() for v in value)
 
 
 def _auth_store(request: Request) -> Auth:
@@ -124,8 +152,25 @@ async def list_keys(request: Request, _: Principal = Depends(require_api_role("a
 async def create_key(
     body: KeyBody, request: Request, who: Principal = Depends(require_api_role("admin"))
 ) -> dict[str, Any]:
-    key, token = _auth_store(request).create_key(body.name, body.role, actor=who.name)
+    key, token = _auth_store(request).create_key(
+        body.name, body.role, actor=who.name, scope=body.scope(), expires_at=body.expiry()
+    )
     return {**key.public(), "key": token, "note": "shown once: store it now; only its hash is kept"}
+
+
+@router.post("/v1/admin/keys/{key_id}/rotate")
+async def rotate_key(
+    key_id: str, request: Request, body: RotateBody | None = None, who: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    """A new key like the old one (shown once); the old one works until its grace is over."""
+    new, token, old = _auth_store(request).rotate_key(key_id, actor=who.name, grace_s=(body or RotateBody()).grace_s)
+    carry_key_quota(services_of(request).quotas.store, old.id, new.id, who.name)
+    return {
+        **new.public(),
+        "key": token,
+        "old": old.public(),
+        "note": "shown once: store it now; only its hash is kept",
+    }
 
 
 @router.delete("/v1/admin/keys/{key_id}")

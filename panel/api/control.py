@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from panel import __version__
-from panel.access.auth import actor_of, require_api_role
+from panel.access.auth import LOCAL, actor_of, require_api_role
 from panel.engines.base import VLLM, EngineName
 from panel.engines.manager import MAX_TTL_S, EngineManager
+from panel.key_scope import KeyScope
 from panel.models.library import engine_for_path
 from panel.services import services_of
 
@@ -188,7 +189,13 @@ async def list_models(request: Request) -> dict[str, Any]:
                 "loadable": True,
             }
         )
+    scope = getattr(request.state, "principal", LOCAL).scope  # a scoped key sees only the models it may use
+    data = [m for m in data if _in_scope(scope, str(m["id"]), str(m["path"]), str(m["engine"]))]
     return {"object": "list", "data": data}
+
+
+def _in_scope(scope: KeyScope, name: str, path: str, engine: str) -> bool:
+    return scope.allows_model(name, Path(path).name) and scope.allows_engine(engine)
 
 
 @router.get("/v1/engines/{engine}/logs")

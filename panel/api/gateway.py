@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
@@ -17,7 +18,8 @@ from panel.api.tap import Observer, Outcome, Tap
 from panel.engines.base import ENGINE_NAMES, EngineCall, EngineReply
 from panel.engines.manager import EngineManager
 from panel.engines.routing import Target
-from panel.errors import BadRequestError, NotFoundError, NotResidentError
+from panel.errors import BadRequestError, ForbiddenError, NotFoundError, NotResidentError
+from panel.key_scope import UNSCOPED, KeyScope
 from panel.observability.stats import StreamStats
 
 
@@ -59,8 +61,10 @@ class Gateway:
         who: str = "local",
         can_load: bool = True,
         key_id: str | None = None,
+        scope: KeyScope = UNSCOPED,
     ) -> Prepared:
-        """Check the body and route it; raises the 4xx error a bad request gets, before anything is sent."""
+        """Check the body and route it; raises the 4xx error a bad request gets, before anything is sent (a 403
+        when a scoped key asks for, or would reach, a model or engine outside its scope)."""
         if path not in FORWARDED_PATHS:
             raise NotFoundError(f"{path} is not an engine API path the panel carries")
         raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
@@ -77,12 +81,39 @@ class Gateway:
         if model is not None and not isinstance(model, str):
             raise BadRequestError("model must be a string")
         stream = request.get("stream") is True
+        if model is not None:
+            scope.check_model(model, PurePosixPath(model).name)
+        if engine_name is not None:
+            scope.check_engine(engine_name)
         prepared = Prepared(path, request, raw, changed, who, engine_name, model, stream, can_load, key_id)
         try:
             prepared.target = self.manager.route(engine_name, model)
         except NotResidentError as exc:
             prepared.pending = exc.model
+        if scope.limits_target:
+            self._check_reach(scope, prepared)
         return prepared
+
+    def _check_reach(self, scope: KeyScope, prepared: Prepared) -> None:
+        """The model and engine a request reaches must be in scope too: a name the router does not know falls back
+        to the only resident model, and a request may name no model at all."""
+        asked = prepared.model or "no model"
+        if prepared.target is not None:
+            engine, served = prepared.target.engine.name, prepared.target.name
+            paths = [r.model for r in self.manager.residents() if r.engine == engine and r.name == served]
+            names = [served, *(PurePosixPath(p).name for p in paths)]
+        else:
+            assert prepared.pending is not None
+            try:
+                wanted = self.manager.would_load(prepared.pending, prepared.engine_name)
+            except NotFoundError:
+                return  # nothing to load: start() answers 404 without reaching any model
+            engine, served = wanted.engine, PurePosixPath(wanted.path).name
+            names = [prepared.pending, served]
+        if not scope.allows_model(*names):
+            where = "" if asked in names else f" (it would go to {served})"
+            raise ForbiddenError(f"this key is limited to models {', '.join(scope.models)}; asked for {asked}{where}")
+        scope.check_engine(engine, why=f"{asked} is served by" if prepared.model else "this request would go to")
 
     async def start(self, prepared: Prepared) -> Tap:
         """Load the model if it must be, then send the request and tap the answer."""

@@ -69,6 +69,7 @@ async def forward(request: Request) -> Response:
         who=actor_of(request),
         can_load=role_allows(principal.role, "operator"),
         key_id=principal.key_id,
+        scope=principal.scope,
     )
     if prepared.pending is not None and prepared.stream:
         where = {"X-Panel-Model": quote(prepared.pending, safe="/._-:@+")}

@@ -18,7 +18,7 @@ from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory_policy import ActionListener, MemoryPolicy
 from panel.engines.pagecache import model_cached_fraction
 from panel.engines.records import FitReport, LoadRecord, MemoryView, ResidentView
-from panel.engines.routing import LoadMemory, Router, Target
+from panel.engines.routing import LoadMemory, OnRequest, Router, Target
 from panel.engines.slots import Slot, Slots
 from panel.errors import (
     BadRequestError,
@@ -283,6 +283,11 @@ class EngineManager:
         """The library model a name means (name as listed, file or folder name, path), from a scan kept a while;
         None when it names nothing in the library."""
         return self._router.library_entry(model)
+
+    def would_load(self, model: str, engine_name: str | None) -> OnRequest:
+        """What a request naming the non-resident `model` would load (see Router.on_request); NotFoundError when
+        nothing."""
+        return self._router.on_request(model, engine_name)
 
     async def ensure(self, model: str, *, engine_name: str | None, can_load: bool, actor: str) -> Target:
         """Load a library model a request names (with the options it was last loaded with, else the defaults)

@@ -1,14 +1,18 @@
-"""Admin tab: API keys (list, create — shown once —, revoke), usage and quotas (panel/ui/usage.py) and the audit
-log. Every handler needs the admin role."""
+"""Admin tab: API keys (list, create — shown once, optionally scoped and expiring —, rotate, revoke), usage and
+quotas (panel/ui/usage.py) and the audit log. Every handler needs the admin role."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import gradio as gr
 
 from panel.access.audit import AuditLog
-from panel.access.auth import ROLES, ApiKey, Auth, actor_of
+from panel.access.auth import ROLES, ROTATE_GRACE_S, ApiKey, Auth, actor_of, split_list
+from panel.access.quotas import carry_key_quota
+from panel.engines.base import ENGINE_NAMES
+from panel.key_scope import KeyScope
 from panel.services import Services
 from panel.ui.common import shows_errors
 from panel.ui.guard import requires_role
@@ -21,14 +25,28 @@ def build_admin(services: Services) -> None:
     auth: Auth = services.auth
     audit: AuditLog = services.audit
 
-    gr.Markdown("### API keys\nScripts send `Authorization: Bearer <key>`. A key is shown once; only its hash is kept.")
+    gr.Markdown(
+        "### API keys\nScripts send `Authorization: Bearer <key>`. A key is shown once; only its hash is kept. "
+        "Scope fields are optional (empty: no limit): models take names or patterns such as `smol*`, paths take "
+        "prefixes such as `/v1/embeddings`; all comma-separated. Rotating makes a new key like the old one and "
+        "keeps the old one working through the grace."
+    )
     keys_md = gr.Markdown("", elem_id="admin-keys")
     with gr.Row():
         name = gr.Textbox(label="Key name", placeholder="ci-bench", elem_id="admin-key-name")
         role = gr.Dropdown(choices=list(ROLES), value="viewer", label="Role", elem_id="admin-key-role")
+        expires_h = gr.Number(label="Expires in (hours, 0: never)", value=0, minimum=0, elem_id="admin-key-expires")
         create_btn = gr.Button("Create key", variant="primary", elem_id="admin-key-create")
     with gr.Row():
-        key_id = gr.Textbox(label="Key id to revoke", elem_id="admin-key-id")
+        models = gr.Textbox(label="Only models", placeholder="smol*, qwen3-8b", elem_id="admin-key-models")
+        engines = gr.Textbox(label="Only engines", placeholder=", ".join(ENGINE_NAMES), elem_id="admin-key-engines")
+        paths = gr.Textbox(label="Only paths", placeholder="/v1/embeddings", elem_id="admin-key-paths")
+    with gr.Row():
+        key_id = gr.Textbox(label="Key id to revoke or rotate", elem_id="admin-key-id")
+        grace_h = gr.Number(
+            label="Rotation grace (hours)", value=ROTATE_GRACE_S / 3600, minimum=0, elem_id="admin-key-grace"
+        )
+        rotate_btn = gr.Button("Rotate key", elem_id="admin-key-rotate")
         revoke_btn = gr.Button("Revoke key", variant="stop", elem_id="admin-key-revoke")
         list_btn = gr.Button("↻ Refresh", size="sm", elem_id="admin-refresh")
     message = gr.Markdown("", elem_id="admin-message")
@@ -38,9 +56,29 @@ def build_admin(services: Services) -> None:
 
     @requires_role(services, "admin")
     @shows_errors
-    def on_create_click(key_name: str, key_role: str, request: gr.Request) -> str:
-        key, token = auth.create_key((key_name or "").strip(), key_role, actor=actor_of(request))
-        return f"✅ key **{key.id}** ({key.name}, {key.role}) — copy it now, it is not shown again:\n\n`{token}`"
+    def on_create_click(
+        key_name: str, key_role: str, hours: float | None, models_: str, engines_: str, paths_: str, request: gr.Request
+    ) -> str:
+        scope = KeyScope(split_list(models_), split_list(engines_), split_list(paths_))
+        expires_at = time.time() + hours * 3600 if hours else None
+        key, token = auth.create_key(
+            (key_name or "").strip(), key_role, actor=actor_of(request), scope=scope, expires_at=expires_at
+        )
+        return (
+            f"✅ key **{key.id}** ({key.name}, {key.role}, {scope.describe()}) — copy it now, it is not shown again:"
+            f"\n\n`{token}`"
+        )
+
+    @requires_role(services, "admin")
+    @shows_errors
+    def on_rotate_click(ident: str, hours: float | None, request: gr.Request) -> str:
+        actor = actor_of(request)
+        new, token, old = auth.rotate_key((ident or "").strip(), actor=actor, grace_s=(hours or 0) * 3600)
+        carry_key_quota(services.quotas.store, old.id, new.id, actor)
+        return (
+            f"✅ key **{new.id}** replaces {old.id} ({new.name}), which works until {_when(old.expires_at)} — copy "
+            f"the new key now, it is not shown again:\n\n`{token}`"
+        )
 
     @requires_role(services, "admin")
     @shows_errors
@@ -56,7 +94,10 @@ def build_admin(services: Services) -> None:
     def on_audit_refresh(request: gr.Request) -> str:
         return format_audit(audit, AUDIT_ROWS)
 
-    create_btn.click(on_create_click, [name, role], message).then(on_keys_refresh, None, keys_md).then(
+    create_btn.click(on_create_click, [name, role, expires_h, models, engines, paths], message).then(
+        on_keys_refresh, None, keys_md
+    ).then(on_audit_refresh, None, audit_md)
+    rotate_btn.click(on_rotate_click, [key_id, grace_h], message).then(on_keys_refresh, None, keys_md).then(
         on_audit_refresh, None, audit_md
     )
     revoke_btn.click(on_revoke_click, key_id, message).then(on_keys_refresh, None, keys_md).then(
@@ -68,11 +109,23 @@ def build_admin(services: Services) -> None:
 def format_keys(keys: list[ApiKey]) -> str:
     if not keys:
         return "no API keys yet"
-    rows = ["| id | name | role | created by | created |", "|---|---|---|---|---|"]
+    now = time.time()
+    rows = [
+        "| id | name | role | scope | expires (UTC) | last used (UTC) | created by | created (UTC) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key in keys:
-        when = dt.datetime.fromtimestamp(key.created_at).strftime("%Y-%m-%d %H:%M")
-        rows.append(f"| `{key.id}` | {key.name} | {key.role} | {key.created_by} | {when} |")
+        expires = _when(key.expires_at, "never") + (" (expired)" if key.expired(now) else "")
+        scope = key.scope.describe().replace("|", "/").replace("*", "\\*")
+        rows.append(
+            f"| `{key.id}` | {key.name} | {key.role} | {scope} | {expires} | {_when(key.last_used_at, 'never')} "
+            f"| {key.created_by} | {_when(key.created_at)} |"
+        )
     return "\n".join(rows)
+
+
+def _when(epoch_s: float | None, none: str = "") -> str:
+    return none if epoch_s is None else dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_audit(audit: AuditLog, n: int) -> str:

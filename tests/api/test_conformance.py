@@ -24,7 +24,7 @@ from openai import OpenAI
 
 from panel.background import Background
 from panel.settings import Settings
-from tests.conftest import MODELS_DIR, scaled
+from tests.conftest import LLAMA_THREADS, MODELS_DIR, scaled
 
 pytestmark = pytest.mark.vllm
 
@@ -85,6 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> It
             "llama_server_bin": llama_server_bin,
             "load_timeout_s": scaled(400.0),
             "stop_grace_s": 5.0,
+            "llama_threads": LLAMA_THREADS,
         },
         env={},
     )
