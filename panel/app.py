@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from panel import __version__, api
 from panel.access.routes import gradio_auth_kwargs, install_access
+from panel.access.sessions import install_sessions
 from panel.api import arena as arena_api
 from panel.api import node
 from panel.api import scorecard as scorecard_api
@@ -72,6 +73,8 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
         from panel.ui import build_ui, ui_launch_kwargs
 
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
+        if services.users is not None:
+            install_sessions(app, services.auth, settings.session_ttl_s, services.audit.record)  # expiry, sign-out
     else:
         app.add_api_route("/", _api_only_index, methods=["GET"], include_in_schema=False)
     return app

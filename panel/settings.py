@@ -74,6 +74,7 @@ class Settings:
     login_free_failures: int = 3  # wrong passwords (or API keys) per user and address before the back-off starts
     login_backoff_base_s: float = 1.0  # the first lock the back-off sets; each further failure doubles it
     login_backoff_max_s: float = 300.0  # the longest lock the back-off sets (1 s, 2 s, 4 s, … up to this)
+    session_ttl_s: float = 12 * 3600.0  # a UI sign-in lasts this long, then the login page again; 0: until sign-out
     request_log_max_rows: int = 100_000  # the request log keeps the newest this many generations
     request_log_prompts: bool = False  # keep each request's prompt text in the request log (off: never stored)
     memory_budget_mb: int = 0  # memory the resident models may use together; 0 = what the device has free

@@ -6,6 +6,8 @@ and values are cut short. The manager's action listener, downloads, deletes and 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import threading
@@ -47,6 +49,51 @@ def scrub(detail: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class AuditQuery:
+    """A filter on the log: who (exact, case-insensitive), action (exact or a prefix ending in *: `key_*`), and text
+    found anywhere in the entry; empty fields match everything."""
+
+    who: str = ""
+    action: str = ""
+    text: str = ""
+
+    def matches(self, entry: AuditEntry) -> bool:
+        who, action, text = self.who.strip().lower(), self.action.strip().lower(), self.text.strip().lower()
+        if who and entry.actor.lower() != who:
+            return False
+        if action and not (
+            entry.action.lower().startswith(action[:-1]) if action.endswith("*") else entry.action.lower() == action
+        ):
+            return False
+        return (
+            not text
+            or text in " ".join([entry.when, entry.actor, entry.action, entry.target, detail_text(entry)]).lower()
+        )
+
+
+CSV_COLUMNS = ("time", "actor", "action", "target", "detail")
+
+
+def detail_text(entry: AuditEntry) -> str:
+    return ", ".join(f"{k}={v}" for k, v in entry.detail.items())
+
+
+def to_csv(entries: list[AuditEntry]) -> str:
+    """The entries as CSV (time in UTC, the detail as key=value pairs), newest first as the Admin tab shows them."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for e in reversed(entries):
+        writer.writerow([_cell(v) for v in (e.when, e.actor, e.action, e.target, detail_text(e))])
+    return out.getvalue()
+
+
+def _cell(value: str) -> str:
+    """A spreadsheet takes a cell starting with = + - @ as a formula: such text is quoted as text."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
 class AuditLog:
     """Appends entries as JSON lines; a lock keeps lines whole when UI threads and the event loop both write."""
 
@@ -79,6 +126,10 @@ class AuditLog:
             except (ValueError, KeyError, TypeError):
                 continue
         return out
+
+    def search(self, query: AuditQuery, n: int = 5000) -> list[AuditEntry]:
+        """Of the last `n` entries, those the query matches, newest last."""
+        return [e for e in self.recent(n) if query.matches(e)]
 
     def on_manager_action(self, action: str, engine: str, detail: dict[str, Any]) -> None:
         """EngineManager listener: load, load_failed, unload (and whatever the manager adds later)."""

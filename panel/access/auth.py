@@ -1,9 +1,11 @@
 """Who may do what: users with bcrypt-hashed passwords, hashed API keys, the roles viewer < operator < admin.
 
 Users come from PANEL_USERS (``name:role:bcrypt-hash`` entries, comma-separated) and from a JSON users file
-(Settings.users_file, else <data_dir>/users.json). API keys live hashed (SHA-256 of a 256-bit random token: a
-slow hash adds nothing to a token that cannot be guessed, and would make every request slow) in
-<data_dir>/api_keys.json; the file is re-read when it changes, so keys made with the CLI work at once.
+(Settings.users_file, else <data_dir>/users.json), re-read when it changes (the CLI's changes apply at once). A user
+of the file may change their password and an admin may disable them: a disabled user cannot sign in, and every key
+they made is refused; users from PANEL_USERS are fixed (change them there and restart). API keys live hashed
+(SHA-256 of a 256-bit random token: a slow hash adds nothing to a token that cannot be guessed, and would make every
+request slow) in <data_dir>/api_keys.json; the file is re-read when it changes, so keys made with the CLI work at once.
 A key may be scoped (KeyScope: models, engines, path prefixes) and may expire; rotating one makes a new key of the
 same scope and retires the old one after a grace period. When each key was last used is kept in memory and written
 to the file at most once a minute per key, off the event loop.
@@ -33,7 +35,14 @@ from typing import Any
 
 from fastapi import Request
 
-from panel.errors import BadRequestError, ExpiredKeyError, ForbiddenError, NotFoundError, UnauthorizedError
+from panel.errors import (
+    BadRequestError,
+    ConflictError,
+    ExpiredKeyError,
+    ForbiddenError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from panel.files import atomic_write_json
 from panel.key_scope import UNSCOPED, KeyScope
 from panel.settings import Settings
@@ -96,6 +105,7 @@ class User:
     name: str
     role: str
     password_hash: str = field(repr=False)
+    disabled: bool = False
 
 
 def utc_text(epoch_s: float) -> str:
@@ -199,12 +209,15 @@ def read_users_file(path: Path) -> dict[str, User]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = data["users"]
-        return {e["name"]: make_user(e["name"], e["role"], e["password_hash"], source=str(path)) for e in entries}
+        return {
+            e["name"]: make_user(e["name"], e["role"], e["password_hash"], str(path), bool(e.get("disabled")))
+            for e in entries
+        }
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuthConfigError(f"cannot read users file {path}: {exc}") from exc
 
 
-def make_user(name: str, role: str, password_hash: str, source: str) -> User:
+def make_user(name: str, role: str, password_hash: str, source: str, disabled: bool = False) -> User:
     if not NAME_RE.match(name):
         raise AuthConfigError(f"{source}: user name {name!r} may use letters, digits and _.@- only")
     if role not in ROLES:
@@ -214,7 +227,7 @@ def make_user(name: str, role: str, password_hash: str, source: str) -> User:
             f"{source}: user {name}'s password must be a bcrypt hash "
             "(make one with `python -m panel users hash`); plain passwords are refused"
         )
-    return User(name, role, password_hash)
+    return User(name, role, password_hash, disabled)
 
 
 def load_users(settings: Settings) -> dict[str, User]:
@@ -227,6 +240,16 @@ def load_users(settings: Settings) -> dict[str, User]:
 
 def write_users_file(path: Path, users: dict[str, User]) -> None:
     atomic_write_json(path, {"users": [asdict(u) for u in sorted(users.values(), key=lambda u: u.name)]})
+    path.chmod(0o600)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An advisory lock on a file beside `path` that the CLI and the server both take around a read-modify-write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
 
 
 # --- the run-time object ------------------------------------------------------------------
@@ -236,13 +259,26 @@ AuditHook = Callable[[str, str, str, dict[str, Any]], object]  # (actor, action,
 
 
 class Auth:
-    """Users (fixed at start) and API keys (a file, re-read when it changes). Thread-safe."""
+    """Users (PANEL_USERS, fixed; and the users file) and API keys (a file), each file re-read when it changes.
+    Thread-safe. Whether sign-in is on is fixed at start: emptying the users file never opens the panel."""
 
-    def __init__(self, users: dict[str, User], keys_file: Path, audit: AuditHook | None = None) -> None:
-        self.users = dict(users)
+    def __init__(
+        self,
+        users: dict[str, User],
+        keys_file: Path,
+        audit: AuditHook | None = None,
+        users_file: Path | None = None,
+    ) -> None:
+        self.fixed_users = dict(users)  # PANEL_USERS (or a test's): never written, win over the file
+        self.users_file = users_file
         self.keys_file = keys_file
         self.audit = audit
         self._lock = threading.Lock()
+        self._file_users: dict[str, User] = {}
+        self._users_stamp: tuple[int, int, int] | None = None
+        self._enabled = bool(self.users)
+        # set by panel/access/sessions.py: (user, session tokens) to carry over a password change
+        self.on_password_change: Callable[[str, tuple[str, ...]], None] | None = None
         self._keys: dict[str, ApiKey] = {}
         self._keys_stamp: tuple[int, int] | None = None
         self._last_used: dict[str, float] = {}  # key id → last authentication, newer than the file's
@@ -253,16 +289,88 @@ class Auth:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.users)
+        return self._enabled
 
     # users -------------------------------------------------------------------------------
 
+    @property
+    def users(self) -> dict[str, User]:
+        """Every user, disabled ones included: the users file as it is now, then the fixed ones."""
+        with self._lock:
+            return {**self._current_file_users(), **self.fixed_users}
+
+    def active_user(self, username: str | None) -> User | None:
+        """The user of that name if they may act now (known, not disabled)."""
+        user = self.users.get(username or "")
+        return user if user is not None and not user.disabled else None
+
     def check_password(self, username: str, password: str) -> bool:
         """A user name and password; an unknown name costs the same hash check as a known one, so the time taken
-        does not tell whether the user exists."""
+        does not tell whether the user exists. A disabled user's right password is refused too."""
         user = self.users.get(username)
         ok = verify_password(password, user.password_hash if user else self._decoy)
-        return user is not None and ok
+        return user is not None and ok and not user.disabled
+
+    def change_own_password(self, username: str, current: str, new: str, keep_sessions: tuple[str, ...] = ()) -> User:
+        """A signed-in user's own change: the current password must be right; `keep_sessions` (the session that
+        asked) stay signed in, the user's other sessions end."""
+        if not self.check_password(username, current):
+            self._audit(username, "user_password_failed", username, {})
+            raise ForbiddenError("the current password is wrong")
+        return self.set_password(username, new, actor=username, keep_sessions=keep_sessions)
+
+    def set_password(self, username: str, new: str, actor: str, keep_sessions: tuple[str, ...] = ()) -> User:
+        """A new password for a user of the users file; sessions signed in with the old one end (panel/access/
+        sessions.py compares the hash a session started with)."""
+        password_hash = hash_password(new)
+        user = self._change_user(username, lambda u: replace(u, password_hash=password_hash))
+        if keep_sessions and self.on_password_change is not None:
+            self.on_password_change(username, keep_sessions)
+        self._audit(actor, "user_password", username, {"own": actor == username})
+        return user
+
+    def set_disabled(self, username: str, disabled: bool, actor: str) -> User:
+        """Disable (or enable) a user: they cannot sign in, their sessions end and every key they made is refused."""
+        if disabled and username == actor:
+            raise BadRequestError("you cannot disable yourself; ask another admin")
+        user = self._change_user(username, lambda u: replace(u, disabled=disabled))
+        self._audit(actor, "user_disable" if disabled else "user_enable", username, {"role": user.role})
+        return user
+
+    def _change_user(self, username: str, change: Callable[[User], User]) -> User:
+        if username in self.fixed_users:
+            raise ConflictError(
+                f"user {username} comes from PANEL_USERS (the environment): it cannot be changed from the panel; "
+                "change that entry (`python -m panel users hash` makes a password hash) and restart the panel"
+            )
+        if self.users_file is None:
+            raise NotFoundError(f"no user {username!r}")
+        with self._lock, file_lock(self.users_file):
+            users = read_users_file(self.users_file)
+            if username not in users:
+                raise NotFoundError(f"no user {username!r} in {self.users_file.name}")
+            users[username] = change(users[username])
+            write_users_file(self.users_file, users)
+            self._users_stamp = None
+        return users[username]
+
+    def _current_file_users(self) -> dict[str, User]:
+        """The users file, re-read when it changed; an unreadable file keeps the last good users (logged)."""
+        if self.users_file is None:
+            return self._file_users
+        try:
+            st = self.users_file.stat()
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # a new file (atomic write) is a new inode
+        except FileNotFoundError:
+            self._file_users, self._users_stamp = {}, None
+            return self._file_users
+        if stamp != self._users_stamp:
+            try:
+                self._file_users = read_users_file(self.users_file)
+                self._users_stamp = stamp
+            except AuthConfigError:
+                log.exception("keeping the users read before")
+        return self._file_users
 
     async def check_password_async(self, username: str, password: str) -> bool:
         """Gradio's login callable: the deliberately slow hash check off the event loop, so sign-in attempts do not
@@ -270,7 +378,7 @@ class Auth:
         return await asyncio.to_thread(self.check_password, username, password)
 
     def role_of(self, username: str | None) -> str | None:
-        user = self.users.get(username or "")
+        user = self.active_user(username)
         return user.role if user else None
 
     # keys --------------------------------------------------------------------------------
@@ -365,6 +473,11 @@ class Auth:
                 f"API key {key.id} ({key.name}) expired at {utc_text(key.expires_at or now)}; "
                 "ask an admin for a new one"
             )
+        maker = self.users.get(key.created_by)
+        if maker is not None and maker.disabled:
+            raise ForbiddenError(
+                f"API key {key.id} ({key.name}) was made by user {maker.name}, who is disabled; ask an admin"
+            )
         self._note_use(key.id, now)
         return Principal(
             name=f"key:{key.name}",
@@ -413,9 +526,7 @@ class Auth:
         """Around a read-modify-write of the keys file: this process's lock, then an advisory lock on a file beside it
         that the CLI and the server (its last-use writer among them) all take, and the file read afresh under it, so
         no writer drops a key another process has just written."""
-        self.keys_file.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.keys_file.with_name(self.keys_file.name + ".lock"), "a") as held:
-            fcntl.flock(held, fcntl.LOCK_EX)
+        with self._lock, file_lock(self.keys_file):
             self._keys_stamp = None
             yield
 
@@ -482,7 +593,10 @@ def _new_key(
 
 
 def build_auth(settings: Settings, audit: AuditHook | None = None) -> Auth:
-    return Auth(load_users(settings), keys_path(settings), audit)
+    """Raises AuthConfigError when the users configuration cannot be read (the panel then refuses to start)."""
+    fixed = parse_users_env(settings.users) if settings.users else {}
+    read_users_file(users_path(settings))  # unreadable at start: refuse, rather than run with the users missing
+    return Auth(fixed, keys_path(settings), audit, users_file=users_path(settings))
 
 
 # --- HTTP side ----------------------------------------------------------------------------

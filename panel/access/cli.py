@@ -42,6 +42,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     remove = users_sub.add_parser("remove", help="remove a user from the users file")
     remove.add_argument("name")
     remove.set_defaults(func=_users_remove)
+    passwd = users_sub.add_parser("passwd", help="set a user's password (their signed-in sessions end)")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    passwd.set_defaults(func=_users_passwd)
+    for verb, text in (("disable", "sign-in, sessions and their API keys stop at once"), ("enable", "undo disable")):
+        toggle = users_sub.add_parser(verb, help=f"{verb} a user: {text}")
+        toggle.add_argument("name")
+        toggle.set_defaults(func=_users_toggle, disable=verb == "disable")
     users_sub.add_parser("list", help="list users (file and PANEL_USERS)").set_defaults(func=_users_list)
     hashing = users_sub.add_parser("hash", help="print a bcrypt hash for a PANEL_USERS entry")
     hashing.add_argument("--password-stdin", action="store_true")
@@ -110,13 +118,13 @@ def _users_add(args: argparse.Namespace) -> int:
         check_role(args.role)
         users = read_users_file(path)
         password_hash = hash_password(_read_password(args.password_stdin))
-        users[args.name] = make_user(args.name, args.role, password_hash, source="users add")
+        was_disabled = args.name in users and users[args.name].disabled  # an update does not re-enable
+        users[args.name] = make_user(args.name, args.role, password_hash, "users add", was_disabled)
     except (PanelError, AuthConfigError) as exc:
         return _fail(exc)
     write_users_file(path, users)
-    path.chmod(0o600)
     _audit(settings, "user_add", args.name, {"role": args.role})
-    print(f"user {args.name} ({args.role}) saved in {path}; restart the panel to apply")
+    print(f"user {args.name} ({args.role}) saved in {path}; a running panel with users applies it at once")
     return 0
 
 
@@ -131,7 +139,28 @@ def _users_remove(args: argparse.Namespace) -> int:
         return _fail(ValueError(f"no user {args.name!r} in {path}"))
     write_users_file(path, users)
     _audit(settings, "user_remove", args.name, {})
-    print(f"user {args.name} removed from {path}; restart the panel to apply")
+    print(f"user {args.name} removed from {path}; a running panel applies it at once")
+    return 0
+
+
+def _users_passwd(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        auth = build_auth(settings, audit=_audit_hook(settings))
+        auth.set_password(args.name, _read_password(args.password_stdin), CLI_ACTOR)
+    except (PanelError, AuthConfigError) as exc:
+        return _fail(exc)
+    print(f"password of {args.name} changed; their signed-in sessions end")
+    return 0
+
+
+def _users_toggle(args: argparse.Namespace) -> int:
+    settings = Settings.load()
+    try:
+        build_auth(settings, audit=_audit_hook(settings)).set_disabled(args.name, args.disable, CLI_ACTOR)
+    except (PanelError, AuthConfigError) as exc:
+        return _fail(exc)
+    print(f"user {args.name} {'disabled' if args.disable else 'enabled'}; a running panel applies it at once")
     return 0
 
 
@@ -141,7 +170,7 @@ def _users_list(_: argparse.Namespace) -> int:
     except AuthConfigError as exc:
         return _fail(exc)
     for user in sorted(auth.users.values(), key=lambda u: u.name):
-        print(f"{user.name}\t{user.role}")
+        print(f"{user.name}\t{user.role}" + ("\tdisabled" if user.disabled else ""))
     if not auth.users:
         print("no users configured: the panel serves on loopback only")
     return 0

@@ -1,5 +1,5 @@
 """Access on one app: the gate middleware (auth, limits), login throttling, the admin routes (/v1/admin/keys,
-/v1/audit), and whether a host/share setting may start without users."""
+/v1/admin/users, /v1/audit), and whether a host/share setting may start without users."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from panel.access.audit import AuditLog
+from panel.access.audit import AuditLog, AuditQuery, to_csv
 from panel.access.auth import ROTATE_GRACE_S, Auth, Principal, require_api_role, split_list
 from panel.access.limits import GateMiddleware, limits_from
 from panel.access.quotas import carry_key_quota
@@ -180,12 +180,56 @@ async def revoke_key(
     return {"revoked": _auth_store(request).revoke_key(key_id, actor=who.name).public()}
 
 
-@router.get("/v1/audit")
-async def audit_entries(
-    request: Request, n: int = 100, _: Principal = Depends(require_api_role("admin"))
+@router.get("/v1/admin/users")
+async def list_users(request: Request, _: Principal = Depends(require_api_role("admin"))) -> dict[str, Any]:
+    auth = _auth_store(request)
+    return {
+        "users": [
+            {"name": u.name, "role": u.role, "disabled": u.disabled, "fixed": u.name in auth.fixed_users}
+            for u in sorted(auth.users.values(), key=lambda u: u.name)
+        ]
+    }
+
+
+@router.post("/v1/admin/users/{name}/disable")
+async def disable_user(
+    name: str, request: Request, who: Principal = Depends(require_api_role("admin"))
 ) -> dict[str, Any]:
+    """The user cannot sign in, their UI sessions end and every key they made is refused, at once."""
+    user = _auth_store(request).set_disabled(name, True, actor=who.name)
+    return {"name": user.name, "role": user.role, "disabled": user.disabled}
+
+
+@router.post("/v1/admin/users/{name}/enable")
+async def enable_user(
+    name: str, request: Request, who: Principal = Depends(require_api_role("admin"))
+) -> dict[str, Any]:
+    user = _auth_store(request).set_disabled(name, False, actor=who.name)
+    return {"name": user.name, "role": user.role, "disabled": user.disabled}
+
+
+@router.get("/v1/audit", response_model=None)
+async def audit_entries(
+    request: Request,
+    n: int = 100,
+    who: str = "",
+    action: str = "",
+    text: str = "",
+    format: str = "json",
+    _: Principal = Depends(require_api_role("admin")),
+) -> dict[str, Any] | PlainTextResponse:
+    """The newest entries (of the last `n`) matching who / action (`key_*`: a prefix) / text; `format=csv` for
+    a spreadsheet."""
     audit: AuditLog = services_of(request).audit
-    entries = audit.recent(max(1, min(n, 5000)))
+    entries = audit.search(AuditQuery(who, action, text), max(1, min(n, 5000)))
+    if format == "csv":
+        return PlainTextResponse(
+            to_csv(entries),
+            media_type="text/csv",
+            headers={"content-disposition": 'attachment; filename="audit.csv"'},
+        )
+    if format != "json":
+        raise BadRequestError("format is json or csv")
     return {
         "entries": [
             {"time": e.when, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}

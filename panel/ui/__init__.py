@@ -25,6 +25,7 @@ def build_ui(services: Services) -> Any:
     import gradio as gr
 
     from panel.ui.access import install_role_gating
+    from panel.ui.account import build_account
     from panel.ui.arena import build_arena
     from panel.ui.benchmarks import build_benchmarks
     from panel.ui.chat import build_chat
@@ -57,6 +58,8 @@ def build_ui(services: Services) -> Any:
             with gr.Tab("Admin", id="admin") as admin_tab:
                 build_admin(services)
         _wire_models_to_engines(services, tabs, models, engines)
+        if services.users is not None:
+            build_account(services)  # change my password
         install_role_gating(blocks, services, {admin_tab: "admin"})  # last: sees every tab's guarded handlers
     return blocks
 

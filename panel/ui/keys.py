@@ -1,21 +1,23 @@
-"""Admin tab: API keys (list, create — shown once, optionally scoped and expiring —, rotate, revoke), usage and
-quotas (panel/ui/usage.py) and the audit log. Every handler needs the admin role."""
+"""Admin tab: API keys (list, create — shown once, optionally scoped and expiring —, rotate, revoke), users (disable,
+enable), usage and quotas (panel/ui/usage.py) and the audit log (filtered, as CSV). Every handler needs the admin
+role."""
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 
 import gradio as gr
 
-from panel.access.audit import AuditLog
-from panel.access.auth import ROLES, ROTATE_GRACE_S, ApiKey, Auth, actor_of, split_list
+from panel.access.audit import AuditEntry, AuditLog, AuditQuery, to_csv
+from panel.access.auth import ROLES, ROTATE_GRACE_S, ApiKey, Auth, User, actor_of, role_allows, split_list
 from panel.access.quotas import carry_key_quota
 from panel.engines.base import ENGINE_NAMES
 from panel.key_scope import KeyScope
 from panel.services import Services
 from panel.ui.common import shows_errors
-from panel.ui.guard import requires_role
+from panel.ui.guard import current_role, requires_role
 from panel.ui.usage import build_usage_admin
 
 AUDIT_ROWS = 50
@@ -50,9 +52,24 @@ def build_admin(services: Services) -> None:
         revoke_btn = gr.Button("Revoke key", variant="stop", elem_id="admin-key-revoke")
         list_btn = gr.Button("↻ Refresh", size="sm", elem_id="admin-refresh")
     message = gr.Markdown("", elem_id="admin-message")
+    gr.Markdown(
+        "### Users\nA disabled user cannot sign in, is signed out at once, and every API key they made is refused. "
+        "Users from PANEL_USERS cannot be changed here."
+    )
+    users_md = gr.Markdown("", elem_id="admin-users")
+    with gr.Row():
+        user_name = gr.Textbox(label="User", elem_id="admin-user-name")
+        disable_btn = gr.Button("Disable user", variant="stop", elem_id="admin-user-disable")
+        enable_btn = gr.Button("Enable user", elem_id="admin-user-enable")
     build_usage_admin(services)
     gr.Markdown("### Audit log (newest first)")
+    with gr.Row():
+        audit_who = gr.Textbox(label="Who", placeholder="alice", elem_id="admin-audit-who")
+        audit_action = gr.Textbox(label="Action", placeholder="key_* or login_failed", elem_id="admin-audit-action")
+        audit_text = gr.Textbox(label="Text", placeholder="anything in the entry", elem_id="admin-audit-text")
+        audit_btn = gr.Button("Filter", elem_id="admin-audit-filter")
     audit_md = gr.Markdown("", elem_id="admin-audit")
+    audit_csv = gr.File(label="The filtered log as CSV", elem_id="admin-audit-csv", interactive=False)
 
     @requires_role(services, "admin")
     @shows_errors
@@ -92,7 +109,37 @@ def build_admin(services: Services) -> None:
 
     @requires_role(services, "admin")
     def on_audit_refresh(request: gr.Request) -> str:
-        return format_audit(audit, AUDIT_ROWS)
+        return format_audit(audit.recent(AUDIT_ROWS))
+
+    @requires_role(services, "admin")
+    @shows_errors
+    def on_user_disable_click(username: str, request: gr.Request) -> str:
+        user = auth.set_disabled((username or "").strip(), True, actor=actor_of(request))
+        return f"user {user.name} disabled: signed out, and the keys they made are refused"
+
+    @requires_role(services, "admin")
+    @shows_errors
+    def on_user_enable_click(username: str, request: gr.Request) -> str:
+        user = auth.set_disabled((username or "").strip(), False, actor=actor_of(request))
+        return f"user {user.name} enabled"
+
+    @requires_role(services, "admin")
+    def on_users_refresh(request: gr.Request) -> str:
+        return format_users(list(auth.users.values()), set(auth.fixed_users))
+
+    @requires_role(services, "admin")
+    def on_audit_filter_click(who: str, action: str, text: str, request: gr.Request) -> str:
+        entries = audit.search(AuditQuery(who or "", action or "", text or ""))
+        return format_audit(entries[-AUDIT_ROWS:], len(entries))
+
+    def on_audit_csv(who: str, action: str, text: str, request: gr.Request) -> str | None:
+        """The same filter as a CSV file; nothing for a lower role (its output is a file: no refusal text fits)."""
+        if not role_allows(current_role(services, request), "admin"):
+            return None
+        entries = audit.search(AuditQuery(who or "", action or "", text or ""))
+        with tempfile.NamedTemporaryFile("w", suffix=".csv", prefix="audit-", delete=False, encoding="utf-8") as fh:
+            fh.write(to_csv(entries))
+        return fh.name
 
     create_btn.click(on_create_click, [name, role, expires_h, models, engines, paths], message).then(
         on_keys_refresh, None, keys_md
@@ -103,7 +150,15 @@ def build_admin(services: Services) -> None:
     revoke_btn.click(on_revoke_click, key_id, message).then(on_keys_refresh, None, keys_md).then(
         on_audit_refresh, None, audit_md
     )
-    list_btn.click(on_keys_refresh, None, keys_md).then(on_audit_refresh, None, audit_md)
+    list_btn.click(on_keys_refresh, None, keys_md).then(on_users_refresh, None, users_md).then(
+        on_audit_refresh, None, audit_md
+    )
+    for button, handler in ((disable_btn, on_user_disable_click), (enable_btn, on_user_enable_click)):
+        button.click(handler, user_name, message).then(on_users_refresh, None, users_md).then(
+            on_audit_refresh, None, audit_md
+        )
+    filters = [audit_who, audit_action, audit_text]
+    audit_btn.click(on_audit_filter_click, filters, audit_md).then(on_audit_csv, filters, audit_csv)
 
 
 def format_keys(keys: list[ApiKey]) -> str:
@@ -128,11 +183,24 @@ def _when(epoch_s: float | None, none: str = "") -> str:
     return none if epoch_s is None else dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def format_audit(audit: AuditLog, n: int) -> str:
-    entries = audit.recent(n)
+def format_users(users: list[User], fixed: set[str]) -> str:
+    if not users:
+        return "no users"
+    rows = ["| user | role | state | from |", "|---|---|---|---|"]
+    for user in sorted(users, key=lambda u: u.name):
+        state = "**disabled**" if user.disabled else "active"
+        rows.append(
+            f"| {user.name} | {user.role} | {state} | {'PANEL_USERS' if user.name in fixed else 'users file'} |"
+        )
+    return "\n".join(rows)
+
+
+def format_audit(entries: list[AuditEntry], matched: int | None = None) -> str:
+    """The entries newest first; `matched`: how many a filter found (more than shown when over AUDIT_ROWS)."""
     if not entries:
-        return "no control actions recorded yet"
-    rows = ["| time (UTC) | who | action | target | detail |", "|---|---|---|---|---|"]
+        return "no matching entries" if matched is not None else "no control actions recorded yet"
+    rows = [] if matched is None else [f"{matched} matching entries, the newest {len(entries)} shown\n"]
+    rows += ["| time (UTC) | who | action | target | detail |", "|---|---|---|---|---|"]
     for e in reversed(entries):
         detail = ", ".join(f"{k}={v}" for k, v in e.detail.items()).replace("|", "/")
         rows.append(f"| {e.when} | {e.actor} | {e.action} | {str(e.target).replace('|', '/')} | {detail} |")
