@@ -75,19 +75,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
         if services.users is not None:
             install_sessions(app, services.auth, settings.session_ttl_s, services.audit.record)  # expiry, sign-out
-    else:
-        app.add_api_route("/", _api_only_index, methods=["GET"], include_in_schema=False)
     return app
-
-
-def _api_only_index() -> dict[str, str]:
-    """What a browser opening an API-only panel sees instead of the UI."""
-    return {
-        "panel": __version__,
-        "ui": "off: this panel was started with --api-only (PANEL_UI=0)",
-        "api": "/v1",
-        "docs": "/docs",
-    }
 
 
 async def shutdown(services: Services) -> None:

@@ -6,6 +6,7 @@ import logging
 import math
 import secrets
 
+from panel import __version__
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ def serve(settings: Settings, log_level: str = "info") -> int:
         return 2
     log.warning("%s", exposure_notice(settings, users_configured))
     app = create_app(settings)
+    if not settings.ui:
+        app.add_api_route("/", api_only_index, methods=["GET"], include_in_schema=False)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -62,3 +65,13 @@ def _open_share_link(settings: Settings) -> None:
         log.info("share link: %s", url)
     except Exception as exc:
         log.error("could not open a share link (%s); the panel is still served locally", exc)
+
+
+def api_only_index() -> dict[str, str]:
+    """What a browser opening an API-only panel sees instead of the UI."""
+    return {
+        "panel": __version__,
+        "ui": "off: this panel was started with --api-only (PANEL_UI=0)",
+        "api": "/v1",
+        "docs": "/docs",
+    }
