@@ -11,11 +11,9 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,10 @@ import pytest
 from panel.access.auth import ApiKey, Auth, build_auth, keys_path, read_keys_file
 from panel.errors import BadRequestError, ExpiredKeyError, ForbiddenError
 from panel.key_scope import KeyScope
-from panel.settings import REPO_ROOT, Settings
-from tests.conftest import PanelProcess, open_tab, run_panel, scaled
+from panel.settings import Settings
+from tests.access.test_usage_quotas import Team as UsageTeam
+from tests.access.test_usage_quotas import wait_until
+from tests.conftest import open_tab, run_panel, scaled
 
 SHOTS = Path(os.environ.get("PANEL_TEST_SHOTS", "/tmp/panel-shots"))
 ASK = [{"role": "user", "content": "Say hi."}]
@@ -125,22 +125,9 @@ def test_expiry_rotation_and_last_use_in_the_store(tmp_path: Path) -> None:
 # --- a real panel --------------------------------------------------------------------------
 
 
-@dataclass
-class Team:
-    """A panel with users and keys (name → token, name → id)."""
-
-    tmp: Path
-    env: dict[str, str]
-    tokens: dict[str, str]
-    ids: dict[str, str]
-    model: str = ""
-    panel: PanelProcess | None = None
-    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-
-    @property
-    def base(self) -> str:
-        assert self.panel is not None
-        return self.panel.base_url
+class Team(UsageTeam):
+    """The usage tests' team (a panel with users and keys: name → token, name → id) with a client for a raw token
+    too and admin calls over HTTP."""
 
     def client(self, key: str) -> openai.OpenAI:
         token = self.tokens.get(key, key)
@@ -150,18 +137,6 @@ class Team:
         headers = {"Authorization": f"Bearer {self.tokens['boss']}"}
         kwargs.setdefault("timeout", scaled(30))
         return httpx.request(method, self.base + path, headers=headers, **kwargs)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PANEL_DATA_DIR": str(self.tmp / "data")}
-        return subprocess.run(
-            [sys.executable, "-m", "panel", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=scaled(60),
-            check=False,
-        )
 
 
 KEYS: dict[str, tuple[str, KeyScope]] = {
@@ -194,18 +169,6 @@ def team(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path, llama_s
         yield team
     finally:
         team.stack.close()
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` and the last value at the deadline."""
-    deadline = time.monotonic() + scaled(timeout_s)
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r} after {scaled(timeout_s):.0f} s")
-        time.sleep(0.1)
 
 
 def chat(team: Team, key: str, model: str | None = None) -> str:
