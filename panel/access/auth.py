@@ -57,6 +57,7 @@ MAX_PASSWORD_BYTES = 72  # bcrypt's limit; longer passwords are refused, not sil
 LAST_USED_WRITE_S = 60.0  # a key's last use goes to the keys file at most this often; in memory between
 ROTATE_GRACE_S = 24 * 3600.0  # how long a rotated key's old token still works, unless told otherwise
 MAX_GRACE_S = 90 * 24 * 3600.0
+MAX_KEY_LIFETIME_S = 100 * 365 * 24 * 3600.0  # past it: a key that never expires says so by having no expiry
 
 
 class AuthConfigError(ValueError):
@@ -405,6 +406,8 @@ class Auth:
             raise BadRequestError("max_concurrent must be between 1 and 4096")
         if not NAME_RE.match(name or ""):
             raise BadRequestError("a key name needs 1–64 letters, digits or _.@-")
+        if expires_at is not None and not expires_at <= time.time() + MAX_KEY_LIFETIME_S:  # also NaN
+            raise BadRequestError("a key's expiry lies over 100 years away; give none for a key that never expires")
         if expires_at is not None and expires_at <= time.time():
             raise BadRequestError(f"expires_at {utc_text(expires_at)} is not in the future")
         key, token = _new_key(name, role, actor, max_concurrent, scope.validated(), expires_at)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -191,20 +191,16 @@ async def list_users(request: Request, _: Principal = Depends(require_api_role("
     }
 
 
-@router.post("/v1/admin/users/{name}/disable")
-async def disable_user(
-    name: str, request: Request, who: Principal = Depends(require_api_role("admin"))
+@router.post("/v1/admin/users/{name}/{action}")
+async def disable_or_enable_user(
+    name: str,
+    action: Literal["disable", "enable"],
+    request: Request,
+    who: Principal = Depends(require_api_role("admin")),
 ) -> dict[str, Any]:
-    """The user cannot sign in, their UI sessions end and every key they made is refused, at once."""
-    user = _auth_store(request).set_disabled(name, True, actor=who.name)
-    return {"name": user.name, "role": user.role, "disabled": user.disabled}
-
-
-@router.post("/v1/admin/users/{name}/enable")
-async def enable_user(
-    name: str, request: Request, who: Principal = Depends(require_api_role("admin"))
-) -> dict[str, Any]:
-    user = _auth_store(request).set_disabled(name, False, actor=who.name)
+    """disable: the user cannot sign in, their UI sessions end and every key they made is refused, at once;
+    enable: all of that is undone."""
+    user = _auth_store(request).set_disabled(name, action == "disable", actor=who.name)
     return {"name": user.name, "role": user.role, "disabled": user.disabled}
 
 

@@ -95,6 +95,9 @@ def test_a_key_file_from_before_scopes_still_loads_unscoped_and_never_expiring(t
 def test_expiry_rotation_and_last_use_in_the_store(tmp_path: Path) -> None:
     path = tmp_path / "api_keys.json"
     auth = Auth({}, path)
+    for far in (time.time() + 6.8e16, float("nan")):  # the fuzzer's 6.8e16 s was an OverflowError, a 500
+        with pytest.raises(BadRequestError, match="over 100 years"):
+            auth.create_key("far", "viewer", actor="t", expires_at=far)
     with pytest.raises(BadRequestError, match="not in the future"):
         auth.create_key("k", "viewer", actor="t", expires_at=time.time() - 1)
     scope = KeyScope(models=("smol*",), paths=("/v1/chat/completions",))
