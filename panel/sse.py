@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from panel.engines.base import Usage
+from panel.engines.base import WHOLE_ANSWER, Usage
 
 # Streamed event types that carry generated output, beside OpenAI chunks with choices:
 # the Responses API ("response.output_text.delta", "response.reasoning_text.delta", ...) and Anthropic messages.
@@ -87,6 +87,7 @@ class StreamChunk:
     usage_only: bool = False  # counts and an empty `choices`: the chunk `stream_options.include_usage` adds
     usage: Usage | None = None  # OpenAI `usage`, Responses API `response.usage`, Anthropic `message.usage`
     timings_usage: Usage | None = None  # llama-server's `timings` as counts
+    whole_answer: bool = False  # the engine's `timings` say it made the answer whole (no first token before the rest)
     output_events: int = 0  # a Responses API or Anthropic delta event: one
     finish_reason: str | None = None  # outside `choices`: Anthropic's stop_reason, the Responses API's status
     error: str | None = None  # the message of an `error` field
@@ -102,6 +103,7 @@ class StreamChunk:
             usage_only=usage is not None and "choices" in data and not raw_choices,
             usage=usage,
             timings_usage=_timings_usage(data),
+            whole_answer=isinstance(data.get("timings"), dict) and data["timings"].get(WHOLE_ANSWER) is True,
             output_events=1 if kind.endswith(".delta") or kind in DELTA_TYPES else 0,
             finish_reason=_other_finish(data),
             error=error_message(data) if "error" in data else None,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from panel.access.auth import Principal, actor_of, require_api_role, role_allows
 from panel.api.remote import RemoteEndpoint
 from panel.errors import EngineFailure, ForbiddenError
+from panel.images import MAX_IMAGES, image_part_from_data_url
 from panel.services import services_of
 from panel.ui.arena_battle import BattleAsk, BattleStep, battle
 
@@ -49,6 +50,11 @@ class BattleBody(BaseModel):
     )
     max_tokens: int = Field(default=512, ge=1)
     temperature: float = Field(default=0.7, ge=0, le=2)
+    images: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_IMAGES,
+        description="images with the prompt, as data URLs (data:image/png;base64,...): for models that can see",
+    )
 
 
 class VoteBody(BaseModel):
@@ -78,6 +84,7 @@ async def new_battle(body: BattleBody, request: Request, who: Principal = Depend
         can_load=role_allows(who.role, "operator"),
         system=body.system,
         remote=remote,
+        images=tuple(image_part_from_data_url(url, f"image {n}") for n, url in enumerate(body.images, 1)),
     )
     user = who.name if services.auth.enabled else None
     last: BattleStep | None = None

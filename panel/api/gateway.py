@@ -19,6 +19,7 @@ from panel.engines.base import ENGINE_NAMES, EngineCall, EngineReply
 from panel.engines.manager import EngineManager
 from panel.engines.routing import Target
 from panel.errors import BadRequestError, ForbiddenError, NotFoundError, NotResidentError
+from panel.images import has_image_parts
 from panel.key_scope import UNSCOPED, KeyScope
 from panel.observability.stats import StreamStats
 
@@ -92,7 +93,22 @@ class Gateway:
             prepared.pending = exc.model
         if scope.limits_target:
             self._check_reach(scope, prepared)
+        if prepared.target is not None:
+            self.check_images(prepared.path, prepared.request, prepared.target)
         return prepared
+
+    def check_images(self, path: str, request: dict[str, Any], target: Target) -> None:
+        """A request with image parts for a model that cannot see is refused before anything is sent."""
+        if path not in GENERATION_PATHS or not has_image_parts(request):
+            return
+        engine, served = target.engine.name, target.name
+        if any(r.vision for r in self.manager.residents() if r.engine == engine and r.name == served):
+            return
+        raise BadRequestError(
+            f"{served} ({engine}) cannot take images: it was loaded without a vision projector or is not a "
+            "multimodal model. Send text only, or load a model that can see (llama.cpp with the mmproj option; a "
+            "multimodal vLLM or Transformers model)"
+        )
 
     def _check_reach(self, scope: KeyScope, prepared: Prepared) -> None:
         """The model and engine a request reaches must be in scope too: a name the router does not know falls back
@@ -123,6 +139,8 @@ class Gateway:
             target = await self.manager.ensure(
                 prepared.pending, engine_name=prepared.engine_name, can_load=prepared.can_load, actor=prepared.who
             )
+        if prepared.target is None:  # loaded just now: whether it sees is known only once it is resident
+            self.check_images(prepared.path, prepared.request, target)
         engine, served = target.engine, target.name
         request, changed = prepared.request, prepared.changed
         if prepared.model is not None and prepared.model != served:

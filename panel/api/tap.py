@@ -163,6 +163,7 @@ class Tap:
             stats.usage = chunk.usage
         elif stats.usage is None:
             stats.usage = chunk.timings_usage
+        stats.whole_answer = stats.whole_answer or chunk.whole_answer
         tokens = chunk.output_events
         for choice in chunk.choices:
             if choice.has_output:

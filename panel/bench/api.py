@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1/bench")
 class TargetBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=4096)
-    engine: str = Field(default="llamacpp", pattern="^(llamacpp|vllm|remote)$")
+    engine: str = Field(default="llamacpp", pattern="^(llamacpp|vllm|transformers|remote)$")
     options: dict[str, Any] = Field(default_factory=dict)
     include: list[str] | None = None
     url: str | None = Field(default=None, max_length=2048, description="OpenAI base URL of a remote target")
@@ -32,7 +32,7 @@ class TargetBody(BaseModel):
 class RunBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     suites: list[str] = Field(default_factory=lambda: list(SUITES), min_length=1)
-    engine: str | None = Field(default=None, pattern="^(llamacpp|vllm)$")
+    engine: str | None = Field(default=None, pattern="^(llamacpp|vllm|transformers)$")
     lengths: list[int] | None = Field(default=None, max_length=32)
     concurrencies: list[int] | None = Field(default=None, max_length=32)
     models: list[TargetBody] = Field(default_factory=list, max_length=50)

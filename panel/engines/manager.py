@@ -24,6 +24,7 @@ from panel.errors import (
     BadRequestError,
     ConflictError,
     EngineUnavailableError,
+    ForbiddenError,
     NotFoundError,
     NotResidentError,
 )
@@ -123,8 +124,11 @@ class EngineManager:
 
     # --- control ----------------------------------------------------------------------
 
-    def validate_load(self, engine_name: str, model_path: str, options: dict[str, Any]) -> LoadRequest:
-        """Check a load request completely before anything is touched; raises a 4xx error."""
+    def validate_load(
+        self, engine_name: str, model_path: str, options: dict[str, Any], actor: str | None = None
+    ) -> LoadRequest:
+        """Check a load request completely before anything is touched; raises a 4xx error. An engine's refusal of
+        a load by `actor` (Transformers: a model's own code the operator has not allowed) is audited."""
         engine = self.get(engine_name)
         st = engine.status()
         if st.status is EngineState.UNAVAILABLE:
@@ -134,7 +138,13 @@ class EngineManager:
         request = LoadRequest(engine=engine_name, model_path=str(path), options=clean)
         check_load = getattr(engine, "check_load", None)  # an engine's own refusal (Transformers' remote code)
         if check_load is not None:
-            check_load(request)
+            try:
+                check_load(request)
+            except ForbiddenError as exc:
+                if actor is not None:
+                    refused = {"model": request.model_path, "actor": actor, "options": request.options.to_json()}
+                    self._notify("load_refused", engine_name, {**refused, "reason": exc.message})
+                raise
         name = engine.name_for(request)
         for other in self.engines.values():
             if other is not engine and any(r.name == name for r in other.residents()):
@@ -154,7 +164,7 @@ class EngineManager:
     ) -> EngineStatus:
         """Load a model beside the resident ones (on vLLM: replacing its one model), making room first.
         Refuses while another load or a benchmark holds the engines; `force` skips the memory check."""
-        request = self.validate_load(engine_name, model_path, options or {})
+        request = self.validate_load(engine_name, model_path, options or {}, actor)
         async with self._gpu.hold(f"loading {Path(request.model_path).name} on {engine_name}"):
             await self._load_held(request, actor, force=force, pinned=pinned, ttl_s=ttl_s)
         return self.get(engine_name).status()
@@ -317,7 +327,7 @@ class EngineManager:
         async with self._gpu.queue(f"loading {model} on request", wait_s, refusal):
             with contextlib.suppress(NotResidentError, NotFoundError, ConflictError, BadRequestError):
                 return self.route(engine, model)  # loaded meanwhile
-            request = self.validate_load(engine, path, options)
+            request = self.validate_load(engine, path, options, f"{actor} (on request)")
             await self._load_held(request, f"{actor} (on request)", deadline=deadline)
             return Target(self.get(engine), self.get(engine).name_for(request))
 
@@ -399,7 +409,7 @@ class GpuHold:
     async def load(
         self, engine_name: str, model_path: str, options: dict[str, Any] | None = None, actor: str = "local"
     ) -> EngineStatus:
-        request = self._manager.validate_load(engine_name, model_path, options or {})
+        request = self._manager.validate_load(engine_name, model_path, options or {}, actor)
         await self._manager._load_held(request, actor)
         return self._manager.get(engine_name).status()
 

@@ -17,6 +17,7 @@ class StreamStats:
     tokens: int = 0  # tokens seen in events so far
     usage: Usage | None = None
     token_times: list[float] = field(default_factory=list)
+    whole_answer: bool = False  # the engine said it made the answer whole (docs/benchmarks.md)
 
     def add(self, event: TokenEvent) -> None:
         if event.n_tokens:
@@ -58,13 +59,23 @@ class StreamStats:
         """One line while the answer streams: tokens/s so far (from token arrival times) and the tokens seen."""
         return f"streaming · {self.live_tps(now) or 0:.1f} tokens/s · {self.tokens} tokens"
 
+    @property
+    def whole_at_once(self) -> bool:
+        """The engine made the answer whole (a diffusion model's own method): no first token before the rest. Said by
+        the engine, not guessed from one chunk (vLLM merges a slow reader's tokens into one chunk)."""
+        return self.whole_answer and self.completion_tokens > 1
+
     def summary(self) -> str:
-        """One line for under a chat answer."""
+        """One line for under a chat answer; for an answer that came whole, tokens/s is completion tokens / the whole
+        generation time and there is no TTFT (docs/benchmarks.md)."""
         tps = self.decode_tps
         ttft = self.ttft_s
+        if self.whole_at_once and self.e2e_s:
+            tps, ttft = self.completion_tokens / self.e2e_s, None
         parts = [
             f"{tps:.1f} tokens/s" if tps is not None else "– tokens/s",
             f"TTFT {ttft * 1000:.0f} ms" if ttft is not None else "TTFT –",
+            *(["whole answer at once"] if self.whole_at_once else []),
             f"{self.completion_tokens} tokens",
         ]
         if self.usage and self.usage.prompt_tokens:

@@ -2,7 +2,8 @@
 until the person votes; then the names and speeds; ratings (Bradley–Terry, bootstrap 95 % intervals, overall or per
 category) on a chart. A prompt may be typed or drawn from the 29-test suite; the pair is drawn from the resident
 models or from chosen ones, library models included (loaded when drawn, for operators); a follow-up continues both
-conversations before the vote, which is for the whole conversation. Anyone signed in may battle and vote; only an
+conversations before the vote, which is for the whole conversation. An image may go with a prompt to models that can
+see (a pair is then drawn from those). Anyone signed in may battle and vote; only an
 operator may reset the votes."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from panel.arena.prompts import draw_prompt
 from panel.arena.ratings import Rating
 from panel.arena.store import Battle
 from panel.errors import PanelError
+from panel.images import ImagePart, image_part_from_file
 from panel.services import Services
 from panel.ui.arena_battle import BattleAsk, arena_models, battle
 from panel.ui.chat_turn import ChatStep
@@ -31,6 +33,7 @@ RATING_COLUMNS = ["model", "rating", "95% low", "95% high", "battles", "wins", "
 ALL_CATEGORIES = "All categories"
 REMOTE_NEEDS_OPERATOR = "a remote endpoint in the arena needs the operator role"
 DRAWING = random.Random()
+MAX_TOKENS = 512  # the slider's value; also when the Options accordion was never opened (its boxes send None)
 
 
 def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
@@ -41,6 +44,14 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
     )
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", lines=3, scale=4, elem_id="arena-prompt")
+        picture = gr.Image(
+            label="Image (optional): for models that see",
+            type="filepath",
+            sources=["upload", "clipboard"],  # and dropped on it
+            height=170,
+            scale=2,
+            elem_id="arena-image",
+        )
         with gr.Column(scale=1):
             category = gr.Textbox(label="Category (optional)", placeholder="e.g. writing, coding", elem_id="arena-cat")
             draw_btn = gr.Button("🎲 Draw a prompt", size="sm", elem_id="arena-draw")
@@ -50,7 +61,9 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
     with gr.Accordion("Options: system prompt, models in the draw, a remote endpoint", open=False):
         with gr.Row():
             system = gr.Textbox(label="System prompt for both (optional)", lines=2, scale=3, elem_id="arena-system")
-            max_tokens = gr.Slider(1, 8192, value=512, step=1, label="Max tokens", scale=1, elem_id="arena-max-tokens")
+            max_tokens = gr.Slider(
+                1, 8192, value=MAX_TOKENS, step=1, label="Max tokens", scale=1, elem_id="arena-max-tokens"
+            )
         pool = gr.Dropdown(
             choices=[],
             multiselect=True,
@@ -115,12 +128,13 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
     async def on_arena_go_click(
         text: str,
         cat: str,
-        sys_prompt: str,
+        sys_prompt: str | None,
         chosen: list[str] | None,
-        limit: float,
-        url: str,
-        model: str,
-        key: str,
+        limit: float | None,
+        url: str | None,
+        model: str | None,
+        key: str | None,
+        image: str | None,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         operator = role_allows(current_role(services, request), "operator")
@@ -128,16 +142,36 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
         if remote is not None and not operator:
             yield failed(REMOTE_NEEDS_OPERATOR)
             return
+        try:
+            images = _images(image)
+        except PanelError as exc:
+            yield failed(exc.message)
+            return
         pool_names = tuple(chosen or ())
         ask = BattleAsk(
-            text, cat.strip(), None, int(limit), pool=pool_names, can_load=operator, system=sys_prompt, remote=remote
+            text,
+            cat.strip(),
+            None,
+            int(limit or MAX_TOKENS),
+            pool=pool_names,
+            can_load=operator,
+            system=sys_prompt or "",
+            remote=remote,
+            images=images,
         )
         async for update in fight(ask, request, []):
             yield update
 
     @requires_role(services, "viewer")
     async def on_arena_follow_click(
-        text: str, current: str | None, limit: float, url: str, model: str, key: str, request: gr.Request
+        text: str,
+        current: str | None,
+        limit: float | None,
+        url: str | None,
+        model: str | None,
+        key: str | None,
+        image: str | None,
+        request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
         if not current:
             yield (
@@ -152,6 +186,7 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
             return
         try:
             earlier = services.arena.open_conversation(current)
+            images = _images(image)
         except PanelError as exc:
             yield failed(exc.message)
             return
@@ -162,18 +197,25 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
         if remote is not None and not operator:  # as for a new battle: the panel would call the remote URL
             yield failed(REMOTE_NEEDS_OPERATOR)
             return
-        ask = BattleAsk(text, max_tokens=int(limit), continues=current, can_load=operator, remote=remote)
+        ask = BattleAsk(
+            text,
+            max_tokens=int(limit or MAX_TOKENS),
+            continues=current,
+            can_load=operator,
+            remote=remote,
+            images=images,
+        )
         async for update in fight(ask, request, earlier):
             yield update
 
     outputs = [answer_a, line_a, answer_b, line_b, battle_id, reveal, follow_btn, *votes]
     busy = [follow_btn, *votes]
     remote_inputs = [remote_url, remote_model, remote_key]
-    go_inputs = [prompt, category, system, pool, max_tokens, *remote_inputs]
+    go_inputs = [prompt, category, system, pool, max_tokens, *remote_inputs, picture]
     go_btn.click(lambda: closed, None, busy).then(on_arena_go_click, go_inputs, outputs)
     prompt.submit(lambda: closed, None, busy).then(on_arena_go_click, go_inputs, outputs)
     follow_btn.click(lambda: closed, None, busy).then(
-        on_arena_follow_click, [prompt, battle_id, max_tokens, *remote_inputs], outputs
+        on_arena_follow_click, [prompt, battle_id, max_tokens, *remote_inputs, picture], outputs
     )
 
     @shows_errors
@@ -225,9 +267,15 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
     return {"reveal": reveal, "plot": plot}
 
 
-def _remote(url: str, model: str, key: str) -> RemoteEndpoint | None:
-    """The remote endpoint the options name, or None when its URL is empty."""
-    return RemoteEndpoint(url.strip(), model.strip(), key.strip()) if url.strip() else None
+def _images(path: str | None) -> tuple[ImagePart, ...]:
+    """The attached image checked (size, really an image), or none."""
+    return (image_part_from_file(path),) if path else ()
+
+
+def _remote(url: str | None, model: str | None, key: str | None) -> RemoteEndpoint | None:
+    """The remote endpoint the options name, or None when its URL is empty (or the options were never opened)."""
+    url, model, key = (url or "").strip(), (model or "").strip(), (key or "").strip()
+    return RemoteEndpoint(url, model, key) if url else None
 
 
 def _transcript(earlier: Sequence[Battle], side: str, prompt: str, answer: str) -> str:

@@ -11,11 +11,13 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from panel.api.remote import REMOTE, RemoteEndpoint
 from panel.arena.pairing import choose_pair
 from panel.arena.store import Battle
 from panel.errors import BadRequestError
+from panel.images import ImagePart
 from panel.services import Services
 from panel.ui.chat_turn import ChatAsk, ChatStep, two_turns
 
@@ -34,6 +36,7 @@ class BattleAsk:
     can_load: bool = True  # a library model that is not resident may be loaded (operators, as for the API)
     system: str = ""  # a system prompt for both (a follow-up keeps the battle's own)
     remote: RemoteEndpoint | None = None  # one side: this endpoint, against a model of this panel
+    images: tuple[ImagePart, ...] = ()  # checked images sent with the prompt to both sides (models that can see)
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,35 @@ def _check_known(services: Services, names: Sequence[str]) -> None:
         )
 
 
+def sees(services: Services, name: str) -> bool:
+    """True when `name` is a resident model that takes images (a library model not loaded yet is not known to)."""
+    return any(r.vision for r in services.manager.residents() if r.name == name)
+
+
 def _pool(services: Services, ask: BattleAsk) -> list[str]:
-    """The models a pair is drawn from: the ones asked for (each resident or in the library), else the resident."""
+    """The models a pair is drawn from: the ones asked for (each resident or in the library), else the resident;
+    with images, only those that can see."""
     _check_known(services, ask.pool)
-    return list(ask.pool) or services.manager.resident_names()
+    pool = list(ask.pool) or services.manager.resident_names()
+    if not ask.images:
+        return pool
+    seeing = [m for m in pool if sees(services, m)]
+    if len(seeing) < (1 if ask.remote is not None else 2):
+        raise BadRequestError(
+            f"an image needs models that can see, and {len(seeing)} of {', '.join(pool) or 'none'} can "
+            f"({', '.join(seeing) or 'none'}): load a vision model (llama.cpp with the mmproj option, a multimodal "
+            "vLLM or Transformers model), or send text only"
+        )
+    return seeing
+
+
+def _check_sight(services: Services, names: Sequence[str]) -> None:
+    blind = [m for m in names if not sees(services, m)]
+    if blind:
+        raise BadRequestError(
+            f"{', '.join(blind)} cannot take images (no vision projector, or not a multimodal model, or not loaded "
+            "yet): send text only, or choose models that can see"
+        )
 
 
 def pick_models(services: Services, ask: BattleAsk) -> tuple[str, str]:
@@ -93,12 +121,14 @@ def pick_models(services: Services, ask: BattleAsk) -> tuple[str, str]:
     if a == b:
         raise BadRequestError("the arena needs two different models, not the same one twice")
     _check_known(services, (a, b))
+    if ask.images:
+        _check_sight(services, (a, b))
     return (a, b) if PAIRING.random() < 0.5 else (b, a)
 
 
-def conversations(turns: Sequence[Battle]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """The messages so far on each side: the same prompts, each side's own answers."""
-    sides: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], [])
+def conversations(turns: Sequence[Battle]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The messages so far on each side: the same prompts, each side's own answers (the text: images are not kept)."""
+    sides: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
     for turn in turns:
         for side, answer in zip(sides, (turn.answer_a, turn.answer_b), strict=True):
             side += [{"role": "user", "content": turn.prompt}, {"role": "assistant", "content": answer}]
@@ -109,7 +139,7 @@ async def battle(services: Services, ask: BattleAsk, user: str | None, who: str)
     """Stream both answers; store the battle when both ended whole (a refused or broken answer stores nothing)."""
     if not ask.prompt.strip():
         raise BadRequestError("type a prompt first")
-    history: tuple[list[dict[str, str]], list[dict[str, str]]] = ([], [])
+    history: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
     category, system = ask.category, ask.system
     if ask.continues is not None:
         if ask.models is not None or ask.pool:
@@ -123,12 +153,16 @@ async def battle(services: Services, ask: BattleAsk, user: str | None, who: str)
         if remote_side is None and ask.remote is not None:
             raise BadRequestError("this battle has no remote side: a follow-up goes to its own two models")
         history = conversations(turns)
+        if ask.images:
+            _check_sight(services, [m for m in (model_a, model_b) if m != remote_side])
     else:
         model_a, model_b = pick_models(services, ask)
 
     def chat(model: str, side: int) -> ChatAsk:
         remote = ask.remote if ask.remote is not None and model == ask.remote.label else None
-        return ChatAsk(ask.prompt, history[side], system, model, ask.max_tokens, ask.temperature, 1.0, remote)
+        return ChatAsk(
+            ask.prompt, history[side], system, model, ask.max_tokens, ask.temperature, 1.0, remote, ask.images
+        )
 
     last: tuple[ChatStep, ChatStep] | None = None
     asks = (chat(model_a, 0), chat(model_b, 1))

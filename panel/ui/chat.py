@@ -1,4 +1,5 @@
-"""Chat tab: streaming answers with live tokens/s, time to first token and token counts under each answer."""
+"""Chat tab: streaming answers with live tokens/s, time to first token and token counts under each answer; images
+(dropped, pasted or attached) go with a message to a model that can see, and are refused before sending otherwise."""
 
 from __future__ import annotations
 
@@ -10,23 +11,34 @@ import gradio as gr
 
 from panel.access.auth import actor_of
 from panel.engines.base import EngineState, Resident
+from panel.errors import PanelError
+from panel.images import checked_images, image_part_from_file
 from panel.services import Services
 from panel.ui.chat_turn import ChatAsk, chat_turn
 from panel.ui.usage import build_my_usage
 
 MODEL_AUTO = "auto"
+EMPTY_MESSAGE: dict[str, Any] = {"text": "", "files": []}
 
 
 def build_chat(services: Services) -> None:
     manager = services.manager
 
-    notice = gr.Markdown(chat_notice(manager.residents(), manager.busy_reason), elem_id="chat-notice")
+    # a function: Gradio calls it at each page load, so the notice is true when the page opens (not when built)
+    notice = gr.Markdown(lambda: chat_notice(manager.residents(), manager.busy_reason), elem_id="chat-notice")
     with gr.Row():
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot")
             with gr.Row():
-                prompt = gr.Textbox(
-                    placeholder="Type a message and press Enter", show_label=False, scale=6, elem_id="chat-input"
+                prompt = gr.MultimodalTextbox(
+                    placeholder="Type a message and press Enter; drop, paste or attach an image for a model that sees",
+                    show_label=False,
+                    scale=6,
+                    elem_id="chat-input",
+                    file_types=["image"],
+                    file_count="multiple",
+                    sources=["upload"],
+                    submit_btn=False,
                 )
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
                 stop = gr.Button("Stop", scale=1)
@@ -47,9 +59,9 @@ def build_chat(services: Services) -> None:
     history = gr.State([])  # clean role/content messages sent to the engine
 
     async def on_send_submit(
-        message: str,
+        message: dict[str, Any] | str | None,
         display: list[dict[str, Any]],
-        clean: list[dict[str, str]],
+        clean: list[dict[str, Any]],
         model_name: str,
         system_prompt: str,
         max_new: float,
@@ -57,25 +69,33 @@ def build_chat(services: Services) -> None:
         topp: float,
         request: gr.Request,
     ) -> AsyncIterator[tuple[Any, ...]]:
+        text, files = _typed_message(message)
+        try:
+            images = checked_images([image_part_from_file(f) for f in files])
+        except PanelError as exc:  # too large, not an image: say so, keep the message in the box
+            yield display, clean, message, f"❌ {exc.message}"
+            return
         ask = ChatAsk(
-            message=(message or "").strip(),
+            message=text,
             history=clean,
             system_prompt=system_prompt,
             model=None if not model_name or model_name == MODEL_AUTO else model_name,
             max_tokens=int(max_new or 0),
             temperature=temp,
             top_p=topp,
+            images=images,
         )
         user = getattr(request, "username", None)
-        turn = [*display, {"role": "user", "content": ask.message}]
+        shown_user = [*([ask.message] if ask.message else []), *({"path": f} for f in files)] if files else ask.message
+        turn = [*display, {"role": "user", "content": shown_user}]
         async with aclosing(chat_turn(services, ask, str(user) if user else None, actor_of(request))) as steps:
             async for step in steps:
                 if not step.sent:
-                    yield display, clean, ask.message, step.line
+                    yield display, clean, message, step.line
                     continue
                 shown = [*turn, *_assistant_messages(step.answer, step.reasoning, step.footer)]
-                said = [{"role": "user", "content": ask.message}, {"role": "assistant", "content": step.answer}]
-                yield shown, [*clean, *said] if step.finished else clean, "", step.line
+                said = [ask.user_message(), {"role": "assistant", "content": step.answer}]
+                yield shown, [*clean, *said] if step.finished else clean, EMPTY_MESSAGE, step.line
 
     def on_timer_tick(current: str | None) -> tuple[str, Any]:
         names = manager.resident_names()
@@ -91,6 +111,14 @@ def build_chat(services: Services) -> None:
     stop.click(None, cancels=[send_event, submit_event])
     clear.click(lambda: ([], [], ""), outputs=[chatbot, history, live], queue=False)
     gr.Timer(3.0).tick(on_timer_tick, engine, [notice, engine], show_progress="hidden", queue=False)
+
+
+def _typed_message(message: dict[str, Any] | str | None) -> tuple[str, list[str]]:
+    """The text and the uploaded files' paths of the input box's value."""
+    if isinstance(message, dict):
+        files = [f if isinstance(f, str) else str(f.get("path", "")) for f in message.get("files") or []]
+        return str(message.get("text") or "").strip(), [f for f in files if f]
+    return (message or "").strip(), []
 
 
 def chat_notice(residents: list[Resident], busy_reason: str | None) -> str:

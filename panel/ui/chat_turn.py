@@ -13,6 +13,7 @@ from typing import Any
 from panel.api.remote import RemoteEndpoint, open_remote
 from panel.api.tap import Tap
 from panel.errors import EngineFailure, PanelError
+from panel.images import ImagePart, has_image_parts, user_content
 from panel.services import Services
 
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
@@ -22,22 +23,28 @@ QUEUE_POLL_S = 0.5  # how often a turn waiting for a model's slot says where it 
 
 @dataclass(frozen=True)
 class ChatAsk:
-    """What the user sends: the message, the conversation so far (role/content messages) and the settings."""
+    """What the user sends: the message (with its images), the conversation so far (role/content messages, content
+    a string or OpenAI content parts) and the settings."""
 
     message: str
-    history: list[dict[str, str]]
+    history: list[dict[str, Any]]
     system_prompt: str
     model: str | None  # a resident model's name; None: the only one
     max_tokens: int
     temperature: float
     top_p: float
     remote: RemoteEndpoint | None = None  # answered by this endpoint instead of a model of this panel
+    images: tuple[ImagePart, ...] = ()  # checked images sent with the message as image_url content parts
+
+    def user_message(self) -> dict[str, Any]:
+        """The user's turn as the engine gets it: the text alone, or text and image content parts."""
+        return {"role": "user", "content": user_content(self.message, self.images)}
 
     def body(self) -> dict[str, Any]:
         """The OpenAI chat request for the engine, streamed."""
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt.strip() else []
         body: dict[str, Any] = {
-            "messages": [*system, *self.history, {"role": "user", "content": self.message}],
+            "messages": [*system, *self.history, self.user_message()],
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -68,12 +75,17 @@ async def chat_turn(
     (as for an API call). Close the iterator (contextlib.aclosing) to stop: the engine's request ends and the user's
     generation slot is freed."""
     limit = services.settings.max_tokens_limit
-    if not ask.message:
+    if not ask.message and not ask.images:
         yield ChatStep("Type a message first.")
         return
     if not 0 < ask.max_tokens <= limit:
         yield ChatStep(f"❌ max tokens must be between 1 and this panel's limit of {limit}")
         return
+    if ask.remote is None and has_image_parts(ask.body()):  # this message's images, or earlier ones
+        refusal = _image_refusal(services, ask, who, can_load)
+        if refusal is not None:  # a model that cannot see: nothing is sent, the message stays in the box
+            yield ChatStep(f"❌ {refusal}")
+            return
     yield ChatStep("⏳ waiting for the first token…", sent=True)
     answer, reasoning, last_paint = "", "", 0.0
     tap: Tap | None = None
@@ -144,6 +156,15 @@ async def chat_turn(
         model=outcome.model,
         engine=outcome.engine,
     )
+
+
+def _image_refusal(services: Services, ask: ChatAsk, who: str, can_load: bool) -> str | None:
+    """Why the model this turn would reach cannot take its images (the gateway's own check), or None."""
+    try:
+        services.gateway.prepare(CHAT_PATH, ask.body(), who=who, can_load=can_load)
+    except PanelError as exc:
+        return exc.message
+    return None
 
 
 def _ahead_text(ahead: int) -> str:

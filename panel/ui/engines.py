@@ -48,6 +48,7 @@ class LlamaForm:
     flash_attn: bool
     extra_args: str
     alias: str | None
+    mmproj: str | None = None  # the multimodal projector .gguf: the model takes images
 
     def options(self) -> dict[str, Any]:
         """As load options; without an alias the model is served under its file name."""
@@ -58,7 +59,8 @@ class LlamaForm:
             "flash_attn": self.flash_attn,
             "extra_args": self.extra_args,
         }
-        alias = (self.alias or "").strip()
+        alias, mmproj = (self.alias or "").strip(), (self.mmproj or "").strip()
+        options = {**options, "mmproj": mmproj} if mmproj else options
         return {**options, "alias": alias} if alias else options
 
 
@@ -94,6 +96,11 @@ def build_engines(services: Services) -> EnginesTab:
                     elem_id="llama-alias",
                 )
                 force = gr.Checkbox(value=False, label="Load even if the estimate says it does not fit")
+            mmproj = gr.Textbox(
+                label="Vision projector (mmproj .gguf inside the model roots; empty = text only)",
+                placeholder="mmproj-model-f16.gguf",
+                elem_id="llama-mmproj",
+            )
             estimate = gr.Markdown(
                 fit_line(manager, LLAMACPP, model.value, {"ctx_size": settings.llama_ctx_size}),
                 elem_id="llama-estimate",
@@ -125,7 +132,7 @@ def build_engines(services: Services) -> EnginesTab:
     def on_timer_tick() -> tuple[str, str]:
         return status_markdown(engine_statuses(manager)), "\n".join(manager.get(LLAMACPP).logs(LOG_LINES))
 
-    form = [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args, alias]
+    form = [model, ctx_size, parallel, n_gpu_layers, flash_attn, extra_args, alias, mmproj]
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
         on_load_click, [model, force, *form[1:]], message, concurrency_limit=None
     ).then(on_form_change, form, estimate, show_progress="hidden")

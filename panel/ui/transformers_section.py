@@ -1,5 +1,6 @@
 """The Transformers part of the Engines tab: any HF folder, its load options (dtype, device, chat template, tool-call
-parser, remote code with the files it would run), Load/Unload and the child's log."""
+parser, remote code with the files it would run, the model's own generation method and its steps), Load/Unload and
+the child's log."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ class TransformersForm:
     continuous_batching: bool
     trust_remote_code: bool
     alias: str | None
+    generate_method: str | None = None
+    steps: float | None = None
 
     def options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"dtype": self.dtype, "device": (self.device or "auto").strip()}
@@ -48,6 +51,10 @@ class TransformersForm:
             options["trust_remote_code"] = True
         if (self.alias or "").strip():
             options["alias"] = (self.alias or "").strip()
+        if (self.generate_method or "").strip():
+            options["generate_method"] = (self.generate_method or "").strip()
+            if self.steps is not None:
+                options["steps"] = self.steps
         return options
 
 
@@ -94,6 +101,13 @@ def build_transformers_section(services: Services) -> EnginePicker:
                 trust = gr.Checkbox(
                     value=False, label="Trust remote code (runs the model's own files)", elem_id="tf-trust"
                 )
+            with gr.Row():
+                method = gr.Textbox(
+                    label="Model's own generation method (empty = transformers serve; e.g. diffusion_generate)",
+                    placeholder="diffusion_generate",
+                    elem_id="tf-generate-method",
+                )
+                steps = gr.Number(value=None, precision=0, label="Steps (passed to that method)", elem_id="tf-steps")
             remote = gr.Markdown("", elem_id="tf-remote-code")
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="tf-load")
@@ -122,7 +136,7 @@ def build_transformers_section(services: Services) -> EnginePicker:
     def on_tf_timer_tick() -> str:
         return "\n".join(engine.logs(LOG_LINES))
 
-    inputs = [model, dtype, device, template, parser, batching, trust, alias]
+    inputs = [model, dtype, device, template, parser, batching, trust, alias, method, steps]
     load_btn.click(lambda: "⏳ loading…", outputs=message, queue=False).then(
         on_tf_load_click, inputs, message, concurrency_limit=None
     )

@@ -58,6 +58,23 @@ def test_failed_and_empty_results_have_no_figures() -> None:
     assert one.decode_tps is None and one.tpot_s is None
 
 
+def test_an_answer_that_comes_whole_has_tokens_per_s_but_no_ttft() -> None:
+    # a diffusion model's 32 tokens arrive in one chunk 0.8 s after the send, the engine saying it made them whole
+    whole = result(0.0, [0.8], 32)
+    assert not whole.whole_at_once, "one chunk alone is not enough: vLLM merges a slow reader's tokens into one"
+    whole.server_timings = {"generation_ms": 790.0, "whole_answer": True}
+    assert whole.whole_at_once and whole.to_json()["whole_at_once"] is True
+    assert (whole.ttft_s, whole.tpot_s, whole.itl_s()) == (None, None, [])
+    assert whole.decode_tps == pytest.approx(32 / 0.8) == whole.e2e_tps  # completion tokens / whole generation
+    assert whole.e2e_s == pytest.approx(0.8)
+    assert metrics.latency([whole])["ttft"].n == 0
+    one_token = result(0.0, [0.3], 1)
+    one_token.server_timings = {"whole_answer": True}
+    assert not one_token.whole_at_once, "a one-token answer has a first token: its TTFT stays"
+    # a TTFT objective is met or missed by when the answer came: the first text the user sees
+    assert metrics.Slo(ttft_ms=900).met_by(whole) and not metrics.Slo(ttft_ms=700).met_by(whole)
+
+
 def test_percentiles_match_numpy_linear_interpolation() -> None:
     values = [1.0, 2.0, 3.0, 4.0, 10.0]
     assert metrics.percentile(values, 50) == 3.0

@@ -68,6 +68,8 @@ def test_two_users_chat_at_once_without_queueing(panel_server, browser, embedded
     assert resp.status_code == 200, resp.text
     long_page, short_page = _open_chat(browser, panel_server.base_url), _open_chat(browser, panel_server.base_url)
     try:
+        # the notice says what answers (it is made when the page opens, not when the UI was built before the load)
+        long_page.locator("#chat-notice").get_by_text("Answering:").wait_for(timeout=scaled(2_000))
         long_page.locator("#chat-max-tokens input[type=number]").fill("3000")
         long_page.locator("#chat-max-tokens input[type=number]").press("Enter")
         # greedy on a prompt this small model answers at length (checked: 1500 tokens without stopping)

@@ -192,6 +192,8 @@ def build_argv(binary: str, model_path: str, options: LlamaOptions, port: int, n
     if options.threads is not None and not has_flag(extra, "--threads", "-t"):  # the extra arguments' own wins
         argv += ["--threads", str(options.threads)]
     argv += ["--alias", name]  # the name it answers with
+    if options.mmproj:
+        argv += ["--mmproj", options.mmproj]  # the projector: the model takes images
     if not has_flag(extra, "--jinja", "--no-jinja"):
         argv.append("--jinja")  # the model's own chat template, with tool calls and reasoning
     return argv + extra

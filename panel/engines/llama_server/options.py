@@ -1,17 +1,20 @@
-"""llama.cpp load options checked: the panel's own (context, slots, GPU layers, flash attention, threads, alias)
-and the user's extra llama-server arguments."""
+"""llama.cpp load options checked: the panel's own (context, slots, GPU layers, flash attention, threads, alias, the
+multimodal projector) and the user's extra llama-server arguments."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from panel.engines.base import EngineOptions
-from panel.engines.llama_server.argv import known_flags, validate_extra_args
-from panel.errors import BadRequestError
+from panel.engines.llama_server.argv import has_flag, known_flags, validate_extra_args
+from panel.engines.vision import MMPROJ_FLAGS
+from panel.errors import BadRequestError, PanelError
+from panel.models.paths import user_path, within_roots
 from panel.settings import Settings
 
-KNOWN = frozenset({"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads"})
+KNOWN = frozenset({"ctx_size", "parallel", "n_gpu_layers", "flash_attn", "extra_args", "alias", "threads", "mmproj"})
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class LlamaOptions:
     extra_args: tuple[str, ...] = ()
     threads: int | None = None  # None: llama-server's own choice
     alias: str | None = None
+    mmproj: str | None = None  # the multimodal projector .gguf (absolute, inside the roots): the model sees
 
     @classmethod
     def of(cls, options: EngineOptions) -> LlamaOptions:
@@ -45,6 +49,8 @@ class LlamaOptions:
             out["threads"] = self.threads
         if self.alias:
             out["alias"] = self.alias
+        if self.mmproj:
+            out["mmproj"] = self.mmproj
         return out
 
 
@@ -69,7 +75,27 @@ def validate_options(options: dict[str, Any], settings: Settings, binary: str | 
     alias = str(options.get("alias") or "").strip()
     if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
         raise BadRequestError("alias must be one line of at most 200 characters")
-    return LlamaOptions(ctx_size, parallel, n_gpu_layers, flash_attn, tuple(extra_args), threads, alias or None)
+    mmproj = _mmproj_option(options.get("mmproj"), roots)
+    if mmproj is not None and has_flag(extra_args, *MMPROJ_FLAGS):
+        raise BadRequestError("give the projector once: the mmproj option or --mmproj in extra_args, not both")
+    return LlamaOptions(ctx_size, parallel, n_gpu_layers, flash_attn, tuple(extra_args), threads, alias or None, mmproj)
+
+
+def _mmproj_option(raw: Any, roots: tuple[Path, ...]) -> str | None:
+    """The projector file (llama-server --mmproj) made absolute: a .gguf file inside the model roots."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    if not isinstance(raw, str):
+        raise BadRequestError(f"mmproj must be the path of a projector .gguf file, got {raw!r}")
+    try:
+        path = within_roots(user_path(raw), roots)
+    except PanelError as exc:  # outside the roots, or missing: a bad option of this load
+        raise BadRequestError(
+            f"mmproj: {exc.message.replace('model_path', 'the path').replace('no model', 'no file')}"
+        ) from None
+    if not path.is_file() or path.suffix.lower() != ".gguf":
+        raise BadRequestError(f"mmproj must be a projector .gguf file; {raw} is not one")
+    return str(path)
 
 
 def _int_option(options: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

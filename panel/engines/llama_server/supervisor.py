@@ -17,10 +17,11 @@ import httpx
 from panel.engines.base import EngineCall, EngineOptions, EngineReply, EngineState, Resident
 from panel.engines.child import ChildProcess
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
-from panel.engines.llama_server.argv import build_argv
+from panel.engines.llama_server.argv import build_argv, has_flag
 from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.llama_server.passthrough import pass_through
 from panel.engines.procs import rss_bytes
+from panel.engines.vision import MMPROJ_FLAGS
 from panel.errors import ConflictError, EngineFailure
 from panel.settings import CLIENT_KEEP_ALIVE_S, Settings
 
@@ -90,6 +91,7 @@ class LlamaChild:
         self._client: httpx.AsyncClient | None = None
         self._fresh: httpx.AsyncClient | None = None  # keeps no connection: the one retry of a call that broke
         self.last_activity = 0.0  # time.monotonic() when bytes last came from the child (a sign of life)
+        self.vision = False  # the model takes images: learnt once it is healthy (_sees)
         # the child's own key, held only here: its port answers nothing without it, so local processes and web
         # pages that find the port cannot bypass the panel's auth, limits and audit
         self._key = secrets.token_urlsafe(32)
@@ -121,6 +123,7 @@ class LlamaChild:
             detail=self.life.detail,
             memory_bytes=rss_bytes(pid) if pid is not None and self.life.state is EngineState.LOADED else None,
             concurrency=self.concurrency,
+            vision=self.vision,
         )
 
     @property
@@ -140,6 +143,7 @@ class LlamaChild:
             try:
                 await self._start_process(port)
                 await self._wait_healthy()
+                self.vision = await self._sees()
             except _PortCollision as exc:
                 last_error = str(exc)
                 self._log.append(
@@ -269,6 +273,23 @@ class LlamaChild:
             why = f": {self.life.error.splitlines()[0]}" if self.life.error else ""
             raise ConflictError(f"{self.name} on {self.engine_name} is not loaded (it is {self.life.state.value}{why})")
         return await pass_through(client, fresh, self._outgoing(call), self._broken, self._alive)
+
+    async def _sees(self) -> bool:
+        """Whether the model takes images: llama-server's own answer (/props `modalities.vision`), else whether a
+        projector was given (an older llama-server without `modalities`)."""
+        options = LlamaOptions.of(self.options)
+        given = options.mmproj is not None or has_flag(list(options.extra_args), *MMPROJ_FLAGS)
+        client = self._client
+        if client is None:
+            return given
+        try:
+            resp = await client.get("/props", timeout=5.0)
+            props = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            props = None
+        modalities = props.get("modalities") if isinstance(props, dict) else None
+        vision = modalities.get("vision") if isinstance(modalities, dict) else None
+        return vision if isinstance(vision, bool) else given
 
     def _launch(self, port: int) -> tuple[list[str], dict[str, str], str | None]:
         """The child's argv, environment and working folder (None: the panel's) for a start on `port`."""

@@ -59,6 +59,7 @@ class LlamaFitOptions:
     flash_attn: bool = False  # the panel passes --flash-attn off unless asked
     ubatch_size: int = LLAMA_DEFAULT_UBATCH
     kv_unified: bool = False  # llama-server leaves it off when --parallel is given, as the panel does
+    projector_bytes: int = 0  # the multimodal projector's weights (mmproj), held beside the model's
 
     @classmethod
     def of(cls, options: LlamaOptions) -> LlamaFitOptions:
@@ -80,6 +81,7 @@ class LlamaFitOptions:
             flash_attn=is_on(fa) if fa is not None else options.flash_attn,
             ubatch_size=max(1, min(as_int(ubatch, LLAMA_DEFAULT_UBATCH), as_int(batch, LLAMA_DEFAULT_BATCH))),
             kv_unified=bool(unified),
+            projector_bytes=_file_bytes(options.mmproj or flag_value(extra, "-mm", "--mmproj")),
         )
 
 
@@ -112,7 +114,16 @@ def estimate_llama(
     return _estimate_llama_shape(read_gguf_shape(Path(model_path)), options, device)
 
 
+def _file_bytes(path: str | None) -> int:
+    try:
+        return Path(path).stat().st_size if path else 0
+    except OSError:
+        return 0
+
+
 def _estimate_llama_shape(shape: GgufShape, options: LlamaFitOptions, device: DeviceMemory | None) -> MemoryEstimate:
+    if options.projector_bytes:  # the projector's weights load with the model's (on the GPU by default)
+        shape = replace(shape, tensor_bytes=shape.tensor_bytes + options.projector_bytes)
     n_ctx, n_ctx_attn = _llama_ctx(shape, options)
     kv = _llama_kv_bytes(shape, options, n_ctx)
     activations, scores = _llama_compute_bytes(shape, options, n_ctx_attn)

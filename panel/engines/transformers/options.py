@@ -1,6 +1,7 @@
 """Transformers load options checked and typed: dtype, device, continuous batching, attention implementation, a chat
 template and tool-call format of the panel's choosing, trust_remote_code (off unless the operator allowed the model's
-code: panel/engines/transformers/remote_code.py)."""
+code: panel/engines/transformers/remote_code.py), and the model's own generation method with its steps (the child is
+then panel/engines/transformers/generate_worker.py instead of `transformers serve`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ KNOWN = frozenset(
         "chat_template",
         "tool_call_parser",
         "alias",
+        "generate_method",
+        "steps",
     }
 )
 # how tool calls are read out of an answer when the model's own tokenizer has no response template: "hermes" is the
@@ -32,6 +35,9 @@ TOOL_CALL_PARSERS = ("hermes",)
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda|cuda:\d{1,2}|\d{1,2})$")
 ATTN = re.compile(r"^[A-Za-z0-9_./-]{1,100}$")  # sdpa, eager, flash_attention_2, a hub kernel repo
+# a public generate-like method of the model: generate, diffusion_generate (Dream), generate_*; nothing else is called
+GENERATE_METHOD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class TransformersOptions:
     )
     tool_call_parser: str | None = None
     alias: str | None = None
+    generate_method: str | None = None  # the model's own method, called by generate_worker (not transformers serve)
+    steps: int | None = None  # passed to that method (a diffusion model's denoising steps)
 
     @classmethod
     def of(cls, options: EngineOptions) -> TransformersOptions:
@@ -70,6 +78,10 @@ class TransformersOptions:
             out["tool_call_parser"] = self.tool_call_parser
         if self.alias:
             out["alias"] = self.alias
+        if self.generate_method:
+            out["generate_method"] = self.generate_method
+        if self.steps is not None:
+            out["steps"] = self.steps
         return out
 
     def serve_flags(self) -> list[str]:
@@ -112,6 +124,12 @@ def validate_options(options: dict[str, Any], roots: tuple[Path, ...]) -> Transf
     alias = str(options.get("alias") or "").strip()
     if len(alias) > 200 or any(ch in alias for ch in "\r\n\t"):
         raise BadRequestError("alias must be one line of at most 200 characters")
+    method, steps = _generate_method(options)
+    if method is not None and (parser is not None or _bool_option(options, "continuous_batching", False)):
+        raise BadRequestError(
+            "generate_method runs the model's own method: tool_call_parser and continuous_batching "
+            "are transformers serve's and do not apply"
+        )
     return TransformersOptions(
         dtype=dtype,
         device=device,
@@ -121,4 +139,30 @@ def validate_options(options: dict[str, Any], roots: tuple[Path, ...]) -> Transf
         chat_template=template,
         tool_call_parser=parser,
         alias=alias or None,
+        generate_method=method,
+        steps=steps,
     )
+
+
+def _generate_method(options: dict[str, Any]) -> tuple[str | None, int | None]:
+    """The model's own generation method and its steps, checked: a public method whose name says it generates."""
+    method = str(options.get("generate_method") or "").strip() or None
+    if method is not None and not (GENERATE_METHOD.match(method) and "generate" in method):
+        raise BadRequestError(
+            f"generate_method must name the model's own public generation method (such as diffusion_generate), "
+            f"got {method!r}"
+        )
+    raw = options.get("steps")
+    if raw is None or raw == "":
+        return method, None
+    if method is None:
+        raise BadRequestError("steps is passed to the model's own method: set generate_method too")
+    whole = (
+        isinstance(raw, int)
+        or (isinstance(raw, float) and raw.is_integer())
+        or (isinstance(raw, str) and raw.strip().isdigit())
+    )
+    steps = int(raw) if whole and not isinstance(raw, bool) else 0
+    if not 1 <= steps <= MAX_STEPS:
+        raise BadRequestError(f"steps must be a whole number from 1 to {MAX_STEPS}, got {raw!r}")
+    return method, steps

@@ -18,6 +18,7 @@ from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatu
 from panel.engines.child import spawned_pythons_die_with_this_process
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.procs import tree_rss_mib
+from panel.engines.vision import hf_folder_sees
 from panel.engines.vllm.failures import UnsupportedModelError, exception_text, failure_message, short_vllm_error
 from panel.engines.vllm.logs import LoadLog, apply_logging
 from panel.engines.vllm.multinode import head_plan, parallel_problem
@@ -154,6 +155,7 @@ class VllmEngine:
                 error=self._life.error,
                 detail=self._life.detail,
                 memory_bytes=None,  # in the panel's own process: not separable from the rest
+                vision=hf_folder_sees(model),
             )
         ]
 
