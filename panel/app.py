@@ -86,6 +86,7 @@ async def shutdown(services: Services) -> None:
     await services.manager.shutdown()
     if services.node_worker is not None:
         await services.node_worker.shutdown()
+    await asyncio.to_thread(services.auth.close)  # the keys' last uses kept in memory
     await asyncio.to_thread(services.request_log.close)
 
 

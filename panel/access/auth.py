@@ -512,6 +512,16 @@ class Auth:
             writer = self._writer
         writer.submit(self._write_last_use_logged)
 
+    def close(self) -> None:
+        """At shutdown: let a queued write finish, then write the uses since (up to a minute of them would be lost)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            unsaved = bool(self._last_used)
+        if writer is not None:
+            writer.shutdown(wait=True)
+        if unsaved:
+            self._write_last_use_logged()
+
     def _write_last_use_logged(self) -> None:
         try:
             self.write_last_use()

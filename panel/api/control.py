@@ -37,8 +37,8 @@ class EstimateBody(BaseModel):
     engine: EngineName | None = None  # none: the engine that loads this kind of path
     options: dict[str, Any] = Field(default_factory=dict)
 
-    def engine_name(self) -> EngineName:
-        return self.engine or engine_for_path(self.model_path)
+    def engine_name(self, roots: tuple[Path, ...]) -> EngineName:
+        return self.engine or engine_for_path(self.model_path, roots)
 
     def load_options(self) -> dict[str, Any]:
         return {**(self.model_extra or {}), **self.options}
@@ -92,7 +92,7 @@ async def status(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/models/load", dependencies=[Depends(require_api_role("operator"))])
 async def load_model(body: LoadBody, request: Request) -> dict[str, Any]:
-    engine = body.engine_name()
+    engine = body.engine_name(get_manager(request).settings.all_model_roots)
     state = await get_manager(request).load(
         engine,
         body.model_path,
@@ -121,7 +121,7 @@ async def model_policy(body: PolicyBody, request: Request) -> dict[str, Any]:
 async def estimate_model(body: EstimateBody, request: Request) -> dict[str, Any]:
     """What a load would need and whether it fits now, after evicting idle models, later or never."""
     manager = get_manager(request)
-    engine = body.engine_name()
+    engine = body.engine_name(get_manager(request).settings.all_model_roots)
     load = manager.validate_load(engine, body.model_path, body.load_options())
     report = manager.fit(load)
     plan = report.plan

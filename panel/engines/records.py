@@ -16,6 +16,16 @@ from panel.units import human_memory
 WARM_FRACTION = 0.9  # a load whose weight files were at least this much in the page cache counts as warm
 
 
+@dataclass(frozen=True)
+class LastLoad:
+    """How a model was last loaded successfully: a request naming it later loads it the same way (engine included:
+    an HF folder first loaded on Transformers goes there again, not to the engine its format would suggest)."""
+
+    engine: str
+    model_path: str
+    options: dict[str, Any]
+
+
 @dataclass
 class LoadRecord:
     """One load: how long to ready, whether the weights were already in the page cache, what it evicted, and

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from panel.engines.base import Engine, EngineState
+from panel.engines.records import LastLoad
 from panel.engines.slots import Slots
 from panel.errors import BadRequestError, ConflictError, NotFoundError, NotResidentError
 from panel.models import library
-from panel.models.library import LibraryEntry, engine_for_path
+from panel.models.library import LibraryEntry
 from panel.settings import Settings
 
 LIBRARY_TTL_S = 5.0  # a request naming an unknown model rescans the library at most this often
@@ -38,8 +39,8 @@ class OnRequest:
 class LoadMemory(Protocol):
     """What earlier loads remember (the request log database): the options a model was last loaded with."""
 
-    def last_load(self, name: str) -> tuple[str, dict[str, Any]] | None:
-        """(model path, options) of the last successful load whose served name, file or folder is `name`."""
+    def last_load(self, name: str) -> LastLoad | None:
+        """The last successful load whose served name, file or folder is `name`."""
         ...
 
 
@@ -99,7 +100,7 @@ class Router:
                 return entry
         return None
 
-    def remembered(self, model: str) -> tuple[str, dict[str, Any]] | None:
+    def remembered(self, model: str) -> LastLoad | None:
         return self.memory_of_loads.last_load(model) if self.memory_of_loads is not None else None
 
     def on_request(self, model: str, engine_name: str | None) -> OnRequest:
@@ -108,9 +109,12 @@ class Router:
         remembered = self.remembered(model)
         entry = self.library_entry(model, engine_name)
         engine: str
-        if remembered is not None and (entry is None or remembered[0] == entry.path):
-            path, options = remembered
-            engine = engine_for_path(path)
+        if (
+            remembered is not None
+            and engine_name in (None, remembered.engine)
+            and (entry is None or remembered.model_path == entry.path)
+        ):
+            path, options, engine = remembered.model_path, remembered.options, remembered.engine
         elif entry is not None and entry.engine is not None:
             path, options, engine = entry.path, {}, entry.engine
         else:

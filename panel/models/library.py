@@ -5,6 +5,7 @@ pickers' choices, a model path checked for an engine, and delete — never anyth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from panel.engines.base import LLAMACPP, TRANSFORMERS, VLLM, EngineName
-from panel.errors import BadRequestError, ConflictError, ForbiddenError
+from panel.errors import BadRequestError, ConflictError, ForbiddenError, PanelError
 from panel.models.engine_choice import choose_hf_engine
 from panel.models.gguf import GGUF_MAGIC, is_later_shard, read_gguf, shard_paths
 from panel.models.paths import display_path, user_path, within_roots
@@ -79,12 +80,17 @@ def format_for_engine(engine: str) -> str:
     raise BadRequestError(f"unknown engine {engine!r}: one of {', '.join(ENGINE_FOR_FORMAT.values())}")
 
 
-def engine_for_path(model_path: str) -> EngineName:
+def engine_for_path(model_path: str, roots: tuple[Path, ...] = ()) -> EngineName:
     """The engine that loads a model path: llama.cpp a .gguf file, vLLM an HF folder, Transformers an HF folder
-    with its own code or an architecture vLLM does not know (an absolute path to an existing folder)."""
+    with its own code or an architecture vLLM does not know (an existing folder: absolute, or relative to one of
+    `roots` as loads resolve it)."""
     if model_path.strip().lower().endswith(".gguf"):
         return LLAMACPP
-    config_path = Path(model_path) / "config.json"
+    folder = Path(model_path)
+    if not folder.is_absolute() and roots:
+        with contextlib.suppress(PanelError, OSError):  # the load itself says what is wrong with the path
+            folder = within_roots(user_path(model_path), roots)
+    config_path = folder / "config.json"
     if not config_path.is_absolute() or not config_path.is_file():
         return VLLM
     try:

@@ -10,9 +10,8 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from panel.engines.records import LoadRecord
+from panel.engines.records import LastLoad, LoadRecord
 from panel.observability.sqlite_log import columns_of, create_table, insert_sql, transaction
 
 log = logging.getLogger(__name__)
@@ -97,15 +96,17 @@ class LoadLog:
                 for row in found
             ]
 
-    def last_load(self, name: str) -> tuple[str, dict[str, Any]] | None:
-        """(path, options) of the newest successful load served as `name` or of a file/folder called `name`."""
+    def last_load(self, name: str) -> LastLoad | None:
+        """The newest successful load served as `name` or of a file/folder called `name`."""
         with transaction(self.path) as db:
-            found = db.execute("SELECT name, model, options FROM loads WHERE ok = 1 ORDER BY time DESC LIMIT 1000")
-            for served, model, options in found:
+            found = db.execute(
+                "SELECT engine, name, model, options FROM loads WHERE ok = 1 ORDER BY time DESC LIMIT 1000"
+            )
+            for engine, served, model, options in found:
                 if name in (served, model, Path(model).name):
                     try:
                         parsed = json.loads(options)
                     except ValueError:
                         parsed = {}
-                    return str(model), parsed if isinstance(parsed, dict) else {}
+                    return LastLoad(str(engine), str(model), parsed if isinstance(parsed, dict) else {})
         return None

@@ -383,7 +383,7 @@ def test_browser_viewer_sees_no_controls_and_is_refused_operator_loads(secured_p
 
     client = Client(panel.base_url + "/", auth=("vie", PASSWORD), verbose=False)
     result = client.predict(
-        "models/SmolLM2-135M-Instruct.Q4_1.gguf", 2048, 2, 0, False, "", "", False, api_name="/on_load_click"
+        "models/SmolLM2-135M-Instruct.Q4_1.gguf", 2048, 2, 0, False, "", "", False, "", api_name="/on_load_click"
     )
     assert "not allowed" in str(result) and "operator" in str(result)
 
@@ -481,7 +481,8 @@ def test_the_chat_tab_shares_the_per_user_generation_limit(secured_panel) -> Non
 
     def chat(tokens: int) -> Any:
         prompt = "Count from 1 to 1000, one number per line."
-        return client.submit(prompt, [], "auto", "", tokens, 0.0, 0.95, api_name="/on_send_submit")  # no State input
+        message = {"text": prompt, "files": []}  # the multimodal box: text and images
+        return client.submit(message, [], "auto", "", tokens, 0.0, 0.95, api_name="/on_send_submit")  # no State input
 
     long = [chat(1500), chat(1500)]
     deadline = time.monotonic() + scaled(120)

@@ -266,6 +266,20 @@ def test_a_rotated_key_works_beside_its_successor_through_the_grace(team: Team) 
     chat(team, new["key"])
 
 
+def test_a_use_inside_the_minute_reaches_the_keys_file_at_shutdown(tmp_path: Path) -> None:
+    path = tmp_path / "api_keys.json"
+    auth = Auth({}, path)
+    key, token = auth.create_key("k", "viewer", actor="t")
+    auth.principal_for_token(token)
+    first = wait_until(lambda: read_keys_file(path)[key.id].last_used_at, "the first use written to the keys file")
+    time.sleep(0.01)
+    auth.principal_for_token(token)  # within the minute: kept in memory only
+    latest = auth.list_keys()[0].last_used_at
+    assert latest is not None and latest > first and read_keys_file(path)[key.id].last_used_at == first
+    auth.close()  # the panel's shutdown
+    assert read_keys_file(path)[key.id].last_used_at == latest
+
+
 def test_last_use_shows_in_the_api_and_reaches_the_keys_file(team: Team) -> None:
     before = time.time()
     team.client("smol").models.list()

@@ -23,8 +23,10 @@ from panel.app import create_app
 from panel.background import Background
 from panel.engines.manager import EngineManager
 from panel.engines.pagecache import cached_fraction
-from panel.engines.records import LoadRecord
+from panel.engines.records import LastLoad, LoadRecord
 from panel.engines.residency import Holder, plan_room
+from panel.engines.routing import OnRequest, Router
+from panel.engines.slots import Slots
 from panel.observability.load_log import LoadLog
 from panel.settings import Settings
 from tests.conftest import scaled
@@ -80,11 +82,25 @@ def test_load_log_remembers_options_and_survives_reopening(tmp_path: Path) -> No
     failed = LoadRecord("llamacpp", path, 0.2, False, error="boom", name="smol-a", options={"ctx_size": 9})
     log.record(failed)
     again = LoadLog(db)
-    assert again.last_load("smol-a") == (path, {"ctx_size": 1024}), "failed loads are not remembered"
-    assert again.last_load(GGUF) == (path, {"ctx_size": 1024}), "the file name finds it too"
+    assert again.last_load("smol-a") == LastLoad("llamacpp", path, {"ctx_size": 1024}), "failed ones are not kept"
+    assert again.last_load(GGUF) == LastLoad("llamacpp", path, {"ctx_size": 1024}), "the file name finds it too"
     assert again.last_load("other") is None
     rows = again.rows()
     assert [r.ok for r in rows] == [False, True] and rows[1].warm is False and rows[0].error == "boom"
+
+
+def test_a_folder_last_loaded_on_transformers_is_loaded_there_again_on_request(settings: Settings) -> None:
+    """An HF folder vLLM could load, loaded by the operator on Transformers: a later request naming it loads it on
+    Transformers again (the engine is remembered, not guessed from the format); asking for vLLM still gets vLLM."""
+    router = Router(settings, Slots({}))
+    entry = router.library_entry("SmolLM2-135M-Instruct-hf")
+    assert entry is not None and entry.engine == "vllm"
+    log = LoadLog(settings.data_dir / "requests.sqlite3")
+    router.memory_of_loads = log
+    log.record(LoadRecord("transformers", entry.path, 3.0, True, name=entry.name, options={"dtype": "float32"}))
+    assert router.on_request(entry.name, None) == OnRequest("transformers", entry.path, {"dtype": "float32"})
+    assert router.on_request(entry.name, "transformers").engine == "transformers"
+    assert router.on_request(entry.name, "vllm") == OnRequest("vllm", entry.path, {})
 
 
 # --- a real app ---------------------------------------------------------------------------------------------------

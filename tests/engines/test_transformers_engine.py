@@ -278,7 +278,7 @@ def test_kill_9_is_an_engine_error_and_a_reload_works(panel: PanelProcess) -> No
         assert time.monotonic() < deadline, "the crash was not noticed"
         time.sleep(0.2)
     state = tf_status(panel)
-    assert "exited unexpectedly (code -9)" in state["error"] and state["pid"] is None
+    assert "exited unexpectedly with code -9 (SIGKILL: killed outright" in state["error"] and state["pid"] is None
     resp = post(panel, "/v1/chat/completions", {"model": NAME, "messages": CHAT, "max_tokens": 2})
     assert resp.status_code == 409 and "not loaded" in resp.json()["error"]["message"]
 

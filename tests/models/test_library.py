@@ -92,6 +92,15 @@ def test_which_engine_loads_what(roots: tuple[Path, ...]) -> None:
     assert library.engine_for_path("models/x/Y.GGUF") == "llamacpp" and library.engine_for_path("models/x") == "vllm"
     with pytest.raises(BadRequestError, match="unknown engine"):
         library.format_for_engine("tgi")
+    # a folder with its own code, named relative to the roots as loads name it: Transformers, not the format's vLLM
+    custom = roots[0] / "custom-code"
+    custom.mkdir(exist_ok=True)
+    config = {"architectures": ["DreamModel"], "auto_map": {"AutoModel": "modeling_dream.DreamModel"}}
+    (custom / "config.json").write_text(json.dumps(config))
+    assert library.engine_for_path(str(custom)) == "transformers"
+    assert library.engine_for_path("custom-code", roots) == library.engine_for_path("models/custom-code", roots)
+    assert library.engine_for_path("custom-code", roots) == "transformers"
+    assert library.engine_for_path("no-such-folder", roots) == "vllm"  # the load then says it does not exist
     gguf = roots[0] / "tiny-GGUF" / "tiny-Q4_K_M.gguf"
     assert library.resolve_for_engine("models/tiny-GGUF/tiny-Q4_K_M.gguf", roots, "llamacpp") == gguf
     assert library.resolve_for_engine("models/tiny-hf", roots, "vllm") == roots[0] / "tiny-hf"

@@ -15,7 +15,7 @@ from collections.abc import Collection
 import httpx
 
 from panel.engines.base import EngineCall, EngineOptions, EngineReply, EngineState, Resident
-from panel.engines.child import ChildProcess
+from panel.engines.child import ChildProcess, exit_meaning
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
 from panel.engines.llama_server.argv import build_argv, has_flag
 from panel.engines.llama_server.options import LlamaOptions
@@ -190,7 +190,8 @@ class LlamaChild:
         if self.life.state is EngineState.LOADED:
             tail = "\n".join(self.logs(15))
             self.life.move(
-                EngineState.ERROR, error=f"{self.label} exited unexpectedly (code {code}). Last log lines:\n{tail}"
+                EngineState.ERROR,
+                error=f"{self.label} exited unexpectedly with {exit_meaning(code)}. Last log lines:\n{tail}",
             )
 
     async def _keep_healthy(self) -> None:
@@ -237,7 +238,9 @@ class LlamaChild:
                 tail = "\n".join(self.logs(15))
                 if any(m in tail.lower() for m in PORT_COLLISION_MARKERS):
                     raise _PortCollision(f"port {self._port} was already in use")
-                raise EngineFailure(f"{self.label} exited with code {code} while loading. Last log lines:\n{tail}")
+                raise EngineFailure(
+                    f"{self.label} exited with {exit_meaning(code)} while loading. Last log lines:\n{tail}"
+                )
             try:
                 resp = await self._client.get("/health", timeout=2.0)
                 if resp.status_code == 200:

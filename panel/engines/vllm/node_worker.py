@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from panel.engines.child import ChildProcess
+from panel.engines.child import ChildProcess, exit_meaning
 from panel.engines.lifecycle import Lifecycle, Transitions
 from panel.engines.vllm.logs import load_phase
 from panel.engines.vllm.multinode import WorkerLaunch, WorkerState, WorkerStatus, node_environment
@@ -97,7 +97,7 @@ class NodeWorker:
     def _exited(self, code: int) -> None:
         child = self._child
         tail = "\n".join(child.tail(15)) if child is not None else ""
-        message = f"the worker's vLLM node exited (code {code}). Last log lines:\n{tail}"
+        message = f"the worker's vLLM node exited with {exit_meaning(code)}. Last log lines:\n{tail}"
         self._life.move(WorkerState.ERROR, error=message)
 
     def _follow(self, line: str) -> None:
