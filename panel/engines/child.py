@@ -142,7 +142,9 @@ def spawned_pythons_die_with_this_process() -> bool:
     """Start multiprocessing's spawned Pythons (vLLM's engine core and its workers) through setpriv --pdeathsig, so
     a panel killed outright (kill -9, the OOM killer) does not leave them behind holding the model's memory. Linux
     with util-linux's setpriv only (False elsewhere: as before). The signal comes when the *thread* that started the
-    child ends; vLLM's loads run on one thread that lives as long as its engine."""
+    child ends; vLLM's loads run on one thread that lives as long as its engine. SIGKILL, not SIGTERM: an engine core
+    told to stop by SIGTERM shuts down gracefully, and with its panel gone that shutdown was seen to hang (engine
+    core and worker still there 30 s later, in CI); with nobody left to answer, nothing is lost by not waiting."""
     setpriv = _setpriv()
     if setpriv is None:
         return False
@@ -158,7 +160,7 @@ def spawned_pythons_die_with_this_process() -> bool:
         # every Python a test starts is measured) does not trace them — tracing made each vLLM import ~50 % slower
         file.write(
             f"#!/bin/sh\nexec env -u COVERAGE_PROCESS_CONFIG -u COVERAGE_PROCESS_START {shlex.quote(setpriv)} "
-            f'--pdeathsig TERM -- {shlex.quote(sys.executable)} "$@"\n'
+            f'--pdeathsig KILL -- {shlex.quote(sys.executable)} "$@"\n'
         )
     os.chmod(wrapper, 0o700)
     atexit.register(shutil.rmtree, folder, True)
