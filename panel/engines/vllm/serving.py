@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 # hence huggingface-hub < 1.0, while the panel's gradio 6 needs huggingface-hub >= 1.16: one of them breaks.
 MIN_VLLM = "0.20.1"
 DRAIN_GRACE_S = 2.0
+CANCEL_AGAIN_S = 0.5
 
 # `vllm serve` arguments the panel owns or cannot allow (dest names), with the reason shown on refusal.
 OWNED_ARGS: dict[str, str] = {
@@ -335,7 +337,7 @@ class ServingApp:
     def __init__(self, app: Any, timeout_s: float) -> None:
         self.app = app
         self.timeout_s = timeout_s
-        self.calls: set[asyncio.Task[None]] = set()
+        self.calls: set[_Call] = set()
         self._closing = False
 
     async def open(self, path: str, method: str, body: bytes) -> EngineReply:
@@ -369,8 +371,9 @@ class ServingApp:
                 queue.put_nowait(None)
 
         task = asyncio.create_task(run(), name=f"vllm-asgi {path}")
-        self.calls.add(task)
-        task.add_done_callback(self.calls.discard)
+        call = _Call(task, queue, gone)
+        self.calls.add(call)
+        task.add_done_callback(lambda _: self.calls.discard(call))
 
         async def close() -> None:
             gone.set()
@@ -400,10 +403,34 @@ class ServingApp:
         """Refuse new calls, end the ones in flight (their clients see an error), wait for them under a deadline."""
         self._closing = True
         calls = list(self.calls)
-        for task in calls:
-            task.cancel()
-        if calls:
-            await asyncio.wait(calls, timeout=timeout_s)
+        for call in calls:
+            call.end("the request was ended: vLLM is unloading")
+        tasks = {call.task for call in calls}
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning("%d vLLM request(s) still running after %.0f s of unloading", len(tasks), timeout_s)
+                return
+            _, tasks = await asyncio.wait(tasks, timeout=min(left, CANCEL_AGAIN_S))
+            for task in tasks:  # a cancellation that vLLM's server or its middleware swallowed: cancel again
+                task.cancel()
+
+
+@dataclass(eq=False)
+class _Call:
+    """One request in flight in vLLM's app: its task, what it has sent so far, and whether its client left."""
+
+    task: asyncio.Task[None]
+    queue: asyncio.Queue[Any]
+    gone: asyncio.Event
+
+    def end(self, why: str) -> None:
+        """End the request now: its client sees the error after what was already sent, whether or not the app
+        honours the cancellation (a swallowed one would otherwise let the answer run on, or end without an error)."""
+        self.queue.put_nowait(EngineFailure(why))
+        self.gone.set()
+        self.task.cancel()
 
 
 async def _next(queue: asyncio.Queue[Any]) -> dict[str, Any]:
