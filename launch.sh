@@ -183,19 +183,29 @@ case "$cmd" in
       # faster than one per core (README, PANEL_LLAMA_THREADS): what an operator of a shared CPU box would set
       export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
     fi
+    # Two pytest workers (pytest-xdist), each taking whole test files, so a module's panel and engines start once:
+    # measured 45 min -> 26 min for the suite on this 2-core box, as most tests wait on a process, a browser or a
+    # network turn. PANEL_TEST_WORKERS=0 runs in one process (a single test, a debugger). Two workers on two cores
+    # are one busy core beside each engine: one llama.cpp thread per child, as beside the hog (see below).
+    workers="${PANEL_TEST_WORKERS:-2}"
+    spread=()
+    if [ "$workers" != 0 ]; then
+      spread=(-n "$workers" --dist loadfile)
+      export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
+    fi
     setup
     ensure_test_tools
     cd "$REPO"
     if [ "$under_load" = 0 ]; then
-      step "running the tests"
-      exec "$VPY" -m pytest "$@"
+      step "running the tests (${workers} workers; PANEL_TEST_WORKERS=0 for one process)"
+      exec "$VPY" -m pytest "${spread[@]}" "$@"
     fi
     step "running the tests under load (scripts/cpu_hog.py keeps every core busy; PANEL_TEST_TIME_SCALE=${PANEL_TEST_TIME_SCALE:-1})"
     "$VPY" scripts/cpu_hog.py &
     hog=$!
     trap 'kill "$hog" 2>/dev/null || true; wait "$hog" 2>/dev/null || true' EXIT
     rc=0
-    "$VPY" -m pytest "$@" || rc=$?
+    "$VPY" -m pytest "${spread[@]}" "$@" || rc=$?
     exit "$rc" ;;
   lint)
     setup
