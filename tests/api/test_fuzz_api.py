@@ -16,8 +16,8 @@ import bcrypt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
-from hypothesis import strategies as st
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from panel.access.auth import build_auth
