@@ -183,11 +183,11 @@ case "$cmd" in
       # faster than one per core (README, PANEL_LLAMA_THREADS): what an operator of a shared CPU box would set
       export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
     fi
-    # Two pytest workers (pytest-xdist), each taking whole test files, so a module's panel and engines start once:
-    # measured 45 min -> 26 min for the suite on this 2-core box, as most tests wait on a process, a browser or a
-    # network turn. PANEL_TEST_WORKERS=0 runs in one process (a single test, a debugger). Two workers on two cores
-    # are one busy core beside each engine: one llama.cpp thread per child, as beside the hog (see below).
-    workers="${PANEL_TEST_WORKERS:-2}"
+    # PANEL_TEST_WORKERS=2: two pytest workers (pytest-xdist), each taking whole test files so a module's panel and
+    # engines start once, and one llama.cpp thread per child (two workers on two cores: as beside the hog below).
+    # Measured on this 2-core box: 26-28 min instead of 45, but one Gradio file upload in a browser test never
+    # finished in one of two runs (README, "Two workers"), so the default stays one process until that is found.
+    workers="${PANEL_TEST_WORKERS:-0}"
     spread=()
     if [ "$workers" != 0 ]; then
       spread=(-n "$workers" --dist loadfile)
@@ -197,7 +197,7 @@ case "$cmd" in
     ensure_test_tools
     cd "$REPO"
     if [ "$under_load" = 0 ]; then
-      step "running the tests (${workers} workers; PANEL_TEST_WORKERS=0 for one process)"
+      step "running the tests${spread:+ on ${workers} workers}"
       exec "$VPY" -m pytest "${spread[@]}" "$@"
     fi
     step "running the tests under load (scripts/cpu_hog.py keeps every core busy; PANEL_TEST_TIME_SCALE=${PANEL_TEST_TIME_SCALE:-1})"

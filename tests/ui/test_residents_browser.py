@@ -19,6 +19,14 @@ def _resident(base_url: str) -> dict[str, dict]:
     return {r["name"]: r for r in httpx.get(base_url + "/v1/status", timeout=10).json()["resident"]}
 
 
+def _choose(page, pick, name: str) -> None:
+    """Pick a resident from the list as a person does, then wait until the box shows it: typing a name and pressing
+    Enter raced the list's filtering on a loaded machine (Enter took the first option, the other model was unloaded)."""
+    pick.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    _wait_until(lambda: pick.input_value() == name)
+
+
 def _wait_until(check, timeout_s: float = scaled(20.0)) -> None:
     import time
 
@@ -46,8 +54,7 @@ def test_resident_list_pin_ttl_unload_and_estimate(panel_server, browser, embedd
         page.locator("#llama-estimate").get_by_text(re.compile(r"needs about .*MiB")).wait_for(timeout=scaled(30_000))
 
         pick = page.locator("#resident-pick input")
-        pick.fill("left")
-        pick.press("Enter")
+        _choose(page, pick, "left")
         page.locator("#resident-pin").click()
         page.locator("#resident-message").get_by_text("left: pinned").wait_for(timeout=scaled(30_000))
         _wait_until(lambda: _resident(base)["left"]["pinned"])
@@ -60,8 +67,7 @@ def test_resident_list_pin_ttl_unload_and_estimate(panel_server, browser, embedd
         page.locator("#resident-message").get_by_text("idle TTL 600 s").wait_for(timeout=scaled(30_000))
         assert _resident(base)["left"]["ttl_s"] == 600
 
-        pick.fill("right")
-        pick.press("Enter")
+        _choose(page, pick, "right")
         page.locator("#resident-unload").click()
         page.locator("#resident-message").get_by_text("unloaded right").wait_for(timeout=scaled(30_000))
         assert set(_resident(base)) == {"left"}
