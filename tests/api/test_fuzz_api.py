@@ -8,7 +8,7 @@ import atexit
 import concurrent.futures
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,16 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 OPERATIONS = [result.ok() for result in schema.get_all_operations()]
 
 
-def cases(operation: Any) -> Any:
-    return st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in GenerationMode))
+def fuzz(operation: Any, max_examples: int, check: Callable[[Any], None]) -> None:
+    """`check` on up to `max_examples` generated calls of `operation`, valid and invalid."""
+    cases = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in GenerationMode))
+
+    @hypothesis_settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(cases)
+    def run(case: Any) -> None:
+        check(case)
+
+    run()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -71,12 +79,7 @@ def _engines_stopped_after() -> Iterator[None]:
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda operation: operation.label)
 def test_no_server_error_with_an_admin_key(operation: Any) -> None:
-    @hypothesis_settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(cases(operation))
-    def check(case: Any) -> None:
-        no_server_error(case)
-
-    check()
+    fuzz(operation, MAX_EXAMPLES, no_server_error)
 
 
 def no_server_error(case: Any) -> None:
@@ -93,12 +96,7 @@ def no_server_error(case: Any) -> None:
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda operation: operation.label)
 def test_no_key_is_refused_not_crashed(operation: Any) -> None:
-    @hypothesis_settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(cases(operation))
-    def check(case: Any) -> None:
-        refused_not_crashed(case)
-
-    check()
+    fuzz(operation, 10, refused_not_crashed)
 
 
 def refused_not_crashed(case: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from panel.engines.vllm.serving import ServingApp
 from panel.errors import EngineFailure
+from tests.conftest import scaled
 
 
 class StreamingApp:
@@ -17,7 +18,6 @@ class StreamingApp:
 
     def __init__(self, swallow: int) -> None:
         self.swallow = swallow
-        self.sent = 0
         self.finished = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -32,7 +32,6 @@ class StreamingApp:
                 self.swallow -= 1
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
             await send({"type": "http.response.body", "body": b"data: x\n\n", "more_body": True})
-            self.sent += 1
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         self.finished = True
 
@@ -52,7 +51,9 @@ async def read_until_drained(swallow: int) -> tuple[int, BaseException | None, S
             error = exc
 
     reading = asyncio.create_task(consume())
+    deadline = asyncio.get_running_loop().time() + scaled(10)
     while seen < 5:
+        assert asyncio.get_running_loop().time() < deadline and not reading.done(), (seen, error)
         await asyncio.sleep(0.01)
     await serving.drain(timeout_s=5)
     await asyncio.wait_for(reading, timeout=5)
