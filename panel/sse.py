@@ -16,6 +16,7 @@ from panel.engines.base import WHOLE_ANSWER, Usage
 # Streamed event types that carry generated output, beside OpenAI chunks with choices:
 # the Responses API ("response.output_text.delta", "response.reasoning_text.delta", ...) and Anthropic messages.
 DELTA_TYPES = ("content_block_delta",)
+LAST_TYPES = ("message_stop", "response.completed", "response.incomplete", "response.failed")  # a stream's end
 OUTPUT_FIELDS = ("content", "reasoning_content", "reasoning", "tool_calls", "refusal")
 
 
@@ -91,6 +92,7 @@ class StreamChunk:
     output_events: int = 0  # a Responses API or Anthropic delta event: one
     finish_reason: str | None = None  # outside `choices`: Anthropic's stop_reason, the Responses API's status
     error: str | None = None  # the message of an `error` field
+    last: bool = False  # the event that ends a Responses API or Anthropic stream
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> StreamChunk:
@@ -107,6 +109,7 @@ class StreamChunk:
             output_events=1 if kind.endswith(".delta") or kind in DELTA_TYPES else 0,
             finish_reason=_other_finish(data),
             error=error_message(data) if "error" in data else None,
+            last=kind in LAST_TYPES,
         )
 
     @property

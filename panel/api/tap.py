@@ -127,7 +127,11 @@ class Tap:
         """One event's bytes and parsed JSON, observed; None for the one event the panel holds back."""
         chunk = _event_chunk(event)
         if chunk is None:
+            if _is_done(event):
+                self._finished = True  # the answer is whole: a client that leaves now has had all of it
             return event, None
+        if chunk.last:
+            self._finished = True
         return (event, chunk) if self._observe(chunk, time.perf_counter()) else None
 
     async def _document(self) -> tuple[bytes, StreamChunk | None]:
@@ -177,6 +181,11 @@ class Tap:
         elif tokens:
             stats.add(TokenEvent(t=now, n_tokens=tokens))
         return not (self.drop_usage and chunk.usage_only)
+
+
+def _is_done(event: bytes) -> bool:
+    """The `data: [DONE]` event that ends an OpenAI stream."""
+    return any(line.startswith(b"data:") and line[5:].strip() == b"[DONE]" for line in event.splitlines())
 
 
 def _event_chunk(event: bytes) -> StreamChunk | None:

@@ -171,6 +171,41 @@ def test_a_client_leaving_mid_stream_is_recorded_and_crlf_framing_splits() -> No
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(
+    "events",
+    [
+        _sse(_chunk({"content": "a"}), _chunk({}, finish="stop")),
+        [b'event: message_stop\ndata: {"type": "message_stop"}\n\n'],
+        [b'data: {"type": "response.completed", "response": {"status": "completed"}}\n\n'],
+    ],
+    ids=["done", "message_stop", "response.completed"],
+)
+def test_a_client_leaving_after_the_last_event_had_the_whole_answer(events: list[bytes]) -> None:
+    """The openai client closes its connection at `[DONE]`; the engine's stream may still be open then (the CI
+    failure at 4bc284f counted such a request as an error)."""
+
+    async def scenario() -> None:
+        still_open = asyncio.Event()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for piece in events:
+                yield piece
+            await still_open.wait()  # the engine has not closed its stream yet
+
+        async def close() -> None:
+            still_open.set()
+
+        tap, seen = _tap(EngineReply(status=200, content_type="text/event-stream", chunks=chunks(), close=close))
+        stream = tap.raw()
+        got = [await stream.__anext__() for _ in events]
+        assert got == events
+        await stream.aclose()  # the client leaves having read the last event
+        await tap.close()
+        assert seen and tap.outcome.ok, tap.outcome.error
+
+    asyncio.run(scenario())
+
+
 def test_llama_server_timings_give_the_counts_when_no_usage_was_asked_for() -> None:
     async def scenario() -> None:
         last = _chunk({}, finish="length") | {"timings": {"cache_n": 4, "prompt_n": 27, "predicted_n": 2}}
