@@ -256,4 +256,31 @@ def open_tab(page: Any, base_url: str, name: str) -> None:
     """Open the panel's UI in `page` and switch to the tab called `name`."""
     page.goto(base_url + "/")
     page.get_by_role("tab", name=name).wait_for(timeout=scaled(30_000))
+    switch_tab(page, name)
+
+
+# Gradio renders what a closed accordion or an unselected tab holds only when it is opened, and once the new
+# components have loaded it sets every prop again from the page's config on the next animation frame
+# (`render_previously_invisible_children`): a value typed or a file chosen before that frame is overwritten with the
+# default. A person is never that fast; a test under load is. Open sections with these, which wait past that frame.
+SETTLED_JS = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done())))"
+
+
+def settle(page: Any, target: Any = None) -> None:
+    """Wait until `target` (a locator, when given) is visible, then two animation frames: Gradio's re-setting of a
+    newly rendered section's props has run."""
+    if target is not None:
+        target.wait_for(state="visible")
+    page.evaluate(SETTLED_JS)
+
+
+def switch_tab(page: Any, name: str, target: Any = None) -> None:
+    """Select the tab called `name` and let its components settle (see settle)."""
     page.get_by_role("tab", name=name).click()
+    settle(page, target)
+
+
+def expand(page: Any, label: str, target: Any = None) -> None:
+    """Open the accordion labelled `label` and let its components settle (see settle)."""
+    page.get_by_text(label, exact=True).click()
+    settle(page, target)

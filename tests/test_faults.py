@@ -29,7 +29,7 @@ from panel.bench.store import ResultStore
 from panel.files import safe_name
 from panel.settings import Settings
 from tests.bench.test_bench_e2e import wait_run
-from tests.conftest import PanelProcess, run_panel, scaled
+from tests.conftest import PanelProcess, run_panel, scaled, switch_tab
 
 MODEL = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -156,7 +156,7 @@ def test_killed_mid_run_keeps_points_and_cases_and_resumes_them(tmp_path: Path, 
         page = browser.new_page()
         try:
             page.goto(panel.base_url + "/", timeout=scaled(60_000))
-            page.get_by_role("tab", name="Results").click()
+            switch_tab(page, "Results")
             listing = page.locator("#results-interrupted-list")
             listing.get_by_text("benchmark", exact=False).first.wait_for(timeout=scaled(30_000))
             assert "evaluation" in listing.inner_text() and "interrupted" in listing.inner_text()

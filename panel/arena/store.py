@@ -3,6 +3,7 @@ the ratings of the votes, fitted once per state of the votes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from panel.arena.ratings import OUTCOMES, Rating, Vote, ratings
 from panel.errors import BadRequestError, ConflictError, NotFoundError
+from panel.images import ImagePart, image_part_from_data_url
 from panel.observability.sqlite_log import columns_of, create_table, insert_sql, transaction
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,21 @@ class Battle:
     voted_at: float | None = None
     parent: str | None = None  # the battle's previous turn: a follow-up continues both conversations
     system: str = ""  # the system prompt both models had (a drawn suite prompt may bring one)
+    images: str | None = None  # the images sent with this turn's prompt: a JSON list of data URLs
+
+    @staticmethod
+    def images_json(images: tuple[ImagePart, ...]) -> str | None:
+        """The `images` column of a turn whose prompt had these images."""
+        return json.dumps([image.data_url for image in images]) if images else None
+
+    @property
+    def image_count(self) -> int:
+        return len(json.loads(self.images)) if self.images else 0
+
+    def image_parts(self) -> tuple[ImagePart, ...]:
+        """This turn's images (a follow-up sends the whole conversation again, images included)."""
+        urls = json.loads(self.images) if self.images else []
+        return tuple(image_part_from_data_url(url, f"image {n}") for n, url in enumerate(urls, 1))
 
 
 @dataclass(frozen=True)

@@ -110,19 +110,20 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
             async for step in battle(services, ask, str(user) if user else None, actor_of(request)):
                 ready = step.battle_id is not None
                 yield (
-                    _transcript(earlier, "a", ask.prompt, step.a.answer),
+                    _transcript(earlier, "a", ask, step.a.answer),
                     _line(step.a),
-                    _transcript(earlier, "b", ask.prompt, step.b.answer),
+                    _transcript(earlier, "b", ask, step.b.answer),
                     _line(step.b),
                     step.battle_id,
                     "Vote to see which model was which, or ask a follow-up." if ready else "",
                     *([gr.update(interactive=ready)] * (1 + len(votes))),
+                    None if ready else gr.update(),  # the stored turn keeps its image: a follow-up sends it again
                 )
         except PanelError as exc:
             yield failed(exc.message)
 
     def failed(message: str) -> tuple[Any, ...]:
-        return gr.update(), gr.update(), gr.update(), gr.update(), None, f"❌ {message}", *closed
+        return gr.update(), gr.update(), gr.update(), gr.update(), None, f"❌ {message}", *closed, gr.update()
 
     @requires_role(services, "viewer")
     async def on_arena_go_click(
@@ -182,6 +183,7 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
                 None,
                 "battle first: nothing to follow up",
                 *closed,
+                gr.update(),
             )
             return
         try:
@@ -208,7 +210,7 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
         async for update in fight(ask, request, earlier):
             yield update
 
-    outputs = [answer_a, line_a, answer_b, line_b, battle_id, reveal, follow_btn, *votes]
+    outputs = [answer_a, line_a, answer_b, line_b, battle_id, reveal, follow_btn, *votes, picture]
     busy = [follow_btn, *votes]
     remote_inputs = [remote_url, remote_model, remote_key]
     go_inputs = [prompt, category, system, pool, max_tokens, *remote_inputs, picture]
@@ -278,12 +280,18 @@ def _remote(url: str | None, model: str | None, key: str | None) -> RemoteEndpoi
     return RemoteEndpoint(url, model, key) if url else None
 
 
-def _transcript(earlier: Sequence[Battle], side: str, prompt: str, answer: str) -> str:
-    """One side's conversation as Markdown: the earlier turns, then this prompt's answer (alone on a first turn)."""
+def _transcript(earlier: Sequence[Battle], side: str, ask: BattleAsk, answer: str) -> str:
+    """One side's conversation as Markdown: the earlier turns (saying which had images), then this prompt's answer
+    (alone on a first turn)."""
     if not earlier:
         return answer
-    turns = [(t.prompt, t.answer_a if side == "a" else t.answer_b) for t in earlier] + [(prompt, answer)]
-    return "\n\n---\n\n".join(f"**You:** {asked}\n\n{said}" for asked, said in turns)
+    turns = [(t.prompt, t.image_count, t.answer_a if side == "a" else t.answer_b) for t in earlier]
+    turns.append((ask.prompt, len(ask.images), answer))
+    return "\n\n---\n\n".join(f"**You:** {asked}{_with_images(n)}\n\n{said}" for asked, n, said in turns)
+
+
+def _with_images(n: int) -> str:
+    return "" if not n else f" *(with {n} image{'s' if n > 1 else ''})*"
 
 
 def _tps(value: float | None) -> str:

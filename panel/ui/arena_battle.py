@@ -17,7 +17,7 @@ from panel.api.remote import REMOTE, RemoteEndpoint
 from panel.arena.pairing import choose_pair
 from panel.arena.store import Battle
 from panel.errors import BadRequestError
-from panel.images import ImagePart
+from panel.images import ImagePart, user_content
 from panel.services import Services
 from panel.ui.chat_turn import ChatAsk, ChatStep, two_turns
 
@@ -127,11 +127,12 @@ def pick_models(services: Services, ask: BattleAsk) -> tuple[str, str]:
 
 
 def conversations(turns: Sequence[Battle]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The messages so far on each side: the same prompts, each side's own answers (the text: images are not kept)."""
+    """The messages so far on each side: the same prompts with their images, each side's own answers."""
     sides: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
     for turn in turns:
+        asked = {"role": "user", "content": user_content(turn.prompt, turn.image_parts())}
         for side, answer in zip(sides, (turn.answer_a, turn.answer_b), strict=True):
-            side += [{"role": "user", "content": turn.prompt}, {"role": "assistant", "content": answer}]
+            side += [asked, {"role": "assistant", "content": answer}]
     return sides
 
 
@@ -153,7 +154,7 @@ async def battle(services: Services, ask: BattleAsk, user: str | None, who: str)
         if remote_side is None and ask.remote is not None:
             raise BadRequestError("this battle has no remote side: a follow-up goes to its own two models")
         history = conversations(turns)
-        if ask.images:
+        if ask.images or any(turn.images for turn in turns):  # the whole conversation goes again, images too
             _check_sight(services, [m for m in (model_a, model_b) if m != remote_side])
     else:
         model_a, model_b = pick_models(services, ask)
@@ -188,6 +189,7 @@ async def battle(services: Services, ask: BattleAsk, user: str | None, who: str)
         tps_b=last[1].tokens_per_s,
         parent=ask.continues,
         system=system,
+        images=Battle.images_json(ask.images),
     )
     services.arena.add(stored)
     yield BattleStep(last[0], last[1], stored.id)

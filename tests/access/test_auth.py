@@ -31,7 +31,7 @@ from panel.access.auth import (
 from panel.api.paths import FORWARDED_PATHS
 from panel.app import create_app
 from panel.settings import REPO_ROOT, Settings
-from tests.conftest import run_panel, scaled
+from tests.conftest import run_panel, scaled, switch_tab
 
 NEEDS_UI = True  # Gradio's own client and its /gradio_api routes: the panels here serve the UI
 
@@ -373,7 +373,7 @@ def test_browser_viewer_sees_no_controls_and_is_refused_operator_loads(secured_p
         _login(page, panel.base_url, "vie")
         page.get_by_text("signed in as").first.wait_for(timeout=scaled(30_000))
         assert "(viewer)" in page.locator("#panel-whoami").inner_text()
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         assert page.locator("#llama-load").count() == 0 or not page.locator("#llama-load").is_visible()
         assert page.get_by_role("tab", name="Admin").count() == 0
     finally:
@@ -390,7 +390,7 @@ def test_browser_viewer_sees_no_controls_and_is_refused_operator_loads(secured_p
     page = browser.new_page()
     try:
         _login(page, panel.base_url, "ope")
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         page.locator("#llama-load").click()
         page.get_by_text("loaded SmolLM2-135M-Instruct.Q4_1.gguf on llama.cpp").wait_for(timeout=scaled(90_000))
         assert page.get_by_role("tab", name="Admin").count() == 0
@@ -412,10 +412,10 @@ def test_browser_admin_makes_and_revokes_a_key_and_sees_the_monitor(secured_pane
     page = browser.new_page()
     try:
         _login(page, panel.base_url, "adm")
-        page.get_by_role("tab", name="Monitor").click()
+        switch_tab(page, "Monitor")
         page.locator("#monitor-summary").get_by_text("cores").wait_for(timeout=scaled(30_000))
         assert "source:" in page.locator("#monitor-summary").inner_text()
-        page.get_by_role("tab", name="Admin").click()
+        switch_tab(page, "Admin")
         page.locator("#admin-key-name input, #admin-key-name textarea").first.fill("from-the-ui")
         page.locator("#admin-key-create").click()
         page.locator("#admin-message").get_by_text("pnl_").wait_for(timeout=scaled(30_000))

@@ -22,7 +22,7 @@ import pytest
 
 from panel.access.auth import User, build_auth, write_users_file
 from panel.settings import REPO_ROOT, Settings
-from tests.conftest import PanelProcess, open_tab, run_panel, scaled
+from tests.conftest import PanelProcess, open_tab, run_panel, scaled, settle
 
 NEEDS_UI = True  # Gradio's login, its session cookies and the Admin tab: the panels here serve the UI
 
@@ -224,6 +224,7 @@ def test_browser_admin_filters_the_audit_log_and_downloads_it(panel, browser) ->
         page.locator("#admin-audit").scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "admin-audit-filter.png"), full_page=True)
         page.locator("#account-password").get_by_text("Change my password").click()
+        settle(page, page.locator("#account-current input"))
         page.locator("#account-current input").fill("not it")
         page.locator("#account-new input").fill("x1")
         page.locator("#account-repeat input").fill("x1")

@@ -2,7 +2,7 @@
 refused with a 400 naming the model before anything reaches the engine (chat, streamed or not, and the Responses API),
 text still answers; a model loaded with a projector (a tiny random one: no real vision model can be had here) sees,
 by llama-server's own word, and answers the image; the mmproj load option is checked; an arena battle with an image
-goes only to models that can see, and a bad image is refused with why."""
+goes only to models that can see, a follow-up sends its image again, and a bad image is refused with why."""
 
 from __future__ import annotations
 
@@ -161,5 +161,15 @@ def test_an_arena_battle_with_an_image_needs_models_that_can_see(models: PanelPr
     fought = _post(base, "/v1/arena/battles", {"prompt": "What is this?", "images": [IMAGE_URL], "max_tokens": 8})
     assert fought.status_code == 200, fought.text
     assert all(a["text"] for a in fought.json()["answers"])
-    revealed = _post(base, f"/v1/arena/battles/{fought.json()['id']}/vote", {"outcome": "tie"}).json()
+    follow = _post(base, "/v1/arena/battles", {"prompt": "And now?", "battle_id": fought.json()["id"], "max_tokens": 8})
+    assert follow.status_code == 200 and all(a["text"] for a in follow.json()["answers"]), follow.text
+
+    # a follow-up sends the whole conversation again, its image too: a side that no longer sees refuses it
+    assert _post(base, "/v1/models/unload", {"engine": "llamacpp", "model": "seer2"}).status_code == 200
+    assert _post(base, "/v1/models/load", body).status_code == 200, "seer2 again, without its projector"
+    before = _served(base)
+    blind = _post(base, "/v1/arena/battles", {"prompt": "And then?", "battle_id": follow.json()["id"]})
+    assert blind.status_code == 400 and _message(blind).startswith("seer2 cannot take images"), blind.text
+    assert _served(base) == before
+    revealed = _post(base, f"/v1/arena/battles/{follow.json()['id']}/vote", {"outcome": "tie"}).json()
     assert {revealed["a"]["model"], revealed["b"]["model"]} == {"seer", "seer2"}, "drawn from the models that see"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PanelProcess, free_port, open_tab, run_panel, scaled
+from tests.conftest import PanelProcess, expand, free_port, open_tab, run_panel, scaled
 
 PROMPT = "Name one colour."
 
@@ -176,7 +176,7 @@ def test_a_whole_battle_in_the_browser(two_models: PanelProcess, browser: Any) -
         drawn_category = page.locator("#arena-cat textarea, #arena-cat input").first.input_value()
         assert drawn_category and drawn_category in page.locator("#arena-drawn").inner_text()
         page.locator("#arena-prompt textarea").fill(PROMPT)  # a short prompt keeps the run short; the category stays
-        page.get_by_text("Options: system prompt, models in the draw, a remote endpoint").click()
+        expand(page, "Options: system prompt, models in the draw, a remote endpoint")
         page.locator("#arena-max-tokens input[type=number]").fill("24")  # short answers, whatever the system prompt
         page.locator("#arena-max-tokens input[type=number]").press("Enter")
         key_box = page.locator("#arena-remote-key input, #arena-remote-key textarea").first

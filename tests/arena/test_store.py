@@ -14,7 +14,9 @@ import pytest
 from panel.arena.ratings import Vote, ratings
 from panel.arena.store import ArenaStore, Battle, Board
 from panel.errors import BadRequestError, ConflictError, NotFoundError
+from panel.images import image_part
 from panel.ui.arena_battle import conversations
+from tests.test_images import png_bytes
 
 
 def _battle(battle_id: str, a: str = "left", b: str = "right", category: str = "", at: float = 0.0) -> Battle:
@@ -169,3 +171,15 @@ def test_conversations_give_each_side_its_own_answers() -> None:
     assert [m["content"] for m in side_a] == ["Name a prime.", "7", "And another?", "11"]
     assert [m["content"] for m in side_b] == ["Name a prime.", "4", "And another?", "9"]
     assert [m["role"] for m in side_a] == ["user", "assistant"] * 2
+
+
+def test_a_turns_images_are_kept_and_sent_again_with_the_conversation(tmp_path: Path) -> None:
+    store = ArenaStore(tmp_path / "arena.sqlite3")
+    image = image_part(png_bytes())
+    store.add(replace(_battle("i1"), images=Battle.images_json((image,))))
+    store.add(replace(_battle("i2"), prompt="And another?", parent="i1"))
+    first, second = store.conversation("i2")
+    assert first.image_count == 1 and first.image_parts()[0].data == image.data and second.image_count == 0
+    side_a, _ = conversations([first, second])
+    assert side_a[0]["content"] == [{"type": "text", "text": "Name a prime."}, image.content_part()]
+    assert side_a[2]["content"] == "And another?"

@@ -24,7 +24,7 @@ import pytest
 
 from panel.engines.vllm.multinode import NodeHealth, NodePlan, parallel_problem, peer_problem
 from panel.errors import BadRequestError
-from tests.conftest import MODELS_DIR, PanelProcess, free_port, open_tab, run_panel, scaled
+from tests.conftest import MODELS_DIR, PanelProcess, expand, free_port, open_tab, run_panel, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"
 KEY = "peer-" + secrets.token_hex(16)
@@ -283,7 +283,7 @@ def test_the_engines_tab_shows_both_nodes(head: PanelProcess, browser: Any) -> N
     page = browser.new_page()
     try:
         open_tab(page, head.base_url, "Engines")
-        page.get_by_text("Nodes (one model across two workstations)").click()
+        expand(page, "Nodes (one model across two workstations)")
         page.locator("#nodes-refresh").click()
         table = page.locator("#nodes-table")
         table.get_by_text("this machine").wait_for(timeout=scaled(30_000))

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import scaled
+from tests.conftest import scaled, switch_tab
 
 pytestmark = pytest.mark.browser
 
@@ -17,13 +17,13 @@ def test_load_from_engines_tab_then_chat_shows_answer_and_speed(panel_server, br
     try:
         page.goto(panel_server.base_url + "/")
         page.get_by_role("tab", name="Engines").wait_for(timeout=scaled(30_000))
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         page.locator("#llama-load").click()
         page.get_by_text("loaded SmolLM2-135M-Instruct.Q4_1.gguf on llama.cpp").wait_for(timeout=scaled(90_000))
         status = httpx.get(panel_server.base_url + "/v1/status", timeout=10).json()
         assert status["llamacpp"]["status"] == "loaded"
 
-        page.get_by_role("tab", name="Chat").click()
+        switch_tab(page, "Chat")
         page.locator("#chat-input textarea").fill("Say hello in one short sentence.")
         page.locator("#chat-send").click()
         stats = page.locator("#chatbot").get_by_text(re.compile(r"tokens/s"))
@@ -42,7 +42,7 @@ def test_bad_model_path_shows_clear_message(panel_server, browser) -> None:
     try:
         page.goto(panel_server.base_url + "/")
         page.get_by_role("tab", name="Engines").wait_for(timeout=scaled(30_000))
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         box = page.locator("#llama-model input")
         box.fill("/etc/passwd")
         box.press("Enter")

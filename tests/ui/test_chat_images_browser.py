@@ -137,6 +137,19 @@ def test_an_arena_battle_with_an_image_goes_only_to_models_that_can_see(
         page.locator("#arena-go").click()
         reveal.get_by_text("Vote to see which model was which").wait_for(timeout=scaled(120_000))
         assert page.locator("#arena-a").inner_text().strip() and page.locator("#arena-b").inner_text().strip()
+        assert page.locator("#arena-image img").count() == 0, "the stored turn took its image: the box is empty"
+
+        page.locator("#arena-prompt textarea").fill("And what shape is it?")
+        page.locator("#arena-follow").click()
+        page.wait_for_function(  # the follow-up answered: its prompt in the transcript, the votes open again
+            """() => document.querySelector('#arena-a')?.innerText.includes('And what shape is it?')
+                && !document.querySelector('#arena-vote-tie')?.disabled""",
+            timeout=scaled(120_000),
+        )
+        for side in ("#arena-a", "#arena-b"):  # the first turn's image went with the follow-up, and it says so
+            text = page.locator(side).inner_text()
+            assert "What colour is this picture? (with 1 image)" in text and "And what shape is it?" in text, text
+        _shot(page, "arena-image-follow-up")
         page.locator("#arena-vote-tie").click()
         reveal.get_by_text(re.compile("A was")).wait_for(timeout=scaled(30_000))
         names = reveal.inner_text()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from panel.settings import REPO_ROOT
-from tests.conftest import SERVER_START_TIMEOUT_S, free_port, scaled, stop_process_group, wait_for_health
+from tests.conftest import SERVER_START_TIMEOUT_S, free_port, scaled, stop_process_group, switch_tab, wait_for_health
 
 pytestmark = pytest.mark.browser
 
@@ -124,7 +124,7 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
             assert json.loads(saved[0].read_text(encoding="utf-8"))["quality_sample"]["rating"] == 3
 
             page.reload()  # the leaderboard is read again on page load
-            page.get_by_role("tab", name="Results").click()
+            switch_tab(page, "Results")
             board = page.locator("#leaderboard")
             first_cell = board.get_by_test_id("cell-0-0")
             first_cell.wait_for(timeout=scaled(30_000))

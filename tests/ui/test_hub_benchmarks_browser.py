@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.conftest import scaled
+from tests.conftest import scaled, switch_tab
 from tests.evals.hub_datasets import dataset_repos
 from tests.models.hub_server import HubServer
 from tests.ui.test_evals_browser import eval_ui
@@ -65,7 +65,7 @@ def test_import_and_run_a_benchmark_from_the_form(
                 page.screenshot(path=str(SHOTS / "benchmark_run.png"), full_page=True)
 
                 page.reload()
-                page.get_by_role("tab", name="Results").click()
+                switch_tab(page, "Results")
                 pick = page.locator("#leaderboard-suite input")
                 pick.wait_for(timeout=scaled(30_000))
                 page.locator("#leaderboard-refresh").click()  # also refreshes the list of suites and benchmarks

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PanelProcess, run_panel, scaled
+from tests.conftest import PanelProcess, run_panel, scaled, switch_tab
 from tests.models.hub_server import HubFile, HubRepo, HubServer, make_gguf, make_hf_folder
 
 pytestmark = pytest.mark.browser
@@ -49,7 +49,7 @@ def cell(page, text: str):  # type: ignore[no-untyped-def]
 def open_models_tab(page, panel: PanelProcess) -> None:  # type: ignore[no-untyped-def]
     page.goto(panel.base_url + "/")
     page.get_by_role("tab", name="Models").wait_for(timeout=WAIT_MS)
-    page.get_by_role("tab", name="Models").click()
+    switch_tab(page, "Models")
 
 
 def test_library_lists_models_read_from_disk(panel: PanelProcess, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -94,7 +94,7 @@ def test_download_then_open_on_engines_then_delete(panel: PanelProcess, browser,
         )
         page.screenshot(path=str(tmp_path / "engines-filled.png"))
 
-        page.get_by_role("tab", name="Models").click()
+        switch_tab(page, "Models")
         page.locator("#models-delete").click()
         page.locator("#models-confirm-delete").click()
         page.locator("#models-library-message").get_by_text(re.compile("deleted")).wait_for(timeout=WAIT_MS)

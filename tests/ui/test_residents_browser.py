@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import scaled
+from tests.conftest import scaled, switch_tab
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def test_resident_list_pin_ttl_unload_and_estimate(panel_server, browser, embedd
     page = browser.new_page()
     try:
         page.goto(base + "/")
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         table = page.locator("#resident-table")
         table.wait_for(timeout=scaled(30_000))
         _wait_until(lambda: {"left", "right"} <= set(table.inner_text().split()))

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PanelProcess, run_panel, scaled
+from tests.conftest import PanelProcess, run_panel, scaled, switch_tab
 from tests.engines.test_transformers_engine import custom_code_folder
 from tests.ui.test_load_on_engine_browser import _open_on_its_engine
 
@@ -36,13 +36,13 @@ def test_custom_code_folder_is_transformers_and_refused_without_opt_in(
     page = browser.new_page()
     try:
         _open_on_its_engine(page, tf_panel.base_url, CUSTOM, "tf-model")
-        page.get_by_role("tab", name="Models").click()
+        switch_tab(page, "Models")
         library = page.locator("#models-library")
         library.get_by_text("transformers (brings its own model code (auto_map)", exact=False).filter(
             visible=True
         ).first.wait_for()
         page.screenshot(path=str(tmp_path / "tf-library.png"), full_page=True)
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         page.locator("#tf-trust input").check()
         note = page.locator("#tf-remote-code")
         note.get_by_text("modeling_smol.py", exact=False).wait_for(timeout=scaled(30_000))

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PanelProcess, open_tab, run_panel, scaled
+from tests.conftest import PanelProcess, open_tab, run_panel, scaled, switch_tab
 from tests.engines.test_transformers_custom import ANSWER, HF_MODEL, TRUSTED, make_tiny_diffusion
 from tests.ui.test_load_on_engine_browser import _open_on_its_engine
 
@@ -45,7 +45,7 @@ def test_load_with_its_own_method_from_the_engines_tab_then_chat(
     page = browser.new_page()
     try:
         _open_on_its_engine(page, tf_panel.base_url, TRUSTED, "tf-model")
-        page.get_by_role("tab", name="Engines").click()
+        switch_tab(page, "Engines")
         page.locator("#tf-generate-method textarea").fill("diffusion_generate")
         page.locator("#tf-steps input").fill(str(STEPS))
         page.locator("#tf-trust input").check()
