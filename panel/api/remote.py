@@ -12,6 +12,7 @@ from typing import Any
 
 from panel.api.tap import Outcome, Tap
 from panel.bench.plan import ModelTarget
+from panel.credentials import bearer_headers, checked_key
 from panel.engines.base import EngineReply
 from panel.errors import BadRequestError, EngineFailure, EngineUnavailableError
 from panel.observability.stats import StreamStats
@@ -31,6 +32,7 @@ class RemoteEndpoint:
         """Itself, or BadRequestError for a URL that is not a plain http(s) base URL or a missing model name."""
         if not self.model.strip():
             raise BadRequestError("a remote endpoint needs the model name it serves")
+        checked_key(self.api_key, "the remote endpoint's API key")
         self._target().check_remote()
         return self
 
@@ -61,7 +63,7 @@ async def open_remote(
     import httpx
 
     endpoint.checked()
-    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    headers = bearer_headers(endpoint.api_key, "the remote endpoint's API key")
     client = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=CONNECT_TIMEOUT_S), headers=headers)
     sent = time.perf_counter()
     try:

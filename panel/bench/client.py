@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from panel.credentials import bearer_headers
 from panel.engines.base import WHOLE_ANSWER
 from panel.settings import CLIENT_KEEP_ALIVE_S
 from panel.sse import error_message, sse_json
@@ -188,7 +189,7 @@ def make_client(
         max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4, keepalive_expiry=CLIENT_KEEP_ALIVE_S
     )
     timeout = httpx.Timeout(connect=30.0, read=timeout_s, write=30.0, pool=timeout_s)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = bearer_headers(api_key, "the API key for the target")
     return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, headers=headers)
 
 

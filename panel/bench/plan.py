@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from panel.bench.record import RunRecord
 from panel.bench.suites import SUITES, SuiteConfig
+from panel.credentials import checked_key
 from panel.errors import BadRequestError
 
 
@@ -37,6 +38,7 @@ class ModelTarget:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.username or parts.query:
             raise BadRequestError(f"remote target: an http(s) base URL like http://host:8080/v1, got {self.url!r}")
+        checked_key(self.api_key, f"the API key for {self.url}")
         self.engine = "remote"
 
     @property

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from panel.api.gateway import Gateway
+from panel.credentials import bearer_headers
 from panel.errors import EngineUnavailableError, PanelError
 from panel.sse import error_message
 
@@ -111,7 +112,7 @@ class HttpBackend:
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.engine, self.model, self.timeout_s = engine, model, timeout_s
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = bearer_headers(api_key, "the judge's API key")
 
     async def identity(self) -> Identity:
         import httpx

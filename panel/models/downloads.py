@@ -22,6 +22,7 @@ from typing import Any
 
 from huggingface_hub import constants as hf_constants
 
+from panel.credentials import checked_key
 from panel.errors import ConflictError, DiskFullError, NotFoundError
 from panel.files import safe_name
 from panel.models.hub import RepoFile, RepoListing, RepoType, as_panel_error, list_repo, pick_files
@@ -130,7 +131,7 @@ class DownloadManager:
     # internals ----------------------------------------------------------------
 
     def _token(self, token: str | None) -> str | None:
-        return (token or "").strip() or self.config.token or None
+        return checked_key(token, "the Hugging Face token") or self.config.token or None
 
     def _prepare(
         self,

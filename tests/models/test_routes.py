@@ -100,6 +100,8 @@ def test_bad_requests_get_json_errors(panel: PanelProcess, tmp_path: Path) -> No
         ("POST", "/v1/models/download", {"repo_id": "org/tiny-GGUF"}, 400),  # which quantization?
         ("POST", "/v1/models/download", {"revision": "main"}, 400),
         ("POST", "/v1/models/repo-files", {"repo_id": "org/private"}, 404),
+        ("POST", "/v1/models/repo-files", {"repo_id": "org/private", "token": "hf_\x80" + TYPED_TOKEN[3:]}, 400),
+        ("POST", "/v1/models/download", {"repo_id": "org/tiny", "token": "hf_ key"}, 400),
         ("GET", "/v1/models/download/feedc0ffee", None, 404),
         ("DELETE", "/v1/models/download/feedc0ffee", None, 404),
     ]
@@ -108,6 +110,7 @@ def test_bad_requests_get_json_errors(panel: PanelProcess, tmp_path: Path) -> No
         assert response.status_code == status, (path, body, response.text)
         error = response.json()["error"]
         assert error["message"] and error["type"], response.text
+        assert TYPED_TOKEN[3:] not in response.text, "a refused token is never echoed"
     outside = tmp_path / "keep.gguf"
     make_gguf(outside)
     response = call(panel, "DELETE", f"/v1/library/{outside}")
