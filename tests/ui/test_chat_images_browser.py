@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PanelProcess, open_tab, run_panel, scaled
+from tests.conftest import PanelProcess, expand, open_tab, run_panel, scaled
 from tests.engines.tiny_mmproj import write_tiny_mmproj
 from tests.test_images import png_bytes
 
@@ -121,6 +121,10 @@ def test_an_arena_battle_with_an_image_goes_only_to_models_that_can_see(
     page = browser.new_page()
     try:
         open_tab(page, base, "Arena")
+        tokens = page.locator("#arena-max-tokens input[type=number]")
+        expand(page, "Options: system prompt, models in the draw, a remote endpoint", tokens)
+        tokens.fill("24")  # short answers: two turns on two models, whatever they say
+        tokens.press("Enter")
         page.locator("#arena-image input[type=file]").set_input_files(str(picture))
         page.locator("#arena-image img").first.wait_for(timeout=scaled(30_000))
         page.locator("#arena-prompt textarea").fill("What colour is this picture?")
