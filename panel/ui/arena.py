@@ -106,13 +106,14 @@ def build_arena(services: Services, tab: gr.Tab) -> dict[str, Any]:
 
     async def fight(ask: BattleAsk, request: gr.Request, earlier: Sequence[Battle]) -> AsyncIterator[tuple[Any, ...]]:
         user = getattr(request, "username", None)
+        past = {side: _earlier(earlier, side) for side in ("a", "b")}  # once: the stream redraws only this turn
         try:
             async for step in battle(services, ask, str(user) if user else None, actor_of(request)):
                 ready = step.battle_id is not None
                 yield (
-                    _transcript(earlier, "a", ask, step.a.answer),
+                    _transcript(past["a"], ask, step.a.answer),
                     _line(step.a),
-                    _transcript(earlier, "b", ask, step.b.answer),
+                    _transcript(past["b"], ask, step.b.answer),
                     _line(step.b),
                     step.battle_id,
                     "Vote to see which model was which, or ask a follow-up." if ready else "",
@@ -280,18 +281,21 @@ def _remote(url: str | None, model: str | None, key: str | None) -> RemoteEndpoi
     return RemoteEndpoint(url, model, key) if url else None
 
 
-def _transcript(earlier: Sequence[Battle], side: str, ask: BattleAsk, answer: str) -> str:
-    """One side's conversation as Markdown: the earlier turns (saying which had images), then this prompt's answer
-    (alone on a first turn)."""
-    if not earlier:
-        return answer
-    turns = [(t.prompt, t.image_count, t.answer_a if side == "a" else t.answer_b) for t in earlier]
-    turns.append((ask.prompt, len(ask.images), answer))
-    return "\n\n---\n\n".join(f"**You:** {asked}{_with_images(n)}\n\n{said}" for asked, n, said in turns)
+def _earlier(earlier: Sequence[Battle], side: str) -> str:
+    """One side's earlier turns as Markdown (saying which had images); empty on a first turn."""
+    return "\n\n---\n\n".join(
+        _turn(t.prompt, t.image_count, t.answer_a if side == "a" else t.answer_b) for t in earlier
+    )
 
 
-def _with_images(n: int) -> str:
-    return "" if not n else f" *(with {n} image{'s' if n > 1 else ''})*"
+def _transcript(past: str, ask: BattleAsk, answer: str) -> str:
+    """One side's conversation as Markdown: its earlier turns, then this prompt's answer (alone on a first turn)."""
+    return f"{past}\n\n---\n\n{_turn(ask.prompt, len(ask.images), answer)}" if past else answer
+
+
+def _turn(asked: str, images: int, said: str) -> str:
+    pictures = f" *(with {images} image{'s' if images > 1 else ''})*" if images else ""
+    return f"**You:** {asked}{pictures}\n\n{said}"
 
 
 def _tps(value: float | None) -> str:
