@@ -63,7 +63,10 @@ class Settings:
     log_lines: int = 500
     request_timeout_s: float = 600.0
     fair_share: bool = True  # requests wait in the panel for a model's fixed slots, fairly per person (engines/fair.py)
-    fair_reserve: int = 0  # of a model's fixed slots, how many one person may not take (kept for someone else)
+    # while a model is shared (someone else asked it within fair_shared_s), how many of its fixed slots one person may
+    # not take: kept for the others' next request; a person alone on the model has every slot
+    fair_reserve: int = 1
+    fair_shared_s: float = 300.0
     keep_alive_s: float = KEEP_ALIVE_S
     hf_token: str | None = field(default=None, repr=False)
     users_file: Path | None = None

@@ -4,6 +4,10 @@ slot goes to the person with the fewest requests running; among those, to whoeve
 
 Without it a llama-server child with 4 slots takes requests first come, first served, so one person's 32 streams
 queue ahead of everyone else's first token. With it a second person's request takes the next slot that frees.
+
+While the model is shared (someone else asked it within `shared_for_s`), `reserve` of its slots are kept from any one
+person, so a teammate's next request starts at once instead of waiting for one of the other's answers to end; a
+person alone on the model has every slot.
 """
 
 from __future__ import annotations
@@ -27,12 +31,22 @@ class _Waiter:
 class FairQueue:
     """Admission to `capacity` slots, fair between the people (`who`) asking. Used from one event loop."""
 
-    def __init__(self, capacity: int, reserve: int = 0) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        reserve: int = 0,
+        shared_for_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
-        # slots one person may hold at once: `reserve` of them wait for someone else (never below one)
+        # slots one person may hold at once while the model is shared: `reserve` of them wait for someone else (never
+        # below one)
         self.per_person = max(1, capacity - max(0, reserve))
+        self.shared_for_s = shared_for_s
+        self._clock = clock
+        self._asked: dict[str, float] = {}  # person → when they last asked (kept for `shared_for_s`)
         self._running: Counter[str] = Counter()
         self._waiting: dict[str, deque[_Waiter]] = {}
         self._turn = 0  # counts admissions: the last one of each person orders equals
@@ -48,9 +62,10 @@ class FairQueue:
 
     async def enter(self, who: str, timeout_s: float) -> Callable[[], None]:
         """Wait for a slot (at most `timeout_s`); the returned function gives it back (once)."""
-        if self.running < self.capacity and not self.waiting and self._running[who] < self.per_person:
+        self._note(who)
+        if self.running < self.capacity and not self.waiting and self._running[who] < self._share(who):
             return self._take(who)
-        waiter = _Waiter(who, time.monotonic())
+        waiter = _Waiter(who, self._clock())
         self._waiting.setdefault(who, deque()).append(waiter)
         self._admit()  # a slot may be free while the others waiting hold their share
         try:
@@ -99,7 +114,25 @@ class FairQueue:
             last[nxt] = turn
             count += 1
 
+    def shared(self, who: str) -> bool:
+        """Whether someone other than `who` uses this model now or asked it within `shared_for_s`."""
+        if any(w != who for w in self._running) or any(w != who for w, q in self._waiting.items() if q):
+            return True
+        since = self._clock() - self.shared_for_s
+        return any(w != who and t >= since for w, t in self._asked.items())
+
     # --- inside ---------------------------------------------------------------------------
+
+    def _share(self, who: str) -> int:
+        """The slots `who` may hold at once: all of them while nobody else uses the model."""
+        return self.per_person if self.shared(who) else self.capacity
+
+    def _note(self, who: str) -> None:
+        now = self._clock()
+        self._asked[who] = now
+        if len(self._asked) > 1:  # forget who has been quiet for longer than the window (bounded by the people asking)
+            since = now - self.shared_for_s
+            self._asked = {w: t for w, t in self._asked.items() if t >= since}
 
     def _take(self, who: str) -> Callable[[], None]:
         self._let_in(who)
@@ -146,7 +179,7 @@ class FairQueue:
     def _pick(self, running: Counter[str], last: dict[str, int], queues: dict[str, deque[_Waiter]]) -> str | None:
         """Among those under the per-person share: the fewest running; then the one let in least recently; then the
         longest waiting. None when nobody waiting may take another slot."""
-        able = [w for w in queues if running[w] < self.per_person]
+        able = [w for w in queues if running[w] < self._share(w)]
         return min(able, key=lambda w: (running[w], last.get(w, 0), queues[w][0].since)) if able else None
 
     def _forget(self, waiter: _Waiter) -> None:

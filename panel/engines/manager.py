@@ -360,7 +360,7 @@ class EngineManager:
     def _fair_queue(self, resident: Resident | None) -> FairQueue | None:
         if not self.settings.fair_share or resident is None or not resident.concurrency:
             return None
-        return FairQueue(resident.concurrency, self.settings.fair_reserve)
+        return FairQueue(resident.concurrency, self.settings.fair_reserve, self.settings.fair_shared_s)
 
     def observe_first_answer(self, engine: str, name: str, ttft_s: float | None) -> None:
         """Gateway observer: the TTFT of the first answer after a load goes on that load's record."""

@@ -206,21 +206,33 @@ def _log(panel: PanelProcess, key: str) -> list[dict[str, Any]]:
     return [row for row in r.json()["rows"] if row["path"] == "/v1/chat/completions"]
 
 
-def test_a_reserved_slot_waits_for_a_second_person() -> None:
+def test_a_slot_is_kept_for_a_teammate_only_while_the_model_is_shared() -> None:
+    now = [0.0]
+
     async def scenario() -> None:
-        queue = FairQueue(4, reserve=1)
-        held = [await queue.enter("a", 5) for _ in range(3)]
+        queue = FairQueue(4, reserve=1, shared_for_s=300, clock=lambda: now[0])
+        alone = [await asyncio.wait_for(queue.enter("a", 5), 1) for _ in range(4)]
+        assert queue.running == 4 and not queue.shared("a"), "a person alone on the model has every slot"
+        first_b = asyncio.create_task(queue.enter("b", 5))
+        await _settle()
+        assert queue.waiting == 1 and queue.ahead("b") == 0 and queue.shared("a")
+        alone[0]()  # b's first request takes the next slot that frees
+        (await asyncio.wait_for(first_b, 1))()
+        now[0] = 10.0
         fourth = asyncio.create_task(queue.enter("a", 5))
         await _settle()
-        assert queue.running == 3 and queue.waiting == 1, "one person holds at most capacity − reserve"
+        assert queue.running == 3 and queue.waiting == 1, "b asked 10 s ago: one slot stays kept from a"
         b = await asyncio.wait_for(queue.enter("b", 5), 1)  # the kept slot: no wait at all
         assert queue.running == 4 and queue.ahead("a") == 0
         b()
         await _settle()
         assert not fourth.done(), "b's freed slot stays kept while a holds its share"
-        held[0]()
-        release = await asyncio.wait_for(fourth, 1)
-        for r in (release, held[1], held[2]):
+        now[0] = 10.0 + 301
+        fifth = asyncio.create_task(queue.enter("a", 5))  # b has been quiet longer than the window
+        release_fourth = await asyncio.wait_for(fourth, 1)
+        assert queue.running == 4 and not queue.shared("a"), "alone again: a has every slot"
+        release_fourth()
+        for r in (await asyncio.wait_for(fifth, 1), *alone[1:]):
             r()
         assert queue.running == 0 and queue.waiting == 0
         assert FairQueue(1, reserve=1).per_person == 1, "a one-slot model is never closed to everyone"
