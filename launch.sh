@@ -183,11 +183,10 @@ case "$cmd" in
       # faster than one per core (README, PANEL_LLAMA_THREADS): what an operator of a shared CPU box would set
       export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
     fi
-    # PANEL_TEST_WORKERS=2: two pytest workers (pytest-xdist), each taking whole test files so a module's panel and
-    # engines start once, and one llama.cpp thread per child (two workers on two cores: as beside the hog below).
-    # Measured on this 2-core box: 29-33 min instead of 48, but each two-worker run so far showed one more browser
-    # race (README, "Two workers"); the default stays one process until three two-worker runs pass in a row.
-    workers="${PANEL_TEST_WORKERS:-0}"
+    # two pytest workers (pytest-xdist), each taking whole test files so a module's panel and engines start once, and
+    # one llama.cpp thread per child (two workers on two cores: as beside the hog below). Measured on this 2-core box:
+    # 27-29 min instead of 45 (README, "Two workers"). PANEL_TEST_WORKERS=0: one process; N: N workers.
+    workers="${PANEL_TEST_WORKERS:-2}"
     spread=()
     if [ "$workers" != 0 ]; then
       spread=(-n "$workers" --dist loadfile)
