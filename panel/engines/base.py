@@ -124,7 +124,8 @@ class Resident:
     """One model an engine holds (or is loading, or lost to a crash): what the engine itself knows of it.
 
     `name` is the name its server answers to (alias or file/folder name), unique across the panel;
-    `memory_bytes` is measured where the model lives in its own process (a llama-server child's RSS)."""
+    `memory_bytes` is measured where the model lives in processes of its own (a llama-server child's RSS; vLLM's
+    engine core and workers on its CPU backend); None where it cannot be told apart (vLLM on a GPU)."""
 
     engine: str
     name: str

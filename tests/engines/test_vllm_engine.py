@@ -271,6 +271,11 @@ def test_load_then_chat_stream_and_non_stream(panel: PanelProcess, memory: dict[
     assert status["options"]["max_model_len"] == 2048
     memory["loaded"] = python_tree_rss_mib(panel.proc.pid)
     assert python_children(panel.proc.pid), "vLLM's engine core runs as a child process"
+    [resident] = [
+        r for r in httpx.get(panel.base_url + "/v1/status", timeout=10).json()["resident"] if r["engine"] == "vllm"
+    ]
+    # the engine core's RSS: at least the 135M bfloat16 weights it holds (270 MB), and less than the whole tree
+    assert 250 * 2**20 < resident["memory_bytes"] < memory["loaded"] * 2**20, resident
 
     oa = client(panel)
     reply = oa.chat.completions.create(

