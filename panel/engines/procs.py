@@ -25,19 +25,21 @@ def tree_rss_mib(pid: int | None = None) -> float | None:
 
 def spawned_rss_bytes(pid: int | None = None) -> int | None:
     """Resident memory of the Pythons multiprocessing spawned under a process (this one by default): vLLM's engine
-    core and its workers, not the resource tracker (it lives as long as the panel) nor the panel's own supervised
-    children. None when there are none."""
+    core and its workers — found by multiprocessing's command line or by the title vLLM gives them
+    ("VLLM::EngineCore", its VLLM_PROCESS_NAME_PREFIX) — not the resource tracker (it lives as long as the panel) nor
+    the panel's own supervised children. None when there are none."""
     import psutil
 
     try:
         children = psutil.Process(pid or os.getpid()).children(recursive=True)
     except psutil.Error:
         return None
+    titled = os.environ.get("VLLM_PROCESS_NAME_PREFIX", "VLLM") + "::"
     total, found = 0, False
     for child in children:
         with contextlib.suppress(psutil.Error):
             command = " ".join(child.cmdline())
-            if "multiprocessing" in command and "resource_tracker" not in command:
+            if ("multiprocessing" in command or command.startswith(titled)) and "resource_tracker" not in command:
                 total += child.memory_info().rss
                 found = True
     return total if found else None

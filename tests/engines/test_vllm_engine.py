@@ -276,6 +276,7 @@ def test_load_then_chat_stream_and_non_stream(panel: PanelProcess, memory: dict[
     ]
     # the engine core's RSS: at least the 135M bfloat16 weights it holds (270 MB), and less than the whole tree
     assert 250 * 2**20 < resident["memory_bytes"] < memory["loaded"] * 2**20, resident
+    print(f"FIGURE vLLM's engine core and worker: {resident['memory_bytes'] / 2**20:.0f} MiB resident")
 
     oa = client(panel)
     reply = oa.chat.completions.create(
