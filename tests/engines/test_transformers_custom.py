@@ -295,11 +295,20 @@ def wait_run(panel: PanelProcess, run_id: str, deadline_s: float) -> dict[str, A
 @pytest.mark.timeout(600)
 def test_a_benchmark_measures_it_with_its_own_tokens_per_s(panel: PanelProcess) -> None:
     body = {
-        "suites": ["single_stream"],
+        "suites": ["single_stream", "parallel", "rate_sweep"],
         "engine": "transformers",
         "lengths": [4, 8],
+        "concurrencies": [2],
         "warm_up": False,
-        "settings": {"repeats": 2, "timeout_s": scaled(120)},
+        "settings": {
+            "repeats": 2,
+            "timeout_s": scaled(120),
+            "parallel_tokens": 4,
+            "requests_per_stream": 1,
+            "rates": [2.0],
+            "rate_requests": 2,
+            "rate_tokens": 4,
+        },
     }
     r = post(panel, "/v1/bench/runs", body, timeout=10)
     assert r.status_code == 200, r.text
@@ -311,7 +320,13 @@ def test_a_benchmark_measures_it_with_its_own_tokens_per_s(panel: PanelProcess) 
         assert row["tokens_per_s"] > 0 and row["tokens_per_s"] == pytest.approx(row["e2e_tokens_per_s"], rel=1e-3)
         assert row["ttft_ms"] is None and row["tpot_ms"] is None, "no first token before the rest"
         assert "came whole" in row["error"] and row["success"]
-    [record] = ResultStore(panel.log_path.parent / "benchmarks").runs(TRUSTED)
+    store = ResultStore(panel.log_path.parent / "benchmarks")
+    # its one-at-a-time worker: the panel queues the second stream, and both answers count
+    parallel = store.rows("parallel", [TRUSTED])
+    assert [(r["concurrency"], r["succeeded"], r["total_tokens"]) for r in parallel] == [(2, 2, 8)], parallel
+    swept = store.rows("rate_sweep", [TRUSTED])
+    assert [(r["request_rate"], r["succeeded"]) for r in swept] == [(2.0, 2)] and swept[0]["achieved_rate"] > 0, swept
+    [record] = store.runs(TRUSTED)
     assert record.environment["engine"] == "transformers"
     assert record.environment["load_options"]["generate_method"] == "diffusion_generate"
     assert all(req["whole_at_once"] and len(req["chunk_ms"]) == 1 for req in record.requests["single_stream"])
