@@ -3,12 +3,14 @@ all its shards, shard names, and the quantization a file holds or its name says.
 
 from __future__ import annotations
 
+import functools
 import math
+import mmap
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 GGUF_MAGIC = b"GGUF"
 MAX_HEADER_ITEMS = 1_000_000  # more keys or tensors than this: a corrupt header, not a model
@@ -65,69 +67,109 @@ class GgufHeader:
 
 def read_gguf(path: Path) -> GgufHeader:
     """The header of the GGUF model at `path` and of its other shards; raises ValueError, OSError or struct.error
-    for a file that is not a readable GGUF."""
+    for a file that is not a readable GGUF. Read once per version of the files (size and modification time): the
+    model library, the pickers and the memory estimate all ask for the same headers again and again."""
     shards = tuple(shard_paths(path))
+    signature = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in shards)
+    return _read_shards(signature)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_shards(signature: tuple[tuple[str, int, int], ...]) -> GgufHeader:
     metadata: dict[str, Any] = {}
     by_type: dict[int, int] = {}
-    for shard in shards:
-        shard_meta, shard_types = _read_header(shard)
+    for name, _size, _mtime in signature:
+        shard_meta, shard_types = _read_header(Path(name))
         metadata = metadata or shard_meta
         for ttype, n in shard_types.items():
             by_type[ttype] = by_type.get(ttype, 0) + n
-    return GgufHeader(shards, metadata, by_type)
+    return GgufHeader(tuple(Path(name) for name, _, _ in signature), metadata, by_type)
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any], dict[int, int]]:
     with path.open("rb") as fh:
         if fh.read(4) != GGUF_MAGIC:
             raise ValueError(f"{path.name} is not a GGUF file")
-        version, n_tensors, n_kv = struct.unpack("<IQQ", fh.read(20))
-        if version < 2 or n_tensors > MAX_HEADER_ITEMS or n_kv > MAX_HEADER_ITEMS:
-            raise ValueError(f"{path.name}: unsupported GGUF header (version {version})")
-        meta: dict[str, Any] = {}
-        for _ in range(n_kv):
-            key = _read_str(fh)
-            (vtype,) = struct.unpack("<I", fh.read(4))
-            meta[key] = _read_value(fh, vtype)
-        by_type: dict[int, int] = {}
-        for _ in range(n_tensors):
-            _read_str(fh)
-            (n_dims,) = struct.unpack("<I", fh.read(4))
-            dims = struct.unpack(f"<{n_dims}Q", fh.read(8 * n_dims))
-            ttype, _offset = struct.unpack("<IQ", fh.read(12))
-            by_type[ttype] = by_type.get(ttype, 0) + math.prod(dims)
+        # mapped, not read: a header's vocabulary is 100k+ strings, and a seek per string on a buffered file is a
+        # system call each (seconds per model); only the pages the header spans are ever touched
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return _parse_header(path, _Cursor(mapped, 4))
+
+
+class _Cursor:
+    """A read position in a mapped header; struct.error past its end (a truncated file)."""
+
+    def __init__(self, buf: mmap.mmap, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def unpack(self, fmt: str) -> tuple[Any, ...]:
+        values = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return values
+
+    def string(self) -> str:
+        (n,) = self.unpack("<Q")
+        if n > MAX_STRING_BYTES:
+            raise ValueError("GGUF string too long")
+        if self.pos + n > len(self.buf):
+            raise struct.error("GGUF header ends inside a string")
+        self.pos += n
+        return self.buf[self.pos - n : self.pos].decode("utf-8", errors="replace")
+
+    def skip_strings(self, count: int) -> None:
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        for _ in range(count):
+            (n,) = _U64.unpack_from(buf, pos)
+            pos += 8 + n
+            if pos > end:
+                raise struct.error("GGUF header ends inside a string array")
+        self.pos = pos
+
+
+_U64 = struct.Struct("<Q")
+
+
+def _parse_header(path: Path, cur: _Cursor) -> tuple[dict[str, Any], dict[int, int]]:
+    version, n_tensors, n_kv = cur.unpack("<IQQ")
+    if version < 2 or n_tensors > MAX_HEADER_ITEMS or n_kv > MAX_HEADER_ITEMS:
+        raise ValueError(f"{path.name}: unsupported GGUF header (version {version})")
+    meta: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        (vtype,) = cur.unpack("<I")
+        meta[key] = _read_value(cur, vtype)
+    by_type: dict[int, int] = {}
+    for _ in range(n_tensors):
+        cur.string()
+        (n_dims,) = cur.unpack("<I")
+        dims = cur.unpack(f"<{n_dims}Q")
+        ttype, _offset = cur.unpack("<IQ")
+        by_type[ttype] = by_type.get(ttype, 0) + math.prod(dims)
     return meta, by_type
 
 
-def _read_str(fh: BinaryIO) -> str:
-    (n,) = struct.unpack("<Q", fh.read(8))
-    if n > MAX_STRING_BYTES:
-        raise ValueError("GGUF string too long")
-    return fh.read(n).decode("utf-8", errors="replace")
-
-
-def _read_value(fh: BinaryIO, vtype: int) -> Any:
+def _read_value(cur: _Cursor, vtype: int) -> Any:
     if vtype in _SCALARS:
-        fmt = _SCALARS[vtype]
-        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+        return cur.unpack(_SCALARS[vtype])[0]
     if vtype == _STRING:
-        return _read_str(fh)
+        return cur.string()
     if vtype != _ARRAY:
         raise ValueError(f"unknown GGUF value type {vtype}")
-    etype, count = struct.unpack("<IQ", fh.read(12))
+    etype, count = cur.unpack("<IQ")
     if etype in _SCALARS:
         fmt = _SCALARS[etype]
         size = struct.calcsize(fmt)
         if count > MAX_ARRAY_KEPT:
-            fh.seek(count * size, 1)
+            if cur.pos + count * size > len(cur.buf):
+                raise struct.error("GGUF header ends inside an array")
+            cur.pos += count * size
             return count
-        return struct.unpack(f"<{count}{fmt[1:]}", fh.read(count * size))
-    for _ in range(count):
-        if etype == _STRING:  # skipped, not decoded: a vocabulary has 100k+ of them
-            (n,) = struct.unpack("<Q", fh.read(8))
-            fh.seek(n, 1)
-        else:
-            _read_value(fh, etype)
+        return cur.unpack(f"<{count}{fmt[1:]}")
+    if etype == _STRING:  # skipped, not decoded: a vocabulary has 100k+ of them
+        cur.skip_strings(count)
+    else:
+        for _ in range(count):
+            _read_value(cur, etype)
     return count
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from panel.errors import BadRequestError, ConflictError, ForbiddenError, NotFoundError
 from panel.models import library
+from panel.models.gguf import read_gguf
 from tests.models.hub_server import GGUF_PARAMS, HF_FOLDER_PARAMS, make_gguf, make_hf_folder
 
 
@@ -58,6 +61,37 @@ def test_the_embedded_model_reads_like_llama_cpp_says(embedded_model: Path) -> N
     entry = library.gguf_entry(embedded_model, (embedded_model.parent.resolve(),))
     assert (entry.architecture, entry.quantization, entry.context_length) == ("llama", "Q4_1", 8192)
     assert 130e6 < (entry.parameters or 0) < 140e6  # SmolLM2-135M
+
+
+def test_gguf_headers_match_the_gguf_packages_reader_and_are_read_again_when_the_file_changes(
+    embedded_model: Path, tmp_path: Path
+) -> None:
+    """The panel's header reader (mapped, vocabulary skipped) against the gguf package's own GGUFReader on the
+    embedded model (49k-string vocabulary and merges); a rewritten file is read again, a truncated one is an error."""
+    import gguf as gguf_package
+
+    header = read_gguf(embedded_model)
+    reader = gguf_package.GGUFReader(embedded_model)
+    assert set(header.metadata) == {k for k in reader.fields if not k.startswith("GGUF.")}
+    vocab = reader.fields["tokenizer.ggml.tokens"]
+    assert header.metadata["tokenizer.ggml.tokens"] == len(vocab.data) > 40_000, "a string array stands for its length"
+    assert header.metadata["general.architecture"] == "llama"
+    assert header.n_params == sum(int(t.n_elements) for t in reader.tensors)
+    assert read_gguf(embedded_model) is header, "the same file is not parsed twice"
+
+    copy = tmp_path / "m-Q8_0.gguf"
+    make_gguf(copy, file_type=7, context_length=4096)
+    first = read_gguf(copy)
+    make_gguf(copy, file_type=7, context_length=8192)
+    os.utime(copy, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a new version even on a coarse clock
+    assert first.metadata["llama.context_length"] == 4096 and read_gguf(copy).metadata["llama.context_length"] == 8192
+    with embedded_model.open("rb") as fh:
+        head = fh.read(400_000)
+    for cut in (30, 200_000):  # inside the first key; inside the vocabulary
+        broken = tmp_path / f"cut-{cut}.gguf"
+        broken.write_bytes(head[:cut])
+        entry = library.gguf_entry(broken, (tmp_path,))
+        assert entry.note is not None and entry.note.startswith("unreadable GGUF header"), entry
 
 
 def test_hf_quantization_configs(tmp_path: Path) -> None:
