@@ -4,6 +4,7 @@ all its shards, shard names, and the quantization a file holds or its name says.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
 import mmap
 import re
@@ -49,8 +50,7 @@ class GgufHeader:
 
     def tensor_bytes(self) -> int:
         """Bytes of tensor data; ValueError for a tensor type the installed gguf package does not know."""
-        import gguf
-
+        gguf = gguf_constants()
         total = 0
         for ttype, n in self.elements_by_type.items():
             try:
@@ -173,6 +173,23 @@ def _read_value(cur: _Cursor, vtype: int) -> Any:
     return count
 
 
+@functools.cache
+def gguf_constants() -> Any:
+    """The gguf package's constants module alone (tensor and file types, block sizes): importing the package runs its
+    __init__, whose vocabulary code imports mistral_common, and the model library would pay seconds at every start."""
+    spec = importlib.util.find_spec("gguf")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ImportError("the gguf package is not installed (pip install gguf)")
+    path = Path(locations[0]) / "constants.py"
+    constants_spec = importlib.util.spec_from_file_location("panel.models._gguf_constants", path)
+    if constants_spec is None or constants_spec.loader is None:
+        raise ImportError(f"cannot read {path}")
+    module = importlib.util.module_from_spec(constants_spec)
+    constants_spec.loader.exec_module(module)
+    return module
+
+
 # --- names ------------------------------------------------------------------------------
 
 
@@ -194,8 +211,7 @@ def is_later_shard(name: str) -> bool:
 
 def quant_name(file_type: Any, dominant_tensor_type: int | None) -> str | None:
     """The quantization from the header: general.file_type (Q4_K_M, …), else the most common tensor type."""
-    import gguf
-
+    gguf = gguf_constants()
     if isinstance(file_type, int):
         try:
             return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").replace("GUESSED", "?")
