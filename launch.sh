@@ -189,7 +189,7 @@ case "$cmd" in
     workers="${PANEL_TEST_WORKERS:-2}"
     spread=()
     if [ "$workers" != 0 ]; then
-      spread=(-n "$workers" --dist loadfile)
+      spread=(-n "$workers" --dist loadfile --no-loadscope-reorder)  # the order tests/conftest.py gives
       export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
     fi
     setup

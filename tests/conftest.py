@@ -55,16 +55,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     _ui_for_this_module = item.nodeid.split("::")[0] in _MODULES_WITH_UI
 
 
-# The longest files (minutes each in CI at 1f73fa4), run first so that two workers end together instead of one
-# finishing a long file alone at the end; a vLLM one next to a llama.cpp one where it can be. The tests inside a file
-# keep their order.
+# The longest files, longest first (per-file totals of a two-worker run with --durations, 7127e27, and of the run
+# beside the CPU hog, where the vLLM ones grow most), so that the two workers end together instead of one finishing a
+# long file alone at the end. launch.sh passes --no-loadscope-reorder: pytest-xdist would otherwise order the files by
+# how many tests they hold. The tests inside a file keep their order.
 LONGEST_FILES = (
     "tests/engines/test_multinode.py",
+    "tests/api/test_conformance.py",
     "tests/test_faults.py",
     "tests/ui/test_vllm_browser.py",
-    "tests/evals/test_hub_benchmarks_e2e.py",
     "tests/engines/test_vllm_engine.py",
+    "tests/bench/test_bench_vllm.py",
+    "tests/evals/test_hub_benchmarks_e2e.py",
+    "tests/access/test_auth.py",
     "tests/evals/test_run_e2e.py",
+    "tests/ui/test_chat_images_browser.py",
+    "tests/bench/test_bench_remote.py",
+    "tests/api/test_fuzz_api.py",
+    "tests/doctor/test_doctor.py",
+    "tests/access/test_usage_quotas.py",
+    "tests/access/test_sessions.py",
 )
 
 
