@@ -75,6 +75,7 @@ LONGEST_FILES = (
     "tests/doctor/test_doctor.py",
     "tests/access/test_usage_quotas.py",
     "tests/access/test_sessions.py",
+    "tests/ui/test_transformers_custom_browser.py",
 )
 
 
