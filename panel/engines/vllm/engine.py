@@ -49,9 +49,10 @@ def vllm_missing_reason() -> str | None:
     return None
 
 
-def prepare_environment() -> bool:
+def prepare_environment(cpu_threads: int = 0) -> bool:
     """Environment vLLM reads at import: spawn for the engine core (whose processes end with the panel even after a
-    kill -9); on CPU a KV cache size and the model in the engine core's process. True on CPU."""
+    kill -9); on CPU a KV cache size, the model in the engine core's process and, when `cpu_threads` is set, its
+    OpenMP threads. True on CPU."""
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     spawned_pythons_die_with_this_process()
     from vllm.platforms import current_platform
@@ -67,6 +68,11 @@ def prepare_environment() -> bool:
         # still get theirs). Measured here (SmolLM2-135M, docs/vllm.md): ready in 30-36 s against 44, 14-16 tokens/s
         # against 11 (no hand-over between two processes per step), 610 MiB less resident.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if cpu_threads > 0:
+            # torch's threads spin at every barrier: beside other busy work on the same cores (a second engine, a
+            # test worker, a CPU hog) fewer threads are faster. Measured here with two test workers busy, SmolLM2
+            # decoded 8.1-11.4 tokens/s on 1 thread against 1.6-3.1 on torch's default 2 (README)
+            os.environ["OMP_NUM_THREADS"] = str(cpu_threads)
     return on_cpu
 
 
@@ -298,7 +304,7 @@ class VllmEngine:
 
         def parse() -> argparse.Namespace:
             try:
-                on_cpu = prepare_environment()
+                on_cpu = prepare_environment(self.settings.vllm_cpu_threads)
                 import vllm
             except (ImportError, OSError) as exc:  # the installation, not the arguments
                 raise EngineUnavailableError(f"vLLM cannot be imported here: {exception_text(exc)}") from None
