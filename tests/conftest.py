@@ -101,6 +101,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(scaled(float(seconds)), *args[1:], **kwargs), append=False)
 
 
+# Where the time went, in the CI output beside --durations: each file's total (setup, call and teardown of its
+# tests) and each worker's busy time, so the next cut is chosen from figures (and LONGEST_FILES kept in order).
+_FILE_SECONDS: dict[str, float] = {}
+_WORKER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::")[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    name = getattr(worker, "id", "main")
+    _WORKER_SECONDS[name] = _WORKER_SECONDS.get(name, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _FILE_SECONDS or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    terminalreporter.section("slowest 20 files (seconds: setup, call and teardown of their tests)")
+    for path, seconds in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])[:20]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {path}")
+    busy = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(_WORKER_SECONDS.items()))
+    terminalreporter.write_line(f"busy per worker: {busy}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
