@@ -68,10 +68,10 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     app.include_router(scorecard_api.router)  # quality, speed, memory and load time per model; the recommendation
     node.install_node(app, services)  # /node routes behind the peer key: two panels running one model
     if settings.ui if with_ui is None else with_ui:
-        import gradio as gr
-
         from panel.ui import build_ui, ui_launch_kwargs
+        from panel.ui.gradio_startup import import_gradio
 
+        gr = import_gradio()
         gr.mount_gradio_app(app, build_ui(services), path="/", **ui_launch_kwargs(), **gradio_auth_kwargs(services))
         if services.users is not None:
             install_sessions(app, services.auth, settings.session_ttl_s, services.audit.record)  # expiry, sign-out

@@ -30,6 +30,7 @@ def build_ui(services: Services) -> Any:
     from panel.ui.benchmarks import build_benchmarks
     from panel.ui.chat import build_chat
     from panel.ui.engines import build_engines
+    from panel.ui.gradio_startup import quiet_queue
     from panel.ui.keys import build_admin
     from panel.ui.models import build_models
     from panel.ui.monitor import build_monitor
@@ -61,6 +62,7 @@ def build_ui(services: Services) -> Any:
         if services.users is not None:
             build_account(services)  # change my password
         install_role_gating(blocks, services, {admin_tab: "admin"})  # last: sees every tab's guarded handlers
+    quiet_queue(blocks)
     return blocks
 
 
