@@ -11,22 +11,36 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from panel import __version__, api
+from panel.access.audit import AuditLog, audit_path
+from panel.access.auth import build_auth
+from panel.access.limits import GenerationSlots, limits_from
+from panel.access.quotas import Quotas, QuotaStore, quotas_path
 from panel.access.routes import gradio_auth_kwargs, install_access
 from panel.access.sessions import install_sessions
 from panel.api import arena as arena_api
 from panel.api import node
 from panel.api import scorecard as scorecard_api
+from panel.api.gateway import Gateway
+from panel.arena.store import ArenaStore
 from panel.bench import api as bench_api
 from panel.bench import share_api
+from panel.bench.runner import BenchmarkRunner
+from panel.bench.share_api import IMPORT_PATH, MAX_BUNDLE_BYTES
 from panel.doctor import api as doctor_api
 from panel.engines import default_engines
 from panel.engines.base import LLAMACPP, Engine
+from panel.engines.manager import EngineManager
+from panel.engines.vllm.node_worker import NodeWorker
 from panel.errors import PanelError
 from panel.evals import routes as eval_routes
 from panel.models import routes as model_routes
+from panel.models.downloads import DownloadManager, hub_config
 from panel.observability import metrics
 from panel.observability import routes as observability_routes
-from panel.services import Services, build_services
+from panel.observability.load_log import LoadLog
+from panel.observability.metrics import PanelMetrics
+from panel.observability.request_log import RequestLog
+from panel.services import Services
 from panel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,3 +118,37 @@ async def autoload_default(services: Services) -> None:
         log.info("default model loaded on %s: %s", LLAMACPP, path.name)
     except PanelError as exc:
         log.error("autoload of %s failed: %s", path.name, exc.message)
+
+
+def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
+    """Construct every service and subscribe them to each other. Raises AuthConfigError on an unreadable users file:
+    better not start than run open."""
+    manager = EngineManager(settings, engines)
+    gateway = Gateway(manager, log_prompts=settings.request_log_prompts)
+    audit = AuditLog(audit_path(settings.data_dir))
+    auth = build_auth(settings, audit=audit.record)
+    metrics = PanelMetrics(manager)
+    request_log = RequestLog(settings.data_dir / "requests.sqlite3", settings.request_log_max_rows)
+    load_log = LoadLog(request_log.path)  # the same database: loads beside requests
+    manager.listeners += [audit.on_manager_action, metrics.on_manager_action]
+    manager.load_listeners += [metrics.observe_load, load_log.record]
+    manager.memory_of_loads = load_log
+    gateway.observers += [metrics.observe_outcome, request_log.record]
+    downloads = DownloadManager(hub_config(settings, audit.record))
+    return Services(
+        settings=settings,
+        manager=manager,
+        gateway=gateway,
+        audit=audit,
+        auth=auth,
+        metrics=metrics,
+        request_log=request_log,
+        load_log=load_log,
+        generation_slots=GenerationSlots(limits_from(settings).max_concurrent_per_user),
+        quotas=Quotas(QuotaStore(quotas_path(settings.data_dir)), request_log),
+        downloads=downloads,
+        bench=BenchmarkRunner(settings, manager, downloads, auth),
+        arena=ArenaStore(settings.data_dir / "arena.sqlite3"),
+        node_worker=NodeWorker(settings) if settings.role == "worker" else None,
+        body_limits={IMPORT_PATH: MAX_BUNDLE_BYTES},  # a bundle with its inline HTML report is megabytes
+    )

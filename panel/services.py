@@ -1,4 +1,5 @@
-"""The run-time services one app holds (app.state.services): a frozen set of named services, built in one place."""
+"""The run-time services one app holds (app.state.services): a frozen set of named services. Types only: panel/app.py
+builds them (build_services), so every package may read this module without importing the others."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from panel.api.gateway import Gateway
     from panel.arena.store import ArenaStore
     from panel.bench.runner import BenchmarkRunner
-    from panel.engines.base import Engine
     from panel.engines.manager import EngineManager
     from panel.engines.vllm.node_worker import NodeWorker
     from panel.models.downloads import DownloadManager
@@ -51,55 +51,6 @@ class Services:
     def users(self) -> Auth | None:
         """The auth store when users are configured, else None: every caller is the local admin."""
         return self.auth if self.auth.enabled else None
-
-
-def build_services(settings: Settings, engines: dict[str, Engine]) -> Services:
-    """Construct every service and subscribe them to each other. Raises AuthConfigError on an unreadable users file:
-    better not start than run open."""
-    from panel.access.audit import AuditLog, audit_path
-    from panel.access.auth import build_auth
-    from panel.access.limits import GenerationSlots, limits_from
-    from panel.access.quotas import Quotas, QuotaStore, quotas_path
-    from panel.api.gateway import Gateway
-    from panel.arena.store import ArenaStore
-    from panel.bench.runner import BenchmarkRunner
-    from panel.bench.share_api import IMPORT_PATH, MAX_BUNDLE_BYTES
-    from panel.engines.manager import EngineManager
-    from panel.engines.vllm.node_worker import NodeWorker
-    from panel.models.downloads import DownloadManager, hub_config
-    from panel.observability.load_log import LoadLog
-    from panel.observability.metrics import PanelMetrics
-    from panel.observability.request_log import RequestLog
-
-    manager = EngineManager(settings, engines)
-    gateway = Gateway(manager, log_prompts=settings.request_log_prompts)
-    audit = AuditLog(audit_path(settings.data_dir))
-    auth = build_auth(settings, audit=audit.record)
-    metrics = PanelMetrics(manager)
-    request_log = RequestLog(settings.data_dir / "requests.sqlite3", settings.request_log_max_rows)
-    load_log = LoadLog(request_log.path)  # the same database: loads beside requests
-    manager.listeners += [audit.on_manager_action, metrics.on_manager_action]
-    manager.load_listeners += [metrics.observe_load, load_log.record]
-    manager.memory_of_loads = load_log
-    gateway.observers += [metrics.observe_outcome, request_log.record]
-    downloads = DownloadManager(hub_config(settings, audit.record))
-    return Services(
-        settings=settings,
-        manager=manager,
-        gateway=gateway,
-        audit=audit,
-        auth=auth,
-        metrics=metrics,
-        request_log=request_log,
-        load_log=load_log,
-        generation_slots=GenerationSlots(limits_from(settings).max_concurrent_per_user),
-        quotas=Quotas(QuotaStore(quotas_path(settings.data_dir)), request_log),
-        downloads=downloads,
-        bench=BenchmarkRunner(settings, manager, downloads, auth),
-        arena=ArenaStore(settings.data_dir / "arena.sqlite3"),
-        node_worker=NodeWorker(settings) if settings.role == "worker" else None,
-        body_limits={IMPORT_PATH: MAX_BUNDLE_BYTES},  # a bundle with its inline HTML report is megabytes
-    )
 
 
 def services_of(request: Request) -> Services:

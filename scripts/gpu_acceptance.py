@@ -566,7 +566,8 @@ class Acceptance:
 
     def check_monitor_series(self) -> Row:
         sys.path.insert(0, str(REPO))
-        from panel.observability.monitor import EngineMemory, GpuReading, Snapshot
+        from panel.host import GpuReading
+        from panel.observability.monitor import EngineMemory, Snapshot
         from panel.ui.monitor import history_points
 
         data = self.monitor()

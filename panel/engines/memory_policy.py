@@ -15,13 +15,13 @@ from panel.engines.base import LLAMACPP, TRANSFORMERS, LoadRequest
 from panel.engines.gpu import GpuLock
 from panel.engines.llama_server.options import LlamaOptions
 from panel.engines.memory import llama_fit, transformers_fit, vllm_fit
-from panel.engines.memory.device import device_memory
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.records import FitReport, MemoryView, busy_too_long_message, no_room_message
 from panel.engines.residency import Holder, RoomPlan, plan_room
 from panel.engines.slots import Key, Slots
 from panel.engines.transformers.options import TransformersOptions
 from panel.errors import InsufficientMemoryError
+from panel.host import device_memory
 from panel.settings import Settings
 from panel.units import human_memory
 

@@ -28,13 +28,12 @@ import csv
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from panel.errors import BadRequestError, NotFoundError, SuiteError
-from panel.evals.judge import SCORE_MAX_TOKENS
 from panel.evals.suite import BenchmarkRef, NotChecked, Suite, parse_suite
 from panel.files import safe_name
 
@@ -407,42 +406,3 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SuiteError(f"{path}: not UTF-8 text: {exc}") from None
-
-
-async def run_panel_benchmark(
-    gateway: Any,
-    benchmarks_dir: Path,
-    data_dir: Path,
-    name: str,
-    engine: str,
-    *,
-    judge_engine: str | None = None,
-    judge_url: str | None = None,
-    judge_api_key: str | None = None,
-    judge_model: str | None = None,
-    options: Any = None,
-    timeout_s: float = 300.0,
-) -> AsyncIterator[Any]:
-    """Run a downloaded benchmark like the 29-test suite (runner.run_panel_suite): progress, then the result saved
-    under the benchmark's own name. A judged benchmark needs a judge: a loaded engine or an endpoint URL."""
-    from panel.evals.runner import EvalOptions, run_panel_suite
-
-    spec = get_benchmark(name)
-    suite = load_benchmark(data_dir, spec.name)
-    if spec.kind == "judged" and not (judge_engine or judge_url):
-        raise BadRequestError(f"{spec.name} is graded 1–5 by a judge model: choose a loaded engine or a judge URL")
-    opts = options or EvalOptions(judge_max_tokens=SCORE_MAX_TOKENS)
-    opts.quality_sample = False
-    async for step in run_panel_suite(
-        gateway,
-        benchmarks_dir,
-        suite,
-        engine,
-        judge_engine=judge_engine if spec.kind == "judged" else None,
-        judge_url=judge_url if spec.kind == "judged" else None,
-        judge_api_key=judge_api_key,
-        judge_model=judge_model,
-        options=opts,
-        timeout_s=timeout_s,
-    ):
-        yield step

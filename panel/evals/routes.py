@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from panel.access.auth import actor_of, require_api_role
 from panel.engines.base import LLAMACPP
 from panel.errors import BadRequestError
-from panel.evals.hub_benchmarks import BENCHMARKS, benchmark_statuses, run_panel_benchmark, start_download
-from panel.evals.runner import EvalOptions, EvalProgress, run_panel_eval
+from panel.evals.hub_benchmarks import BENCHMARKS, benchmark_statuses, start_download
+from panel.evals.runner import EvalOptions, EvalProgress, run_panel_benchmark, run_panel_eval
 from panel.services import services_of
 
 router = APIRouter()

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from panel.api.gateway import Gateway
 from panel.errors import BadRequestError, ConflictError, NotFoundError
 from panel.evals.backends import Backend, GatewayBackend, Identity, Sampling
-from panel.evals.judge import is_self_judging, judge_case
+from panel.evals.hub_benchmarks import convert_file, get_benchmark, load_benchmark
+from panel.evals.judge import SCORE_MAX_TOKENS, is_self_judging, judge_case
 from panel.evals.record import EvalRecord, JudgeUsed, QualityAnswer
 from panel.evals.scoring import CaseResult, grade_case, summarize
 from panel.evals.suite import Case, Suite
@@ -364,9 +365,6 @@ async def resume_panel_eval(
         )
     options = EvalOptions(max_tokens_cap=record.max_tokens_cap)
     if record.benchmark is not None:  # a standard benchmark: converted again from its dataset file, same judge
-        from panel.evals.hub_benchmarks import convert_file
-        from panel.evals.judge import SCORE_MAX_TOKENS
-
         options.judge_max_tokens, options.quality_sample = SCORE_MAX_TOKENS, False
         judge = record.judge.identity if record.judge else None
         steps = run_panel_suite(
@@ -392,4 +390,42 @@ async def resume_panel_eval(
             resume=path,
         )
     async for step in steps:
+        yield step
+
+
+async def run_panel_benchmark(
+    gateway: Any,
+    benchmarks_dir: Path,
+    data_dir: Path,
+    name: str,
+    engine: str,
+    *,
+    judge_engine: str | None = None,
+    judge_url: str | None = None,
+    judge_api_key: str | None = None,
+    judge_model: str | None = None,
+    options: EvalOptions | None = None,
+    timeout_s: float = 300.0,
+) -> AsyncIterator[Any]:
+    """Run a downloaded benchmark (panel/evals/hub_benchmarks.py) like the 29-test suite (run_panel_suite):
+    progress, then the result saved under the benchmark's own name. A judged benchmark needs a judge: a loaded
+    engine or an endpoint URL."""
+    spec = get_benchmark(name)
+    suite = load_benchmark(data_dir, spec.name)
+    if spec.kind == "judged" and not (judge_engine or judge_url):
+        raise BadRequestError(f"{spec.name} is graded 1–5 by a judge model: choose a loaded engine or a judge URL")
+    opts = options or EvalOptions(judge_max_tokens=SCORE_MAX_TOKENS)
+    opts.quality_sample = False
+    async for step in run_panel_suite(
+        gateway,
+        benchmarks_dir,
+        suite,
+        engine,
+        judge_engine=judge_engine if spec.kind == "judged" else None,
+        judge_url=judge_url if spec.kind == "judged" else None,
+        judge_api_key=judge_api_key,
+        judge_model=judge_model,
+        options=opts,
+        timeout_s=timeout_s,
+    ):
         yield step

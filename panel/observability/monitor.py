@@ -1,48 +1,25 @@
 """Readings of the machine for the Monitor tab: CPU, RAM, GPU(s), per-engine memory, each labelled with its source.
-
-GPU figures come from NVML (nvidia-ml-py) when importable, else `nvidia-smi`. On GB10 (unified memory) both
-report GPU memory as not available; then memory comes from cudaMemGetInfo through torch, if torch is already
-imported in this process (never imported here), else from /proc/meminfo, and the source says which.
-Works with no GPU: the GPU list is empty and a note says why.
-"""
+The GPUs and memory are read by panel/host.py (NVML, else nvidia-smi; unified memory on GB10)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from panel.engines.base import VLLM
 from panel.engines.manager import EngineManager
 from panel.engines.procs import tree_rss_mib
+from panel.host import GpuReading, read_gpus
 
 log = logging.getLogger(__name__)
 
-NVIDIA_SMI_TIMEOUT_S = 5.0
-SMI_FIELDS = "index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
-MEMINFO = Path("/proc/meminfo")
 VLLM_KV_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # newer, older name
 CPU_FIRST_INTERVAL_S = 0.25  # the first CPU reading of a process measures over this long instead of saying 0 %
-
-
-@dataclass
-class GpuReading:
-    index: int
-    name: str
-    util_percent: float | None = None
-    mem_used_mib: float | None = None
-    mem_total_mib: float | None = None
-    mem_source: str = "n/a"
-    temperature_c: float | None = None
-    power_w: float | None = None
-    source: str = "n/a"  # where utilization, temperature and power came from
 
 
 @dataclass
@@ -132,132 +109,6 @@ def take_snapshot(manager: EngineManager | None = None) -> Snapshot:
     if manager is not None:
         snap.engines = engine_memory(manager)
     return snap
-
-
-# --- GPUs --------------------------------------------------------------------------------
-
-
-def read_gpus() -> tuple[list[GpuReading], str | None]:
-    gpus, note = _read_nvml()
-    if gpus is None:
-        gpus, note = _read_nvidia_smi()
-    if not gpus:
-        return [], note
-    for gpu in gpus:
-        if gpu.mem_total_mib is None:
-            _fill_unified_memory(gpu)
-    return gpus, note
-
-
-def _read_nvml() -> tuple[list[GpuReading] | None, str | None]:
-    try:
-        import pynvml  # nvidia-ml-py; optional
-    except ImportError:
-        return None, None
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVML raises its own error types
-        return None, f"NVML unavailable ({exc}); trying nvidia-smi"
-    try:
-        return [_nvml_gpu(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())], None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def _nvml_gpu(pynvml: Any, index: int) -> GpuReading:
-    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-    name = pynvml.nvmlDeviceGetName(handle)
-    gpu = GpuReading(index=index, name=name.decode() if isinstance(name, bytes) else str(name), source="NVML")
-    with contextlib.suppress(Exception):
-        gpu.util_percent = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-    with contextlib.suppress(Exception):
-        gpu.temperature_c = float(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
-    with contextlib.suppress(Exception):
-        gpu.power_w = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
-    with contextlib.suppress(Exception):  # GB10: NVML_ERROR_NOT_SUPPORTED for memory
-        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        gpu.mem_used_mib, gpu.mem_total_mib, gpu.mem_source = info.used / 2**20, info.total / 2**20, "NVML"
-    return gpu
-
-
-def _read_nvidia_smi() -> tuple[list[GpuReading], str | None]:
-    binary = shutil.which("nvidia-smi")
-    if binary is None:
-        return [], "no NVIDIA GPU tools found (no NVML, no nvidia-smi): GPU readings are not available here"
-    try:
-        out = subprocess.run(
-            [binary, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=NVIDIA_SMI_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], f"nvidia-smi failed: {exc}"
-    if out.returncode != 0:
-        return [], f"nvidia-smi exited {out.returncode}: {(out.stderr or out.stdout).strip()[:200]}"
-    return parse_nvidia_smi(out.stdout), None
-
-
-def parse_nvidia_smi(text: str) -> list[GpuReading]:
-    """Rows of `nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader,nounits`; '[N/A]' becomes None."""
-    gpus = []
-    for line in text.strip().splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) < 7:
-            continue
-        used, total = _num(cells[3]), _num(cells[4])
-        gpus.append(
-            GpuReading(
-                index=int(_num(cells[0]) or 0),
-                name=cells[1],
-                util_percent=_num(cells[2]),
-                mem_used_mib=used,
-                mem_total_mib=total,
-                mem_source="nvidia-smi" if total is not None else "n/a",
-                temperature_c=_num(cells[5]),
-                power_w=_num(cells[6]),
-                source="nvidia-smi",
-            )
-        )
-    return gpus
-
-
-def _num(cell: str) -> float | None:
-    try:
-        return float(cell)
-    except ValueError:  # "[N/A]", "N/A", "[Not Supported]"
-        return None
-
-
-def _fill_unified_memory(gpu: GpuReading) -> None:
-    """GB10: GPU memory is the system's; ask CUDA through an already-imported torch, else /proc/meminfo."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        with contextlib.suppress(Exception):
-            if torch.cuda.is_available():
-                free, total = torch.cuda.mem_get_info(gpu.index)
-                gpu.mem_used_mib, gpu.mem_total_mib = (total - free) / 2**20, total / 2**20
-                gpu.mem_source = "cudaMemGetInfo (torch), unified memory"
-                return
-    meminfo = read_meminfo()
-    if "MemTotal" in meminfo and "MemAvailable" in meminfo:
-        gpu.mem_total_mib = meminfo["MemTotal"] / 1024
-        gpu.mem_used_mib = (meminfo["MemTotal"] - meminfo["MemAvailable"]) / 1024
-        gpu.mem_source = "/proc/meminfo, unified memory"
-
-
-def read_meminfo(path: Path = MEMINFO) -> dict[str, int]:
-    """/proc/meminfo as {field: kB}."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in path.read_text().splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                out[key.strip()] = int(parts[0])
-    return out
 
 
 # --- engines -----------------------------------------------------------------------------

@@ -180,7 +180,7 @@ class _Names:
 def machine_scorecard(services: Services, rule: RuleInput | None = None) -> Scorecard:
     """This machine's scorecard from the services' stores, with the rule applied (the memory limit defaults to the
     device's memory). BadRequestError names a rule field out of range."""
-    from panel.engines.memory.device import device_memory
+    from panel.host import device_memory
 
     total = device_memory().total_bytes or None
     rule_used = (rule or RuleInput()).rule(total)

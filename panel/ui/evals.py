@@ -18,7 +18,6 @@ from panel.evals.hub_benchmarks import (
     BENCHMARKS,
     benchmark_markdown,
     benchmark_statuses,
-    run_panel_benchmark,
     start_download,
 )
 from panel.evals.leaderboard import (
@@ -30,7 +29,7 @@ from panel.evals.leaderboard import (
     suites_ranked,
 )
 from panel.evals.record import EvalRecord
-from panel.evals.runner import EvalOptions, rate_quality, run_panel_eval
+from panel.evals.runner import EvalOptions, rate_quality, run_panel_benchmark, run_panel_eval
 from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites
 from panel.services import Services
 from panel.ui.common import shows_errors

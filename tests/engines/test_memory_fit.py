@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from panel.engines.llama_server.options import LlamaOptions
-from panel.engines.memory.device import DeviceMemory, device_memory
 from panel.engines.memory.llama_fit import (
     KV_TYPE_BYTES,
     LlamaFitOptions,
@@ -25,6 +24,7 @@ from panel.engines.memory.llama_fit import (
     suggest_llama,
 )
 from panel.engines.memory.vllm_fit import VllmFitOptions, estimate_vllm
+from panel.host import DeviceMemory, device_memory
 from panel.units import GiB, MiB, human_memory
 from tests.conftest import MODELS_DIR, free_port, scaled
 

@@ -74,8 +74,8 @@ def test_a_peer_that_differs_is_named() -> None:
 
 
 def test_the_memory_estimate_counts_this_nodes_share() -> None:
-    from panel.engines.memory.device import DeviceMemory
     from panel.engines.memory.vllm_fit import VllmFitOptions, estimate_vllm
+    from panel.host import DeviceMemory
 
     device = DeviceMemory(kind="unified", total_bytes=128 * 2**30, available_bytes=120 * 2**30)
     one = estimate_vllm(HF_MODEL, VllmFitOptions.from_options({"max_model_len": 512}), device)

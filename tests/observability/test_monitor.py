@@ -15,24 +15,16 @@ from fastapi.testclient import TestClient
 from panel.app import create_app
 from panel.engines import default_engines
 from panel.engines.manager import EngineManager
-from panel.observability.monitor import (
-    CpuMeter,
-    GpuReading,
-    Snapshot,
-    _fill_unified_memory,
-    parse_nvidia_smi,
-    read_gpus,
-    read_meminfo,
-    take_snapshot,
-)
+from panel.host import GpuReading, _fill_unified_memory, parse_nvidia_smi, read_gpus, read_meminfo
+from panel.observability.monitor import CpuMeter, Snapshot, take_snapshot
 from panel.settings import Settings
 from panel.ui.monitor import MONITOR_POLL_S, extend_history, format_snapshot, history_frame, history_points
 from tests.conftest import scaled
 
-# nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw
+# nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw,driver_version
 # --format=csv,noheader,nounits as a GB10 (unified memory: memory not available) and an H100 print it
-GB10_ROW = "0, NVIDIA GB10, 3, [N/A], [N/A], 41, 11.52"
-H100_ROW = "0, NVIDIA H100 80GB HBM3, 97, 70123, 81559, 66, 512.30"
+GB10_ROW = "0, NVIDIA GB10, 3, [N/A], [N/A], 41, 11.52, 580.95.05"
+H100_ROW = "0, NVIDIA H100 80GB HBM3, 97, 70123, 81559, 66, 512.30, 570.133.20"
 
 
 def test_snapshot_without_a_gpu() -> None:
@@ -52,7 +44,8 @@ def test_nvidia_smi_rows_parse_with_not_available_fields() -> None:
     assert gb10.name == "NVIDIA GB10" and gb10.util_percent == 3 and gb10.temperature_c == 41
     assert gb10.mem_used_mib is None and gb10.mem_total_mib is None and gb10.mem_source == "n/a"
     assert h100.mem_used_mib == 70123 and h100.mem_total_mib == 81559 and h100.mem_source == "nvidia-smi"
-    assert h100.power_w == 512.3
+    assert h100.power_w == 512.3 and h100.driver == "570.133.20" and gb10.driver == "580.95.05"
+    assert parse_nvidia_smi("0, NVIDIA H100, 1, 2, 3, 4, 5")[0].driver is None, "an older field list still parses"
 
 
 def test_unified_memory_falls_back_and_says_so() -> None:

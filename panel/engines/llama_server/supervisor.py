@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import time
 from collections.abc import Collection
 
@@ -23,6 +22,7 @@ from panel.engines.llama_server.passthrough import pass_through
 from panel.engines.procs import rss_bytes
 from panel.engines.vision import MMPROJ_FLAGS
 from panel.errors import ConflictError, EngineFailure
+from panel.host import free_port
 from panel.settings import CLIENT_KEEP_ALIVE_S, Settings
 
 PORT_COLLISION_MARKERS = ("address already in use", "couldn't bind", "failed to bind", "bind failed")
@@ -32,12 +32,6 @@ _CHILD_ENV_OWNED = ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE", "LLAMA_ARG_HOST",
 # never handed to a child that may run a model repository's code: Hub tokens, and PANEL_* (the panel's keys, settings)
 _SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 _SECRET_PREFIX = "PANEL_"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def inherited_environment(owned: Collection[str], *, withhold_secrets: bool = False) -> dict[str, str]:

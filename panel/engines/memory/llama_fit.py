@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from panel.engines.llama_server.options import LlamaOptions
-from panel.engines.memory.device import DeviceMemory
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory.flags import as_int, flag_value, is_on, last_of
+from panel.host import DeviceMemory
 from panel.models.gguf import read_gguf
 from panel.units import MiB, human_memory
 

