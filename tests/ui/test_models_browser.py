@@ -46,6 +46,18 @@ def cell(page, text: str):  # type: ignore[no-untyped-def]
     return page.locator("#models-library").get_by_text(text).filter(visible=True).first
 
 
+def choose(page, path: str) -> None:  # type: ignore[no-untyped-def]
+    """Click the library row of `path` and wait until the Model box shows it, as a person sees before pressing
+    "Load on its engine" (the box is set by a round trip to the server; a click on the button before it lands
+    would send the previous choice)."""
+    cell(page, path).click()
+    page.wait_for_function(
+        "name => (document.querySelector('#models-selected input')?.value || '').includes(name)",
+        arg=path.rsplit("/", 1)[-1],  # the box shows the model's name, which ends with its file or folder name
+        timeout=WAIT_MS,
+    )
+
+
 def open_models_tab(page, panel: PanelProcess) -> None:  # type: ignore[no-untyped-def]
     page.goto(panel.base_url + "/")
     page.get_by_role("tab", name="Models").wait_for(timeout=WAIT_MS)
@@ -84,7 +96,7 @@ def test_download_then_open_on_engines_then_delete(panel: PanelProcess, browser,
             page.locator("#models-library").get_by_text("tiny-GGUF/tiny-Q8_0.gguf").count() == 0
         )  # only the chosen quant
 
-        row.click()
+        choose(page, "models/tiny-GGUF/tiny-Q4_K_M.gguf")
         page.locator("#models-open").click()
         engine_box = page.locator("#llama-model input")
         engine_box.wait_for(state="visible", timeout=WAIT_MS)
@@ -111,7 +123,7 @@ def test_an_hf_folder_opens_on_the_vllm_picker(panel: PanelProcess, browser) -> 
     page = browser.new_page()
     try:
         open_models_tab(page, panel)
-        cell(page, "models/tiny-hf").click()
+        choose(page, "models/tiny-hf")
         page.locator("#models-open").click()
         page.wait_for_function(
             "() => (document.querySelector('#vllm-model input')?.value || '').includes('tiny-hf')", timeout=WAIT_MS
