@@ -211,10 +211,11 @@ case "$cmd" in
   lint)
     setup
     ensure_test_tools
-    step "ruff check, ruff format --check, mypy --strict (panel/engines, panel/api, panel/access: pyproject.toml)"
+    step "ruff check, ruff format --check, lint-imports (the layers), mypy --strict (all of panel/: pyproject.toml)"
     cd "$REPO"
     "$VPY" -m ruff check panel tests scripts
     "$VPY" -m ruff format --check panel tests scripts
+    "$PANEL_VENV/bin/lint-imports" --no-cache
     exec "$VPY" -m mypy ;;
   setup)
     setup ;;

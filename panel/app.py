@@ -13,30 +13,30 @@ from fastapi import FastAPI
 from panel import __version__, api
 from panel.access.audit import AuditLog, audit_path
 from panel.access.auth import build_auth
-from panel.access.limits import GenerationSlots, limits_from
 from panel.access.quotas import Quotas, QuotaStore, quotas_path
-from panel.access.routes import gradio_auth_kwargs, install_access
 from panel.access.sessions import install_sessions
 from panel.api import arena as arena_api
+from panel.api import bench as bench_api
+from panel.api import bench_share as share_api
+from panel.api import doctor as doctor_api
+from panel.api import evals as eval_routes
+from panel.api import models as model_routes
 from panel.api import node
+from panel.api import observability as observability_routes
 from panel.api import scorecard as scorecard_api
-from panel.api.gateway import Gateway
+from panel.api.access import gradio_auth_kwargs, install_access
+from panel.api.bench_share import IMPORT_PATH
+from panel.api.gate import GenerationSlots, limits_from
 from panel.arena.store import ArenaStore
-from panel.bench import api as bench_api
-from panel.bench import share_api
+from panel.bench.bundle import MAX_BUNDLE_BYTES
 from panel.bench.runner import BenchmarkRunner
-from panel.bench.share_api import IMPORT_PATH, MAX_BUNDLE_BYTES
-from panel.doctor import api as doctor_api
+from panel.calls.gateway import Gateway
 from panel.engines import default_engines
 from panel.engines.base import LLAMACPP, Engine
 from panel.engines.manager import EngineManager
 from panel.engines.vllm.node_worker import NodeWorker
 from panel.errors import PanelError
-from panel.evals import routes as eval_routes
-from panel.models import routes as model_routes
 from panel.models.downloads import DownloadManager, hub_config
-from panel.observability import metrics
-from panel.observability import routes as observability_routes
 from panel.observability.load_log import LoadLog
 from panel.observability.metrics import PanelMetrics
 from panel.observability.request_log import RequestLog
@@ -71,8 +71,7 @@ def create_app(settings: Settings, engines: dict[str, Engine] | None = None, *, 
     api.install_error_handlers(app)
     app.include_router(api.router)
     install_access(app, services)  # the gate (auth, limits, login throttling), keys, audit
-    app.include_router(observability_routes.router)  # the request log, the monitor
-    app.include_router(metrics.router)  # /metrics
+    app.include_router(observability_routes.router)  # the request log, the monitor, /metrics
     app.include_router(model_routes.router)  # Hugging Face downloads and the model library
     app.include_router(eval_routes.router)  # standard benchmarks from the Hub, evaluation runs
     app.include_router(bench_api.router)

@@ -8,7 +8,7 @@ import contextlib
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 from panel.host import free_port
 from panel.settings import KEEP_ALIVE_S
@@ -26,7 +26,13 @@ class Background:
     def run(self, coro: Any, timeout: float = 600.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def serve(self, app: Any, lifespan: str = "on", timeout: float = 120.0, keep_alive_s: float = KEEP_ALIVE_S) -> str:
+    def serve(
+        self,
+        app: Any,
+        lifespan: Literal["auto", "on", "off"] = "on",
+        timeout: float = 120.0,
+        keep_alive_s: float = KEEP_ALIVE_S,
+    ) -> str:
         import uvicorn
 
         port = free_port()

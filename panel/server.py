@@ -16,7 +16,7 @@ def serve(settings: Settings, log_level: str = "info") -> int:
     import uvicorn
 
     from panel.access.auth import AuthConfigError, load_users
-    from panel.access.routes import exposure_notice, exposure_problem
+    from panel.api.access import exposure_notice, exposure_problem
     from panel.app import create_app
 
     try:

@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 
     from panel.access.audit import AuditLog
     from panel.access.auth import Auth
-    from panel.access.limits import GenerationSlots
     from panel.access.quotas import Quotas
-    from panel.api.gateway import Gateway
+    from panel.api.gate import GenerationSlots
     from panel.arena.store import ArenaStore
     from panel.bench.runner import BenchmarkRunner
+    from panel.calls.gateway import Gateway
     from panel.engines.manager import EngineManager
     from panel.engines.vllm.node_worker import NodeWorker
     from panel.models.downloads import DownloadManager

@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from panel.app import create_app  # noqa: E402
 from panel.background import Background  # noqa: E402
+from panel.calls.sse import error_message  # noqa: E402
 from panel.settings import DEFAULT_MODEL_FILE, Settings  # noqa: E402
-from panel.sse import error_message  # noqa: E402
 
 try:
     import aiohttp

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from panel.api.gateway import Gateway  # noqa: E402
+from panel.calls.gateway import Gateway  # noqa: E402
 from panel.engines.base import LoadRequest  # noqa: E402
 from panel.engines.manager import EngineManager  # noqa: E402
 from panel.engines.procs import tree_rss_mib  # noqa: E402

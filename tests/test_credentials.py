@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from panel.api.remote import RemoteEndpoint
 from panel.bench.plan import ModelTarget
+from panel.calls.remote import RemoteEndpoint
 from panel.credentials import bearer_headers, checked_key
 from panel.errors import BadRequestError
 

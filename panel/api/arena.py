@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from panel.access.auth import Principal, actor_of, require_api_role, role_allows
-from panel.api.remote import RemoteEndpoint
+from panel.arena.battle import BattleAsk, BattleStep, battle
+from panel.calls.remote import RemoteEndpoint
 from panel.errors import EngineFailure, ForbiddenError
 from panel.images import MAX_IMAGES, image_part_from_data_url
 from panel.services import services_of
-from panel.ui.arena_battle import BattleAsk, BattleStep, battle
 
 router = APIRouter(prefix="/v1/arena")
 

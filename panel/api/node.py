@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from panel.access.asgi import ScopeHeaders, send_error
+from panel.api.asgi import ScopeHeaders, send_error
 from panel.engines.vllm.multinode import NodeHealth, WorkerLaunch, WorkerStatus, key_matches, local_health
 from panel.engines.vllm.node_worker import NodeWorker
 from panel.errors import BadRequestError, ConflictError, PayloadTooLargeError, UnauthorizedError

@@ -1,11 +1,10 @@
-"""The engines' own APIs on the panel's port: each carried path (panel/api/paths.py) is forwarded by the Gateway to
+"""The engines' own APIs on the panel's port: each carried path (panel/calls/paths.py) is forwarded by the Gateway to
 the engine the request names, and the engine's answer is streamed back byte for byte as it arrives."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -15,9 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from panel.access.auth import LOCAL, actor_of, role_allows
-from panel.api.gateway import Gateway, Prepared
-from panel.api.paths import FORWARDED_PATHS
-from panel.api.tap import Tap
+from panel.calls.gateway import Gateway, Prepared
+from panel.calls.paths import FORWARDED_PATHS
+from panel.calls.sse import encode_event
+from panel.calls.tap import Tap
 from panel.errors import PanelError
 from panel.services import services_of
 
@@ -104,7 +104,7 @@ async def _after_load(gateway: Gateway, prepared: Prepared) -> AsyncIterator[byt
         try:
             tap = opening.result()
         except PanelError as exc:
-            yield b"data: " + json.dumps({**exc.to_json(), "status": exc.status_code}).encode() + b"\n\n"
+            yield encode_event({**exc.to_json(), "status": exc.status_code})
             return
     finally:
         if not opening.done():  # the client left while it loaded: the load goes on for others, the call not

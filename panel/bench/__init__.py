@@ -1,1 +1,2 @@
-"""Benchmarks: a streaming client, suites, the result store, charts, the runner service and the `bench` CLI."""
+"""Benchmarks: a streaming client, suites, the result store, charts and the runner service. Their routes are in
+panel/api/bench.py and panel/api/bench_share.py, the `bench` command in panel/cli/bench.py."""

@@ -15,11 +15,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from panel.bench.metrics import PER_SESSION_TARGET_TPS
-from panel.bench.record import RunRecord
+from panel.bench.record import Row, RunRecord
 
 # Memory bandwidth (GB/s) by GPU name fragment, for the single-stream roofline (docs/benchmarks.md).
 BANDWIDTH_GB_S = {"GB10": 273.0, "H100": 3350.0, "H200": 4800.0}
-Row = dict[str, Any]
 
 
 def series_key(row: Row) -> tuple[str, str, str, str]:

@@ -1,12 +1,10 @@
 """One streaming request to an OpenAI-compatible endpoint → a RequestResult with every chunk's arrival time.
 
-Metric definitions follow `vllm bench serve` (see docs/benchmarks.md):
+The figures (TTFT, decode tokens/s, TPOT, the tokens/s of an answer that came whole) are panel/calls/stats.py's, the
+one definition the Chat tab and /metrics use too, computed from the client's arrival times; the events are read by
+panel/calls/sse.py (OpenAI chat and completions, tool calls, Responses API and Anthropic events). Here only:
 
-- TTFT: request sent → first chunk carrying generated text.
-- decode tokens/s: tokens after the first chunk / (last chunk time − first chunk time). With one token per
-  chunk this is (n − 1) / (t_last − t_first); with k tokens per chunk it stays exact instead of overcounting.
 - ITL: the gap between consecutive chunks spread over the tokens the later chunk carries.
-- TPOT: (end-to-end − TTFT) / (output tokens − 1).
 
 Output tokens come from the engine's `usage.completion_tokens` (stream_options.include_usage); chunks carry no
 token counts, so tokens per chunk = completion_tokens / content chunks (recorded as chunks_per_token).
@@ -26,10 +24,11 @@ from typing import Any
 
 import httpx
 
+from panel.calls import stats
+from panel.calls.sse import StreamChunk, error_message, sse_json
 from panel.credentials import bearer_headers
 from panel.engines.base import WHOLE_ANSWER
 from panel.settings import CLIENT_KEEP_ALIVE_S
-from panel.sse import error_message, sse_json
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -117,10 +116,16 @@ class RequestResult:
         return bool(self.server_timings and self.server_timings.get(WHOLE_ANSWER) is True) and self.output_tokens > 1
 
     @property
+    def first_t(self) -> float | None:
+        return self.chunk_times[0] if self.chunk_times else None
+
+    @property
+    def last_t(self) -> float | None:
+        return self.chunk_times[-1] if self.chunk_times else None
+
+    @property
     def ttft_s(self) -> float | None:
-        if not self.chunk_times or self.whole_at_once:
-            return None
-        return self.chunk_times[0] - self.send_t
+        return None if self.whole_at_once else stats.ttft_s(self.send_t, self.first_t)
 
     @property
     def e2e_s(self) -> float | None:
@@ -135,11 +140,8 @@ class RequestResult:
     @property
     def decode_tps(self) -> float | None:
         if self.whole_at_once:
-            return self.e2e_tps
-        gen = self.generation_s
-        if not gen or gen <= 0:
-            return None
-        return (self.output_tokens - self.tokens_per_chunk) / gen
+            return stats.whole_answer_tps(self.output_tokens, self.send_t, self.last_t)
+        return stats.decode_tps(self.output_tokens, len(self.chunk_times), self.first_t, self.last_t)
 
     @property
     def e2e_tps(self) -> float | None:
@@ -148,10 +150,7 @@ class RequestResult:
 
     @property
     def tpot_s(self) -> float | None:
-        e2e, ttft = self.e2e_s, self.ttft_s
-        if e2e is None or ttft is None or self.output_tokens < 2 or len(self.chunk_times) < 2:
-            return None
-        return (e2e - ttft) / (self.output_tokens - 1)
+        return None if self.whole_at_once else stats.tpot_s(self.output_tokens, self.send_t, self.first_t, self.last_t)
 
     def itl_s(self) -> list[float]:
         """Inter-token latencies: each chunk gap spread evenly over the tokens that chunk carries."""
@@ -229,13 +228,16 @@ class _Deadline(Exception):
 async def _read_stream(
     resp: httpx.Response, result: RequestResult, deadline: float, on_chunk: Callable[[float], None] | None
 ) -> None:
-    async for now, chunk in sse_json(resp):
+    async for now, data in sse_json(resp):
         if now > deadline:
             raise _Deadline
-        if "error" in chunk:
-            result.error = error_message(chunk)
+        chunk = StreamChunk.parse(data)
+        if chunk.error is not None:
+            result.error = chunk.error
             result.done_t = now
             return
+        if isinstance(data.get("timings"), dict):
+            result.server_timings = data["timings"]  # the engine's own figures, kept beside ours
         if _take_chunk(chunk, now, result) and on_chunk is not None:
             on_chunk(now)
     result.done_t = time.perf_counter()
@@ -245,25 +247,20 @@ async def _read_stream(
             result.error = "the stream ended without any generated text"
 
 
-def _take_chunk(chunk: dict[str, Any], now: float, result: RequestResult) -> bool:
-    """Record one SSE chunk; True when it carried generated text."""
-    had_text = False
-    for choice in chunk.get("choices") or []:
-        result.finish_reason = choice.get("finish_reason") or result.finish_reason
-        delta = choice.get("delta") or {}
-        text = choice.get("text") or delta.get("content") or delta.get("reasoning_content") or ""
-        if text:
-            had_text = True
-            result.text_chars += len(text)
-    if had_text:
+def _take_chunk(chunk: StreamChunk, now: float, result: RequestResult) -> bool:
+    """Record one event; True when it carried generated output (text, reasoning, a tool call's part, a refusal, or a
+    Responses API or Anthropic delta)."""
+    had_output = chunk.output_events > 0
+    for choice in chunk.choices:
+        result.finish_reason = choice.finish_reason or result.finish_reason
+        result.text_chars += len(choice.text) + len(choice.reasoning)
+        had_output = had_output or choice.has_output
+    result.finish_reason = chunk.finish_reason or result.finish_reason
+    if had_output:
         result.chunk_times.append(now)
-    usage = chunk.get("usage")
-    if usage:
-        result.prompt_tokens = usage.get("prompt_tokens")
-        result.completion_tokens = usage.get("completion_tokens")
-        details = usage.get("prompt_tokens_details") or {}
-        if details.get("cached_tokens") is not None:
-            result.cached_tokens = details["cached_tokens"]
-    if isinstance(chunk.get("timings"), dict):
-        result.server_timings = chunk["timings"]
-    return had_text
+    if chunk.usage is not None:
+        result.prompt_tokens = chunk.usage.prompt_tokens
+        result.completion_tokens = chunk.usage.completion_tokens
+        if chunk.usage.cached_tokens is not None:
+            result.cached_tokens = chunk.usage.cached_tokens
+    return had_output

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
+from panel.engines.base import REMOTE
 from panel.host import OWN_MEMORY, cpu_name, installed_distribution, ram_total_mib, read_gpus
 
 VERSION_TIMEOUT_S = 10.0
@@ -20,7 +21,7 @@ def capture_remote(identity: str, model: str) -> dict[str, Any]:
     return {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "panel_version": __version__,
-        "engine": "remote",
+        "engine": REMOTE,
         "target": {"url": identity, "model": model},
         "client_host": {"hostname": platform.node(), "cpu": cpu_name(), "cpu_count": os.cpu_count()},
     }

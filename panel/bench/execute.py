@@ -28,6 +28,7 @@ from panel.bench.store import ResultStore
 from panel.bench.suite_runner import SuiteRunner
 from panel.bench.suites import SUITES, SuiteConfig, SuiteOutcome
 from panel.bench.targets import TargetResolver
+from panel.engines.base import REMOTE
 from panel.errors import PanelError
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class RunExecutor:
     async def run(self, state: RunState) -> None:
         state.status = "running"
         try:
-            targets = state.plan.targets or [None]
+            targets: list[ModelTarget | None] = list(state.plan.targets) or [None]
             for i, target in enumerate(targets, 1):
                 if target is not None:
                     state.note(f"model {i}/{len(targets)}: {target.model} on {target.engine}")
@@ -110,7 +111,7 @@ class RunExecutor:
         width = max([*config.concurrencies, 1])
         client = make_client(target.base_url, width, config.timeout_s, api_key=target.api_key)
         env = environment.capture_remote(target.identity, target.model)
-        await self._run_suites(state, target.model, "remote", config, client, env, target=target.identity)
+        await self._run_suites(state, target.model, REMOTE, config, client, env, target=target.identity)
 
     async def _run_suites(
         self,
@@ -212,7 +213,8 @@ class RunExecutor:
             return await runner.parallel(self._single_stream_reference(done, runner.config, model, engine))
         if suite == "offline":  # vLLM in this process only: batches straight to its AsyncLLM
             return await runner.offline(getattr(self.manager.engines.get(engine), "offline_batch", None))
-        return await getattr(runner, suite)()
+        outcome: SuiteOutcome = await getattr(runner, suite)()
+        return outcome
 
     def _single_stream_reference(
         self, done: list[SuiteOutcome], config: SuiteConfig, model: str, engine: str

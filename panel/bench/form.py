@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from panel.bench.plan import BenchPlan, ModelTarget, plan_from
+from panel.engines.base import REMOTE
 from panel.errors import BadRequestError
 
 MAX_PROMPTS_FILE_BYTES = 20 * 1024 * 1024
@@ -112,7 +113,7 @@ def parse_targets(text: str | None) -> list[ModelTarget]:
             url, _, name = line.partition(" ")
             if not name.strip():
                 raise BadRequestError(f"a remote target needs a model name after its URL: {line!r}")
-            targets.append(ModelTarget(model=name.strip(), engine="remote", url=url))
+            targets.append(ModelTarget(model=name.strip(), engine=REMOTE, url=url))
             continue
         engine, sep, rest = line.partition(":")
         if sep and engine.strip() in {"llamacpp", "vllm"}:
@@ -154,6 +155,6 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def _positive_or_none(value: float | None) -> float | None:
-    """An empty or zero SLO field means: not checked."""
+def _positive_or_none(value: float | str | None) -> float | None:
+    """An empty or zero SLO field means: not checked (Gradio sends an emptied number box as "" or None)."""
     return float(value) if value not in (None, "") and float(value) > 0 else None

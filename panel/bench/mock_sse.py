@@ -26,9 +26,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict] | None:
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, Any]] | None:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     path = lines[0].split(" ")[1]
@@ -40,12 +41,12 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, dict] | None
     return path, body
 
 
-def _event(payload: dict) -> bytes:
+def _event(payload: dict[str, Any]) -> bytes:
     data = b"data: " + json.dumps(payload).encode() + b"\n\n"
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-async def _stream(writer: asyncio.StreamWriter, path: str, body: dict) -> None:
+async def _stream(writer: asyncio.StreamWriter, path: str, body: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     start = loop.time()
     status = int(body.get("mock_status", 200))
@@ -74,7 +75,7 @@ async def _stream(writer: asyncio.StreamWriter, path: str, body: dict) -> None:
         if take not in events or stamp:
             text = "tok " * take
             choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
-            payload: dict = {"choices": [choice]}
+            payload: dict[str, Any] = {"choices": [choice]}
             if stamp:  # the mock's own send time; CLOCK_MONOTONIC, so comparable across processes
                 payload["mock_t"] = time.perf_counter()
             events[take] = _event(payload)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from panel.bench.record import RunRecord
 from panel.bench.suites import SUITES, SuiteConfig
+from panel.calls.remote import check_remote_url, remote_base_url, remote_identity
 from panel.credentials import checked_key
+from panel.engines.base import LLAMACPP, REMOTE
 from panel.errors import BadRequestError
 
 
@@ -19,7 +20,7 @@ class ModelTarget:
     of this panel, or a model name at any OpenAI-compatible `url` (another panel, a remote server, a hosted API)."""
 
     model: str
-    engine: str = "llamacpp"  # llamacpp | vllm | remote (with url)
+    engine: str = LLAMACPP  # an engine of this panel, or REMOTE (with url)
     options: dict[str, Any] = field(default_factory=dict)
     include: list[str] | None = None  # file patterns for the download (e.g. one GGUF quant)
     url: str | None = None  # OpenAI base URL (…/v1) of a remote target
@@ -35,23 +36,19 @@ class ModelTarget:
     def check_remote(self) -> None:
         if self.url is None:
             return
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.username or parts.query:
-            raise BadRequestError(f"remote target: an http(s) base URL like http://host:8080/v1, got {self.url!r}")
+        check_remote_url(self.url)
         checked_key(self.api_key, f"the API key for {self.url}")
-        self.engine = "remote"
+        self.engine = REMOTE
 
     @property
     def base_url(self) -> str:
         """The root the client's /v1/... paths go under: the URL less a trailing /v1."""
-        url = (self.url or "").rstrip("/")
-        return url[: -len("/v1")] if url.endswith("/v1") else url
+        return remote_base_url(self.url or "")
 
     @property
     def identity(self) -> str:
         """Which remote this is, in results: scheme://host:port/path (no credentials)."""
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+        return remote_identity(self.url or "")
 
 
 @dataclass

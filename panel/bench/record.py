@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-Tables = dict[str, list[dict[str, Any]]]  # table name → CSV rows
+Row = dict[str, Any]  # one row of a result table (a CSV line)
+Tables = dict[str, list[Row]]  # table name → CSV rows
 
 
 @dataclass

@@ -28,7 +28,7 @@ from panel.evals.runner import interrupted_evals, recover_interrupted_evals
 if TYPE_CHECKING:
     from panel.access.auth import Auth
     from panel.engines.manager import EngineManager
-    from panel.models.hub import DownloadManager
+    from panel.models.downloads import DownloadManager
     from panel.settings import Settings
 
 log = logging.getLogger(__name__)

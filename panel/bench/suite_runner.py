@@ -18,7 +18,7 @@ from panel.bench import metrics
 from panel.bench.arrivals import Arrivals
 from panel.bench.client import RequestResult, RequestSpec, stream_request
 from panel.bench.progress import Progress
-from panel.bench.record import Tables
+from panel.bench.record import Row, Tables
 from panel.bench.suites import FILLER, SuiteConfig, SuiteOutcome
 from panel.bench.workloads import Workload
 
@@ -91,7 +91,8 @@ class SuiteRunner:
     async def single_stream(self) -> SuiteOutcome:
         """Each output length `repeats` times, one request at a time: mean ± sd and n per point; a point whose
         tokens/s vary by more than 10 % is flagged noisy."""
-        rows, lat = [], []
+        rows: list[Row] = []
+        lat: list[Row] = []
         repeats = self.config.repeats
         for n in self.config.lengths:
             self.progress.begin(f"single-stream {n} tokens × {repeats}", repeats)
@@ -131,7 +132,8 @@ class SuiteRunner:
         return SuiteOutcome("single_stream", {"single_stream": rows, "latency": lat}, self.take_raw(), summary)
 
     async def parallel(self, single_stream_tps: float | None = None) -> SuiteOutcome:
-        rows, lat = [], []
+        rows: list[Row] = []
+        lat: list[Row] = []
         for n in self.config.concurrencies:
             # closed loop, as vllm bench serve --max-concurrency: N in flight, each refilled as one ends
             total = n * self.config.requests_per_stream
@@ -186,7 +188,8 @@ class SuiteRunner:
         whose SLO attainment falls short, no higher rate is tried."""
         cfg = self.config
         slo = cfg.slo
-        rows, lat = [], []
+        rows: list[Row] = []
+        lat: list[Row] = []
         for rate in sorted(float(r) for r in cfg.rates):
             self.progress.begin(f"rate {rate:g} requests/s × {cfg.rate_requests}", cfg.rate_requests)
             offsets = Arrivals(rate, cfg.burstiness, cfg.seed).offsets(cfg.rate_requests)
@@ -250,7 +253,8 @@ class SuiteRunner:
             ("long prompt / short output", long_prompt, cfg.short_output),
             ("short prompt / long output", cfg.prompt, cfg.long_output),
         ]
-        rows, lat = [], []
+        rows: list[Row] = []
+        lat: list[Row] = []
         for name, content, out in plan:
             self.progress.begin(f"scenario: {name}", cfg.scenario_requests)
             # cache_prompt off: repeated long prompts would otherwise measure the cache, not the scenario
@@ -285,7 +289,7 @@ class SuiteRunner:
         """Requests sharing a long prefix, cache off then on; speedup = mean TTFT off / mean TTFT on (warm)."""
         cfg = self.config
         prefix = "Read this document, then answer the question after it.\n\n" + _words(cfg.prefix_words)
-        rows = []
+        rows: list[Row] = []
         by_mode: dict[str, list[RequestResult]] = {}
         for mode in ("off", "on"):
             self.progress.begin(f"prefix cache {mode}", cfg.prefix_requests)
@@ -325,7 +329,7 @@ class SuiteRunner:
             note = "offline batch throughput is measured on vLLM in this process only"
             return SuiteOutcome("offline", {"offline": []}, [], {"skipped": note})
         cfg = self.config
-        rows = []
+        rows: list[Row] = []
         for size in cfg.batch_sizes:
             self.progress.begin(f"offline batch {size} × {cfg.offline_tokens} tokens", size)
             figures = await batch(cfg.prompt, int(size), cfg.offline_tokens)

@@ -11,8 +11,9 @@ from typing import Any
 from panel.bench import charts
 from panel.bench.record import RunRecord
 from panel.bench.store import COLUMNS, TABLES, ResultStore
+from panel.engines.base import LLAMACPP, REMOTE, VLLM
 
-ENGINES = ("llamacpp", "vllm", "remote")  # remote: any OpenAI-compatible endpoint measured from here
+ENGINES = (LLAMACPP, VLLM, REMOTE)  # remote: any OpenAI-compatible endpoint measured from here
 
 
 @dataclass

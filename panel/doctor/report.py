@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from panel.doctor.facts import Facts, collect
 from panel.doctor.reference import Measured, measure_engine, set_against
@@ -18,7 +19,9 @@ from panel.engines.base import EngineState
 from panel.errors import PanelError
 from panel.files import atomic_write_json, atomic_write_text
 from panel.models import library
-from panel.services import Services
+
+if TYPE_CHECKING:  # the doctor reads the app's services; it is not part of composing them
+    from panel.services import Services
 
 CPU_PROMPT_WORDS, GPU_PROMPT_WORDS = 512, 2048  # the published GPU figures are at 2048 prompt tokens
 CPU_DECODE_TOKENS, GPU_DECODE_TOKENS = 64, 128

@@ -13,6 +13,8 @@ LLAMACPP: Final = "llamacpp"  # llama.cpp's llama-server, one child per model
 VLLM: Final = "vllm"  # vLLM in this process
 TRANSFORMERS: Final = "transformers"  # Transformers' own `transformers serve`, one child per model
 ENGINE_NAMES: Final[tuple[EngineName, ...]] = (LLAMACPP, VLLM, TRANSFORMERS)
+# not an engine of this panel: the name answers from any OpenAI-compatible endpoint elsewhere are recorded under
+REMOTE: Final = "remote"
 
 
 class EngineState(str, enum.Enum):

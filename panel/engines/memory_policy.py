@@ -20,6 +20,7 @@ from panel.engines.records import FitReport, MemoryView, busy_too_long_message, 
 from panel.engines.residency import Holder, RoomPlan, plan_room
 from panel.engines.slots import Key, Slots
 from panel.engines.transformers.options import TransformersOptions
+from panel.engines.vllm.options import VllmOptions
 from panel.errors import InsufficientMemoryError
 from panel.host import device_memory
 from panel.settings import Settings
@@ -60,7 +61,7 @@ class MemoryPolicy:
                 return transformers_fit.estimate_transformers(
                     request.model_path, TransformersOptions.of(request.options).dtype
                 )
-            options = vllm_fit.VllmFitOptions.from_options(request.options.to_json())
+            options = vllm_fit.VllmFitOptions.of(VllmOptions.of(request.options))
             return vllm_fit.estimate_vllm(request.model_path, options, device_memory())
         except Exception as exc:  # a model the estimator does not know: say so in the log, load anyway
             log.warning("no memory estimate for %s: %s", request.model_path, exc)

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from panel.api.gateway import Gateway
+from panel.calls.gateway import Gateway
+from panel.calls.sse import StreamChunk, error_message
 from panel.credentials import bearer_headers
 from panel.errors import EngineUnavailableError, PanelError
-from panel.sse import error_message
 
 
 @dataclass
@@ -79,8 +79,12 @@ class GatewayBackend:
 
     async def _ask(self, body: dict[str, Any], started: float) -> Completion:
         tap = await self.gateway.open("/v1/chat/completions", body, who="eval")
-        data = await tap.body()
-        return completion_from(tap.reply.status, data, time.perf_counter() - started)
+        answers = [chunk async for chunk in tap.chunks()]  # parsed once, by the tap that takes its figures
+        seconds = time.perf_counter() - started
+        status, error = tap.reply.status, tap.outcome.error
+        if status != 200 or error is not None or not answers:
+            return Completion(error=f"HTTP {status}: {error or 'the answer was not JSON'}", seconds=seconds)
+        return completion_of(answers[-1], seconds)
 
 
 def _chat_body(
@@ -146,7 +150,7 @@ class HttpBackend:
 
 
 def completion_from(status: int, raw: bytes, seconds: float) -> Completion:
-    """An OpenAI chat answer (or error) as a Completion; tool calls are kept as their JSON text."""
+    """An OpenAI chat answer (or error) as a Completion, read by calls/sse.py like every other answer."""
     try:
         data = json.loads(raw)
     except ValueError:
@@ -154,14 +158,16 @@ def completion_from(status: int, raw: bytes, seconds: float) -> Completion:
     if status != 200 or not isinstance(data, dict):
         why = error_message(data) if isinstance(data, dict) else str(data)[:300]
         return Completion(error=f"HTTP {status}: {why}", seconds=seconds)
-    choice = (data.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
-    usage = data.get("usage") or {}
+    return completion_of(StreamChunk.parse(data), seconds)
+
+
+def completion_of(answer: StreamChunk, seconds: float) -> Completion:
+    """A whole answer, read like one chunk whose choices carry a `message`."""
     return Completion(
-        text=message.get("content") or "",
-        reasoning=message.get("reasoning_content") or message.get("reasoning") or "",
-        finish_reason=choice.get("finish_reason"),
-        completion_tokens=usage.get("completion_tokens"),
+        text=answer.text,
+        reasoning=answer.reasoning,
+        finish_reason=answer.choices[0].finish_reason if answer.choices else answer.finish_reason,
+        completion_tokens=answer.usage.completion_tokens if answer.usage else None,
         seconds=seconds,
     )
 

@@ -38,7 +38,7 @@ class LeaderboardRow:
 
 def iter_results(benchmarks_dir: Path) -> list[tuple[Path, EvalRecord]]:
     """Every readable evaluation result under benchmarks/<model>/, oldest first; unreadable files are skipped."""
-    out = []
+    out: list[tuple[Path, EvalRecord]] = []
     if not benchmarks_dir.is_dir():
         return out
     for path in sorted(benchmarks_dir.glob(f"*/{RESULT_PREFIX}*.json")):

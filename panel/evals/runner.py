@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from panel.api.gateway import Gateway
+from panel.calls.gateway import Gateway
 from panel.errors import BadRequestError, ConflictError, NotFoundError
 from panel.evals.backends import Backend, GatewayBackend, Identity, Sampling
 from panel.evals.hub_benchmarks import convert_file, get_benchmark, load_benchmark
@@ -40,7 +40,7 @@ class EvalProgress:
     done: int
     total: int
     message: str
-    result: dict[str, Any] | None = None  # the last step's: the result document as saved (EvalRecord.to_json)
+    result: EvalRecord | None = None  # the last step's: the result as saved
     path: Path | None = None
 
 
@@ -77,7 +77,7 @@ async def run_eval_steps(
     judge: Backend | None = None,
     options: EvalOptions | None = None,
     benchmarks_dir: Path | None = None,
-    exclusive: Callable[[str], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    exclusive: Callable[[str], contextlib.AbstractAsyncContextManager[object]] | None = None,
     resume: Path | None = None,
 ) -> AsyncIterator[EvalProgress]:
     """Yield progress after each case; the last item carries the result (and its file when saved). With a
@@ -114,14 +114,14 @@ async def run_eval_steps(
         if total > len(cases):
             yield EvalProgress(len(cases), total, "Japanese quality sample")
             quality = await _quality_sample(run)
-    result = _result_record(run, results, quality, started).to_json()
+    result = _result_record(run, results, quality, started)
     if path is not None:
-        atomic_write_json(path, result)
+        atomic_write_json(path, result.to_json())
     yield EvalProgress(total, total, "done", result=result, path=path)
 
 
-async def run_eval(suite: Suite, target: Backend, **kwargs: Any) -> tuple[dict[str, Any], Path | None]:
-    """run_eval_steps to the end: (result document, saved file or None)."""
+async def run_eval(suite: Suite, target: Backend, **kwargs: Any) -> tuple[EvalRecord, Path | None]:
+    """run_eval_steps to the end: (the result, saved file or None)."""
     last: EvalProgress | None = None
     async for last in run_eval_steps(suite, target, **kwargs):  # noqa: B007 - the last item is the result
         pass

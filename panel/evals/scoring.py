@@ -115,6 +115,15 @@ class CategorySummary:
     strict: float | None
     loose: float | None
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> CategorySummary:
+        def rate(key: str) -> float | None:
+            value = raw.get(key)
+            return None if value is None else float(value)
+
+        n, passed = int(raw.get("n") or 0), int(raw.get("passed") or 0)
+        return cls(n=n, passed=passed, pass_rate=rate("pass_rate"), strict=rate("strict"), loose=rate("loose"))
+
 
 @dataclass(frozen=True)
 class JudgeTally:
@@ -161,7 +170,6 @@ class Summary:
     def from_json(cls, raw: dict[str, Any]) -> Summary:
         """A saved summary; figures a file from an older panel lacks take their defaults."""
         rates = {"prompt_strict", "prompt_loose", "check_strict", "check_loose", "judge_score_mean"}
-        category = {f.name for f in fields(CategorySummary)}
         return cls(
             n_cases=int(raw.get("n_cases") or 0),
             n_graded=int(raw.get("n_graded") or 0),
@@ -171,7 +179,7 @@ class Summary:
             generation_errors=int(raw.get("generation_errors") or 0),
             judge=JudgeTally.from_json(raw.get("judge") or {}),
             categories={
-                name: CategorySummary(**{k: c.get(k) for k in category})
+                name: CategorySummary.from_json(c)
                 for name, c in (raw.get("categories") or {}).items()
                 if isinstance(c, dict)
             },

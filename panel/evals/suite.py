@@ -246,7 +246,8 @@ def list_suites(extra_dirs: list[Path] | None = None) -> list[Path]:
 
 def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
     """First few validation errors with the case id instead of a list index."""
-    cases = data.get("cases") if isinstance(data.get("cases"), list) else []
+    raw_cases = data.get("cases")
+    cases: list[Any] = raw_cases if isinstance(raw_cases, list) else []
     parts = []
     for err in exc.errors()[:5]:
         loc = list(err["loc"])

@@ -219,7 +219,7 @@ class DownloadManager:
             local_dir=staging,
             token=token,
             endpoint=self.config.endpoint,
-            tqdm_class=bar_class_for(job, progress),  # type: ignore[arg-type]
+            tqdm_class=bar_class_for(job, progress),
             cache_dir=self.config.cache_dir,
             etag_timeout=self.config.etag_timeout_s,
         )

@@ -214,12 +214,12 @@ def quant_name(file_type: Any, dominant_tensor_type: int | None) -> str | None:
     gguf = gguf_constants()
     if isinstance(file_type, int):
         try:
-            return gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_").replace("GUESSED", "?")
+            return str(gguf.LlamaFileType(file_type).name).removeprefix("MOSTLY_").replace("GUESSED", "?")
         except ValueError:
             pass
     if dominant_tensor_type is not None:
         try:
-            return gguf.GGMLQuantizationType(dominant_tensor_type).name
+            return str(gguf.GGMLQuantizationType(dominant_tensor_type).name)
         except ValueError:
             return None
     return None

@@ -19,6 +19,7 @@ from panel.engines.base import LLAMACPP, TRANSFORMERS, VLLM, EngineName
 from panel.errors import BadRequestError, ConflictError, ForbiddenError, PanelError
 from panel.models.engine_choice import choose_hf_engine
 from panel.models.gguf import GGUF_MAGIC, is_later_shard, read_gguf, shard_paths
+from panel.models.hf_config import HfConfig, read_hf_config
 from panel.models.paths import display_path, user_path, within_roots
 from panel.units import human_bytes
 
@@ -90,14 +91,13 @@ def engine_for_path(model_path: str, roots: tuple[Path, ...] = ()) -> EngineName
     if not folder.is_absolute() and roots:
         with contextlib.suppress(PanelError, OSError):  # the load itself says what is wrong with the path
             folder = within_roots(user_path(model_path), roots)
-    config_path = folder / "config.json"
-    if not config_path.is_absolute() or not config_path.is_file():
+    if not folder.is_absolute():
         return VLLM
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_hf_config(folder).top
+    except ValueError:
         return VLLM
-    archs = (config.get("architectures") or []) if isinstance(config, dict) else []
+    archs = config.get("architectures") or []
     return choose_hf_engine(config, str(archs[0]) if archs else None).engine if isinstance(config, dict) else VLLM
 
 
@@ -221,13 +221,11 @@ def hf_entry(folder: Path, roots: tuple[Path, ...]) -> LibraryEntry:
         return entry
     if marker.name == "params.json":
         config = {"architectures": ["Mistral (params.json)"], **config}
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    hf = HfConfig.of(config)
     archs = config.get("architectures") or []
     entry.architecture = str(archs[0]) if archs else config.get("model_type")
     entry.context_length = _int(
-        _first(
-            config, text, "max_position_embeddings", "max_seq_len", "seq_length", "n_positions", "max_sequence_length"
-        )
+        hf.get("max_position_embeddings", "max_seq_len", "seq_length", "n_positions", "max_sequence_length")
     )
     entry.quantization = hf_quant_name(config)
     weights = sorted(folder.glob("*.safetensors"))
@@ -283,14 +281,6 @@ def _safetensors_count(path: Path) -> int:
             raise ValueError("safetensors header too large")
         header = json.loads(fh.read(n))
     return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__" and isinstance(t, dict))
-
-
-def _first(config: dict[str, Any], text: dict[str, Any], *keys: str) -> Any:
-    for source in (config, text):
-        for key in keys:
-            if source.get(key):
-                return source[key]
-    return None
 
 
 def _int(value: Any) -> int | None:

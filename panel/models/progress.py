@@ -3,6 +3,7 @@ which huggingface_hub reports each chunk (and where a cancel lands)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -126,9 +127,13 @@ class DownloadJob:
             fraction=round(done / size, 4) if size else (1.0 if self.status == "done" else 0.0),
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def file_states(self) -> list[FileProgress]:
+        """Each file's progress now, copied under the lock the transfer writes it with."""
         with self._lock:
-            files = [f.to_json() for f in self.files]
+            return [dataclasses.replace(f) for f in self.files]
+
+    def to_json(self) -> dict[str, Any]:
+        files = [f.to_json() for f in self.file_states()]
         return {
             "id": self.id,
             "repo_id": self.repo_id,

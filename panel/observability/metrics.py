@@ -1,4 +1,5 @@
-"""GET /metrics in Prometheus text format, from a registry that belongs to one app (no global state).
+"""The Prometheus metrics of one app, from a registry that belongs to it (no global state); GET /metrics serves
+them (panel/api/observability.py).
 
 Ours: generation requests, tokens, TTFT and TPOT histograms per engine and model, engine state, load
 durations, refused requests. Folded in: llama-server's own /metrics (started with --metrics) and, when
@@ -13,18 +14,13 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-
-from panel.api.tap import Outcome
+from panel.calls.stats import StreamStats
+from panel.calls.tap import Outcome
 from panel.engines.base import EngineState
 from panel.engines.manager import EngineManager
 from panel.engines.records import LoadRecord
-from panel.observability.stats import StreamStats
-from panel.services import services_of
 
 log = logging.getLogger(__name__)
-
-router = APIRouter()
 
 TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -92,9 +88,8 @@ class PanelMetrics:
             self.prompt_tokens.labels(engine, model).inc(stats.usage.prompt_tokens)
         if stats.ttft_s is not None:
             self.ttft.labels(engine, model).observe(max(stats.ttft_s, 0.0))
-        tps = stats.decode_tps
-        if tps:
-            self.tpot.labels(engine, model).observe(1.0 / tps)
+        if stats.tpot_s is not None:
+            self.tpot.labels(engine, model).observe(stats.tpot_s)
 
     def observe_outcome(self, outcome: Outcome) -> None:
         """Gateway observer: one forwarded generation ended."""
@@ -248,11 +243,3 @@ class _FoldedCollector:
 
     def describe(self) -> Iterable[Any]:
         return []
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    panel_metrics: PanelMetrics = services_of(request).metrics
-    return Response(await panel_metrics.render(), media_type=CONTENT_TYPE_LATEST)

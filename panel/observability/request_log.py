@@ -20,7 +20,7 @@ import time
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from panel.api.tap import Outcome
+from panel.calls.tap import Outcome
 from panel.observability.sqlite_log import columns_of, connect, create_table, insert_sql, transaction
 from panel.observability.usage import (
     UsageEvent,

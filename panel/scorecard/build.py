@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from panel.api.remote import REMOTE
 from panel.arena.ratings import Vote, ratings
 from panel.arena.store import Battle
 from panel.bench.store import ResultStore
-from panel.engines.base import Resident
+from panel.engines.base import REMOTE, Resident
 from panel.evals.leaderboard import latest_results
 from panel.files import safe_name
 from panel.models.gguf import quant_of

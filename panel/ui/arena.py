@@ -16,15 +16,16 @@ import gradio as gr
 import pandas as pd
 
 from panel.access.auth import actor_of, role_allows
-from panel.api.remote import REMOTE, RemoteEndpoint
+from panel.arena.battle import BattleAsk, arena_models, battle
 from panel.arena.prompts import draw_prompt
 from panel.arena.ratings import Rating
 from panel.arena.store import Battle
+from panel.calls.remote import RemoteEndpoint
+from panel.chat.turn import ChatStep
+from panel.engines.base import REMOTE
 from panel.errors import PanelError
 from panel.images import ImagePart, image_part_from_file
 from panel.services import Services
-from panel.ui.arena_battle import BattleAsk, arena_models, battle
-from panel.ui.chat_turn import ChatStep
 from panel.ui.common import shows_errors
 from panel.ui.guard import current_role, requires_role
 

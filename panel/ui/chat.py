@@ -10,11 +10,11 @@ from typing import Any
 import gradio as gr
 
 from panel.access.auth import actor_of
+from panel.chat.turn import ChatAsk, chat_turn
 from panel.engines.base import EngineState, Resident
 from panel.errors import PanelError
 from panel.images import checked_images, image_part_from_file
 from panel.services import Services
-from panel.ui.chat_turn import ChatAsk, chat_turn
 from panel.ui.usage import build_my_usage
 
 MODEL_AUTO = "auto"

@@ -40,25 +40,26 @@ def _suite_choices(services: Services) -> list[tuple[str, str]]:
     return [(p.name, str(p)) for p in list_suites([services.settings.data_dir / "evals"])]
 
 
-def summary_markdown(result: dict[str, Any], path: Path | None) -> str:
-    s = result["summary"]
-    judge = result.get("judge")
+def summary_markdown(result: EvalRecord, path: Path | None) -> str:
+    s, judge = result.summary, result.judge
+    if s is None:
+        return f"**{result.model}** on {result.engine} — no summary ({result.status})"
     judge_line = "no judge"
-    if judge:
-        judge_line = f"judge **{judge.get('model')}** on {judge.get('engine')}"
-        if judge.get("self_judging"):
+    if judge is not None:
+        judge_line = f"judge **{judge.identity.model}** on {judge.identity.engine}"
+        if judge.self_judging:
             judge_line += " — ⚠️ **self-judging** (the tested model judged itself: a quick look, not a ranking)"
-        j = s["judge"]
-        judge_line += f" · PASS {j['pass']} · FAIL {j['fail']} · judge errors {j['errors']}"
-    cats = " · ".join(f"{k} {v['passed']}/{v['n']}" for k, v in s["categories"].items())
+        j = s.judge
+        judge_line += f" · PASS {j.passed} · FAIL {j.failed} · judge errors {j.errors}"
+    cats = " · ".join(f"{k} {v.passed}/{v.n}" for k, v in s.categories.items())
     bench = benchmark_lines(result)
-    return "\n".join(
+    return "  \n".join(  # a line each (Markdown's hard break), not one run-on paragraph
         [
             *(["\n\n".join(bench) + "\n"] if bench else []),
-            f"**{result['model']}** on {result['engine']} — **{s['pass_rate']}%** passed "
-            f"({s['passed']}/{s['n_graded']}), grade **{s['grade']}**",
-            f"strict/loose at prompt level {s['prompt_strict']}% / {s['prompt_loose']}% · at check level "
-            f"{s['check_strict']}% / {s['check_loose']}% · generation errors {s['generation_errors']}",
+            f"**{result.model}** on {result.engine} — **{s.pass_rate}%** passed "
+            f"({s.passed}/{s.n_graded}), grade **{s.grade}**",
+            f"strict/loose at prompt level {s.prompt_strict}% / {s.prompt_loose}% · at check level "
+            f"{s.check_strict}% / {s.check_loose}% · generation errors {s.generation_errors}",
             judge_line,
             f"per category: {cats}",
             f"saved to `{path}`" if path else "",
@@ -66,30 +67,29 @@ def summary_markdown(result: dict[str, Any], path: Path | None) -> str:
     )
 
 
-def cases_markdown(result: dict[str, Any]) -> str:
+def cases_markdown(result: EvalRecord) -> str:
     """One line per case: pass/fail, strict/loose, the judge's verdict and the checks that failed."""
     lines = ["| case | category | result | strict / loose | judge | failed checks |", "|---|---|---|---|---|---|"]
-    for case in result["cases"]:
-        judge = case.get("judge")
-        verdict = "–" if not judge else (judge.get("verdict") or f"error: {judge.get('error')}")
-        if judge and judge.get("score") is not None:
-            verdict = f"{judge['score']}/5"
-        failed = "; ".join(f"{c['type']}: {c['detail']}" for c in case["checks"] if not c["strict"])
+    for case in result.cases:
+        judge = case.judge
+        verdict = "–" if judge is None else (judge.verdict or f"error: {judge.error}")
+        if judge is not None and judge.score is not None:
+            verdict = f"{judge.score}/5"
+        failed = "; ".join(f"{c.type}: {c.detail}" for c in case.checks if not c.strict)
         cells = [
-            case["id"],
-            case["category"],
-            "✅" if case["passed"] else "❌",
-            f"{'✓' if case['strict'] else '✗'} / {'✓' if case['loose'] else '✗'}",
+            case.id,
+            case.category,
+            "✅" if case.passed else "❌",
+            f"{'✓' if case.strict else '✗'} / {'✓' if case.loose else '✗'}",
             verdict,
-            case.get("error") or failed or "–",
+            case.error or failed or "–",
         ]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines)
 
 
-def benchmark_lines(result: dict[str, Any]) -> list[str]:
+def benchmark_lines(record: EvalRecord) -> list[str]:
     """For a standard benchmark's result: its source, the prompts not checked, the judge's mean score."""
-    record = EvalRecord.from_json(result)
     bench, summary = record.benchmark, record.summary
     if bench is None or summary is None:
         return []

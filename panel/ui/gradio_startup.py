@@ -70,6 +70,6 @@ def import_gradio() -> ModuleType:
     """`import gradio`, without its import-time stub writing when this is the process's first import of it."""
     if "gradio" not in sys.modules and not any(isinstance(f, _SkipStubWriting) for f in sys.meta_path):
         sys.meta_path.insert(0, _SkipStubWriting())
-    import gradio
+    import gradio  # noqa: F401
 
-    return gradio
+    return sys.modules["gradio"]

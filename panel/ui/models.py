@@ -246,20 +246,20 @@ def progress_markdown(downloads: DownloadManager) -> str:
         return "_no downloads yet_"
     parts = []
     for job in jobs:
-        s = job.to_json()
+        totals, status, error = job.totals(), job.status, job.error
         line = (
-            f"**{s['repo_id']}** → `models/{s['name']}/` · **{s['status']}** · {s['fraction'] * 100:.1f}% · "
-            f"{human_bytes(s['done'])}/{human_bytes(s['size'])}"
+            f"**{job.repo_id}** → `models/{job.name}/` · **{status}** · {totals.fraction * 100:.1f}% · "
+            f"{human_bytes(totals.done)}/{human_bytes(totals.size)}"
         )
         if job.active:
-            line += f" · {human_bytes(s['speed_bps'])}/s · ETA {human_eta(s['eta_s'])}"
-        if s["error"]:
-            line += f"\n> ❌ {s['error']}"
+            line += f" · {human_bytes(totals.speed_bps)}/s · ETA {human_eta(totals.eta_s)}"
+        if error:
+            line += f"\n> ❌ {error}"
         rows = [
-            f"| {f['path']} | {f['status']} | {human_bytes(f['done'])}/{human_bytes(f['size'])} | "
-            f"{human_bytes(f['speed_bps'])}/s | {human_eta(f['eta_s'])} |"
-            for f in s["files"][:50]
+            f"| {f.path} | {f.status} | {human_bytes(f.done)}/{human_bytes(f.size)} | "
+            f"{human_bytes(f.speed_bps)}/s | {human_eta(f.eta_s)} |"
+            for f in job.file_states()[:50]
         ]
         table = "\n| file | status | done | speed | ETA |\n|---|---|---|---|---|\n" + "\n".join(rows)
-        parts.append(line + ("\n" + table if job.active or s["status"] != "done" else ""))
+        parts.append(line + ("\n" + table if job.active or status != "done" else ""))
     return "\n\n".join(parts)

@@ -28,8 +28,8 @@ from panel.access.auth import (
     parse_users_env,
     verify_password,
 )
-from panel.api.paths import FORWARDED_PATHS
 from panel.app import create_app
+from panel.calls.paths import FORWARDED_PATHS
 from panel.settings import REPO_ROOT, Settings
 from tests.conftest import run_panel, scaled, switch_tab
 

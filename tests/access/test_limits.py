@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from panel.access.auth import Principal, build_auth
-from panel.access.limits import GateMiddleware, GenerationSlots, Limits, check_max_tokens, floor_role
 from panel.access.quotas import Quotas, QuotaStore
+from panel.api.gate import GateMiddleware, GenerationSlots, Limits, check_max_tokens, floor_role
 from panel.errors import RateLimitError
 from panel.observability.request_log import RequestLog
 from panel.settings import Settings

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from panel.access.throttle import Throttle
+from panel.api.throttle import Throttle
 from tests.access.test_auth import PASSWORD, users_env
 from tests.conftest import PanelProcess, run_panel, scaled
 

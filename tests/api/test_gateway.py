@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from panel.access.limits import check_max_tokens
-from panel.api.tap import Outcome, Tap
+from panel.api.gate import check_max_tokens
+from panel.calls.stats import StreamStats
+from panel.calls.tap import Outcome, Tap
 from panel.engines.base import EngineReply
 from panel.errors import BadRequestError, EngineFailure
-from panel.observability.stats import StreamStats
 
 
 def _sse(*chunks: dict | str) -> list[bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from panel.api.remote import RemoteEndpoint
+from panel.calls.remote import RemoteEndpoint
 from panel.errors import BadRequestError
 
 KEY = "sk-never-shown-123"

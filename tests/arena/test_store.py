@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from panel.arena.battle import conversations
 from panel.arena.ratings import Vote, ratings
 from panel.arena.store import ArenaStore, Battle, Board
 from panel.errors import BadRequestError, ConflictError, NotFoundError
 from panel.images import image_part
-from panel.ui.arena_battle import conversations
 from tests.test_images import png_bytes
 
 

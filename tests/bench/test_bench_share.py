@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from panel.access.auth import build_auth
+from panel.api import bench_share as share_api
 from panel.app import create_app
-from panel.bench import bundle, share, share_api
+from panel.bench import bundle, share
 from panel.bench.mlflow_log import log_run_to_mlflow
 from panel.bench.record import RunRecord
 from panel.bench.scrub import is_secret_key

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from panel.api.gateway import Gateway
+from panel.calls.gateway import Gateway
 from panel.engines.base import EngineState, LoadRequest
 from panel.engines.llama_server import supervisor
 from panel.engines.llama_server.argv import build_argv, parse_help

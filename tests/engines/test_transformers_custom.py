@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from panel.bench.store import ResultStore
+from panel.calls.sse import StreamChunk
+from panel.calls.stats import StreamStats
 from panel.engines.base import TokenEvent, Usage
 from panel.engines.transformers.options import TransformersOptions, validate_options
 from panel.errors import BadRequestError
-from panel.observability.stats import StreamStats
-from panel.sse import StreamChunk
 from tests.conftest import MODELS_DIR, PanelProcess, pid_exists, run_panel, scaled
 
 HF_MODEL = MODELS_DIR / "SmolLM2-135M-Instruct-hf"  # its tokenizer and chat template only

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from panel.bench.store import ResultStore
-from panel.evals.cli import grade_responses
+from panel.cli.evals import grade_responses
 from panel.evals.leaderboard import leaderboard_rows, leaderboard_table, scatter_figure
 from panel.evals.record import EvalRecord
 from panel.evals.runner import save_result

@@ -40,7 +40,7 @@ def test_a_result_file_reads_back_typed_and_writes_back_unchanged(tmp_path: Path
     result, path = asyncio.run(run_eval(suite, Answers(), options=options, benchmarks_dir=tmp_path))
     assert path is not None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    assert saved == result and saved["summary"]["n_cases"] == 3 and saved["partial"] is True
+    assert saved == result.to_json() and saved["summary"]["n_cases"] == 3 and saved["partial"] is True
     record = EvalRecord.from_json({**saved, "from_a_newer_panel": {"x": 1}})
     assert record.summary is not None and record.summary.n_cases == 3 and len(record.cases) == 3
     assert record.to_json() == {**saved, "from_a_newer_panel": {"x": 1}}, "nothing lost, nothing added"
@@ -66,6 +66,6 @@ def test_an_interrupted_evaluation_is_listed_and_resumed_into_the_same_file(tmp_
     result, again = asyncio.run(run_eval(suite, backend, benchmarks_dir=tmp_path, resume=path))
     assert again == path and backend.asked == len(suite.cases) - 2 + 1  # the missing cases and the sample
     after = json.loads(path.read_text(encoding="utf-8"))
-    assert after == result and after["status"] == "done" and not after["partial"]
+    assert after == result.to_json() and after["status"] == "done" and not after["partial"]
     assert after["cases"][:2] == died["cases"], "the cases done before are kept as they were"
     assert len(after["cases"]) == len(suite.cases) and interrupted_evals(tmp_path) == []

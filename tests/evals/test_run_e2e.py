@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from panel.api.gateway import Gateway
+from panel.calls.gateway import Gateway
 from panel.engines.llama_server.engine import LlamaServerEngine
 from panel.engines.manager import EngineManager
 from panel.errors import BadRequestError, ConflictError
@@ -66,7 +66,7 @@ def test_whole_suite_on_the_real_engine_saves_a_result_and_a_leaderboard_row(
                         await manager.load("llamacpp", str(embedded_model), LOAD_OPTIONS)
                     refused = info.value.message
                 if step.result is not None:
-                    return step.result, step.path, refused
+                    return step.result.to_json(), step.path, refused
             raise AssertionError("no result")
         finally:
             await manager.shutdown()
@@ -132,7 +132,8 @@ def test_judge_is_a_real_loaded_model_and_self_judging_is_recorded(settings: Set
         finally:
             await manager.shutdown()
 
-    result, path = run_async(scenario())
+    record, path = run_async(scenario())
+    result = record.to_json()
     assert result["judge"]["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert result["judge"]["self_judging"] is True
     judged = {c["id"]: c["judge"] for c in result["cases"]}

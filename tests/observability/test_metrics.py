@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from panel.app import create_app
+from panel.calls.stats import StreamStats
+from panel.engines.base import TokenEvent
 from panel.observability.metrics import PanelMetrics
-from panel.observability.stats import StreamStats
 from panel.settings import Settings
 
 
@@ -34,7 +35,9 @@ def test_registries_belong_to_one_app(settings: Settings) -> None:
     from panel.engines.manager import EngineManager
 
     one, two = PanelMetrics(EngineManager(settings, {})), PanelMetrics(EngineManager(settings, {}))
-    stats = StreamStats(sent_t=0.0, first_t=0.1, last_t=1.1, tokens=11)
+    stats = StreamStats(sent_t=0.0)
+    for i in range(11):
+        stats.add(TokenEvent(t=0.1 + i * 0.1, n_tokens=1))
     one.observe_generation("llamacpp", "m.gguf", stats, True)
     assert (
         one.registry.get_sample_value(

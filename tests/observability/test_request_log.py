@@ -12,17 +12,19 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from panel.api.tap import Outcome
 from panel.app import create_app
-from panel.engines.base import Usage
+from panel.calls.stats import StreamStats
+from panel.calls.tap import Outcome
+from panel.engines.base import TokenEvent, Usage
 from panel.observability import request_log as request_log_module
 from panel.observability.request_log import RequestFilter, RequestLog
-from panel.observability.stats import StreamStats
 from panel.settings import Settings
 
 
 def _outcome(model: str, who: str = "ann", status: int = 200, error: str | None = None) -> Outcome:
-    stats = StreamStats(sent_t=0.0, first_t=0.05, last_t=1.05, tokens=11, usage=Usage(7, 11, 3))
+    stats = StreamStats(sent_t=0.0, usage=Usage(7, 11, 3))
+    for i in range(11):  # a token every 0.1 s from 0.05 s: TTFT 50 ms, 10 tokens/s after the first
+        stats.add(TokenEvent(t=0.05 + i * 0.1, n_tokens=1))
     return Outcome("llamacpp", model, "/v1/chat/completions", stats, status=status, error=error, who=who)
 
 
@@ -52,7 +54,7 @@ def test_rows_filters_csv_retention_and_reopen(tmp_path: Path, monkeypatch: pyte
 def test_prompt_text_only_when_turned_on_and_old_databases_gain_the_column(tmp_path: Path) -> None:
     import sqlite3
 
-    from panel.api.gateway import prompt_text
+    from panel.calls.gateway import prompt_text
 
     path = tmp_path / "requests.sqlite3"
     with sqlite3.connect(path) as db:  # a database from before the prompt column

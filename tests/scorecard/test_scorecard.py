@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from panel.api.remote import REMOTE, RemoteEndpoint
 from panel.app import create_app
 from panel.arena.store import ArenaStore, Battle
 from panel.bench.bundle import SCORECARD, read_bundle
 from panel.bench.record import RunRecord
 from panel.bench.share import export_bundle
 from panel.bench.store import ResultStore
+from panel.calls.remote import RemoteEndpoint
+from panel.engines.base import REMOTE
 from panel.engines.records import LoadRecord
 from panel.errors import BadRequestError
 from panel.evals.record import EvalRecord

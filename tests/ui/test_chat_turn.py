@@ -9,9 +9,9 @@ from contextlib import aclosing
 from pathlib import Path
 
 from panel.app import create_app
+from panel.chat.turn import ChatAsk, ChatStep, chat_turn
 from panel.services import Services
 from panel.settings import Settings
-from panel.ui.chat_turn import ChatAsk, ChatStep, chat_turn
 
 
 def _ask(message: str, max_tokens: int = 16) -> ChatAsk:

@@ -8,9 +8,9 @@ import asyncio
 from pathlib import Path
 
 from panel.app import create_app
+from panel.chat.turn import ChatAsk, ChatStep, chat_turn
 from panel.images import image_part
 from panel.settings import Settings
-from panel.ui.chat_turn import ChatAsk, ChatStep, chat_turn
 from tests.test_images import png_bytes
 
 PICTURE = image_part(png_bytes(), "red.png")

@@ -108,7 +108,9 @@ def test_run_rate_and_rank_from_the_ui(tmp_path: Path, browser, embedded_model: 
             page.locator("#eval-run").click()
             page.locator("#eval-status").get_by_text(re.compile(r"grade")).wait_for(timeout=scaled(120_000))
             status = page.locator("#eval-status").inner_text()
+            page.locator("#eval-status").screenshot(path=str(tmp_path / "eval-status.png"))
             assert "SmolLM2-135M-Instruct.Q4_1.gguf" in status and "no judge" in status
+            assert "grade **" not in status and "per category: " in status, "rendered, not raw Markdown"
             assert "mini-kansai" in status and "strict / loose" in status
             page.locator("#eval-samples").get_by_text("SmolLM2-135M-Instruct.Q4_1.gguf").wait_for(
                 timeout=scaled(30_000)

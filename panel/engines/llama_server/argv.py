@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 import re
-import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from panel.engines.extra_args import split_args
 from panel.errors import BadRequestError, PanelError
 from panel.models.paths import user_path, within_roots
 
@@ -91,20 +91,6 @@ def known_flags(binary: str) -> dict[str, Flag]:
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return parse_help(out)
-
-
-def split_args(raw: Any) -> list[str]:
-    """extra_args as a list of strings: given as a list, or as one shell-quoted string."""
-    if raw in (None, "", []):
-        return []
-    if isinstance(raw, str):
-        try:
-            return shlex.split(raw)
-        except ValueError as exc:
-            raise BadRequestError(f"extra_args could not be parsed: {exc}") from None
-    if isinstance(raw, list) and all(isinstance(t, str) for t in raw):
-        return list(raw)
-    raise BadRequestError("extra_args must be a list of strings or one string")
 
 
 def validate_extra_args(raw: Any, flags: dict[str, Flag], roots: tuple[Path, ...]) -> list[str]:

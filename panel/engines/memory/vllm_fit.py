@@ -3,7 +3,6 @@ memory, or weights + KV cache space + runtime on the CPU, read from config.json 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,9 @@ from typing import Any
 
 from panel.engines.memory.estimate import MemoryEstimate
 from panel.engines.memory.flags import as_float, as_int
+from panel.engines.vllm.options import VllmOptions
 from panel.host import DeviceMemory
+from panel.models.hf_config import read_hf_config
 from panel.units import GiB, MiB, human_memory
 
 # vLLM on the CPU: what the process tree holds besides weights and the KV cache (torch, vLLM, engine core and
@@ -33,6 +34,11 @@ class VllmFitOptions:
     kv_cache_space_gib: float | None = None  # CPU only (VLLM_CPU_KVCACHE_SPACE); None: vLLM's own default
     dtype: str = "auto"
     nodes: int = 1  # a load across two workstations keeps about half the weights on each
+
+    @classmethod
+    def of(cls, options: VllmOptions) -> VllmFitOptions:
+        """From a load's validated vLLM options (its `vllm serve` arguments by dest name and its node count)."""
+        return cls.from_options({**options.serve, "nnodes": options.nnodes})
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> VllmFitOptions:
@@ -107,19 +113,8 @@ def _share_note(nodes: int) -> str:
 
 def read_hf_shape(folder: Path, dtype: str = "auto") -> HfShape:
     """The model's shape from config.json (text_config for multimodal models) and its safetensors sizes."""
-    config_path = folder / "config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"no readable config.json in {folder}: {exc}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} is not a JSON object")
-    text_config = config.get("text_config")
-    text: dict[str, Any] = text_config if isinstance(text_config, dict) else {}
-
-    def get(key: str) -> Any:
-        value = text.get(key)
-        return config.get(key) if value is None else value
+    hf = read_hf_config(folder)
+    config, get = hf.top, hf.get
 
     n_head = as_int(get("num_attention_heads"), 0)
     hidden = as_int(get("hidden_size"), 0)

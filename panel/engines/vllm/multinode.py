@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import enum
 import hmac
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from panel import __version__
 from panel.errors import BadRequestError, EngineFailure, PanelError
 from panel.host import installed_version, read_gpus, read_meminfo
+from panel.models.hf_config import read_hf_config
 from panel.settings import Settings
 
 PEER_TIMEOUT_S = 10.0
@@ -187,25 +187,16 @@ def parallel_problem(model_path: str, tensor_parallel: int, pipeline_parallel: i
             f"tensor parallel {tensor_parallel} × pipeline parallel {pipeline_parallel} = {world} processes cannot "
             f"be spread evenly over {nnodes} nodes"
         )
-    config = _text_config(Path(model_path))
-    heads = config.get("num_attention_heads")
-    layers = config.get("num_hidden_layers")
+    try:
+        config = read_hf_config(Path(model_path))
+    except ValueError:
+        return None  # nothing known: vLLM says what is wrong with the model
+    heads, layers = config.get("num_attention_heads"), config.get("num_hidden_layers")
     if isinstance(heads, int) and heads % tensor_parallel:
         return f"the model has {heads} attention heads, which tensor parallel {tensor_parallel} does not divide"
     if isinstance(layers, int) and layers < pipeline_parallel:
         return f"the model has {layers} layers, fewer than pipeline parallel {pipeline_parallel} stages"
     return None
-
-
-def _text_config(folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(config, dict):
-        return {}
-    inner = config.get("text_config") or config.get("llm_config")
-    return inner if isinstance(inner, dict) else config
 
 
 def peer_problem(head: NodeHealth, worker: NodeHealth, model_path: str) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from panel.engines.base import EngineOptions
-from panel.engines.llama_server.argv import split_args
+from panel.engines.extra_args import split_args
 from panel.errors import BadRequestError
 
 OPTION_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

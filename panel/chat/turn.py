@@ -8,13 +8,15 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from panel.api.remote import RemoteEndpoint, open_remote
-from panel.api.tap import Tap
+from panel.calls.remote import RemoteEndpoint, open_remote
+from panel.calls.tap import Tap
 from panel.errors import EngineFailure, PanelError
 from panel.images import ImagePart, has_image_parts, user_content
-from panel.services import Services
+
+if TYPE_CHECKING:  # a turn uses the app's gateway and limits; it is not part of composing them
+    from panel.services import Services
 
 LIVE_UPDATE_S = 0.1  # repaint at most this often; figures come from token timestamps, not repaints
 CHAT_PATH = "/v1/chat/completions"

@@ -1,10 +1,40 @@
-"""Live generation figures from token events' server-side timestamps: TTFT, tokens/s, token counts."""
+"""The figures of one streamed answer, defined once (docs/benchmarks.md): TTFT, decode tokens/s (live while it
+streams, final after), TPOT and the tokens/s of an answer that came whole. The Chat tab, the arena, the request log,
+/metrics (StreamStats, from the tap's server-side times) and benchmarks (bench/client.py's RequestResult, from the
+client's arrival times) all compute them with the functions here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from panel.engines.base import TokenEvent, Usage
+
+
+def ttft_s(sent_t: float, first_t: float | None) -> float | None:
+    """Time to first token: request sent → the first chunk carrying generated output."""
+    return None if first_t is None else first_t - sent_t
+
+
+def decode_tps(tokens: int, chunks: int, first_t: float | None, last_t: float | None) -> float | None:
+    """Decode tokens/s: the tokens after the first chunk / (last chunk − first chunk). Chunks carry no token counts,
+    so the first chunk's share is tokens / chunks: with one token per chunk this is (n − 1) / (t_last − t_first), and
+    it stays exact when an engine merges tokens into fewer chunks (vLLM does for a slow reader). With `last_t` = now
+    it is the live figure while the answer streams."""
+    if first_t is None or last_t is None or chunks < 1 or last_t <= first_t:
+        return None
+    return (tokens - tokens / chunks) / (last_t - first_t)
+
+
+def tpot_s(tokens: int, sent_t: float, first_t: float | None, last_t: float | None) -> float | None:
+    """Time per output token after the first, per request as vLLM's benchmark has it: (e2e − TTFT) / (tokens − 1)."""
+    if first_t is None or last_t is None or tokens < 2 or last_t <= first_t:
+        return None
+    return (last_t - first_t) / (tokens - 1)
+
+
+def whole_answer_tps(tokens: int, sent_t: float, done_t: float | None) -> float | None:
+    """The tokens/s of an answer the engine made whole (no first token before the rest): tokens / the whole time."""
+    return tokens / (done_t - sent_t) if done_t is not None and done_t > sent_t else None
 
 
 @dataclass
@@ -34,19 +64,21 @@ class StreamStats:
 
     @property
     def ttft_s(self) -> float | None:
-        return None if self.first_t is None else self.first_t - self.sent_t
+        return None if self.whole_at_once else ttft_s(self.sent_t, self.first_t)
 
     @property
     def decode_tps(self) -> float | None:
-        """Tokens after the first / time from first to last token (the single-stream TPS definition)."""
-        if self.first_t is None or self.last_t is None or self.last_t <= self.first_t:
-            return None
-        return (self.completion_tokens - 1) / (self.last_t - self.first_t)
+        if self.whole_at_once:
+            return whole_answer_tps(self.completion_tokens, self.sent_t, self.last_t)
+        return decode_tps(self.completion_tokens, len(self.token_times), self.first_t, self.last_t)
+
+    @property
+    def tpot_s(self) -> float | None:
+        return None if self.whole_at_once else tpot_s(self.completion_tokens, self.sent_t, self.first_t, self.last_t)
 
     def live_tps(self, now: float) -> float | None:
-        if self.first_t is None or now <= self.first_t:
-            return None
-        return max(self.tokens - 1, 0) / (now - self.first_t)
+        """Decode tokens/s so far: the tokens seen, up to `now`."""
+        return decode_tps(self.tokens, len(self.token_times), self.first_t, now)
 
     @property
     def e2e_s(self) -> float | None:
@@ -68,10 +100,7 @@ class StreamStats:
     def summary(self) -> str:
         """One line for under a chat answer; for an answer that came whole, tokens/s is completion tokens / the whole
         generation time and there is no TTFT (docs/benchmarks.md)."""
-        tps = self.decode_tps
-        ttft = self.ttft_s
-        if self.whole_at_once and self.e2e_s:
-            tps, ttft = self.completion_tokens / self.e2e_s, None
+        tps, ttft = self.decode_tps, self.ttft_s
         parts = [
             f"{tps:.1f} tokens/s" if tps is not None else "– tokens/s",
             f"TTFT {ttft * 1000:.0f} ms" if ttft is not None else "TTFT –",

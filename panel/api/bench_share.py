@@ -1,7 +1,7 @@
 """Benchmark bundles over HTTP: GET /v1/bench/export downloads a model's runs as a .zip (viewer), POST
 /v1/bench/import adds another machine's bundle to this panel's results (operator; the raw zip as the body).
 
-The API gate in front (panel/access/limits.py) caps /v1 bodies at PANEL_MAX_BODY_BYTES (4 MiB), except on the import
+The API gate in front (panel/api/gate.py) caps /v1 bodies at PANEL_MAX_BODY_BYTES (4 MiB), except on the import
 route, whose cap is the bundle limit (registered below); a bundle over it is a 413."""
 
 from __future__ import annotations

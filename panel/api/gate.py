@@ -5,7 +5,7 @@ so streamed answers keep their slot until the last byte.
 
 Which role a path needs at least (a route's own `require_api_role` may ask for more):
   /health, /docs, /openapi.json and the UI        open (the UI has its own login)
-  POST on an engine API path (panel/api/paths.py: viewer
+  POST on an engine API path (panel/calls/paths.py: viewer
   /v1/chat/completions, /v1/responses, /infill,
   /tokenize, ...); any GET on /v1/*; GET /metrics
   DELETE on /v1/*                                 admin
@@ -21,10 +21,10 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from panel.access.asgi import ASGIApp, Receive, Scope, ScopeHeaders, Send, read_body, replay_body, send_error
 from panel.access.auth import Principal, authenticate, bearer_token, require
-from panel.access.throttle import address_key, client_address
-from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
+from panel.api.asgi import ASGIApp, Receive, Scope, ScopeHeaders, Send, read_body, replay_body, send_error
+from panel.api.throttle import address_key, client_address
+from panel.calls.paths import FORWARDED_PATHS, GENERATION_PATHS, MAX_TOKENS_FIELDS
 from panel.errors import (
     BadRequestError,
     ExpiredKeyError,
@@ -37,7 +37,7 @@ from panel.errors import (
 from panel.services import Services
 
 if TYPE_CHECKING:
-    from panel.access.throttle import Throttle
+    from panel.api.throttle import Throttle
     from panel.settings import Settings
 
 

@@ -10,18 +10,23 @@ for when the client did not (so figures exist for every request, and the client 
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from panel.calls.sse import (
+    DONE,
+    DONE_EVENT,
+    StreamChunk,
+    encode_event,
+    error_message,
+    event_data,
+    event_json,
+    sse_events,
+)
+from panel.calls.stats import StreamStats
 from panel.engines.base import EngineReply, TokenEvent
 from panel.errors import PanelError
-from panel.observability.stats import StreamStats
-from panel.sse import StreamChunk, error_message
-
-DONE = b"data: [DONE]\n\n"
-EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # the blank line that ends a server-sent event
 
 
 @dataclass
@@ -105,29 +110,25 @@ class Tap:
                 observe(self.outcome)
 
     async def _events(self) -> AsyncIterator[tuple[bytes, StreamChunk | None]]:
-        buf = b""
         try:
-            async for piece in self.reply.chunks:
-                buf += piece
-                while (end := EVENT_END.search(buf)) is not None:
-                    event, buf = buf[: end.end()], buf[end.end() :]
-                    item = self._event(event)
-                    if item is not None:
-                        yield item
-            if buf.strip():  # a last event without its blank line
-                item = self._event(buf)
+            async for event in sse_events(self.reply.chunks):
+                item = self._event(event)
                 if item is not None:
                     yield item
             self._finished = True
         except PanelError as exc:
             self.outcome.error = exc.message
-            yield b"data: " + json.dumps(exc.to_json()).encode() + b"\n\n" + DONE, StreamChunk.parse(exc.to_json())
+            yield (
+                encode_event(exc.to_json()) + DONE_EVENT,
+                StreamChunk.parse(exc.to_json()),
+            )
 
     def _event(self, event: bytes) -> tuple[bytes, StreamChunk | None] | None:
         """One event's bytes and parsed JSON, observed; None for the one event the panel holds back."""
-        chunk = _event_chunk(event)
+        data = event_json(event)
+        chunk = None if data is None else StreamChunk.parse(data)
         if chunk is None:
-            if _is_done(event):
+            if event_data(event) == DONE:
                 self._finished = True  # the answer is whole: a client that leaves now has had all of it
             return event, None
         if chunk.last:
@@ -181,23 +182,3 @@ class Tap:
         elif tokens:
             stats.add(TokenEvent(t=now, n_tokens=tokens))
         return not (self.drop_usage and chunk.usage_only)
-
-
-def _is_done(event: bytes) -> bool:
-    """The `data: [DONE]` event that ends an OpenAI stream."""
-    return any(line.startswith(b"data:") and line[5:].strip() == b"[DONE]" for line in event.splitlines())
-
-
-def _event_chunk(event: bytes) -> StreamChunk | None:
-    """An event's `data:` line parsed (None for comments, [DONE], non-JSON)."""
-    for line in event.splitlines():
-        if line.startswith(b"data:"):
-            payload = line[5:].strip()
-            if payload == b"[DONE]" or not payload:
-                return None
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                return None
-            return StreamChunk.parse(data) if isinstance(data, dict) else None
-    return None

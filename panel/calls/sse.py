@@ -1,9 +1,12 @@
-"""Reading OpenAI-style server-sent event streams: the one SSE loop the engines and the benchmark client share, and
-StreamChunk, the fields of one event's JSON the panel reads, parsed once where the JSON comes in."""
+"""Server-sent event streams, read in one place: the framing of events (sse_events, which the tap and every client
+of the panel's own use), each event's JSON (event_json), and StreamChunk, the fields of that JSON the panel reads —
+OpenAI chat and completion chunks with their tool calls, Responses API and Anthropic events — parsed once where
+the JSON comes in."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,21 +23,61 @@ LAST_TYPES = ("message_stop", "response.completed", "response.incomplete", "resp
 OUTPUT_FIELDS = ("content", "reasoning_content", "reasoning", "tool_calls", "refusal")
 
 
+EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # the blank line that ends a server-sent event
+DONE = b"[DONE]"  # the `data:` of the event that ends an OpenAI stream
+
+
+def encode_event(data: dict[str, Any]) -> bytes:
+    """One `data:` event of a JSON object, as the panel writes its own (errors into a stream)."""
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+DONE_EVENT = b"data: " + DONE + b"\n\n"
+
+
+async def sse_events(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Each event's bytes (its blank line included) as soon as it is complete, however the bytes were split; a last
+    event without its blank line too."""
+    buf = b""
+    async for piece in pieces:
+        buf += piece
+        while (end := EVENT_END.search(buf)) is not None:
+            event, buf = buf[: end.end()], buf[end.end() :]
+            yield event
+    if buf.strip():
+        yield buf
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The payload of an event's `data:` line (b"[DONE]" for the end of an OpenAI stream); None for a comment or an
+    event without data."""
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            return line[5:].strip() or None
+    return None
+
+
+def event_json(event: bytes) -> dict[str, Any] | None:
+    """An event's JSON object; None for [DONE], comments and anything that is not a JSON object."""
+    payload = event_data(event)
+    if payload is None or payload == DONE:
+        return None
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 async def sse_json(resp: httpx.Response) -> AsyncIterator[tuple[float, dict[str, Any]]]:
-    """Each `data:` JSON chunk with the time.perf_counter() it arrived at; ends at `data: [DONE]`."""
-    async for line in resp.aiter_lines():
-        if not line.startswith("data:"):
-            continue
+    """Each event's JSON with the time.perf_counter() it arrived at; ends at `data: [DONE]`."""
+    async for event in sse_events(resp.aiter_bytes()):
         now = time.perf_counter()
-        data = line[5:].strip()
-        if data == "[DONE]":
+        if event_data(event) == DONE:
             return
-        try:
-            chunk = json.loads(data)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(chunk, dict):
-            yield now, chunk
+        data = event_json(event)
+        if data is not None:
+            yield now, data
 
 
 def error_message(body: str | dict[str, Any]) -> str:
@@ -60,7 +103,7 @@ class ChoiceDelta:
     @classmethod
     def parse(cls, choice: dict[str, Any]) -> ChoiceDelta:
         part = choice.get("delta")
-        fields = OUTPUT_FIELDS
+        fields: tuple[str, ...] = OUTPUT_FIELDS
         if not isinstance(part, dict):
             part, fields = choice.get("message"), OUTPUT_FIELDS[:-1]
         if isinstance(part, dict):

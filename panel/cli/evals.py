@@ -17,7 +17,7 @@ from panel.settings import Settings
 MAX_RESPONSES_BYTES = 50_000_000
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("eval", help="instruction-following evaluation: run a suite, grade responses, rate samples")
     evsub = p.add_subparsers(dest="eval_command", required=True)
 
@@ -185,7 +185,7 @@ async def _run_async(args: argparse.Namespace, settings: Settings, suite: Suite)
 async def _run_in_process(
     args: argparse.Namespace, settings: Settings, suite: Suite
 ) -> tuple[dict[str, Any], Path | None]:
-    from panel.api.gateway import Gateway
+    from panel.calls.gateway import Gateway
     from panel.engines import default_engines
     from panel.engines.manager import EngineManager
     from panel.evals.backends import GatewayBackend, HttpBackend
@@ -218,5 +218,5 @@ async def _drive(
     ):
         _progress(step.done, step.total, step.message)
         if step.result is not None:
-            return step.result, step.path
+            return step.result.to_json(), step.path
     raise BadRequestError("the evaluation produced no result")

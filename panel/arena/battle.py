@@ -11,15 +11,18 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from panel.api.remote import REMOTE, RemoteEndpoint
 from panel.arena.pairing import choose_pair
 from panel.arena.store import Battle
+from panel.calls.remote import RemoteEndpoint
+from panel.chat.turn import ChatAsk, ChatStep, two_turns
+from panel.engines.base import REMOTE
 from panel.errors import BadRequestError
 from panel.images import ImagePart, user_content
-from panel.services import Services
-from panel.ui.chat_turn import ChatAsk, ChatStep, two_turns
+
+if TYPE_CHECKING:  # a turn uses the app's gateway and limits; it is not part of composing them
+    from panel.services import Services
 
 PAIRING = random.Random()  # which pair and which side: drawn, never chosen by the caller's order
 

@@ -19,7 +19,7 @@ BAR_WIDTH = 28
 JOB_DEADLINE_S = 7 * 24 * 3600.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("download", help="download a model from Hugging Face into models/<name>/")
     p.add_argument("repo", help="repo id, e.g. unsloth/Qwen3-4B-GGUF or google/gemma-3n-E2B-it")
     p.add_argument(

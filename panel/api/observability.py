@@ -1,5 +1,5 @@
 """The observability routes: the request log (/v1/requests, JSON or CSV), usage per user or key (/v1/usage) and the
-GPU/memory monitor (/v1/monitor). /metrics is served by panel.observability.metrics."""
+GPU/memory monitor (/v1/monitor), and /metrics in Prometheus text format."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import asyncio
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from panel.access.auth import Principal, require_api_role, role_allows
+from panel.observability.metrics import PanelMetrics
 from panel.observability.monitor import take_snapshot
 from panel.observability.request_log import RequestFilter, RequestLog
 from panel.observability.usage import UsageQuery, make_query, usage_json
@@ -65,3 +66,11 @@ def usage_query(by: str, since: str | None, bucket: str, principal: Principal) -
 async def monitor_snapshot(request: Request, _: Principal = Depends(require_api_role("viewer"))) -> dict[str, Any]:
     snap = await asyncio.to_thread(take_snapshot, services_of(request).manager)
     return snap.to_json()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    panel_metrics: PanelMetrics = services_of(request).metrics
+    return Response(await panel_metrics.render(), media_type=CONTENT_TYPE_LATEST)

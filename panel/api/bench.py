@@ -13,6 +13,7 @@ from panel.access.auth import actor_of, require_api_role
 from panel.bench.plan import ModelTarget, plan_from
 from panel.bench.runner import BenchmarkRunner
 from panel.bench.suites import MAX_CONCURRENCY, SUITES
+from panel.engines.base import REMOTE
 from panel.errors import BadRequestError
 from panel.services import services_of
 
@@ -48,7 +49,7 @@ def get_runner(request: Request) -> BenchmarkRunner:
 async def start_run(body: RunBody, request: Request) -> dict[str, Any]:
     """Start a run in the background (409 while another runs or the GPU is busy); poll GET /v1/bench/runs/{id}."""
     targets = [ModelTarget(t.model, t.engine, t.options, t.include, t.url, t.api_key) for t in body.models]
-    if any(t.engine == "remote" and not t.url for t in targets):
+    if any(t.engine == REMOTE and not t.url for t in targets):
         raise BadRequestError("a remote target needs its url")
     plan = plan_from(body.suites, body.lengths, body.concurrencies, body.engine, targets, **body.settings)
     plan.warm_up = body.warm_up

@@ -13,7 +13,7 @@ import sys
 REMOTE_TIMEOUT_S = 1800.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("doctor", help="check this workstation: GPUs, engines, disk, Hub, and a reference measurement")
     p.add_argument("--url", help="a running panel to ask instead of starting engines here")
     p.add_argument("--api-key", help="API key for --url when the panel has users (operator role)")

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from panel.access.asgi import ASGIApp, Message, Receive, Scope, ScopeHeaders, Send, read_body, replay_body, send_error
+from panel.api.asgi import ASGIApp, Message, Receive, Scope, ScopeHeaders, Send, read_body, replay_body, send_error
 from panel.errors import PanelError
 
 MAX_KEYS = 50_000  # bounded memory under a spray of names and addresses

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from panel.api.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
-from panel.api.tap import Observer, Outcome, Tap
+from panel.calls.paths import FORWARDED_PATHS, GENERATION_PATHS, PANEL_FIELDS, USAGE_OPTION_PATHS
+from panel.calls.stats import StreamStats
+from panel.calls.tap import Observer, Outcome, Tap
 from panel.engines.base import ENGINE_NAMES, EngineCall, EngineReply
 from panel.engines.manager import EngineManager
 from panel.engines.routing import Target
 from panel.errors import BadRequestError, ForbiddenError, NotFoundError, NotResidentError
 from panel.images import has_image_parts
 from panel.key_scope import UNSCOPED, KeyScope
-from panel.observability.stats import StreamStats
 
 
 @dataclass

@@ -108,7 +108,7 @@ async def run_evaluation(body: EvalRunBody, request: Request) -> dict[str, Any]:
     async for last in steps:  # noqa: B007 - the last step carries the result
         pass
     assert last is not None and last.result is not None
-    result = last.result
+    result = last.result.to_json()  # JSON at the edge
     return {
         "saved": str(last.path) if last.path else None,
         "suite": result["suite"],

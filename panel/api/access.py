@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from panel.access.audit import AuditLog, AuditQuery, to_csv
 from panel.access.auth import ROTATE_GRACE_S, Auth, Principal, require_api_role, split_list
-from panel.access.limits import GateMiddleware, limits_from
 from panel.access.quotas import carry_key_quota
-from panel.access.throttle import LoginThrottleMiddleware, Throttle
+from panel.api.gate import GateMiddleware, limits_from
+from panel.api.throttle import LoginThrottleMiddleware, Throttle
 from panel.errors import BadRequestError
 from panel.key_scope import KeyScope
 from panel.services import Services, services_of

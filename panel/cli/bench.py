@@ -20,13 +20,14 @@ import sys
 import time
 from typing import Any
 
+from panel.calls.sse import error_message
 from panel.errors import PanelError
 
 POLL_S = 2.0
 SERVER_START_S = 60.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="run benchmark suites (single-stream, parallel, latency, scenarios, prefix cache)")
     p.add_argument("models", nargs="*", help="models to compare, e.g. 'llamacpp: SmolLM2-135M-Instruct.Q4_1.gguf'")
     p.add_argument("--url", help="a running panel to drive instead of starting engines here")
@@ -117,7 +118,7 @@ def _remote(url: str, api_key: str | None, body: dict[str, Any]) -> int:
 def _follow(poll: Any) -> dict[str, Any]:
     last = ""
     while True:
-        state = poll()
+        state: dict[str, Any] = poll()
         line = _progress_line(state)
         if line != last:
             print(line, flush=True)
@@ -204,7 +205,4 @@ def _report(state: dict[str, Any]) -> int:
 
 
 def _message(response: Any) -> str:
-    try:
-        return response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return response.text[:300]
+    return error_message(str(response.text))

@@ -13,7 +13,7 @@ from panel.settings import Settings
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="start the panel (UI + API on one port)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; PANEL_HOST)")
     p.add_argument("--port", type=int, help="port (default 8080; PANEL_PORT)")
@@ -68,22 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+def _subcommand_registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Each feature package adds its own sub-command; imported lazily so `--help` stays fast."""
-    registrars: list[Callable[[argparse._SubParsersAction], None]] = []
-    from panel.access.cli import register as register_auth
+    registrars: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+    from panel.cli.access import register as register_auth
 
     registrars.append(register_auth)
-    from panel.models.cli import register as register_download
+    from panel.cli.models import register as register_download
 
     registrars.append(register_download)
-    from panel.evals.cli import register as register_eval
+    from panel.cli.evals import register as register_eval
 
     registrars.append(register_eval)
-    from panel.bench.cli import register as register_bench
+    from panel.cli.bench import register as register_bench
 
     registrars.append(register_bench)
-    from panel.doctor.cli import register as register_doctor
+    from panel.cli.doctor import register as register_doctor
 
     registrars.append(register_doctor)
     return registrars

@@ -9,17 +9,35 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from panel.api.tap import Outcome, Tap
-from panel.bench.plan import ModelTarget
+from panel.calls.stats import StreamStats
+from panel.calls.tap import Outcome, Tap
 from panel.credentials import bearer_headers, checked_key
-from panel.engines.base import EngineReply
+from panel.engines.base import REMOTE, EngineReply
 from panel.errors import BadRequestError, EngineFailure, EngineUnavailableError
-from panel.observability.stats import StreamStats
 
-REMOTE = "remote"  # the engine name a remote answer is recorded under
 CONNECT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 300.0  # the longest wait for the next bytes of its answer
+
+
+def check_remote_url(url: str) -> None:
+    """BadRequestError unless `url` is a plain http(s) base URL (no credentials, no query)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.username or parts.query:
+        raise BadRequestError(f"remote target: an http(s) base URL like http://host:8080/v1, got {url!r}")
+
+
+def remote_base_url(url: str) -> str:
+    """The root the /v1/... paths go under: the URL less a trailing /v1."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def remote_identity(url: str) -> str:
+    """Which remote this is, in results: scheme://host:port/path (no credentials)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -33,26 +51,23 @@ class RemoteEndpoint:
         if not self.model.strip():
             raise BadRequestError("a remote endpoint needs the model name it serves")
         checked_key(self.api_key, "the remote endpoint's API key")
-        self._target().check_remote()
+        check_remote_url(self.url.strip())
         return self
 
     @property
     def identity(self) -> str:
         """scheme://host:port/path, no credentials: what results may show of it."""
-        return self._target().identity
+        return remote_identity(self.url.strip())
 
     @property
     def base_url(self) -> str:
         """The root the /v1/... paths go under."""
-        return self._target().base_url
+        return remote_base_url(self.url.strip())
 
     @property
     def label(self) -> str:
         """The model and where it is, as a battle records it."""
         return f"{self.model.strip()} @ {self.identity}"
-
-    def _target(self) -> ModelTarget:
-        return ModelTarget(model=self.model, engine=REMOTE, url=self.url.strip())
 
 
 async def open_remote(
