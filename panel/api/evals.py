@@ -13,7 +13,7 @@ from panel.access.auth import actor_of, require_api_role
 from panel.engines.base import LLAMACPP
 from panel.errors import BadRequestError
 from panel.evals.hub_benchmarks import BENCHMARKS, benchmark_statuses, start_download
-from panel.evals.runner import EvalOptions, EvalProgress, run_panel_benchmark, run_panel_eval
+from panel.evals.runner import EvalOptions, EvalProgress, JudgeChoice, run_panel_benchmark, run_panel_eval
 from panel.services import services_of
 
 router = APIRouter()
@@ -80,10 +80,7 @@ async def run_evaluation(body: EvalRunBody, request: Request) -> dict[str, Any]:
             settings.data_dir,
             name,
             body.engine,
-            judge_engine=body.judge_engine,
-            judge_url=body.judge_url,
-            judge_api_key=body.judge_api_key,
-            judge_model=body.judge_model,
+            judge=JudgeChoice.of(body.judge_engine, body.judge_url, body.judge_api_key, body.judge_model),
             options=options,
             timeout_s=settings.request_timeout_s,
         )
@@ -101,8 +98,7 @@ async def run_evaluation(body: EvalRunBody, request: Request) -> dict[str, Any]:
             options=options,
             timeout_s=settings.request_timeout_s,
             suite_dirs=[settings.data_dir / "evals"],
-            judge_engine=body.judge_engine,
-            judge_url=body.judge_url,
+            judge=JudgeChoice.of(body.judge_engine, body.judge_url),
         )
     last: EvalProgress | None = None
     async for last in steps:  # noqa: B007 - the last step carries the result

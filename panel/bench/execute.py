@@ -99,9 +99,7 @@ class RunExecutor:
         manager = self.manager
         # the served name: with several models resident on an engine, requests name the one measured
         config = dataclasses.replace(state.plan.config, engine=engine, model=manager.served_name(engine, model_path))
-        env = environment.capture(
-            engine, manager.get(engine).status().to_json(), getattr(manager.get(engine), "binary", None)
-        )
+        env = environment.capture(engine, manager.get(engine).status(), getattr(manager.get(engine), "binary", None))
         await self._run_suites(state, Path(model_path).name, engine, config, self._client(state, config), env)
 
     async def _measure_remote(self, state: RunState, target: ModelTarget) -> None:

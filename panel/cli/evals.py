@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from panel.engines.base import LLAMACPP
 from panel.errors import BadRequestError, PanelError
 from panel.evals.suite import DEFAULT_SUITE, Suite, load_suite
 from panel.settings import Settings
@@ -195,7 +196,7 @@ async def _run_in_process(
     gateway = Gateway(manager)
     try:
         _progress(0, 0, f"loading {args.model} on {engine}")
-        options = {"threads": args.threads} if args.threads and engine == "llamacpp" else {}
+        options = {"threads": args.threads} if args.threads and engine == LLAMACPP else {}
         await manager.load(engine, args.model, options, actor="eval-cli")
         target = GatewayBackend(gateway, engine, args.timeout)
         judge: Any = None

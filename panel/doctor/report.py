@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from panel.doctor.facts import Facts, collect
 from panel.doctor.reference import Measured, measure_engine, set_against
 from panel.doctor.roofline import GpuSpec, gpu_spec
-from panel.engines.base import EngineState
+from panel.engines.base import VLLM, EngineState
 from panel.errors import PanelError
 from panel.files import atomic_write_json, atomic_write_text
 from panel.models import library
@@ -95,7 +95,7 @@ async def _measure_one(
         progress(f"{engine}: loading {entry.name}")
         options = {"max_model_len": min(entry.context_length or REFERENCE_MAX_MODEL_LEN, REFERENCE_MAX_MODEL_LEN)}
         try:
-            await manager.load(engine, entry.path, options if engine == "vllm" else {}, actor="doctor")
+            await manager.load(engine, entry.path, options if engine == VLLM else {}, actor="doctor")
         except Exception as exc:  # a check reports what failed, whatever it was; it never fails itself
             why = exc.message if isinstance(exc, PanelError) else f"{type(exc).__name__}: {exc}"
             return [_unmeasured(Measured(engine, entry.name, entry.size_bytes, error=f"could not load it: {why}"))]

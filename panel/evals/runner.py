@@ -35,6 +35,42 @@ class EvalOptions:
     judge_max_tokens: int = 160
 
 
+@dataclass(frozen=True)
+class JudgeChoice:
+    """Who judges a run: a resident model of this panel (`engine`), or any OpenAI-compatible `url` — a second
+    llama-server, a remote endpoint — with the model it serves and its key (used for this run only, never saved)."""
+
+    engine: str | None = None
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    model: str | None = None
+
+    @classmethod
+    def of(
+        cls, engine: str | None, url: str | None = None, api_key: str | None = None, model: str | None = None
+    ) -> JudgeChoice | None:
+        """The choice from form or request fields (blank, and the engine "none", mean not chosen); None: no judge."""
+
+        def given(value: str | None) -> str | None:
+            return (value or "").strip() or None
+
+        chosen = given(engine)
+        chosen = None if chosen == "none" else chosen
+        if chosen is None and given(url) is None:
+            return None
+        return cls(chosen, given(url), given(api_key), given(model))
+
+    def backend(self, gateway: Gateway, timeout_s: float) -> Backend:
+        """The judge to ask; a resident engine is checked now (a clear 409 when it holds nothing)."""
+        from panel.evals.backends import HttpBackend
+
+        if self.url:
+            return HttpBackend(self.url, self.engine, self.model, api_key=self.api_key, timeout_s=timeout_s)
+        assert self.engine is not None  # JudgeChoice.of gives an engine or a URL
+        gateway.manager.route(self.engine, None)
+        return GatewayBackend(gateway, self.engine, timeout_s)
+
+
 @dataclass
 class EvalProgress:
     done: int
@@ -257,8 +293,7 @@ async def run_panel_eval(
     suite_path: str | Path,
     engine: str,
     *,
-    judge_engine: str | None = None,
-    judge_url: str | None = None,
+    judge: JudgeChoice | None = None,
     options: EvalOptions | None = None,
     timeout_s: float = 300.0,
     suite_dirs: list[Path] | None = None,
@@ -273,8 +308,7 @@ async def run_panel_eval(
         benchmarks_dir,
         suite,
         engine,
-        judge_engine=judge_engine,
-        judge_url=judge_url,
+        judge=judge,
         options=options,
         timeout_s=timeout_s,
         resume=resume,
@@ -288,10 +322,7 @@ async def run_panel_suite(
     suite: Suite,
     engine: str,
     *,
-    judge_engine: str | None = None,
-    judge_url: str | None = None,
-    judge_api_key: str | None = None,
-    judge_model: str | None = None,
+    judge: JudgeChoice | None = None,
     options: EvalOptions | None = None,
     timeout_s: float = 300.0,
     resume: Path | None = None,
@@ -300,20 +331,12 @@ async def run_panel_suite(
 
     The judge is another (or the same) engine of this manager, or any OpenAI-compatible URL such as a
     second llama-server or a remote endpoint (its key is used for this run only, never saved)."""
-    from panel.evals.backends import HttpBackend
-
     manager = gateway.manager
     manager.route(engine, None)  # a clear 409 now when nothing is loaded there
-    judge: Backend | None = None
-    if judge_url:
-        judge = HttpBackend(judge_url, judge_engine, judge_model, api_key=judge_api_key, timeout_s=timeout_s)
-    elif judge_engine:
-        manager.route(judge_engine, None)
-        judge = GatewayBackend(gateway, judge_engine, timeout_s)
     async for step in run_eval_steps(
         suite,
         GatewayBackend(gateway, engine, timeout_s),
-        judge=judge,
+        judge=None if judge is None else judge.backend(gateway, timeout_s),
         options=options,
         benchmarks_dir=benchmarks_dir,
         exclusive=manager.exclusive,
@@ -366,14 +389,13 @@ async def resume_panel_eval(
     options = EvalOptions(max_tokens_cap=record.max_tokens_cap)
     if record.benchmark is not None:  # a standard benchmark: converted again from its dataset file, same judge
         options.judge_max_tokens, options.quality_sample = SCORE_MAX_TOKENS, False
-        judge = record.judge.identity if record.judge else None
+        used = record.judge.identity if record.judge else None
         steps = run_panel_suite(
             gateway,
             benchmarks_dir,
             convert_file(record.benchmark.name, Path(str(record.suite_path))),
             engine,
-            judge_engine=judge.engine if judge and not judge.url else None,
-            judge_url=judge.url if judge else None,
+            judge=None if used is None else JudgeChoice.of(None if used.url else used.engine, used.url),
             options=options,
             timeout_s=timeout_s,
             resume=path,
@@ -400,10 +422,7 @@ async def run_panel_benchmark(
     name: str,
     engine: str,
     *,
-    judge_engine: str | None = None,
-    judge_url: str | None = None,
-    judge_api_key: str | None = None,
-    judge_model: str | None = None,
+    judge: JudgeChoice | None = None,
     options: EvalOptions | None = None,
     timeout_s: float = 300.0,
 ) -> AsyncIterator[Any]:
@@ -412,7 +431,7 @@ async def run_panel_benchmark(
     engine or an endpoint URL."""
     spec = get_benchmark(name)
     suite = load_benchmark(data_dir, spec.name)
-    if spec.kind == "judged" and not (judge_engine or judge_url):
+    if spec.kind == "judged" and judge is None:
         raise BadRequestError(f"{spec.name} is graded 1–5 by a judge model: choose a loaded engine or a judge URL")
     opts = options or EvalOptions(judge_max_tokens=SCORE_MAX_TOKENS)
     opts.quality_sample = False
@@ -421,10 +440,7 @@ async def run_panel_benchmark(
         benchmarks_dir,
         suite,
         engine,
-        judge_engine=judge_engine if spec.kind == "judged" else None,
-        judge_url=judge_url if spec.kind == "judged" else None,
-        judge_api_key=judge_api_key,
-        judge_model=judge_model,
+        judge=judge if spec.kind == "judged" else None,
         options=opts,
         timeout_s=timeout_s,
     ):

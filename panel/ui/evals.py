@@ -29,7 +29,14 @@ from panel.evals.leaderboard import (
     suites_ranked,
 )
 from panel.evals.record import EvalRecord
-from panel.evals.runner import EvalOptions, rate_quality, run_panel_benchmark, run_panel_eval
+from panel.evals.runner import (
+    EvalOptions,
+    EvalProgress,
+    JudgeChoice,
+    rate_quality,
+    run_panel_benchmark,
+    run_panel_eval,
+)
 from panel.evals.suite import DEFAULT_SUITE, install_user_suite, list_suites
 from panel.services import Services
 from panel.ui.common import shows_errors
@@ -65,6 +72,13 @@ def summary_markdown(result: EvalRecord, path: Path | None) -> str:
             f"saved to `{path}`" if path else "",
         ]
     )
+
+
+def step_markdown(step: EvalProgress) -> str:
+    """A run's progress line, or once it is done its summary and one line per case."""
+    if step.result is None:
+        return f"⏳ {step.done}/{step.total}: {step.message}"
+    return summary_markdown(step.result, step.path) + "\n\n" + cases_markdown(step.result)
 
 
 def cases_markdown(result: EvalRecord) -> str:
@@ -183,23 +197,18 @@ def build_evals_section(services: Services) -> None:
         suite_path: str, engine_name: str, judge_name: str, url: str, cap_tokens: Any, request: gr.Request
     ) -> AsyncIterator[Any]:
         options = EvalOptions(max_tokens_cap=int(cap_tokens) if cap_tokens and int(cap_tokens) > 0 else None)
-        judge = None if judge_name in (None, "", "none") else judge_name
         try:
             async for step in run_panel_eval(
                 services.gateway,
                 settings.benchmarks_dir,
                 suite_path or str(DEFAULT_SUITE),
                 engine_name,
-                judge_engine=judge,
-                judge_url=(url or "").strip() or None,
+                judge=JudgeChoice.of(judge_name, url),
                 options=options,
                 timeout_s=settings.request_timeout_s,
                 suite_dirs=[settings.data_dir / "evals"],
             ):
-                if step.result is None:
-                    yield f"⏳ {step.done}/{step.total}: {step.message}"
-                else:
-                    yield summary_markdown(step.result, step.path) + "\n\n" + cases_markdown(step.result)
+                yield step_markdown(step)
         except PanelError as exc:
             yield f"❌ {exc.message}"
 
@@ -264,17 +273,11 @@ def build_evals_section(services: Services) -> None:
                 settings.data_dir,
                 name,
                 engine_name,
-                judge_engine=None if judge_name in (None, "", "none") else judge_name,
-                judge_url=(url or "").strip() or None,
-                judge_api_key=(key or "").strip() or None,
-                judge_model=(model or "").strip() or None,
+                judge=JudgeChoice.of(judge_name, url, key, model),
                 options=options,
                 timeout_s=settings.request_timeout_s,
             ):
-                if step.result is None:
-                    yield f"⏳ {step.done}/{step.total}: {step.message}"
-                else:
-                    yield summary_markdown(step.result, step.path) + "\n\n" + cases_markdown(step.result)
+                yield step_markdown(step)
         except PanelError as exc:
             yield f"❌ {exc.message}"
 

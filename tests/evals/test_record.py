@@ -12,6 +12,7 @@ from panel.evals.backends import Completion, Identity, Sampling
 from panel.evals.record import EvalRecord
 from panel.evals.runner import (
     EvalOptions,
+    JudgeChoice,
     interrupted_evals,
     rate_quality,
     recover_interrupted_evals,
@@ -69,3 +70,11 @@ def test_an_interrupted_evaluation_is_listed_and_resumed_into_the_same_file(tmp_
     assert after == result.to_json() and after["status"] == "done" and not after["partial"]
     assert after["cases"][:2] == died["cases"], "the cases done before are kept as they were"
     assert len(after["cases"]) == len(suite.cases) and interrupted_evals(tmp_path) == []
+
+
+def test_a_judge_is_chosen_from_form_fields_and_its_key_never_shown() -> None:
+    assert JudgeChoice.of(None) is None and JudgeChoice.of("none", "  ") is None, "blank and 'none': no judge"
+    assert JudgeChoice.of(" llamacpp ", "") == JudgeChoice(engine="llamacpp")
+    remote = JudgeChoice.of("none", " http://judge:8091/v1 ", " sk-secret ", " big ")
+    assert remote == JudgeChoice(url="http://judge:8091/v1", api_key="sk-secret", model="big")
+    assert "sk-secret" not in repr(remote)

