@@ -1,6 +1,6 @@
 """One streaming request to an OpenAI-compatible endpoint → a RequestResult with every chunk's arrival time.
 
-The figures (TTFT, decode tokens/s, TPOT, the tokens/s of an answer that came whole) are panel/calls/stats.py's, the
+The figures (TTFT, decode tokens/s, TPOT, end-to-end tokens/s) are panel/calls/stats.py's, the
 one definition the Chat tab and /metrics use too, computed from the client's arrival times; the events are read by
 panel/calls/sse.py (OpenAI chat and completions, tool calls, Responses API and Anthropic events). Here only:
 
@@ -140,17 +140,16 @@ class RequestResult:
     @property
     def decode_tps(self) -> float | None:
         if self.whole_at_once:
-            return stats.whole_answer_tps(self.output_tokens, self.send_t, self.last_t)
+            return self.e2e_tps
         return stats.decode_tps(self.output_tokens, len(self.chunk_times), self.first_t, self.last_t)
 
     @property
     def e2e_tps(self) -> float | None:
-        e2e = self.e2e_s
-        return self.output_tokens / e2e if e2e and e2e > 0 else None
+        return stats.e2e_tps(self.output_tokens, self.send_t, self.last_t)
 
     @property
     def tpot_s(self) -> float | None:
-        return None if self.whole_at_once else stats.tpot_s(self.output_tokens, self.send_t, self.first_t, self.last_t)
+        return None if self.whole_at_once else stats.tpot_s(self.output_tokens, self.first_t, self.last_t)
 
     def itl_s(self) -> list[float]:
         """Inter-token latencies: each chunk gap spread evenly over the tokens that chunk carries."""

@@ -59,7 +59,11 @@ def event_data(event: bytes) -> bytes | None:
 
 def event_json(event: bytes) -> dict[str, Any] | None:
     """An event's JSON object; None for [DONE], comments and anything that is not a JSON object."""
-    payload = event_data(event)
+    return payload_json(event_data(event))
+
+
+def payload_json(payload: bytes | None) -> dict[str, Any] | None:
+    """A `data:` payload's JSON object (see event_json)."""
     if payload is None or payload == DONE:
         return None
     try:
@@ -73,9 +77,10 @@ async def sse_json(resp: httpx.Response) -> AsyncIterator[tuple[float, dict[str,
     """Each event's JSON with the time.perf_counter() it arrived at; ends at `data: [DONE]`."""
     async for event in sse_events(resp.aiter_bytes()):
         now = time.perf_counter()
-        if event_data(event) == DONE:
+        payload = event_data(event)
+        if payload == DONE:
             return
-        data = event_json(event)
+        data = payload_json(payload)
         if data is not None:
             yield now, data
 

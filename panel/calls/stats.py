@@ -1,7 +1,7 @@
 """The figures of one streamed answer, defined once (docs/benchmarks.md): TTFT, decode tokens/s (live while it
-streams, final after), TPOT and the tokens/s of an answer that came whole. The Chat tab, the arena, the request log,
-/metrics (StreamStats, from the tap's server-side times) and benchmarks (bench/client.py's RequestResult, from the
-client's arrival times) all compute them with the functions here."""
+streams, final after), TPOT and end-to-end tokens/s (the one rate of an answer that came whole). The Chat tab, the
+arena, the request log, /metrics (StreamStats, from the tap's server-side times) and benchmarks (bench/client.py's
+RequestResult, from the client's arrival times) all compute them with the functions here."""
 
 from __future__ import annotations
 
@@ -25,16 +25,18 @@ def decode_tps(tokens: int, chunks: int, first_t: float | None, last_t: float | 
     return (tokens - tokens / chunks) / (last_t - first_t)
 
 
-def tpot_s(tokens: int, sent_t: float, first_t: float | None, last_t: float | None) -> float | None:
-    """Time per output token after the first, per request as vLLM's benchmark has it: (e2e − TTFT) / (tokens − 1)."""
+def tpot_s(tokens: int, first_t: float | None, last_t: float | None) -> float | None:
+    """Time per output token after the first, per request as vLLM's benchmark has it: (e2e − TTFT) / (tokens − 1),
+    that is (last − first) / (tokens − 1)."""
     if first_t is None or last_t is None or tokens < 2 or last_t <= first_t:
         return None
     return (last_t - first_t) / (tokens - 1)
 
 
-def whole_answer_tps(tokens: int, sent_t: float, done_t: float | None) -> float | None:
-    """The tokens/s of an answer the engine made whole (no first token before the rest): tokens / the whole time."""
-    return tokens / (done_t - sent_t) if done_t is not None and done_t > sent_t else None
+def e2e_tps(tokens: int, sent_t: float, last_t: float | None) -> float | None:
+    """End-to-end tokens/s: tokens / (last token − request sent). The only rate of an answer the engine made whole
+    (no first token before the rest)."""
+    return tokens / (last_t - sent_t) if last_t is not None and last_t > sent_t else None
 
 
 @dataclass
@@ -69,12 +71,12 @@ class StreamStats:
     @property
     def decode_tps(self) -> float | None:
         if self.whole_at_once:
-            return whole_answer_tps(self.completion_tokens, self.sent_t, self.last_t)
+            return e2e_tps(self.completion_tokens, self.sent_t, self.last_t)
         return decode_tps(self.completion_tokens, len(self.token_times), self.first_t, self.last_t)
 
     @property
     def tpot_s(self) -> float | None:
-        return None if self.whole_at_once else tpot_s(self.completion_tokens, self.sent_t, self.first_t, self.last_t)
+        return None if self.whole_at_once else tpot_s(self.completion_tokens, self.first_t, self.last_t)
 
     def live_tps(self, now: float) -> float | None:
         """Decode tokens/s so far: the tokens seen, up to `now`."""

@@ -90,6 +90,7 @@ def test_download_then_open_on_engines_then_delete(panel: PanelProcess, browser,
         page.locator("#models-download").click()
         page.locator("#models-message").get_by_text(re.compile("downloading")).wait_for(timeout=WAIT_MS)
         page.locator("#models-progress").get_by_text(re.compile(r"\bdone\b")).first.wait_for(timeout=WAIT_MS)
+        page.locator("#models-progress").screenshot(path=str(tmp_path / "download-progress.png"))
         row = cell(page, "models/tiny-GGUF/tiny-Q4_K_M.gguf")
         row.wait_for(timeout=WAIT_MS)
         assert (
