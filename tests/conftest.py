@@ -311,7 +311,7 @@ def open_tab(page: Any, base_url: str, name: str) -> None:
 
 # Gradio renders what a closed accordion or an unselected tab holds only when it is opened, and once the new
 # components have loaded it sets every prop again from the page's config on the next animation frame
-# (`render_previously_invisible_children`): a value typed or a file chosen before that frame is overwritten with the
+# (`render_previously_invisible_children`): a value typed or chosen before that frame is overwritten with the
 # default. A person is never that fast; a test under load is. Open sections with these, which wait past that frame.
 SETTLED_JS = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done())))"
 

@@ -46,6 +46,10 @@ def _load(base: str, model: Path, **options) -> None:
 def _attach_and_send(page, files: list[Path], text: str) -> None:
     box = page.locator("#chat-input")
     box.locator("input[type=file]").set_input_files([str(f) for f in files])
+    # as a person sees the thumbnails before sending: an event fired while a file is still uploading is not sent
+    # (Gradio says "Waiting for file(s) to finish uploading, please retry"), so under load a click could be lost
+    box.locator('[aria-label="File thumbnail"]').nth(len(files) - 1).wait_for(timeout=scaled(30_000))
+    box.locator('[aria-label="Uploading"]').wait_for(state="detached", timeout=scaled(30_000))
     box.locator("textarea").fill(text)
     page.locator("#chat-send").click()
 
