@@ -1,5 +1,6 @@
-"""Serve ASGI apps with uvicorn from an event loop on a background thread, for tests and measurement scripts that
-drive the panel (and vLLM's own app beside it) in one process while blocking clients call them over loopback."""
+"""Serve ASGI apps with uvicorn from an event loop on a background thread, for the CLI commands that start a
+private panel (`bench MODEL`, `doctor`), tests and measurement scripts that drive the panel (and vLLM's own app beside
+it) in one process while blocking clients call them over loopback."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class Background:
         lifespan: Literal["auto", "on", "off"] = "on",
         timeout: float = 120.0,
         keep_alive_s: float = KEEP_ALIVE_S,
+        log_level: str = "warning",
     ) -> str:
         import uvicorn
 
@@ -40,7 +42,7 @@ class Background:
             app,
             host="127.0.0.1",
             port=port,
-            log_level="warning",
+            log_level=log_level,
             lifespan=lifespan,
             timeout_keep_alive=math.ceil(keep_alive_s),
         )

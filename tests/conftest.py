@@ -309,6 +309,23 @@ def open_tab(page: Any, base_url: str, name: str) -> None:
     switch_tab(page, name)
 
 
+def panel_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout_s: float = 60, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m panel ARGS` as its own process from the repository root, with this environment and `env` over it
+    (a value of "" removes that variable), waiting up to scaled(timeout_s)."""
+    merged = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "panel", *args],
+        cwd=REPO_ROOT,
+        env={k: v for k, v in merged.items() if v != ""},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout_s),
+    )
+
+
 # Gradio renders what a closed accordion or an unselected tab holds only when it is opened, and once the new
 # components have loaded it sets every prop again from the page's config on the next animation frame
 # (`render_previously_invisible_children`): a value typed or chosen before that frame is overwritten with the

@@ -12,8 +12,6 @@ the embedded default model on llamacpp (local mode) or whatever the panel has lo
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
 import json
 import sys
@@ -71,7 +69,7 @@ def run_bench(args: argparse.Namespace) -> int:
         }
         if args.url:
             return _remote(args.url.rstrip("/"), args.api_key, body)
-        return asyncio.run(_local(args, body))
+        return _local(args, body)
     except PanelError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -100,7 +98,11 @@ def _remote(url: str, api_key: str | None, body: dict[str, Any]) -> int:
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        r = client.post("/v1/bench/runs", json=body)
+        try:
+            r = client.post("/v1/bench/runs", json=body)
+        except httpx.HTTPError as exc:
+            print(f"error: {url} did not answer: {exc!r}", file=sys.stderr)
+            return 2
         if r.status_code != 200:
             print(f"error: HTTP {r.status_code}: {_message(r)}", file=sys.stderr)
             return 2
@@ -112,6 +114,13 @@ def _remote(url: str, api_key: str | None, body: dict[str, Any]) -> int:
             client.post(f"/v1/bench/runs/{run_id}/cancel")
             print("cancel requested", file=sys.stderr)
             return 130
+        except httpx.HTTPError as exc:
+            print(
+                f"error: lost {url} while following benchmark {run_id} ({exc!r}); it may still run there: "
+                f"GET {url}/v1/bench/runs/{run_id}",
+                file=sys.stderr,
+            )
+            return 2
     return _report(state)
 
 
@@ -131,10 +140,9 @@ def _follow(poll: Any) -> dict[str, Any]:
 # --- engines in this process ------------------------------------------------------------
 
 
-async def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
-    import uvicorn
-
+def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
     from panel.app import create_app
+    from panel.background import Background
     from panel.bench.plan import ModelTarget, plan_from
     from panel.settings import Settings
 
@@ -152,13 +160,11 @@ async def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
     plan = plan_from(body["suites"], body["lengths"], body["concurrencies"], None, targets, **body["settings"])
     plan.warm_up = body["warm_up"]
     app = create_app(settings, with_ui=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level=args.log_level, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
+    background = Background()
     try:
-        await _until_started(server, serving)
         runner = app.state.services.bench
-        runner.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        state = runner.start(plan, actor="cli")
+        runner.url = background.serve(app, timeout=SERVER_START_S, log_level=args.log_level)
+        state = background.run(_start(runner, plan))
         print(f"benchmark {state.id} started ({len(targets)} model(s)); results under {settings.benchmarks_dir}")
         last = ""
         while state.active:
@@ -166,22 +172,15 @@ async def _local(args: argparse.Namespace, body: dict[str, Any]) -> int:
             if line != last:
                 print(line, flush=True)
                 last = line
-            await asyncio.sleep(POLL_S)
+            time.sleep(POLL_S)
         return _report(state.to_json())
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(serving, 60)
+        background.stop()  # the app's lifespan unloads what the run loaded
 
 
-async def _until_started(server: Any, serving: asyncio.Task[None]) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while not server.started:
-        if serving.done():
-            raise RuntimeError("the in-process panel did not start (see the log above)")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the in-process panel did not start in {SERVER_START_S:.0f} s")
-        await asyncio.sleep(0.1)
+async def _start(runner: Any, plan: Any) -> Any:
+    """On the served app's own loop: the run is a task there."""
+    return runner.start(plan, actor="cli")
 
 
 # --- output -----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def run_doctor_cli(args: argparse.Namespace) -> int:
     app = create_app(settings, with_ui=False)
     background = Background()
     try:
-        url = background.serve(app)
+        url = background.serve(app, log_level=args.log_level)
         report = background.run(
             run_doctor(
                 app.state.services,

@@ -31,7 +31,7 @@ from panel.access.auth import (
 from panel.app import create_app
 from panel.calls.paths import FORWARDED_PATHS
 from panel.settings import REPO_ROOT, Settings
-from tests.conftest import run_panel, scaled, switch_tab
+from tests.conftest import panel_cli, run_panel, scaled, switch_tab
 
 NEEDS_UI = True  # Gradio's own client and its /gradio_api routes: the panels here serve the UI
 
@@ -282,17 +282,7 @@ def test_unreadable_users_config_refuses_to_start(tmp_path: Path) -> None:
 
 
 def _cli(args: list[str], data_dir: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PANEL_DATA_DIR": str(data_dir)}
-    env.pop("PANEL_USERS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "panel", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-    )
+    return panel_cli(args, {"PANEL_DATA_DIR": str(data_dir), "PANEL_USERS": ""}, stdin=stdin)
 
 
 def test_cli_users_and_keys(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +27,8 @@ from panel.access.quotas import Quotas, QuotaStore
 from panel.errors import BadRequestError, QuotaExceededError
 from panel.observability.request_log import RequestLog, RequestRow
 from panel.observability.usage import parse_since
-from panel.settings import REPO_ROOT, Settings
-from tests.conftest import PanelProcess, open_tab, run_panel, scaled
+from panel.settings import Settings
+from tests.conftest import PanelProcess, open_tab, panel_cli, run_panel, scaled
 
 SHOTS = Path(os.environ.get("PANEL_TEST_SHOTS", "/tmp/panel-shots"))
 ASK = [{"role": "user", "content": "Name three colours."}]
@@ -79,16 +78,7 @@ class Team:
         return httpx.get(self.base + "/v1/usage", params=params, headers=bearer(self.tokens[key]), timeout=30)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PANEL_DATA_DIR": str(self.tmp / "data")}
-        return subprocess.run(
-            [sys.executable, "-m", "panel", *args],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=scaled(60),
-            check=False,
-        )
+        return panel_cli(list(args), {"PANEL_DATA_DIR": str(self.tmp / "data")})
 
 
 def bearer(token: str) -> dict[str, str]:
