@@ -18,7 +18,6 @@ import sys
 import time
 from typing import Any
 
-from panel.calls.sse import error_message
 from panel.errors import PanelError
 
 POLL_S = 2.0
@@ -96,22 +95,19 @@ def _settings(pairs: list[str]) -> dict[str, Any]:
 def _remote(url: str, api_key: str | None, body: dict[str, Any]) -> int:
     import httpx
 
+    from panel.cli.remote import post_json
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
-        try:
-            r = client.post("/v1/bench/runs", json=body)
-        except httpx.HTTPError as exc:
-            print(f"error: {url} did not answer: {exc!r}", file=sys.stderr)
+    with httpx.Client(headers=headers, timeout=30) as client:
+        started = post_json(client, url, "/v1/bench/runs", body)
+        if started is None:
             return 2
-        if r.status_code != 200:
-            print(f"error: HTTP {r.status_code}: {_message(r)}", file=sys.stderr)
-            return 2
-        run_id = r.json()["id"]
+        run_id = started["id"]
         print(f"benchmark {run_id} started on {url}")
         try:
-            state = _follow(lambda: client.get(f"/v1/bench/runs/{run_id}").json())
+            state = _follow(lambda: client.get(f"{url}/v1/bench/runs/{run_id}").json())
         except KeyboardInterrupt:
-            client.post(f"/v1/bench/runs/{run_id}/cancel")
+            client.post(f"{url}/v1/bench/runs/{run_id}/cancel")
             print("cancel requested", file=sys.stderr)
             return 130
         except httpx.HTTPError as exc:
@@ -201,7 +197,3 @@ def _report(state: dict[str, Any]) -> int:
     for path in state.get("files") or []:
         print(f"  saved {path}")
     return 0 if state["status"] == "done" else 1
-
-
-def _message(response: Any) -> str:
-    return error_message(str(response.text))

@@ -66,16 +66,14 @@ def run_doctor_cli(args: argparse.Namespace) -> int:
 def _remote(args: argparse.Namespace) -> int:
     import httpx
 
+    from panel.cli.remote import post_json
+
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     body = {"measure": args.measure, "load_missing": args.load_missing}
     print(f"… asking {args.url} (it measures the models it holds)", file=sys.stderr, flush=True)
-    try:
-        r = httpx.post(args.url.rstrip("/") + "/v1/doctor", json=body, headers=headers, timeout=REMOTE_TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        print(f"error: {args.url} did not answer: {exc!r}", file=sys.stderr)
+    with httpx.Client(headers=headers, timeout=REMOTE_TIMEOUT_S) as client:
+        answer = post_json(client, args.url.rstrip("/"), "/v1/doctor", body)
+    if answer is None:
         return 2
-    if r.status_code != 200:
-        print(f"error: HTTP {r.status_code}: {r.text[:500]}", file=sys.stderr)
-        return 2
-    print(r.json()["markdown"])
+    print(answer["markdown"])
     return 0

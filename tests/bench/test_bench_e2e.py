@@ -228,3 +228,8 @@ def test_cli_drives_a_running_panel(bench_panel: PanelProcess) -> None:
         [*cmd[:-3], "--lengths", "four"], capture_output=True, text=True, timeout=scaled(60), cwd=REPO_ROOT
     )
     assert bad.returncode == 2 and "--lengths: whole numbers" in bad.stderr
+    refused = subprocess.run(
+        [*cmd, "--set", "nonsense=1"], capture_output=True, text=True, timeout=scaled(60), cwd=REPO_ROOT
+    )  # the panel refuses it: its message in one line, no body dump
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip() == "error: HTTP 400: unknown benchmark setting(s): nonsense", refused.stderr
